@@ -1,0 +1,402 @@
+//! A finished call → one CDR. Field names are VoIPmonitor's `cdr` column names (reference §4.2), with the
+//! integer ×10/×1000 conventions of those columns; `rtp` lists every stream with plain millisecond values.
+
+use serde_json::{json, Map, Value};
+
+use super::{Call, EndReason, Side, Stream};
+use crate::time::{dur_secs, rfc3339_utc, round_micros, Nanos};
+
+/// A CDR ready for output: the sort key and the JSON object.
+pub struct Cdr {
+    pub callend: Nanos,
+    pub callid: String,
+    pub json: Map<String, Value>,
+    pub streams: usize,
+}
+
+fn r3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// VoIPmonitor's `bye` column (reference §5.5).
+pub fn bye_code(c: &Call, reason: EndReason) -> u8 {
+    match reason {
+        EndReason::Absolute => 102,
+        EndReason::ByeTimeout => 103,
+        EndReason::RtpTimeout => 104,
+        EndReason::Oneway => 105,
+        EndReason::Zombie => 107,
+        EndReason::SipWithoutRtp => 108,
+        EndReason::MaxPackets => 109,
+        EndReason::Normal => {
+            if c.bye_ts.is_some() && !c.answered && c.first_18x.is_none() {
+                106
+            } else if c.answered {
+                match (c.bye_ts.is_some(), c.bye_confirmed) {
+                    (true, true) => 3,
+                    (true, false) => 2,
+                    _ => 1,
+                }
+            } else {
+                0
+            }
+        }
+    }
+}
+
+/// The stream the caller (`Side::Caller`) or the callee sends: the non-video one with most packets.
+fn pick(c: &Call, side: Side) -> Option<usize> {
+    c.streams
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.sender == side && !s.stats.video && s.stats.packets > 0)
+        .max_by_key(|(i, s)| (s.stats.packets, std::cmp::Reverse(*i)))
+        .map(|(i, _)| i)
+}
+
+struct StreamOut {
+    mos: [(f64, f64); 3],
+}
+
+pub fn build(c: &mut Call, reason: EndReason, id_sensor: Option<u16>) -> Cdr {
+    // Streams in order of their first packet, so the output never depends on arrival interleaving.
+    c.streams.sort_by(|a, b| {
+        (a.stats.first_ts, a.src, a.sport, a.dst, a.dport, a.ssrc).cmp(&(
+            b.stats.first_ts,
+            b.src,
+            b.sport,
+            b.dst,
+            b.dport,
+            b.ssrc,
+        ))
+    });
+    let outs: Vec<StreamOut> = c
+        .streams
+        .iter_mut()
+        .map(|s| StreamOut { mos: s.stats.mos() })
+        .collect();
+    let start = c.first_ts;
+    let end = c.last_ts;
+    let mut m = Map::new();
+    m.insert("callid".into(), json!(c.callid));
+    m.insert("calldate".into(), json!(rfc3339_utc(round_micros(start))));
+    m.insert("callend".into(), json!(rfc3339_utc(round_micros(end))));
+    m.insert("duration".into(), json!(dur_secs(end - start)));
+    m.insert(
+        "connect_duration".into(),
+        json!(c.first_2xx.map(|t| dur_secs(end - t))),
+    );
+    let progress = c.first_18x.or(c.first_2xx);
+    m.insert(
+        "progress_time".into(),
+        json!(progress.map(|t| dur_secs(t - start))),
+    );
+    m.insert(
+        "first_rtp_time".into(),
+        json!(c.first_rtp.map(|t| dur_secs(t - start))),
+    );
+    let caller_user = if c.caller.user.eq_ignore_ascii_case("anonymous") && !c.pai_user.is_empty() {
+        c.pai_user.clone()
+    } else {
+        c.caller.user.clone()
+    };
+    m.insert("caller".into(), json!(caller_user));
+    m.insert("caller_domain".into(), json!(c.caller.domain));
+    m.insert("callername".into(), json!(c.caller.display));
+    m.insert("called".into(), json!(c.called.user));
+    m.insert("called_domain".into(), json!(c.called.domain));
+    m.insert("sipcallerip".into(), json!(c.sip_caller.0.to_string()));
+    m.insert("sipcallerport".into(), json!(c.sip_caller.1));
+    m.insert("sipcalledip".into(), json!(c.sip_called.0.to_string()));
+    m.insert("sipcalledport".into(), json!(c.sip_called.1));
+    let last = c
+        .ok_response
+        .as_ref()
+        .or(c.final_fail.as_ref())
+        .or(c.last_provisional.as_ref());
+    m.insert(
+        "lastSIPresponseNum".into(),
+        json!(last.map(|l| l.0).unwrap_or(0)),
+    );
+    m.insert(
+        "lastSIPresponse".into(),
+        json!(last.map(|l| l.1.as_str()).unwrap_or("")),
+    );
+    m.insert("bye".into(), json!(bye_code(c, reason)));
+    m.insert(
+        "whohanged".into(),
+        json!(c.whohanged.map(|s| match s {
+            Side::Caller => "caller",
+            Side::Callee => "callee",
+        })),
+    );
+    m.insert("id_sensor".into(), json!(id_sensor));
+    m.insert("transport".into(), json!(c.transport));
+    m.insert("vlan".into(), json!(c.vlan));
+    m.insert("a_ua".into(), json!(c.ua_caller));
+    m.insert("b_ua".into(), json!(c.ua_called));
+    m.insert(
+        "reason_sip_cause".into(),
+        json!(c.reason_sip.as_ref().map(|r| r.0)),
+    );
+    m.insert(
+        "reason_sip_text".into(),
+        json!(c.reason_sip.as_ref().map(|r| r.1.clone())),
+    );
+    m.insert(
+        "reason_q850_cause".into(),
+        json!(c.reason_q850.as_ref().map(|r| r.0)),
+    );
+    m.insert(
+        "reason_q850_text".into(),
+        json!(c.reason_q850.as_ref().map(|r| r.1.clone())),
+    );
+    m.insert(
+        "proxies".into(),
+        json!(c.proxies.iter().map(|p| p.to_string()).collect::<Vec<_>>()),
+    );
+
+    let a = pick(c, Side::Caller);
+    let b = pick(c, Side::Callee);
+    let payload = a.or(b).and_then(|i| c.streams[i].stats.media_pt);
+    m.insert("payload".into(), json!(payload));
+    let mut side_vals = Vec::new();
+    for (prefix, idx) in [("a", a), ("b", b)] {
+        side_vals.push(side_fields(
+            &mut m,
+            prefix,
+            idx.map(|i| (i, &c.streams[i], &outs[i])),
+            c,
+            end,
+        ));
+    }
+    let (sa, sb) = (side_vals[0], side_vals[1]);
+    let maxo = |x: Option<i64>, y: Option<i64>| match (x, y) {
+        (Some(x), Some(y)) => Some(x.max(y)),
+        (x, y) => x.or(y),
+    };
+    let mino = |x: Option<i64>, y: Option<i64>| match (x, y) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, y) => x.or(y),
+    };
+    m.insert("lost".into(), json!(maxo(sa.lost, sb.lost)));
+    m.insert(
+        "jitter_mult10".into(),
+        json!(maxo(sa.jitter10, sb.jitter10)),
+    );
+    m.insert(
+        "mos_min_mult10".into(),
+        json!(mino(sa.mos_min10, sb.mos_min10)),
+    );
+    m.insert(
+        "packet_loss_perc_mult1000".into(),
+        json!(maxo(sa.loss1000, sb.loss1000)),
+    );
+
+    let rtp: Vec<Value> = c
+        .streams
+        .iter()
+        .zip(&outs)
+        .map(|(s, o)| stream_json(s, o, start))
+        .collect();
+    m.insert("rtp".into(), Value::Array(rtp));
+    m.insert(
+        "fbasename".into(),
+        json!(crate::store::spool::file_safe(&c.callid)),
+    );
+    Cdr {
+        callend: round_micros(end),
+        callid: c.callid.clone(),
+        json: m,
+        streams: c.streams.len(),
+    }
+}
+
+#[derive(Clone, Copy, Default)]
+struct SideSummary {
+    lost: Option<i64>,
+    jitter10: Option<i64>,
+    mos_min10: Option<i64>,
+    loss1000: Option<i64>,
+}
+
+fn mult10_trunc(x: f64) -> i64 {
+    (x * 10.0 + 1e-9).trunc() as i64
+}
+
+fn mult10_round(x: f64) -> i64 {
+    (x * 10.0).round() as i64
+}
+
+fn side_fields(
+    m: &mut Map<String, Value>,
+    p: &str,
+    s: Option<(usize, &Stream, &StreamOut)>,
+    c: &Call,
+    end: Nanos,
+) -> SideSummary {
+    let mut put = |k: &str, v: Value| {
+        m.insert(format!("{p}_{k}"), v);
+    };
+    let Some((i, s, o)) = s else {
+        for k in [
+            "index",
+            "payload",
+            "saddr",
+            "received",
+            "lost",
+            "avgjitter_mult10",
+            "maxjitter",
+            "mos_f1_mult10",
+            "mos_f2_mult10",
+            "mos_adapt_mult10",
+            "mos_min_mult10",
+            "packet_loss_perc_mult1000",
+        ] {
+            put(k, Value::Null);
+        }
+        return SideSummary::default();
+    };
+    let st = &s.stats;
+    let lost = st.lost().max(0);
+    let received = st.packets as i64;
+    put("index", json!(i + 1));
+    put("payload", json!(st.media_pt.unwrap_or(st.first_pt)));
+    put("saddr", json!(s.src.to_string()));
+    put("received", json!(received));
+    put("lost", json!(lost));
+    put("seq_errors", json!(st.seq_errors));
+    let jitter10 = (st.mean_jitter * 10.0 - 1e-9).ceil().max(0.0) as i64;
+    put("avgjitter_mult10", json!(jitter10));
+    put(
+        "maxjitter",
+        json!((st.max_jitter - 1e-9).ceil().max(0.0) as i64),
+    );
+    for (k, v) in st.loss_bursts.iter().enumerate() {
+        put(&format!("sl{}", k + 1), json!(v));
+    }
+    let names = ["d50", "d70", "d90", "d120", "d150", "d200", "d300"];
+    let weights = [60u64, 80, 105, 135, 175, 250, 300];
+    let mut sum = 0u64;
+    let mut cnt = 0u64;
+    for (k, v) in st.delay_buckets.iter().enumerate() {
+        put(names[k], json!(v));
+        sum += weights[k] * *v as u64;
+        cnt += *v as u64;
+    }
+    put("delay_sum", json!(sum));
+    put("delay_cnt", json!(cnt));
+    put(
+        "delay_avg_mult100",
+        json!(if cnt > 0 {
+            Some((sum as f64 / cnt as f64 * 100.0).round() as u64)
+        } else {
+            None
+        }),
+    );
+    let [(f1, f1min), (f2, f2min), (ad, admin)] = o.mos;
+    put("mos_f1_mult10", json!(mult10_trunc(f1)));
+    put("mos_f2_mult10", json!(mult10_round(f2)));
+    put("mos_adapt_mult10", json!(mult10_round(ad)));
+    put("mos_f1_min_mult10", json!(mult10_round(f1min)));
+    put("mos_f2_min_mult10", json!(mult10_round(f2min)));
+    put("mos_adapt_min_mult10", json!(mult10_round(admin)));
+    // mosmin_f2 = yes (VoIPmonitor's default): the side's minimum MOS is the f2 average.
+    let mos_min10 = mult10_round(f2);
+    put("mos_min_mult10", json!(mos_min10));
+    let denom = (received + lost) as f64;
+    let loss1000 = if denom > 0.0 {
+        (lost as f64 / denom * 100_000.0).round() as i64
+    } else {
+        0
+    };
+    put("packet_loss_perc_mult1000", json!(loss1000));
+    put("last_rtp_from_end", json!(dur_secs(end - st.last_ts)));
+    // RTCP reports about this stream (sent by the other side).
+    let clock_ms = match c.pt_kind(st.media_pt.unwrap_or(st.first_pt)) {
+        crate::rtp::stream::PtKind::Media { clock, .. } if clock > 0 => clock as f64 / 1000.0,
+        _ => 8.0,
+    };
+    match c.rtcp.iter().find(|r| r.ssrc == s.ssrc) {
+        Some(r) if r.reports > 0 => {
+            put("rtcp_loss", json!(r.last_cumulative_lost));
+            put("rtcp_maxfr", json!(r.max_fraction));
+            put(
+                "rtcp_avgfr_mult10",
+                json!((r.sum_fraction as f64 / r.reports as f64 * 10.0).round() as i64),
+            );
+            put(
+                "rtcp_maxjitter",
+                json!((r.max_jitter as f64 / clock_ms).round() as i64),
+            );
+            put(
+                "rtcp_avgjitter_mult10",
+                json!((r.sum_jitter as f64 / r.reports as f64 / clock_ms * 10.0).round() as i64),
+            );
+            let rtd = (r.rtd_count > 0).then(|| r.rtd_sum_ms / r.rtd_count as f64);
+            put(
+                "rtcp_avgrtd_mult10",
+                json!(rtd.map(|x| (x * 10.0).round() as i64)),
+            );
+            put(
+                "rtcp_maxrtd_mult10",
+                json!((r.rtd_count > 0).then(|| (r.rtd_max_ms * 10.0).round() as i64)),
+            );
+            put("mos_xr_mult10", json!(r.xr_mos_lq.filter(|v| *v != 127)));
+        }
+        _ => {
+            for k in [
+                "rtcp_loss",
+                "rtcp_maxfr",
+                "rtcp_avgfr_mult10",
+                "rtcp_maxjitter",
+                "rtcp_avgjitter_mult10",
+            ] {
+                put(k, Value::Null);
+            }
+        }
+    }
+    SideSummary {
+        lost: Some(lost),
+        jitter10: Some(jitter10),
+        mos_min10: Some(mos_min10),
+        loss1000: Some(loss1000),
+    }
+}
+
+fn stream_json(s: &Stream, o: &StreamOut, start: Nanos) -> Value {
+    let st = &s.stats;
+    let digits: String = st
+        .dtmf
+        .iter()
+        .map(|e| match e.event {
+            0..=9 => (b'0' + e.event) as char,
+            10 => '*',
+            11 => '#',
+            12..=15 => (b'A' + e.event - 12) as char,
+            _ => '?',
+        })
+        .collect();
+    json!({
+        "saddr": s.src.to_string(),
+        "sport": s.sport,
+        "daddr": s.dst.to_string(),
+        "dport": s.dport,
+        "ssrc": s.ssrc,
+        "sender": s.sender,
+        "payload": st.media_pt.unwrap_or(st.first_pt),
+        "received": st.packets,
+        "lost": st.lost(),
+        "seq_errors": st.seq_errors,
+        "maxjitter": r3(st.max_jitter),
+        "avgjitter": r3(st.mean_jitter),
+        "max_delta": r3(st.max_delta),
+        "mos_f1": (o.mos[0].0 * 100.0).round() / 100.0,
+        "mos_f2": (o.mos[1].0 * 100.0).round() / 100.0,
+        "mos_adapt": (o.mos[2].0 * 100.0).round() / 100.0,
+        "first_time": dur_secs(st.first_ts - start),
+        "last_time": dur_secs(st.last_ts - start),
+        "video": st.video,
+        "dtmf": digits,
+    })
+}

@@ -1,0 +1,293 @@
+//! An owner core: the calls whose Call-ID hashes to it, fed by its rx rings, closed by packet-time timers.
+//!
+//! Timers are evaluated at whole-second ticks of packet time that every owner receives, so when a call ends
+//! never depends on how many owners share the work, nor on what other calls an owner holds.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use super::cdr::{self, Cdr};
+use super::{Call, EndReason, MediaOutcome, SipPacket, Timeouts};
+use crate::config::SaveRtp;
+use crate::dispatch::batch::{Batch, Item, ItemKind};
+use crate::dispatch::ToOwner;
+use crate::sip::msg::{self, Method};
+use crate::store::spool::{self, Chunk, FileKind};
+use crate::time::Nanos;
+
+#[derive(Debug, Clone)]
+pub struct OwnerConfig {
+    pub timeouts: Timeouts,
+    pub id_sensor: Option<u16>,
+    pub save_sip: bool,
+    pub save_rtp: SaveRtp,
+    pub save_rtcp: bool,
+    pub spooldir: PathBuf,
+    pub utc: bool,
+    /// Files: wait for the slow side. Live sources: count a drop instead.
+    pub blocking: bool,
+}
+
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct OwnerStats {
+    pub sip_messages: u64,
+    pub sip_requests: BTreeMap<String, u64>,
+    /// SIP messages that belong to no call (REGISTER, OPTIONS, stray responses…).
+    pub non_call_sip: u64,
+    pub calls: u64,
+    pub cdrs: u64,
+    pub rtp_packets: u64,
+    pub rtcp_packets: u64,
+    pub media_without_call: u64,
+    pub media_ignored: u64,
+    /// Packets of non-RTP media such as T.38 (UDPTL).
+    pub non_rtp_media: u64,
+    pub callid_collisions: u64,
+    pub cdr_queue_drops: u64,
+    pub spool_queue_drops: u64,
+    pub spool_link_mismatch: u64,
+    pub streams: u64,
+    pub active_calls_peak: u64,
+}
+
+pub struct Owner {
+    cfg: OwnerConfig,
+    calls: HashMap<u64, Call>,
+    cdrs: Sender<Cdr>,
+    spool: Option<Sender<Chunk>>,
+    pub stats: OwnerStats,
+}
+
+impl Owner {
+    pub fn new(cfg: OwnerConfig, cdrs: Sender<Cdr>, spool: Option<Sender<Chunk>>) -> Self {
+        Owner {
+            cfg,
+            calls: HashMap::new(),
+            cdrs,
+            spool,
+            stats: OwnerStats::default(),
+        }
+    }
+
+    /// The owner's loop: batches until `End`, then every open call is closed as a capture's end closes it.
+    pub fn run(mut self, rx: Receiver<ToOwner>, recycle: Sender<Batch>) -> OwnerStats {
+        for m in rx {
+            match m {
+                ToOwner::Batch(b) => {
+                    for it in &b.items {
+                        self.item(&b, it);
+                    }
+                    let _ = recycle.try_send(b);
+                }
+                ToOwner::End(at) => {
+                    self.close_all(at);
+                    break;
+                }
+            }
+        }
+        self.stats
+    }
+
+    fn item(&mut self, b: &Batch, it: &Item) {
+        match it.kind {
+            ItemKind::Tick(at) => self.tick(at),
+            ItemKind::Sip { call_key } => self.sip(b, it, call_key),
+            ItemKind::Media(route) => {
+                let Some(call) = self.calls.get_mut(&route.call_key) else {
+                    self.stats.media_without_call += 1;
+                    return;
+                };
+                let out = call.media(
+                    it.ts,
+                    it.src,
+                    it.sport,
+                    it.dst,
+                    it.dport,
+                    route.via_dst,
+                    b.payload(it),
+                );
+                let save = match out {
+                    MediaOutcome::Rtp => {
+                        self.stats.rtp_packets += 1;
+                        match self.cfg.save_rtp {
+                            SaveRtp::No => None,
+                            SaveRtp::Yes => Some(None),
+                            // Link + IP + UDP + RTP header: the RTP header ends 12 bytes into the payload.
+                            SaveRtp::Header => Some(Some(12)),
+                        }
+                    }
+                    MediaOutcome::Rtcp => {
+                        self.stats.rtcp_packets += 1;
+                        self.cfg.save_rtcp.then_some(None)
+                    }
+                    MediaOutcome::NotRtp => {
+                        self.stats.non_rtp_media += 1;
+                        None
+                    }
+                    MediaOutcome::Ignored => {
+                        self.stats.media_ignored += 1;
+                        None
+                    }
+                };
+                if let Some(header_only) = save {
+                    let key = route.call_key;
+                    self.spool_frames(key, FileKind::Rtp, b, it, header_only);
+                }
+            }
+        }
+    }
+
+    fn sip(&mut self, b: &Batch, it: &Item, key: u64) {
+        let Ok(m) = msg::parse(b.payload(it)) else {
+            return;
+        };
+        self.stats.sip_messages += 1;
+        if let Some(method) = m.method() {
+            *self
+                .stats
+                .sip_requests
+                .entry(method.as_str().to_string())
+                .or_default() += 1;
+        }
+        let p = SipPacket {
+            ts: it.ts,
+            src: it.src,
+            sport: it.sport,
+            dst: it.dst,
+            dport: it.dport,
+            transport: it.transport,
+            vlan: it.vlan,
+            msg: &m,
+        };
+        match self.calls.get_mut(&key) {
+            Some(call) if call.callid.as_bytes() == m.h.call_id => call.sip(&p),
+            Some(_) => {
+                self.stats.callid_collisions += 1;
+                return;
+            }
+            None if m.method() == Some(Method::Invite) => {
+                let mut call = Call::new(key, &p);
+                call.sip(&p);
+                self.calls.insert(key, call);
+                self.stats.calls += 1;
+                self.stats.active_calls_peak =
+                    self.stats.active_calls_peak.max(self.calls.len() as u64);
+            }
+            None => {
+                self.stats.non_call_sip += 1;
+                return;
+            }
+        }
+        if self.cfg.save_sip {
+            self.spool_frames(key, FileKind::Sip, b, it, None);
+        }
+    }
+
+    fn spool_frames(
+        &mut self,
+        key: u64,
+        kind: FileKind,
+        b: &Batch,
+        it: &Item,
+        header_only: Option<usize>,
+    ) {
+        let Some(call) = self.calls.get_mut(&key) else {
+            return;
+        };
+        let Some(tx) = self.spool.as_ref() else {
+            return;
+        };
+        let base = &self.cfg.spooldir;
+        let fb = spool::file_safe(&call.callid);
+        for f in b.frames_of(it) {
+            let frame = b.frame_bytes(f);
+            // For header-only RTP keep everything up to the RTP header's end.
+            let keep =
+                header_only.map(|rtp_hdr| frame.len().saturating_sub(it.payload_len()) + rtp_hdr);
+            if let Some(chunk) = call.spool.add(
+                kind,
+                base,
+                call.first_ts,
+                self.cfg.utc,
+                &fb,
+                f.ts,
+                f.link_type,
+                frame,
+                keep,
+            ) {
+                send(
+                    tx,
+                    chunk,
+                    self.cfg.blocking,
+                    &mut self.stats.spool_queue_drops,
+                );
+            }
+        }
+    }
+
+    /// Timers as of whole second `at` of packet time.
+    fn tick(&mut self, at: Nanos) {
+        let t = self.cfg.timeouts;
+        let expired: Vec<(u64, EndReason)> = self
+            .calls
+            .iter()
+            .filter_map(|(k, c)| c.expired(at, &t).map(|r| (*k, r)))
+            .collect();
+        for (k, r) in expired {
+            self.close(k, r);
+        }
+    }
+
+    fn close(&mut self, key: u64, reason: EndReason) {
+        let Some(mut call) = self.calls.remove(&key) else {
+            return;
+        };
+        let cdr = cdr::build(&mut call, reason, self.cfg.id_sensor);
+        self.stats.streams += cdr.streams as u64;
+        self.stats.spool_link_mismatch += call.spool.mismatched_link as u64;
+        if let Some(tx) = self.spool.as_ref() {
+            for chunk in call.spool.finish() {
+                send(
+                    tx,
+                    chunk,
+                    self.cfg.blocking,
+                    &mut self.stats.spool_queue_drops,
+                );
+            }
+        }
+        self.stats.cdrs += 1;
+        send(
+            &self.cdrs,
+            cdr,
+            self.cfg.blocking,
+            &mut self.stats.cdr_queue_drops,
+        );
+    }
+
+    fn close_all(&mut self, _at: Nanos) {
+        let mut keys: Vec<u64> = self.calls.keys().copied().collect();
+        keys.sort_unstable();
+        for k in keys {
+            self.close(k, EndReason::Normal);
+        }
+    }
+}
+
+fn send<T>(tx: &Sender<T>, v: T, blocking: bool, drops: &mut u64) {
+    let ok = if blocking {
+        tx.send(v).is_ok()
+    } else {
+        tx.try_send(v).is_ok()
+    };
+    if !ok {
+        *drops += 1;
+    }
+}
+
+impl Item {
+    pub fn payload_len(&self) -> usize {
+        (self.payload.1 - self.payload.0) as usize
+    }
+}

@@ -1,0 +1,460 @@
+//! Reader for capture files: classic pcap (µs and ns, either byte order) and pcapng (several sections,
+//! interfaces and link types; EPB, SPB and the obsolete packet block). The file is memory-mapped and each
+//! packet is handed out as a slice of the map, so reading allocates nothing per packet.
+//!
+//! A truncated or corrupt tail ends the iteration with a warning; everything before it is processed.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+use thiserror::Error;
+
+use crate::time::Nanos;
+
+#[derive(Debug, Error)]
+pub enum PcapError {
+    #[error("cannot open capture file {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: not a pcap or pcapng file (magic {magic:08x})")]
+    BadMagic { path: PathBuf, magic: u32 },
+    #[error("{path}: file is too short to be a capture")]
+    TooShort { path: PathBuf },
+}
+
+/// One captured frame, borrowed from the mapped file.
+#[derive(Debug, Clone, Copy)]
+pub struct Frame<'a> {
+    pub ts: Nanos,
+    pub link_type: u16,
+    pub data: &'a [u8],
+    pub orig_len: u32,
+    /// pcapng interface index (0 for classic pcap).
+    pub interface: u32,
+}
+
+enum Format {
+    Pcap {
+        big_endian: bool,
+        nanos: bool,
+        link_type: u16,
+    },
+    Pcapng,
+}
+
+#[derive(Clone, Copy)]
+struct Iface {
+    link_type: u16,
+    /// Multiplier to nanoseconds, or divisor when `ticks_per_sec` exceeds 1e9.
+    ticks_per_sec: u64,
+}
+
+/// A capture file opened for reading.
+pub struct CaptureFile {
+    path: PathBuf,
+    map: Mmap,
+    format: Format,
+}
+
+impl CaptureFile {
+    pub fn open(path: &Path) -> Result<Self, PcapError> {
+        let file = File::open(path).map_err(|source| PcapError::Open {
+            path: path.into(),
+            source,
+        })?;
+        // SAFETY: the map is read-only; a file truncated under us by another process would SIGBUS, which is the
+        // accepted risk of every mmap-based capture reader (libpcap reads, tshark does the same with its own I/O).
+        let map = unsafe { Mmap::map(&file) }.map_err(|source| PcapError::Open {
+            path: path.into(),
+            source,
+        })?;
+        Self::from_map(path.into(), map)
+    }
+
+    fn from_map(path: PathBuf, map: Mmap) -> Result<Self, PcapError> {
+        if map.len() < 4 {
+            return Err(PcapError::TooShort { path });
+        }
+        let magic = u32::from_le_bytes([map[0], map[1], map[2], map[3]]);
+        let format = match magic {
+            0xa1b2_c3d4 | 0xa1b2_3c4d | 0xd4c3_b2a1 | 0x4d3c_b2a1 => {
+                if map.len() < 24 {
+                    return Err(PcapError::TooShort { path });
+                }
+                let big_endian = matches!(magic, 0xd4c3_b2a1 | 0x4d3c_b2a1);
+                let nanos = matches!(magic, 0xa1b2_3c4d | 0x4d3c_b2a1);
+                let lt = rd32(&map[20..24], big_endian);
+                // The upper bits of the link-type field carry FCS flags (pcap spec); keep the low 16 bits.
+                Format::Pcap {
+                    big_endian,
+                    nanos,
+                    link_type: (lt & 0xffff) as u16,
+                }
+            }
+            0x0a0d_0d0a => Format::Pcapng,
+            _ => return Err(PcapError::BadMagic { path, magic }),
+        };
+        Ok(CaptureFile { path, map, format })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    pub fn frames(&self) -> Frames<'_> {
+        let start = match self.format {
+            Format::Pcap { .. } => 24,
+            Format::Pcapng => 0,
+        };
+        Frames {
+            buf: &self.map,
+            pos: start,
+            file: self,
+            ifaces: Vec::new(),
+            big_endian: false,
+            trailer: None,
+            last_ts: 0,
+        }
+    }
+}
+
+/// Iterator over the frames of a capture file.
+pub struct Frames<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    file: &'a CaptureFile,
+    ifaces: Vec<Iface>,
+    big_endian: bool,
+    trailer: Option<String>,
+    last_ts: Nanos,
+}
+
+impl<'a> Frames<'a> {
+    /// Why reading stopped early, if it did (a truncated or corrupt file).
+    pub fn trailer_problem(&self) -> Option<&str> {
+        self.trailer.as_deref()
+    }
+
+    fn stop(&mut self, why: String) -> Option<Frame<'a>> {
+        self.trailer = Some(why);
+        self.pos = self.buf.len();
+        None
+    }
+
+    fn next_pcap(&mut self, big_endian: bool, nanos: bool, link_type: u16) -> Option<Frame<'a>> {
+        let buf = self.buf;
+        if self.pos >= buf.len() {
+            return None;
+        }
+        if buf.len() - self.pos < 16 {
+            let at = self.pos;
+            return self.stop(format!("truncated record header at byte {at}"));
+        }
+        let h = &buf[self.pos..self.pos + 16];
+        let sec = rd32(&h[0..4], big_endian) as i64;
+        let frac = rd32(&h[4..8], big_endian) as i64;
+        let incl = rd32(&h[8..12], big_endian) as usize;
+        let orig = rd32(&h[12..16], big_endian);
+        if incl > 262_144 * 4 {
+            let at = self.pos;
+            return self.stop(format!("implausible record length {incl} at byte {at}"));
+        }
+        let start = self.pos + 16;
+        if buf.len() - start < incl {
+            return self.stop(format!(
+                "truncated packet data at byte {start} ({incl} bytes announced)"
+            ));
+        }
+        self.pos = start + incl;
+        let ts = sec * 1_000_000_000 + if nanos { frac } else { frac * 1000 };
+        Some(Frame {
+            ts,
+            link_type,
+            data: &buf[start..start + incl],
+            orig_len: orig,
+            interface: 0,
+        })
+    }
+
+    fn next_pcapng(&mut self) -> Option<Frame<'a>> {
+        let buf = self.buf;
+        loop {
+            if self.pos >= buf.len() {
+                return None;
+            }
+            if buf.len() - self.pos < 12 {
+                let at = self.pos;
+                return self.stop(format!("truncated pcapng block at byte {at}"));
+            }
+            let b = &buf[self.pos..];
+            let raw_type = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            if raw_type == 0x0a0d_0d0a {
+                // Section header: byte order from the byte-order magic; interfaces restart.
+                let bom = u32::from_le_bytes([b[8], b[9], b[10], b[11]]);
+                self.big_endian = match bom {
+                    0x1a2b_3c4d => false,
+                    0x4d3c_2b1a => true,
+                    _ => {
+                        let at = self.pos;
+                        return self.stop(format!("bad pcapng byte-order magic at byte {at}"));
+                    }
+                };
+                self.ifaces.clear();
+            }
+            let be = self.big_endian;
+            let btype = rd32(&b[0..4], be);
+            let blen = rd32(&b[4..8], be) as usize;
+            if blen < 12 || !blen.is_multiple_of(4) {
+                let at = self.pos;
+                return self.stop(format!("bad pcapng block length {blen} at byte {at}"));
+            }
+            if blen > b.len() {
+                let at = self.pos;
+                return self.stop(format!(
+                    "truncated pcapng block at byte {at} ({blen} bytes announced)"
+                ));
+            }
+            let body = &b[8..blen - 4];
+            self.pos += blen;
+            match btype {
+                1 => {
+                    // Interface description: link type, snaplen, options (if_tsresol).
+                    if body.len() < 8 {
+                        continue;
+                    }
+                    let link_type = rd16(&body[0..2], be);
+                    let ticks_per_sec = parse_tsresol(&body[8..], be).unwrap_or(1_000_000);
+                    self.ifaces.push(Iface {
+                        link_type,
+                        ticks_per_sec,
+                    });
+                }
+                6 | 2 => {
+                    // Enhanced packet block (6) or obsolete packet block (2, 16-bit interface id + drops).
+                    if body.len() < 20 {
+                        continue;
+                    }
+                    let iface = if btype == 6 {
+                        rd32(&body[0..4], be)
+                    } else {
+                        rd16(&body[0..2], be) as u32
+                    };
+                    let hi = rd32(&body[4..8], be) as u64;
+                    let lo = rd32(&body[8..12], be) as u64;
+                    let caplen = rd32(&body[12..16], be) as usize;
+                    let orig = rd32(&body[16..20], be);
+                    let Some(ifc) = self.ifaces.get(iface as usize).copied() else {
+                        continue;
+                    };
+                    if body.len() - 20 < caplen {
+                        continue;
+                    }
+                    let data = &body[20..20 + caplen];
+                    let ts = ticks_to_nanos((hi << 32) | lo, ifc.ticks_per_sec);
+                    self.last_ts = ts;
+                    return Some(Frame {
+                        ts,
+                        link_type: ifc.link_type,
+                        data,
+                        orig_len: orig,
+                        interface: iface,
+                    });
+                }
+                3 => {
+                    // Simple packet block: interface 0 and no timestamp; it gets the previous packet's time so that
+                    // packet-time timers never run backwards.
+                    if body.len() < 4 {
+                        continue;
+                    }
+                    let Some(ifc) = self.ifaces.first().copied() else {
+                        continue;
+                    };
+                    let orig = rd32(&body[0..4], be);
+                    let caplen = (orig as usize).min(body.len() - 4);
+                    let data = &body[4..4 + caplen];
+                    return Some(Frame {
+                        ts: self.last_ts,
+                        link_type: ifc.link_type,
+                        data,
+                        orig_len: orig,
+                        interface: 0,
+                    });
+                }
+                _ => continue,
+            }
+        }
+    }
+}
+
+impl<'a> Iterator for Frames<'a> {
+    type Item = Frame<'a>;
+
+    fn next(&mut self) -> Option<Frame<'a>> {
+        match self.file.format {
+            Format::Pcap {
+                big_endian,
+                nanos,
+                link_type,
+            } => self.next_pcap(big_endian, nanos, link_type),
+            Format::Pcapng => self.next_pcapng(),
+        }
+    }
+}
+
+fn ticks_to_nanos(ticks: u64, per_sec: u64) -> Nanos {
+    if per_sec == 1_000_000_000 {
+        return ticks as i64;
+    }
+    let secs = ticks / per_sec;
+    let rem = ticks % per_sec;
+    (secs as i64).saturating_mul(1_000_000_000)
+        + ((rem as u128 * 1_000_000_000u128) / per_sec as u128) as i64
+}
+
+/// if_tsresol (option 9): high bit set → power of two, else power of ten.
+fn parse_tsresol(mut opts: &[u8], be: bool) -> Option<u64> {
+    while opts.len() >= 4 {
+        let code = rd16(&opts[0..2], be);
+        let len = rd16(&opts[2..4], be) as usize;
+        let padded = (len + 3) & !3;
+        if code == 0 || opts.len() < 4 + len {
+            return None;
+        }
+        if code == 9 && len >= 1 {
+            let v = opts[4];
+            let exp = (v & 0x7f) as u32;
+            return if v & 0x80 != 0 {
+                (exp < 64).then(|| 1u64 << exp)
+            } else {
+                10u64.checked_pow(exp)
+            };
+        }
+        if opts.len() < 4 + padded {
+            return None;
+        }
+        opts = &opts[4 + padded..];
+    }
+    None
+}
+
+fn rd32(b: &[u8], be: bool) -> u32 {
+    let a = [b[0], b[1], b[2], b[3]];
+    if be {
+        u32::from_be_bytes(a)
+    } else {
+        u32::from_le_bytes(a)
+    }
+}
+
+fn rd16(b: &[u8], be: bool) -> u16 {
+    let a = [b[0], b[1]];
+    if be {
+        u16::from_be_bytes(a)
+    } else {
+        u16::from_le_bytes(a)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn write_tmp(bytes: &[u8]) -> tempfile_path::TmpPath {
+        tempfile_path::TmpPath::with(bytes)
+    }
+
+    /// A tiny self-cleaning temp file, to avoid a dev-dependency for two tests.
+    mod tempfile_path {
+        use std::path::PathBuf;
+        pub struct TmpPath(pub PathBuf);
+        impl TmpPath {
+            pub fn with(bytes: &[u8]) -> Self {
+                use std::sync::atomic::{AtomicUsize, Ordering};
+                static N: AtomicUsize = AtomicUsize::new(0);
+                let p = std::env::temp_dir().join(format!(
+                    "voxtap-pcap-{}-{}.bin",
+                    std::process::id(),
+                    N.fetch_add(1, Ordering::Relaxed)
+                ));
+                std::fs::write(&p, bytes).expect("write temp file");
+                TmpPath(p)
+            }
+        }
+        impl Drop for TmpPath {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_file(&self.0);
+            }
+        }
+    }
+
+    fn pcap_bytes(nanos: bool, be: bool, pkts: &[(u32, u32, &[u8])]) -> Vec<u8> {
+        let mut v = Vec::new();
+        let w32 = |v: &mut Vec<u8>, x: u32| {
+            v.write_all(&if be { x.to_be_bytes() } else { x.to_le_bytes() })
+                .unwrap()
+        };
+        let magic = if nanos { 0xa1b2_3c4d } else { 0xa1b2_c3d4 };
+        w32(&mut v, magic);
+        v.extend_from_slice(&if be { [0, 2, 0, 4] } else { [2, 0, 4, 0] });
+        w32(&mut v, 0);
+        w32(&mut v, 0);
+        w32(&mut v, 65535);
+        w32(&mut v, 1);
+        for (s, f, d) in pkts {
+            w32(&mut v, *s);
+            w32(&mut v, *f);
+            w32(&mut v, d.len() as u32);
+            w32(&mut v, d.len() as u32);
+            v.extend_from_slice(d);
+        }
+        v
+    }
+
+    #[test]
+    fn pcap_micro_nano_and_big_endian() {
+        for (nanos, be) in [(false, false), (true, false), (false, true), (true, true)] {
+            let b = pcap_bytes(nanos, be, &[(10, 5, b"abc"), (11, 7, b"defg")]);
+            let t = write_tmp(&b);
+            let f = CaptureFile::open(&t.0).unwrap();
+            let frames: Vec<_> = f.frames().collect();
+            assert_eq!(frames.len(), 2);
+            let mul = if nanos { 1 } else { 1000 };
+            assert_eq!(frames[0].ts, 10 * 1_000_000_000 + 5 * mul);
+            assert_eq!(frames[1].data, b"defg");
+            assert_eq!(frames[0].link_type, 1);
+        }
+    }
+
+    #[test]
+    fn truncated_pcap_keeps_what_is_there() {
+        let mut b = pcap_bytes(false, false, &[(1, 0, b"abcdef"), (2, 0, b"ghijkl")]);
+        b.truncate(b.len() - 3);
+        let t = write_tmp(&b);
+        let f = CaptureFile::open(&t.0).unwrap();
+        let mut it = f.frames();
+        assert_eq!(it.next().unwrap().data, b"abcdef");
+        assert!(it.next().is_none());
+        assert!(it.trailer_problem().unwrap().contains("truncated"));
+    }
+
+    #[test]
+    fn tsresol_variants() {
+        let mut o = vec![9, 0, 1, 0, 9, 0, 0, 0];
+        assert_eq!(parse_tsresol(&o, false), Some(1_000_000_000));
+        o[4] = 0x80 | 20;
+        assert_eq!(parse_tsresol(&o, false), Some(1 << 20));
+        assert_eq!(ticks_to_nanos(3 << 20, 1 << 20), 3_000_000_000);
+    }
+}

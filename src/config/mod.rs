@@ -1,0 +1,326 @@
+//! Typed configuration from `voipmonitor.conf` (+ a `conf.d` directory) and the command line.
+//!
+//! Scalar keys: within one file the first occurrence wins (VoIPmonitor's behaviour); a later file overrides.
+//! List keys (`sipport`, `interface`): every occurrence accumulates, and the first one replaces the default.
+//! The command line wins over every file.
+
+pub mod parse;
+
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+use tracing::warn;
+
+use parse::{Entry, Skipped};
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{file}:{line}: bad value for '{key}': {why}")]
+    BadValue {
+        file: PathBuf,
+        line: usize,
+        key: String,
+        why: String,
+    },
+}
+
+/// `savertp`: no, yes, or headers only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SaveRtp {
+    No,
+    Yes,
+    Header,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Config {
+    pub interface: Vec<String>,
+    /// Inclusive port ranges on which UDP/TCP traffic is SIP.
+    pub sipport: Vec<(u16, u16)>,
+    pub id_sensor: Option<u16>,
+    pub spooldir: PathBuf,
+    pub savesip: bool,
+    pub savertp: SaveRtp,
+    pub savertcp: bool,
+    pub utc: bool,
+    pub absolute_timeout: u32,
+    pub rtptimeout: u32,
+    pub sipwithoutrtptimeout: u32,
+    pub onewaytimeout: u32,
+    pub bye_timeout: u32,
+    pub bye_confirmed_timeout: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        // VoIPmonitor's code defaults (not its shipped example file): save nothing unless asked.
+        Config {
+            interface: Vec::new(),
+            sipport: vec![(5060, 5060)],
+            id_sensor: None,
+            spooldir: PathBuf::from("/var/spool/voipmonitor"),
+            savesip: false,
+            savertp: SaveRtp::No,
+            savertcp: false,
+            utc: false,
+            absolute_timeout: 14_400,
+            rtptimeout: 300,
+            sipwithoutrtptimeout: 3_600,
+            onewaytimeout: 15,
+            bye_timeout: 1_200,
+            bye_confirmed_timeout: 600,
+        }
+    }
+}
+
+/// Keys this version understands; anything else gets one warning.
+pub const KNOWN_KEYS: &[&str] = &[
+    "interface",
+    "sipport",
+    "id_sensor",
+    "spooldir",
+    "savesip",
+    "savertp",
+    "savertcp",
+    "utc",
+    "absolute_timeout",
+    "rtptimeout",
+    "sipwithoutrtptimeout",
+    "onewaytimeout",
+    "bye_timeout",
+    "bye_confirmed_timeout",
+];
+
+const LIST_KEYS: &[&str] = &["interface", "sipport"];
+
+/// What loading produced besides the config: warnings for the operator.
+#[derive(Debug, Default)]
+pub struct LoadReport {
+    pub unknown_keys: Vec<(String, PathBuf, usize)>,
+    pub skipped_lines: Vec<Skipped>,
+    pub files: Vec<PathBuf>,
+}
+
+impl Config {
+    /// Loads `main` and then every `*.conf` file of `extra_dir` in name order.
+    pub fn load(
+        main: &Path,
+        extra_dir: Option<&Path>,
+    ) -> Result<(Config, LoadReport), ConfigError> {
+        let mut files = vec![main.to_path_buf()];
+        if let Some(dir) = extra_dir {
+            if let Ok(rd) = std::fs::read_dir(dir) {
+                let mut more: Vec<PathBuf> = rd
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| {
+                        p.is_file()
+                            && !p
+                                .file_name()
+                                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+                    })
+                    .collect();
+                more.sort();
+                files.extend(more);
+            }
+        }
+        let mut cfg = Config::default();
+        let mut report = LoadReport::default();
+        let mut lists_set: Vec<&'static str> = Vec::new();
+        for f in &files {
+            let text = std::fs::read(f).map_err(|source| ConfigError::Read {
+                path: f.clone(),
+                source,
+            })?;
+            let text = String::from_utf8_lossy(&text);
+            let (entries, skipped) = parse::parse_text(f, &text);
+            report.skipped_lines.extend(skipped);
+            cfg.apply_file(&entries, &mut lists_set, &mut report)?;
+            report.files.push(f.clone());
+        }
+        Ok((cfg, report))
+    }
+
+    /// Applies one file's entries: scalars first-wins within the file, lists accumulate.
+    pub fn apply_file(
+        &mut self,
+        entries: &[Entry],
+        lists_set: &mut Vec<&'static str>,
+        report: &mut LoadReport,
+    ) -> Result<(), ConfigError> {
+        let mut seen_scalar: Vec<&str> = Vec::new();
+        for e in entries {
+            let Some(&known) = KNOWN_KEYS.iter().find(|k| **k == e.key) else {
+                if !report.unknown_keys.iter().any(|(k, _, _)| *k == e.key) {
+                    report
+                        .unknown_keys
+                        .push((e.key.clone(), e.file.clone(), e.line));
+                }
+                continue;
+            };
+            if LIST_KEYS.contains(&known) {
+                let first = !lists_set.contains(&known);
+                if first {
+                    lists_set.push(known);
+                }
+                self.set_list(e, first)?;
+            } else {
+                if seen_scalar.contains(&known) {
+                    warn!(file = %e.file.display(), line = e.line, key = %e.key, "repeated key: the first value in this file is used");
+                    continue;
+                }
+                seen_scalar.push(known);
+                self.set_scalar(e)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn set_list(&mut self, e: &Entry, first: bool) -> Result<(), ConfigError> {
+        match e.key.as_str() {
+            "sipport" => {
+                let p = parse::ports(&e.value).map_err(|why| bad(e, why))?;
+                if first {
+                    self.sipport.clear();
+                }
+                self.sipport.extend(p);
+            }
+            "interface" => {
+                if first {
+                    self.interface.clear();
+                }
+                self.interface.extend(
+                    e.value
+                        .split([',', ';', ' ', '\t'])
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(String::from),
+                );
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn set_scalar(&mut self, e: &Entry) -> Result<(), ConfigError> {
+        let v = e.value.as_str();
+        match e.key.as_str() {
+            "id_sensor" => {
+                let n: i64 = v
+                    .parse()
+                    .map_err(|_| bad(e, "expected an integer".into()))?;
+                self.id_sensor = match n {
+                    n if n < 0 => None,
+                    n if n <= u16::MAX as i64 => Some(n as u16),
+                    _ => return Err(bad(e, "id_sensor must be 0..65535".into())),
+                };
+            }
+            "spooldir" => self.spooldir = PathBuf::from(v),
+            "savesip" => self.savesip = parse::yes(v),
+            "savertp" => {
+                self.savertp = if prefix_of(v, "header") {
+                    SaveRtp::Header
+                } else if parse::yes(v) {
+                    SaveRtp::Yes
+                } else {
+                    SaveRtp::No
+                }
+            }
+            "savertcp" => self.savertcp = parse::yes(v),
+            "utc" => self.utc = parse::yes(v),
+            "absolute_timeout" => self.absolute_timeout = seconds(e)?,
+            "rtptimeout" => self.rtptimeout = seconds(e)?,
+            "sipwithoutrtptimeout" => self.sipwithoutrtptimeout = seconds(e)?,
+            "onewaytimeout" => self.onewaytimeout = seconds(e)?,
+            "bye_timeout" => self.bye_timeout = seconds(e)?,
+            "bye_confirmed_timeout" => self.bye_confirmed_timeout = seconds(e)?,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The 65536-entry SIP port matrix.
+    pub fn sip_port_matrix(&self) -> Box<[bool; 65536]> {
+        let mut m = Box::new([false; 65536]);
+        for &(a, b) in &self.sipport {
+            for p in a..=b {
+                m[p as usize] = true;
+            }
+        }
+        m
+    }
+}
+
+/// VoIPmonitor's named values match by case-insensitive prefix (`h` and `header` both mean header).
+fn prefix_of(v: &str, word: &str) -> bool {
+    !v.is_empty() && word.len() >= v.len() && word[..v.len()].eq_ignore_ascii_case(v)
+}
+
+fn seconds(e: &Entry) -> Result<u32, ConfigError> {
+    e.value
+        .parse::<u32>()
+        .map_err(|_| bad(e, "expected a whole number of seconds".into()))
+}
+
+fn bad(e: &Entry, why: String) -> ConfigError {
+    ConfigError::BadValue {
+        file: e.file.clone(),
+        line: e.line,
+        key: e.key.clone(),
+        why,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmpdir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("voxtap-cfg-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn files_conf_d_and_precedence() {
+        let d = tmpdir("prec");
+        std::fs::write(
+            d.join("main.conf"),
+            "sipport = 5060\nsipport = 5070\nrtptimeout = 30\nrtptimeout = 99\nsavertp = h\nfoo_unknown = 1\nfoo_unknown = 2\n",
+        )
+        .unwrap();
+        let cd = d.join("conf.d");
+        std::fs::create_dir_all(&cd).unwrap();
+        std::fs::write(
+            cd.join("10-a.conf"),
+            "sipport = 6060\nrtptimeout = 45\nid_sensor = 7\n",
+        )
+        .unwrap();
+        let (c, r) = Config::load(&d.join("main.conf"), Some(&cd)).unwrap();
+        assert_eq!(c.sipport, vec![(5060, 5060), (5070, 5070), (6060, 6060)]);
+        assert_eq!(c.rtptimeout, 45);
+        assert_eq!(c.savertp, SaveRtp::Header);
+        assert_eq!(c.id_sensor, Some(7));
+        assert_eq!(r.unknown_keys.len(), 1);
+        assert_eq!(r.files.len(), 2);
+    }
+
+    #[test]
+    fn bad_value_names_file_line_key() {
+        let d = tmpdir("bad");
+        std::fs::write(d.join("v.conf"), "\nrtptimeout = soon\n").unwrap();
+        let err = Config::load(&d.join("v.conf"), None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("v.conf:2") && err.contains("rtptimeout"),
+            "{err}"
+        );
+    }
+}

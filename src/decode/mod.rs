@@ -1,0 +1,512 @@
+//! The rx stage's decoder: captured frame → innermost datagram (addresses, ports, transport, payload).
+//!
+//! Link layers, IPv4/IPv6 with fragment reassembly, UDP, TCP with SIP stream reassembly (and WebSocket),
+//! SCTP DATA chunks. Tunnels plug in between the IP layer and the transport (`ip_payload`), recursively.
+
+pub mod frag;
+pub mod ip;
+pub mod link;
+pub mod tcp;
+pub mod tunnel;
+
+use std::net::IpAddr;
+
+use thiserror::Error;
+
+use crate::time::Nanos;
+
+use frag::{Reassembler, SavedFrame};
+use ip::{IpHeader, PROTO_SCTP, PROTO_TCP, PROTO_UDP};
+use link::Network;
+use tcp::{FlowKey, TcpReassembler};
+
+#[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("truncated {0} header")]
+    Truncated(&'static str),
+    #[error("malformed {0}")]
+    Malformed(&'static str),
+    #[error("unsupported link type {0}")]
+    UnsupportedLink(u16),
+    #[error("encapsulation nested too deeply")]
+    TooDeep,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    Udp,
+    Tcp,
+    #[serde(rename = "ws")]
+    WebSocket,
+    Sctp,
+}
+
+/// Where the bytes of a datagram came from, for the per-call pcap.
+#[derive(Clone, Copy)]
+pub enum Frames<'a> {
+    One {
+        link_type: u16,
+        data: &'a [u8],
+        ts: Nanos,
+    },
+    Many(&'a [SavedFrame]),
+}
+
+/// The innermost datagram of a frame.
+pub struct Datagram<'a> {
+    pub ts: Nanos,
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub sport: u16,
+    pub dport: u16,
+    pub transport: Transport,
+    pub payload: &'a [u8],
+    pub vlan: Option<u16>,
+    pub frames: Frames<'a>,
+}
+
+/// Counters of the decoder, reported in the summary and (later) by the manager port.
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct DecodeStats {
+    pub frames: u64,
+    pub bytes: u64,
+    pub not_ip: u64,
+    pub errors: u64,
+    pub truncated_ip: u64,
+    pub udp: u64,
+    pub tcp_segments: u64,
+    pub tcp_ignored: u64,
+    pub sctp_chunks: u64,
+    pub other_ip_proto: u64,
+    pub fragments: u64,
+    pub reassembled: u64,
+    pub fragments_dropped: u64,
+    pub tcp_sip_messages: u64,
+    pub tcp_skipped_bytes: u64,
+    pub tunnels: u64,
+    pub hep_unsupported: u64,
+}
+
+/// Which TCP ports carry SIP (both directions are checked), and other decoder settings.
+pub struct DecoderConfig {
+    pub sip_ports: Box<[bool; 65536]>,
+    pub keep_frames: bool,
+    /// GTP-U port (2152); 0 disables.
+    pub gtp_port: u16,
+    /// HEP port for HEP packets inside captures (voxtap's `udp_port_hep`, 9060); 0 disables.
+    pub hep_port: u16,
+}
+
+pub struct Decoder {
+    cfg: DecoderConfig,
+    frag: Reassembler,
+    tcp: TcpReassembler,
+    tcp_out: Vec<tcp::Message>,
+    sctp_partial: std::collections::HashMap<(IpAddr, IpAddr, u16, u16, u16), Vec<u8>>,
+    pub stats: DecodeStats,
+    /// The last decode error, for one-line diagnostics.
+    pub last_error: Option<DecodeError>,
+}
+
+impl Decoder {
+    pub fn new(cfg: DecoderConfig) -> Self {
+        let keep = cfg.keep_frames;
+        Decoder {
+            cfg,
+            frag: Reassembler::default(),
+            tcp: TcpReassembler::new(keep),
+            tcp_out: Vec::new(),
+            sctp_partial: Default::default(),
+            stats: DecodeStats::default(),
+            last_error: None,
+        }
+    }
+
+    /// Decodes one frame and hands every datagram found in it to `sink`.
+    pub fn decode(
+        &mut self,
+        ts: Nanos,
+        link_type: u16,
+        data: &[u8],
+        sink: &mut dyn FnMut(&Datagram),
+    ) {
+        self.stats.frames += 1;
+        self.stats.bytes += data.len() as u64;
+        let l3 = match link::peel(link_type, data) {
+            Ok(Some(l3)) => l3,
+            Ok(None) => {
+                self.stats.not_ip += 1;
+                return;
+            }
+            Err(e) => {
+                self.error(e);
+                return;
+            }
+        };
+        let frames = Frames::One {
+            link_type,
+            data,
+            ts,
+        };
+        self.network(ts, l3.network, &data[l3.offset..], l3.vlan, frames, 0, sink);
+    }
+
+    fn error(&mut self, e: DecodeError) {
+        self.stats.errors += 1;
+        self.last_error = Some(e);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn network(
+        &mut self,
+        ts: Nanos,
+        net: Network,
+        b: &[u8],
+        vlan: Option<u16>,
+        frames: Frames<'_>,
+        depth: u8,
+        sink: &mut dyn FnMut(&Datagram),
+    ) {
+        if depth > 8 {
+            self.error(DecodeError::TooDeep);
+            return;
+        }
+        let h = match net {
+            Network::Ipv4 => ip::parse_ipv4(b),
+            Network::Ipv6 => ip::parse_ipv6(b),
+        };
+        let h = match h {
+            Ok(h) => h,
+            Err(e) => {
+                self.error(e);
+                return;
+            }
+        };
+        if h.truncated {
+            self.stats.truncated_ip += 1;
+        }
+        let payload = &b[h.payload_start..h.payload_end];
+        if let Some(fr) = h.fragment {
+            self.stats.fragments += 1;
+            let frame = match frames {
+                Frames::One {
+                    link_type, data, ..
+                } => (link_type, data),
+                Frames::Many(_) => (0, &[][..]),
+            };
+            let before = self.frag.stats.dropped_limits + self.frag.stats.timed_out;
+            let done = self.frag.add(ts, h.src, h.dst, h.proto, fr, payload, frame);
+            self.stats.fragments_dropped +=
+                self.frag.stats.dropped_limits + self.frag.stats.timed_out - before;
+            if let Some(r) = done {
+                self.stats.reassembled += 1;
+                let frames = Frames::Many(&r.frames);
+                self.transport(ts, &h, &r.payload, vlan, frames, depth, sink);
+            }
+            return;
+        }
+        self.transport(ts, &h, payload, vlan, frames, depth, sink);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn transport(
+        &mut self,
+        ts: Nanos,
+        h: &IpHeader,
+        payload: &[u8],
+        vlan: Option<u16>,
+        frames: Frames<'_>,
+        depth: u8,
+        sink: &mut dyn FnMut(&Datagram),
+    ) {
+        match h.proto {
+            PROTO_UDP => {
+                let u = match ip::parse_udp(payload) {
+                    Ok(u) => u,
+                    Err(e) => {
+                        self.error(e);
+                        return;
+                    }
+                };
+                self.stats.udp += 1;
+                let body = &payload[u.payload_start..u.payload_end];
+                if depth < 8
+                    && (u.dport == self.cfg.gtp_port || u.sport == self.cfg.gtp_port)
+                    && self.cfg.gtp_port != 0
+                {
+                    match tunnel::gtpu(body) {
+                        Ok(Some(off)) => {
+                            self.stats.tunnels += 1;
+                            let inner = &body[off..];
+                            let net = match inner.first().map(|b| b >> 4) {
+                                Some(4) => Network::Ipv4,
+                                Some(6) => Network::Ipv6,
+                                _ => return,
+                            };
+                            self.network(ts, net, inner, vlan, frames, depth + 1, sink);
+                            return;
+                        }
+                        Ok(None) => return,
+                        Err(_) => {} // not GTP after all: plain UDP
+                    }
+                }
+                if (u.dport == self.cfg.hep_port || u.sport == self.cfg.hep_port)
+                    && self.cfg.hep_port != 0
+                    && body.starts_with(b"HEP3")
+                {
+                    match tunnel::hep3(body) {
+                        Ok(hep) if hep.compressed => self.stats.hep_unsupported += 1,
+                        Ok(hep) => {
+                            self.stats.tunnels += 1;
+                            let d = Datagram {
+                                ts: hep.ts.unwrap_or(ts),
+                                src: hep.src,
+                                dst: hep.dst,
+                                sport: hep.sport,
+                                dport: hep.dport,
+                                transport: match hep.ip_proto {
+                                    6 => Transport::Tcp,
+                                    132 => Transport::Sctp,
+                                    _ => Transport::Udp,
+                                },
+                                payload: hep.payload,
+                                vlan,
+                                frames,
+                            };
+                            sink(&d);
+                        }
+                        Err(e) => self.error(e),
+                    }
+                    return;
+                }
+                let d = Datagram {
+                    ts,
+                    src: h.src,
+                    dst: h.dst,
+                    sport: u.sport,
+                    dport: u.dport,
+                    transport: Transport::Udp,
+                    payload: body,
+                    vlan,
+                    frames,
+                };
+                sink(&d);
+            }
+            47 if depth < 8 => self.gre(ts, payload, vlan, frames, depth, sink),
+            PROTO_TCP => self.tcp(ts, h, payload, vlan, frames, sink),
+            PROTO_SCTP => self.sctp(ts, h, payload, vlan, frames, sink),
+            4 if depth < 8 => {
+                self.network(ts, Network::Ipv4, payload, vlan, frames, depth + 1, sink)
+            }
+            41 if depth < 8 => {
+                self.network(ts, Network::Ipv6, payload, vlan, frames, depth + 1, sink)
+            }
+            _ => self.stats.other_ip_proto += 1,
+        }
+    }
+
+    fn tcp(
+        &mut self,
+        ts: Nanos,
+        h: &IpHeader,
+        payload: &[u8],
+        vlan: Option<u16>,
+        frames: Frames<'_>,
+        sink: &mut dyn FnMut(&Datagram),
+    ) {
+        let t = match ip::parse_tcp(payload) {
+            Ok(t) => t,
+            Err(e) => {
+                self.error(e);
+                return;
+            }
+        };
+        self.stats.tcp_segments += 1;
+        if !self.cfg.sip_ports[t.sport as usize] && !self.cfg.sip_ports[t.dport as usize] {
+            self.stats.tcp_ignored += 1;
+            return;
+        }
+        let key = FlowKey {
+            src: h.src,
+            dst: h.dst,
+            sport: t.sport,
+            dport: t.dport,
+        };
+        let frame = match frames {
+            Frames::One {
+                link_type, data, ..
+            } => (link_type, data),
+            Frames::Many(_) => (0, &[][..]),
+        };
+        let mut out = std::mem::take(&mut self.tcp_out);
+        let skipped = self.tcp.stats.skipped_bytes;
+        self.tcp.segment(
+            ts,
+            key,
+            t.seq,
+            t.flags,
+            &payload[t.payload_start..],
+            frame,
+            &mut out,
+        );
+        self.stats.tcp_skipped_bytes += self.tcp.stats.skipped_bytes - skipped;
+        for m in out.drain(..) {
+            self.stats.tcp_sip_messages += 1;
+            let d = Datagram {
+                ts: m.ts,
+                src: h.src,
+                dst: h.dst,
+                sport: t.sport,
+                dport: t.dport,
+                transport: if m.websocket {
+                    Transport::WebSocket
+                } else {
+                    Transport::Tcp
+                },
+                payload: &m.payload,
+                vlan,
+                frames: Frames::Many(&m.frames),
+            };
+            sink(&d);
+        }
+        self.tcp_out = out;
+    }
+
+    /// SCTP: each complete (unfragmented) DATA chunk is one message.
+    fn sctp(
+        &mut self,
+        ts: Nanos,
+        h: &IpHeader,
+        b: &[u8],
+        vlan: Option<u16>,
+        frames: Frames<'_>,
+        sink: &mut dyn FnMut(&Datagram),
+    ) {
+        if b.len() < 12 {
+            self.error(DecodeError::Truncated("sctp"));
+            return;
+        }
+        let sport = u16::from_be_bytes([b[0], b[1]]);
+        let dport = u16::from_be_bytes([b[2], b[3]]);
+        let mut off = 12usize;
+        while off + 4 <= b.len() {
+            let ctype = b[off];
+            let flags = b[off + 1];
+            let clen = u16::from_be_bytes([b[off + 2], b[off + 3]]) as usize;
+            if clen < 4 || off + clen > b.len() {
+                break;
+            }
+            if ctype == 0 && clen >= 16 {
+                self.stats.sctp_chunks += 1;
+                let data = &b[off + 16..off + clen];
+                let sid = u16::from_be_bytes([b[off + 8], b[off + 9]]);
+                let key = (h.src, h.dst, sport, dport, sid);
+                // B (0x02) and E (0x01) flags: a user message split over several DATA chunks is joined here.
+                let whole: Option<Vec<u8>> = match flags & 0x03 {
+                    0x03 => None,
+                    0x02 => {
+                        if self.sctp_partial.len() < 4096 {
+                            self.sctp_partial.insert(key, data.to_vec());
+                        }
+                        off += (clen + 3) & !3;
+                        continue;
+                    }
+                    0x00 => {
+                        if let Some(buf) = self.sctp_partial.get_mut(&key) {
+                            if buf.len() + data.len() <= 256 * 1024 {
+                                buf.extend_from_slice(data);
+                            } else {
+                                self.sctp_partial.remove(&key);
+                            }
+                        }
+                        off += (clen + 3) & !3;
+                        continue;
+                    }
+                    _ => match self.sctp_partial.remove(&key) {
+                        Some(mut buf) => {
+                            buf.extend_from_slice(data);
+                            Some(buf)
+                        }
+                        None => {
+                            off += (clen + 3) & !3;
+                            continue;
+                        }
+                    },
+                };
+                let payload = whole.as_deref().unwrap_or(data);
+                let d = Datagram {
+                    ts,
+                    src: h.src,
+                    dst: h.dst,
+                    sport,
+                    dport,
+                    transport: Transport::Sctp,
+                    payload,
+                    vlan,
+                    frames,
+                };
+                sink(&d);
+            }
+            off += (clen + 3) & !3;
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn gre(
+        &mut self,
+        ts: Nanos,
+        b: &[u8],
+        vlan: Option<u16>,
+        frames: Frames<'_>,
+        depth: u8,
+        sink: &mut dyn FnMut(&Datagram),
+    ) {
+        let l3 = match tunnel::gre(b) {
+            Ok(tunnel::GreInner::EtherType(0x6558, off)) => {
+                link::peel(link::LINKTYPE_ETHERNET, &b[off..]).map(|l| {
+                    l.map(|l| link::L3 {
+                        offset: l.offset + off,
+                        vlan: vlan.or(l.vlan),
+                        ..l
+                    })
+                })
+            }
+            Ok(tunnel::GreInner::EtherType(et, off)) => link::ethertype(et, b, off, vlan, 0),
+            Ok(tunnel::GreInner::Ppp(0x21, off)) => Ok(Some(link::L3 {
+                network: Network::Ipv4,
+                offset: off,
+                vlan,
+            })),
+            Ok(tunnel::GreInner::Ppp(0x57, off)) => Ok(Some(link::L3 {
+                network: Network::Ipv6,
+                offset: off,
+                vlan,
+            })),
+            Ok(tunnel::GreInner::Ppp(..)) => Ok(None),
+            Err(e) => Err(e),
+        };
+        match l3 {
+            Ok(Some(l3)) => {
+                self.stats.tunnels += 1;
+                self.network(
+                    ts,
+                    l3.network,
+                    &b[l3.offset..],
+                    l3.vlan,
+                    frames,
+                    depth + 1,
+                    sink,
+                );
+            }
+            Ok(None) => self.stats.not_ip += 1,
+            Err(e) => self.error(e),
+        }
+    }
+
+    /// Periodic housekeeping on packet time.
+    pub fn sweep(&mut self, now: Nanos) {
+        self.frag.sweep(now);
+        self.tcp.sweep(now);
+    }
+}

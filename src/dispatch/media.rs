@@ -1,0 +1,82 @@
+//! The rx stage's media table: ip:port announced in SDP → the call (and so the owner) its RTP belongs to.
+//!
+//! The most recent announcement of an endpoint wins, as when a phone reuses its port for the next call.
+//! Entries age out on packet time when neither re-announced nor used, and the table has a hard size cap.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use crate::time::Nanos;
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    call_key: u64,
+    last_use: Nanos,
+}
+
+pub struct MediaTable {
+    map: HashMap<(IpAddr, u16), Entry, foldhash::fast::RandomState>,
+    idle: Nanos,
+    cap: usize,
+    last_sweep: Nanos,
+    pub evicted: u64,
+}
+
+impl MediaTable {
+    pub fn new(idle: Nanos, cap: usize) -> Self {
+        MediaTable {
+            map: HashMap::default(),
+            idle,
+            cap,
+            last_sweep: 0,
+            evicted: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    pub fn announce(&mut self, addr: IpAddr, port: u16, call_key: u64, now: Nanos) {
+        if self.map.len() >= self.cap && !self.map.contains_key(&(addr, port)) {
+            self.sweep(now);
+            if self.map.len() >= self.cap {
+                self.evicted += 1;
+                return;
+            }
+        }
+        self.map.insert(
+            (addr, port),
+            Entry {
+                call_key,
+                last_use: now,
+            },
+        );
+    }
+
+    /// Looks up an endpoint and marks it used.
+    #[inline]
+    pub fn lookup(&mut self, addr: IpAddr, port: u16, now: Nanos) -> Option<u64> {
+        let e = self.map.get_mut(&(addr, port))?;
+        e.last_use = now;
+        Some(e.call_key)
+    }
+
+    pub fn maybe_sweep(&mut self, now: Nanos) {
+        if now - self.last_sweep > 60 * 1_000_000_000 {
+            self.sweep(now);
+        }
+    }
+
+    fn sweep(&mut self, now: Nanos) {
+        self.last_sweep = now;
+        let idle = self.idle;
+        let before = self.map.len();
+        self.map.retain(|_, e| now - e.last_use <= idle);
+        self.evicted += (before - self.map.len()) as u64;
+    }
+}

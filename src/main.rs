@@ -1,0 +1,173 @@
+//! voxtap command line: VoIPmonitor's option names where they exist (reference §1.2), plus `--json` and
+//! `--workers`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use tracing::warn;
+
+use voxtap::config::{parse, Config, SaveRtp};
+use voxtap::runtime::{run_file, RunOptions};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "voxtap",
+    version,
+    about = "Passive VoIP monitor: SIP calls, RTP quality, CDRs, per-call pcaps"
+)]
+struct Cli {
+    /// voipmonitor.conf-style configuration file; `conf.d/` beside it is read too.
+    #[arg(long = "config-file", value_name = "FILE")]
+    config_file: Option<PathBuf>,
+    /// Extra configuration directory (default: `conf.d` next to the config file).
+    #[arg(long = "config-dir", value_name = "DIR")]
+    config_dir: Option<PathBuf>,
+    /// Read packets from a pcap or pcapng file and exit when it is done.
+    #[arg(short = 'r', long = "read", value_name = "FILE")]
+    read: Option<PathBuf>,
+    /// Capture interface(s).
+    #[arg(short = 'i', long = "interface")]
+    interface: Option<String>,
+    /// Spool directory for per-call pcap files.
+    #[arg(short = 'd', long = "spooldir")]
+    spooldir: Option<PathBuf>,
+    /// Sensor id written into every CDR.
+    #[arg(short = 's', long = "id-sensor")]
+    id_sensor: Option<i64>,
+    /// SIP ports, e.g. 5060,5070-5080.
+    #[arg(short = 'Y', long = "sipports")]
+    sipports: Option<String>,
+    /// Do not fork (voxtap never forks; accepted for VoIPmonitor compatibility).
+    #[arg(short = 'k', long = "nodaemon")]
+    nodaemon: bool,
+    /// Save SIP packets of each call.
+    #[arg(short = 'S', long = "save-sip")]
+    save_sip: bool,
+    /// Save RTP packets of each call.
+    #[arg(short = 'R', long = "save-rtp")]
+    save_rtp: bool,
+    /// Save RTCP packets of each call.
+    #[arg(long = "save-rtcp")]
+    save_rtcp: bool,
+    /// RTP timeout in seconds.
+    #[arg(short = 'm', long = "rtp-timeout")]
+    rtp_timeout: Option<u32>,
+    /// Print one CDR per line as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Number of owner workers (call-state cores).
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Verbosity: -v info, -vv debug.
+    #[arg(short = 'v', action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("VOXTAP_LOG")
+                .unwrap_or_else(|_| level.into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("voxtap: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn load_config(cli: &Cli) -> Result<Config> {
+    let Some(file) = &cli.config_file else {
+        return Ok(Config::default());
+    };
+    let dir = cli
+        .config_dir
+        .clone()
+        .or_else(|| file.parent().map(|p| p.join("conf.d")));
+    let (cfg, report) = Config::load(file, dir.as_deref().filter(|d| d.is_dir()))?;
+    for (k, f, l) in &report.unknown_keys {
+        warn!(file = %f.display(), line = l, key = %k, "unknown or not yet supported key ignored");
+    }
+    for s in &report.skipped_lines {
+        warn!(file = %s.file.display(), line = s.line, text = %s.text, "line without '=' ignored");
+    }
+    Ok(cfg)
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let mut cfg = load_config(&cli)?;
+    // The command line wins over the files.
+    if let Some(i) = &cli.interface {
+        cfg.interface = i
+            .split([',', ';', ' '])
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect();
+    }
+    if let Some(d) = &cli.spooldir {
+        cfg.spooldir = d.clone();
+    }
+    if let Some(s) = cli.id_sensor {
+        cfg.id_sensor = u16::try_from(s).ok();
+    }
+    if let Some(p) = &cli.sipports {
+        cfg.sipport = parse::ports(p).map_err(|e| anyhow::anyhow!("--sipports: {e}"))?;
+    }
+    if cli.save_sip {
+        cfg.savesip = true;
+    }
+    if cli.save_rtp {
+        cfg.savertp = SaveRtp::Yes;
+    }
+    if cli.save_rtcp {
+        cfg.savertcp = true;
+    }
+    if let Some(t) = cli.rtp_timeout {
+        cfg.rtptimeout = t;
+    }
+    let _ = cli.nodaemon;
+    let Some(read) = cli.read.clone() else {
+        if cfg.interface.is_empty() {
+            bail!("nothing to do: give -r FILE (or an interface, once live capture is built in)");
+        }
+        bail!(
+            "live capture on {} is not available in this build yet; read a capture file with -r FILE",
+            cfg.interface.join(",")
+        );
+    };
+    check_readable(&read)?;
+    let res = run_file(RunOptions {
+        config: cfg,
+        read,
+        workers: cli.workers,
+    })?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    if cli.json {
+        voxtap::report::write_json(&mut out, &res)?;
+        out.flush()?;
+        eprintln!("voxtap: {}", voxtap::report::summary(&res));
+    } else {
+        voxtap::report::write_table(&mut out, &res)?;
+        out.flush()?;
+    }
+    Ok(())
+}
+
+fn check_readable(p: &Path) -> Result<()> {
+    std::fs::metadata(p).with_context(|| format!("cannot read {}", p.display()))?;
+    Ok(())
+}

@@ -1,0 +1,130 @@
+//! Output of an offline run: JSON Lines CDRs, or a readable table, and the summary counters.
+
+use std::io::Write;
+
+use serde_json::Value;
+
+use crate::runtime::RunResult;
+
+pub fn write_json(out: &mut impl Write, r: &RunResult) -> std::io::Result<()> {
+    for c in &r.cdrs {
+        serde_json::to_writer(&mut *out, &c.json)?;
+        out.write_all(b"\n")?;
+    }
+    Ok(())
+}
+
+fn s(v: Option<&Value>) -> String {
+    match v {
+        None | Some(Value::Null) => "-".into(),
+        Some(Value::String(x)) => x.clone(),
+        Some(x) => x.to_string(),
+    }
+}
+
+pub fn write_table(out: &mut impl Write, r: &RunResult) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{:<26} {:>9} {:<22} {:<22} {:>4} {:>4} {:>7} {:>9} {:>9}  callid",
+        "calldate",
+        "duration",
+        "caller",
+        "called",
+        "resp",
+        "bye",
+        "streams",
+        "a:lost/j",
+        "b:lost/j"
+    )?;
+    for c in &r.cdrs {
+        let j = &c.json;
+        let side = |p: &str| {
+            if j.get(&format!("{p}_received"))
+                .is_some_and(|v| !v.is_null())
+            {
+                format!(
+                    "{}/{}",
+                    s(j.get(&format!("{p}_lost"))),
+                    s(j.get(&format!("{p}_maxjitter")))
+                )
+            } else {
+                "-".into()
+            }
+        };
+        let who = |u: &str, ip: &str| format!("{}@{}", s(j.get(u)), s(j.get(ip)));
+        writeln!(
+            out,
+            "{:<26} {:>9} {:<22} {:<22} {:>4} {:>4} {:>7} {:>9} {:>9}  {}",
+            s(j.get("calldate")),
+            s(j.get("duration")),
+            who("caller", "sipcallerip"),
+            who("called", "sipcalledip"),
+            s(j.get("lastSIPresponseNum")),
+            s(j.get("bye")),
+            c.streams,
+            side("a"),
+            side("b"),
+            c.callid
+        )?;
+    }
+    writeln!(out)?;
+    writeln!(out, "{}", summary(r))?;
+    Ok(())
+}
+
+/// One-paragraph summary: packets, calls, streams, drops, decode errors, non-call SIP.
+pub fn summary(r: &RunResult) -> String {
+    let d = &r.decode;
+    let o = &r.owners;
+    let drops = r.rx.ring_full_drops.iter().sum::<u64>()
+        + o.cdr_queue_drops
+        + o.spool_queue_drops
+        + d.fragments_dropped;
+    let pps = if r.elapsed_s > 0.0 {
+        d.frames as f64 / r.elapsed_s
+    } else {
+        0.0
+    };
+    let methods: Vec<String> = o
+        .sip_requests
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let mut text = format!(
+        "packets={} bytes={} calls={} cdrs={} streams={} rtp={} rtcp={} sip={} sip_requests[{}] non_call_sip={} \
+         unknown_udp={} media_without_call={} drops={} decode_errors={} not_ip={} sip_unparsable={} \
+         fragments={} reassembled={} tcp_sip_messages={} workers={} elapsed={:.3}s rate={:.0}pps",
+        d.frames,
+        d.bytes,
+        o.calls,
+        r.cdrs.len(),
+        o.streams,
+        o.rtp_packets,
+        o.rtcp_packets,
+        o.sip_messages,
+        methods.join(","),
+        o.non_call_sip,
+        r.rx.unknown_udp,
+        o.media_without_call,
+        drops,
+        d.errors,
+        d.not_ip,
+        r.rx.sip_unparsable,
+        d.fragments,
+        d.reassembled,
+        d.tcp_sip_messages,
+        r.workers,
+        r.elapsed_s,
+        pps
+    );
+    if r.spool.files > 0 || r.spool.errors > 0 {
+        text.push_str(&format!(
+            " spool_files={} spool_bytes={} spool_errors={}",
+            r.spool.files, r.spool.bytes, r.spool.errors
+        ));
+    }
+    if let Some(t) = &r.truncated {
+        text.push_str(&format!(" truncated=\"{t}\""));
+    }
+    text
+}

@@ -1,0 +1,247 @@
+//! Per-call pcap files in VoIPmonitor's spool layout:
+//! `spooldir/YYYY-MM-DD/HH/MM/{SIP,RTP}/<Call-ID made file-safe>.pcap` (time = call start, local or UTC).
+//!
+//! Owners buffer a call's packets as pcap records and hand full buffers (and the last one when the call ends)
+//! to the spool writer thread, so the fast side never touches the disk and no file stays open between
+//! chunks: the number of open files is bounded by one, whatever the number of calls.
+
+use std::collections::HashSet;
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crossbeam_channel::Receiver;
+use tracing::warn;
+
+use crate::time::{civil_local, civil_utc, Nanos};
+
+const CHUNK: usize = 64 * 1024;
+const PCAP_SNAPLEN: u32 = 262_144;
+
+/// Characters kept in a file name; everything else becomes `_` (VoIPmonitor's fbasename rule).
+pub fn file_safe(callid: &str) -> String {
+    let s: String = callid
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, ':' | '-' | '.' | '@') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(200)
+        .collect();
+    if s.is_empty() || s == "." || s == ".." {
+        format!("_{s}")
+    } else {
+        s
+    }
+}
+
+/// `YYYY-MM-DD/HH/MM` of the call start.
+pub fn minute_dir(start: Nanos, utc: bool) -> PathBuf {
+    let c = if utc {
+        civil_utc(start)
+    } else {
+        civil_local(start)
+    };
+    PathBuf::from(format!("{:04}-{:02}-{:02}", c.year, c.month, c.day))
+        .join(format!("{:02}", c.hour))
+        .join(format!("{:02}", c.minute))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FileKind {
+    Sip,
+    Rtp,
+}
+
+impl FileKind {
+    fn dir(self) -> &'static str {
+        match self {
+            FileKind::Sip => "SIP",
+            FileKind::Rtp => "RTP",
+        }
+    }
+}
+
+/// A piece of a call's file, sent from an owner to the spool writer.
+pub struct Chunk {
+    pub path: PathBuf,
+    pub link_type: u16,
+    pub data: Vec<u8>,
+    /// The call ended: this is the file's last piece.
+    pub last: bool,
+}
+
+#[derive(Default)]
+struct FileBuf {
+    link_type: Option<u16>,
+    buf: Vec<u8>,
+    path: Option<PathBuf>,
+    packets: u32,
+}
+
+/// A call's spool buffers (held by the owner, inside the call).
+#[derive(Default)]
+pub struct CallSpool {
+    sip: FileBuf,
+    rtp: FileBuf,
+    pub mismatched_link: u32,
+}
+
+impl CallSpool {
+    /// Adds one frame as a pcap record; returns a chunk to send when the buffer is full.
+    #[allow(clippy::too_many_arguments)]
+    pub fn add(
+        &mut self,
+        kind: FileKind,
+        base: &Path,
+        start: Nanos,
+        utc: bool,
+        fbasename: &str,
+        ts: Nanos,
+        link_type: u16,
+        frame: &[u8],
+        header_only: Option<usize>,
+    ) -> Option<Chunk> {
+        let f = match kind {
+            FileKind::Sip => &mut self.sip,
+            FileKind::Rtp => &mut self.rtp,
+        };
+        if f.path.is_none() {
+            f.path = Some(
+                base.join(minute_dir(start, utc))
+                    .join(kind.dir())
+                    .join(format!("{fbasename}.pcap")),
+            );
+        }
+        match f.link_type {
+            None => f.link_type = Some(link_type),
+            Some(l) if l != link_type => {
+                self.mismatched_link += 1;
+                return None;
+            }
+            _ => {}
+        }
+        let cap = header_only
+            .map(|h| h.min(frame.len()))
+            .unwrap_or(frame.len());
+        let secs = ts.div_euclid(1_000_000_000);
+        let micros = ts.rem_euclid(1_000_000_000) / 1000;
+        f.buf.extend_from_slice(&(secs as u32).to_le_bytes());
+        f.buf.extend_from_slice(&(micros as u32).to_le_bytes());
+        f.buf.extend_from_slice(&(cap as u32).to_le_bytes());
+        f.buf.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        f.buf.extend_from_slice(&frame[..cap]);
+        f.packets += 1;
+        (f.buf.len() >= CHUNK).then(|| take(f, false)).flatten()
+    }
+
+    /// The call ended: the final pieces of its files.
+    pub fn finish(&mut self) -> Vec<Chunk> {
+        [take(&mut self.sip, true), take(&mut self.rtp, true)]
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+}
+
+fn take(f: &mut FileBuf, last: bool) -> Option<Chunk> {
+    let path = f.path.clone()?;
+    let link_type = f.link_type?;
+    Some(Chunk {
+        path,
+        link_type,
+        data: std::mem::take(&mut f.buf),
+        last,
+    })
+}
+
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct SpoolStats {
+    pub files: u64,
+    pub bytes: u64,
+    pub errors: u64,
+}
+
+/// The spool writer thread: appends chunks, creating each file with a pcap header on its first chunk.
+pub fn run_writer(rx: Receiver<Chunk>) -> SpoolStats {
+    let mut stats = SpoolStats::default();
+    let mut open: HashSet<PathBuf> = HashSet::new();
+    let mut warned = false;
+    for c in rx {
+        let fresh = !open.contains(&c.path);
+        let res = (|| -> std::io::Result<()> {
+            if fresh {
+                if let Some(dir) = c.path.parent() {
+                    fs::create_dir_all(dir)?;
+                }
+            }
+            let mut f = OpenOptions::new()
+                .create(true)
+                .write(true)
+                .append(!fresh)
+                .truncate(fresh)
+                .open(&c.path)?;
+            if fresh {
+                f.write_all(&pcap_header(c.link_type))?;
+                stats.bytes += 24;
+            }
+            f.write_all(&c.data)?;
+            Ok(())
+        })();
+        match res {
+            Ok(()) => {
+                stats.bytes += c.data.len() as u64;
+                if fresh {
+                    stats.files += 1;
+                }
+            }
+            Err(e) => {
+                stats.errors += 1;
+                if !warned {
+                    warn!(path = %c.path.display(), error = %e, "cannot write to the spool");
+                    warned = true;
+                }
+            }
+        }
+        if c.last {
+            open.remove(&c.path);
+        } else {
+            open.insert(c.path);
+        }
+    }
+    stats
+}
+
+fn pcap_header(link_type: u16) -> [u8; 24] {
+    let mut h = [0u8; 24];
+    h[0..4].copy_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    h[4..6].copy_from_slice(&2u16.to_le_bytes());
+    h[6..8].copy_from_slice(&4u16.to_le_bytes());
+    h[16..20].copy_from_slice(&PCAP_SNAPLEN.to_le_bytes());
+    h[20..24].copy_from_slice(&(link_type as u32).to_le_bytes());
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_safe_names() {
+        assert_eq!(file_safe("abc@1.2.3.4"), "abc@1.2.3.4");
+        assert_eq!(file_safe("a/b c"), "a_b_c");
+        assert_eq!(file_safe(".."), "_..");
+        assert_eq!(file_safe("../../etc"), ".._.._etc");
+    }
+
+    #[test]
+    fn minute_dirs() {
+        assert_eq!(
+            minute_dir(1_126_267_345_000_000_000, true),
+            PathBuf::from("2005-09-09/12/02")
+        );
+    }
+}

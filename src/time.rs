@@ -1,0 +1,133 @@
+//! Packet time: nanoseconds since the Unix epoch, and the calendar conversions the CDR and the spool need.
+//!
+//! All timers run on packet time, so an offline run is exact and repeatable; nothing here reads the wall clock.
+
+/// Nanoseconds since 1970-01-01T00:00:00Z.
+pub type Nanos = i64;
+
+pub const NANOS_PER_SEC: i64 = 1_000_000_000;
+
+pub fn secs(s: i64) -> Nanos {
+    s.saturating_mul(NANOS_PER_SEC)
+}
+
+/// Seconds as f64 (CDR durations and JSON).
+pub fn as_secs_f64(n: Nanos) -> f64 {
+    n as f64 / NANOS_PER_SEC as f64
+}
+
+/// Milliseconds as f64 (jitter arithmetic).
+pub fn as_millis_f64(n: Nanos) -> f64 {
+    n as f64 / 1_000_000.0
+}
+
+/// A broken-down calendar time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Civil {
+    pub year: i64,
+    pub month: u32,
+    pub day: u32,
+    pub hour: u32,
+    pub minute: u32,
+    pub second: u32,
+    pub micros: u32,
+}
+
+/// Days since the epoch → (year, month, day), proleptic Gregorian (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+pub fn civil_utc(t: Nanos) -> Civil {
+    let secs = t.div_euclid(NANOS_PER_SEC);
+    let sub = t.rem_euclid(NANOS_PER_SEC);
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    let (year, month, day) = civil_from_days(days);
+    Civil {
+        year,
+        month,
+        day,
+        hour: (sod / 3600) as u32,
+        minute: ((sod % 3600) / 60) as u32,
+        second: (sod % 60) as u32,
+        micros: (sub / 1000) as u32,
+    }
+}
+
+/// Local time of the host (the spool's directory names follow it unless `utc = yes`).
+pub fn civil_local(t: Nanos) -> Civil {
+    let secs = t.div_euclid(NANOS_PER_SEC);
+    let sub = t.rem_euclid(NANOS_PER_SEC);
+    let tt = secs as libc::time_t;
+    // SAFETY: localtime_r only writes into the tm we hand it; a zeroed tm is a valid initial value.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    let ok = unsafe { !libc::localtime_r(&tt, &mut tm).is_null() };
+    if !ok {
+        return civil_utc(t);
+    }
+    Civil {
+        year: tm.tm_year as i64 + 1900,
+        month: (tm.tm_mon + 1) as u32,
+        day: tm.tm_mday as u32,
+        hour: tm.tm_hour as u32,
+        minute: tm.tm_min as u32,
+        second: tm.tm_sec as u32,
+        micros: (sub / 1000) as u32,
+    }
+}
+
+/// RFC 3339 in UTC with microseconds, e.g. `2024-01-02T03:04:05.123456Z`.
+pub fn rfc3339_utc(t: Nanos) -> String {
+    let c = civil_utc(t);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+        c.year, c.month, c.day, c.hour, c.minute, c.second, c.micros
+    )
+}
+
+/// Round nanoseconds to whole microseconds (CDR times and durations carry microseconds).
+pub fn round_micros(n: Nanos) -> Nanos {
+    let us = (n as i128 * 2 + 1000).div_euclid(2000) as i64;
+    us * 1000
+}
+
+/// A duration in seconds rounded to microseconds, as the CDR prints it.
+pub fn dur_secs(n: Nanos) -> f64 {
+    round_micros(n) as f64 / NANOS_PER_SEC as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epoch_and_known_dates() {
+        assert_eq!(rfc3339_utc(0), "1970-01-01T00:00:00.000000Z");
+        // 2005-09-09 12:02:25.330945 UTC, the first packet of a corpus capture.
+        let t = 1_126_267_345 * NANOS_PER_SEC + 330_945_000;
+        assert_eq!(rfc3339_utc(t), "2005-09-09T12:02:25.330945Z");
+        // Leap day and negative times.
+        assert_eq!(
+            rfc3339_utc(secs(951_782_400)),
+            "2000-02-29T00:00:00.000000Z"
+        );
+        assert_eq!(rfc3339_utc(-1_000), "1969-12-31T23:59:59.999999Z");
+    }
+
+    #[test]
+    fn rounding() {
+        assert_eq!(round_micros(1_499), 1_000);
+        assert_eq!(round_micros(1_500), 2_000);
+        assert_eq!(dur_secs(8_499_500_400), 8.4995);
+    }
+}

@@ -1,0 +1,248 @@
+//! Helpers shared by the integration tests: finding the shared corpus, running the voxtap binary, and
+//! comparing its CDRs with a tshark oracle (`F.oracle.json`).
+#![allow(dead_code)]
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+/// SIP ports seen in the corpus (the oracle's decode-as ports included).
+pub const CORPUS_SIPPORTS: &str = "5060,5061,5062,5070,5090,5260,6060,8080,60022";
+
+/// The shared corpus folder, or `None` (with a message) where it is absent. Under CI its absence fails.
+pub fn corpus_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("VOXTAP_CORPUS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus"));
+    if dir.join("MANIFEST.tsv").is_file() {
+        return Some(dir);
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!(
+            "corpus folder {} is missing, and CI=true requires it",
+            dir.display()
+        );
+    }
+    eprintln!(
+        "SKIPPED: corpus folder {} is absent (set VOXTAP_CORPUS to run the conformance tests)",
+        dir.display()
+    );
+    None
+}
+
+pub fn voxtap() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_voxtap"))
+}
+
+/// Runs `voxtap -r file --json` with extra arguments; returns the CDRs.
+pub fn run_json(file: &Path, extra: &[&str]) -> Vec<Value> {
+    let out = voxtap()
+        .arg("-r")
+        .arg(file)
+        .arg("--json")
+        .args(extra)
+        .output()
+        .expect("run voxtap");
+    assert!(
+        out.status.success(),
+        "voxtap failed on {}: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf8 output")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every output line is JSON"))
+        .collect()
+}
+
+pub fn load_json(p: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(p).expect("read json")).expect("parse json")
+}
+
+/// Known disagreements with the oracle, one per line: `file<TAB>key<TAB>field<TAB>reason`.
+pub fn exceptions() -> HashSet<(String, String, String)> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance-exceptions.tsv");
+    let text = std::fs::read_to_string(p).unwrap_or_default();
+    text.lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (f.len() >= 4).then(|| (f[0].to_string(), f[1].to_string(), f[2].to_string()))
+        })
+        .collect()
+}
+
+fn close(ours: f64, theirs: f64) -> bool {
+    (ours - theirs).abs() <= 0.1_f64.max(theirs.abs() * 0.03)
+}
+
+fn stream_key(saddr: &str, sport: u64, daddr: &str, dport: u64, ssrc: u64) -> String {
+    format!("{saddr}:{sport}->{daddr}:{dport} ssrc=0x{ssrc:08x}")
+}
+
+/// Compares CDRs with an oracle; returns human-readable mismatches (empty = agreement).
+pub fn compare(
+    name: &str,
+    oracle: &Value,
+    cdrs: &[Value],
+    exc: &HashSet<(String, String, String)>,
+) -> Vec<String> {
+    let mut bad = Vec::new();
+    let skip = |key: &str, field: &str| {
+        exc.contains(&(name.to_string(), key.to_string(), field.to_string()))
+            || exc.contains(&(name.to_string(), key.to_string(), "*".to_string()))
+            || exc.contains(&(name.to_string(), "*".to_string(), "*".to_string()))
+    };
+    let calls = oracle["calls"].as_array().cloned().unwrap_or_default();
+    for c in &calls {
+        let cid = c["call_id"].as_str().unwrap_or("");
+        let Some(cdr) = cdrs.iter().find(|x| x["callid"] == cid) else {
+            if !skip(cid, "cdr") {
+                bad.push(format!("{name}: no CDR for call {cid}"));
+            }
+            continue;
+        };
+        let mut check = |field: &str, ours: String, theirs: String| {
+            if ours != theirs && !skip(cid, field) {
+                bad.push(format!(
+                    "{name}: call {cid}: {field}: voxtap {ours:?} oracle {theirs:?}"
+                ));
+            }
+        };
+        check(
+            "caller",
+            cdr["caller"].as_str().unwrap_or("").into(),
+            c["from_user"].as_str().unwrap_or("").into(),
+        );
+        check(
+            "called",
+            cdr["called"].as_str().unwrap_or("").into(),
+            c["to_user"].as_str().unwrap_or("").into(),
+        );
+        check(
+            "sipcaller",
+            format!(
+                "{}:{}",
+                cdr["sipcallerip"].as_str().unwrap_or(""),
+                cdr["sipcallerport"]
+            ),
+            c["caller"].as_str().unwrap_or("").into(),
+        );
+        check(
+            "sipcalled",
+            format!(
+                "{}:{}",
+                cdr["sipcalledip"].as_str().unwrap_or(""),
+                cdr["sipcalledport"]
+            ),
+            c["callee"].as_str().unwrap_or("").into(),
+        );
+        let ours_code = cdr["lastSIPresponseNum"].as_u64().unwrap_or(0);
+        match c["final_code"].as_u64() {
+            Some(code) => check("final_code", ours_code.to_string(), code.to_string()),
+            None => check("final_code", (ours_code < 200).to_string(), "true".into()),
+        }
+        let bye = matches!(cdr["bye"].as_u64(), Some(2 | 3 | 103 | 106));
+        check(
+            "bye",
+            bye.to_string(),
+            c["bye"].as_bool().unwrap_or(false).to_string(),
+        );
+    }
+    if calls.is_empty() {
+        return bad;
+    }
+    for s in oracle["rtp_streams_sdp"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+    {
+        let ssrc = u64::from_str_radix(
+            s["ssrc"].as_str().unwrap_or("0x0").trim_start_matches("0x"),
+            16,
+        )
+        .unwrap_or(0);
+        let (sa, sp, da, dp) = (
+            s["src"].as_str().unwrap_or(""),
+            s["sport"].as_u64().unwrap_or(0),
+            s["dst"].as_str().unwrap_or(""),
+            s["dport"].as_u64().unwrap_or(0),
+        );
+        let key = stream_key(sa, sp, da, dp, ssrc);
+        let found = cdrs
+            .iter()
+            .flat_map(|c| c["rtp"].as_array().cloned().unwrap_or_default())
+            .find(|r| {
+                r["saddr"] == sa
+                    && r["sport"] == sp
+                    && r["daddr"] == da
+                    && r["dport"] == dp
+                    && r["ssrc"] == ssrc
+            });
+        let Some(r) = found else {
+            if !skip(&key, "stream") {
+                bad.push(format!("{name}: stream {key} not in any CDR"));
+            }
+            continue;
+        };
+        let mut check = |field: &str, ok: bool, ours: &Value, theirs: &Value| {
+            if !ok && !skip(&key, field) {
+                bad.push(format!(
+                    "{name}: stream {key}: {field}: voxtap {ours} oracle {theirs}"
+                ));
+            }
+        };
+        check(
+            "received",
+            r["received"] == s["packets"],
+            &r["received"],
+            &s["packets"],
+        );
+        check("lost", r["lost"] == s["lost"], &r["lost"], &s["lost"]);
+        let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+        check(
+            "maxjitter",
+            close(f(&r["maxjitter"]), f(&s["max_jitter_ms"])),
+            &r["maxjitter"],
+            &s["max_jitter_ms"],
+        );
+        check(
+            "avgjitter",
+            close(f(&r["avgjitter"]), f(&s["mean_jitter_ms"])),
+            &r["avgjitter"],
+            &s["mean_jitter_ms"],
+        );
+    }
+    bad
+}
+
+/// Every oracle file in the corpus (including `sipp/`) that lists at least one call.
+pub fn oracles_with_calls(dir: &Path) -> Vec<(String, PathBuf, PathBuf)> {
+    let mut out = Vec::new();
+    for sub in [dir.to_path_buf(), dir.join("sipp")] {
+        let Ok(rd) = std::fs::read_dir(&sub) else {
+            continue;
+        };
+        let mut names: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        names.sort();
+        for p in names {
+            let n = p.file_name().unwrap().to_string_lossy().to_string();
+            let Some(capture) = n.strip_suffix(".oracle.json") else {
+                continue;
+            };
+            let o = load_json(&p);
+            if o["calls"].as_array().is_some_and(|c| !c.is_empty()) {
+                let rel = if sub == dir {
+                    capture.to_string()
+                } else {
+                    format!("sipp/{capture}")
+                };
+                out.push((rel, sub.join(capture), p));
+            }
+        }
+    }
+    out
+}
