@@ -13,11 +13,7 @@ use voxtap::config::{parse, Config, SaveRtp};
 use voxtap::runtime::{run_file, RunOptions};
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "voxtap",
-    version,
-    about = "Passive VoIP monitor: SIP calls, RTP quality, CDRs, per-call pcaps"
-)]
+#[command(name = "voxtap", version, about = "Passive VoIP monitor: SIP calls, RTP quality, CDRs, per-call pcaps")]
 struct Cli {
     /// voipmonitor.conf-style configuration file; `conf.d/` beside it is read too.
     #[arg(long = "config-file", value_name = "FILE")]
@@ -74,10 +70,7 @@ fn main() -> ExitCode {
         _ => "debug",
     };
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("VOXTAP_LOG")
-                .unwrap_or_else(|_| level.into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("VOXTAP_LOG").unwrap_or_else(|_| level.into()))
         .with_writer(std::io::stderr)
         .init();
     match run(cli) {
@@ -93,10 +86,7 @@ fn load_config(cli: &Cli) -> Result<Config> {
     let Some(file) = &cli.config_file else {
         return Ok(Config::default());
     };
-    let dir = cli
-        .config_dir
-        .clone()
-        .or_else(|| file.parent().map(|p| p.join("conf.d")));
+    let dir = cli.config_dir.clone().or_else(|| file.parent().map(|p| p.join("conf.d")));
     let (cfg, report) = Config::load(file, dir.as_deref().filter(|d| d.is_dir()))?;
     for (k, f, l) in &report.unknown_keys {
         warn!(file = %f.display(), line = l, key = %k, "unknown or not yet supported key ignored");
@@ -111,11 +101,7 @@ fn run(cli: Cli) -> Result<()> {
     let mut cfg = load_config(&cli)?;
     // The command line wins over the files.
     if let Some(i) = &cli.interface {
-        cfg.interface = i
-            .split([',', ';', ' '])
-            .filter(|s| !s.is_empty())
-            .map(String::from)
-            .collect();
+        cfg.interface = i.split([',', ';', ' ']).filter(|s| !s.is_empty()).map(String::from).collect();
     }
     if let Some(d) = &cli.spooldir {
         cfg.spooldir = d.clone();
@@ -149,11 +135,7 @@ fn run(cli: Cli) -> Result<()> {
         );
     };
     check_readable(&read)?;
-    let res = run_file(RunOptions {
-        config: cfg,
-        read,
-        workers: cli.workers,
-    })?;
+    let res = run_file(RunOptions { config: cfg, read, workers: cli.workers })?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     if cli.json {

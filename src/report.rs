@@ -26,27 +26,13 @@ pub fn write_table(out: &mut impl Write, r: &RunResult) -> std::io::Result<()> {
     writeln!(
         out,
         "{:<26} {:>9} {:<22} {:<22} {:>4} {:>4} {:>7} {:>9} {:>9}  callid",
-        "calldate",
-        "duration",
-        "caller",
-        "called",
-        "resp",
-        "bye",
-        "streams",
-        "a:lost/j",
-        "b:lost/j"
+        "calldate", "duration", "caller", "called", "resp", "bye", "streams", "a:lost/j", "b:lost/j"
     )?;
     for c in &r.cdrs {
         let j = &c.json;
         let side = |p: &str| {
-            if j.get(&format!("{p}_received"))
-                .is_some_and(|v| !v.is_null())
-            {
-                format!(
-                    "{}/{}",
-                    s(j.get(&format!("{p}_lost"))),
-                    s(j.get(&format!("{p}_maxjitter")))
-                )
+            if j.get(&format!("{p}_received")).is_some_and(|v| !v.is_null()) {
+                format!("{}/{}", s(j.get(&format!("{p}_lost"))), s(j.get(&format!("{p}_maxjitter"))))
             } else {
                 "-".into()
             }
@@ -76,20 +62,10 @@ pub fn write_table(out: &mut impl Write, r: &RunResult) -> std::io::Result<()> {
 pub fn summary(r: &RunResult) -> String {
     let d = &r.decode;
     let o = &r.owners;
-    let drops = r.rx.ring_full_drops.iter().sum::<u64>()
-        + o.cdr_queue_drops
-        + o.spool_queue_drops
-        + d.fragments_dropped;
-    let pps = if r.elapsed_s > 0.0 {
-        d.frames as f64 / r.elapsed_s
-    } else {
-        0.0
-    };
-    let methods: Vec<String> = o
-        .sip_requests
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
+    let drops =
+        r.rx.ring_full_drops.iter().sum::<u64>() + o.cdr_queue_drops + o.spool_queue_drops + d.fragments_dropped;
+    let pps = if r.elapsed_s > 0.0 { d.frames as f64 / r.elapsed_s } else { 0.0 };
+    let methods: Vec<String> = o.sip_requests.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let mut text = format!(
         "packets={} bytes={} calls={} cdrs={} streams={} rtp={} rtcp={} sip={} sip_requests[{}] non_call_sip={} \
          unknown_udp={} media_without_call={} drops={} decode_errors={} not_ip={} sip_unparsable={} \

@@ -46,23 +46,17 @@ pub struct RunResult {
 pub fn run_file(opts: RunOptions) -> Result<RunResult> {
     let cfg = &opts.config;
     let workers = opts.workers.clamp(1, 256);
-    let file = CaptureFile::open(&opts.read)
-        .with_context(|| format!("reading {}", opts.read.display()))?;
+    let file = CaptureFile::open(&opts.read).with_context(|| format!("reading {}", opts.read.display()))?;
     let started = Instant::now();
 
     let save_any = cfg.savesip || cfg.savertp != SaveRtp::No || cfg.savertcp;
     let (cdr_tx, cdr_rx) = bounded::<Cdr>(65_536);
     let (spool_tx, spool_rx) = bounded::<spool::Chunk>(4096);
     let spool_tx = save_any.then_some(spool_tx);
-    let collector = thread::Builder::new()
-        .name("cdr-collector".into())
-        .spawn(move || cdr_rx.iter().collect::<Vec<_>>())?;
+    let collector =
+        thread::Builder::new().name("cdr-collector".into()).spawn(move || cdr_rx.iter().collect::<Vec<_>>())?;
     let spooler = save_any
-        .then(|| {
-            thread::Builder::new()
-                .name("spool-writer".into())
-                .spawn(move || spool::run_writer(spool_rx))
-        })
+        .then(|| thread::Builder::new().name("spool-writer".into()).spawn(move || spool::run_writer(spool_rx)))
         .transpose()?;
 
     let (recycle_tx, recycle_rx) = bounded(workers * 32);
@@ -83,11 +77,7 @@ pub fn run_file(opts: RunOptions) -> Result<RunResult> {
         to_owner.push(tx);
         let owner = Owner::new(owner_cfg.clone(), cdr_tx.clone(), spool_tx.clone());
         let recycle = recycle_tx.clone();
-        handles.push(
-            thread::Builder::new()
-                .name(format!("owner-{i}"))
-                .spawn(move || owner.run(rx, recycle))?,
-        );
+        handles.push(thread::Builder::new().name(format!("owner-{i}")).spawn(move || owner.run(rx, recycle))?);
     }
     drop(cdr_tx);
     drop(spool_tx);
@@ -119,18 +109,12 @@ pub fn run_file(opts: RunOptions) -> Result<RunResult> {
 
     let mut owners = OwnerStats::default();
     for h in handles {
-        let s = h
-            .join()
-            .map_err(|_| anyhow::anyhow!("an owner thread panicked"))?;
+        let s = h.join().map_err(|_| anyhow::anyhow!("an owner thread panicked"))?;
         merge(&mut owners, s);
     }
-    let mut cdrs = collector
-        .join()
-        .map_err(|_| anyhow::anyhow!("the CDR collector panicked"))?;
+    let mut cdrs = collector.join().map_err(|_| anyhow::anyhow!("the CDR collector panicked"))?;
     let spool = match spooler {
-        Some(h) => h
-            .join()
-            .map_err(|_| anyhow::anyhow!("the spool writer panicked"))?,
+        Some(h) => h.join().map_err(|_| anyhow::anyhow!("the spool writer panicked"))?,
         None => SpoolStats::default(),
     };
     cdrs.sort_by(|a, b| (a.callend, &a.callid).cmp(&(b.callend, &b.callid)));

@@ -89,10 +89,7 @@ pub fn civil_local(t: Nanos) -> Civil {
 /// RFC 3339 in UTC with microseconds, e.g. `2024-01-02T03:04:05.123456Z`.
 pub fn rfc3339_utc(t: Nanos) -> String {
     let c = civil_utc(t);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
-        c.year, c.month, c.day, c.hour, c.minute, c.second, c.micros
-    )
+    format!("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z", c.year, c.month, c.day, c.hour, c.minute, c.second, c.micros)
 }
 
 /// Round nanoseconds to whole microseconds (CDR times and durations carry microseconds).
@@ -117,10 +114,7 @@ mod tests {
         let t = 1_126_267_345 * NANOS_PER_SEC + 330_945_000;
         assert_eq!(rfc3339_utc(t), "2005-09-09T12:02:25.330945Z");
         // Leap day and negative times.
-        assert_eq!(
-            rfc3339_utc(secs(951_782_400)),
-            "2000-02-29T00:00:00.000000Z"
-        );
+        assert_eq!(rfc3339_utc(secs(951_782_400)), "2000-02-29T00:00:00.000000Z");
         assert_eq!(rfc3339_utc(-1_000), "1969-12-31T23:59:59.999999Z");
     }
 

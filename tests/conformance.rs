@@ -16,10 +16,5 @@ fn corpus_agrees_with_tshark_oracle() {
         checked += 1;
     }
     assert!(checked >= 20, "only {checked} captures with calls found");
-    assert!(
-        bad.is_empty(),
-        "{} disagreements with the oracle:\n{}",
-        bad.len(),
-        bad.join("\n")
-    );
+    assert!(bad.is_empty(), "{} disagreements with the oracle:\n{}", bad.len(), bad.join("\n"));
 }

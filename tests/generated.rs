@@ -16,30 +16,14 @@ fn tmp(name: &str) -> PathBuf {
 
 pub fn generate(out: &Path, args: &[&str]) {
     let gen = Path::new(env!("CARGO_MANIFEST_DIR")).join("perf/gen/voxgen.py");
-    let st = Command::new("python3")
-        .arg(gen)
-        .arg("-o")
-        .arg(out)
-        .args(args)
-        .status()
-        .expect("run python3");
+    let st = Command::new("python3").arg(gen).arg("-o").arg(out).args(args).status().expect("run python3");
     assert!(st.success(), "generator failed for {args:?}");
 }
 
 fn oracle(corpus: &Path, capture: &Path, decode_as: &[&str]) -> serde_json::Value {
     let tool = corpus.join("tools/oracle.py");
-    let out = Command::new("python3")
-        .arg(tool)
-        .arg("--file")
-        .arg(capture)
-        .args(decode_as)
-        .output()
-        .expect("oracle");
-    assert!(
-        out.status.success(),
-        "oracle.py failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new("python3").arg(tool).arg("--file").arg(capture).args(decode_as).output().expect("oracle");
+    assert!(out.status.success(), "oracle.py failed: {}", String::from_utf8_lossy(&out.stderr));
     let mut p = capture.as_os_str().to_owned();
     p.push(".oracle.json");
     load_json(Path::new(&p))
@@ -58,32 +42,14 @@ fn check(name: &str, args: &[&str]) {
     generate(&f, args);
     let o = oracle(&corpus, &f, &[]);
     let calls = o["calls"].as_array().map(|c| c.len()).unwrap_or(0);
-    assert!(
-        calls >= 5,
-        "{name}: tshark sees only {calls} calls in the generated capture"
-    );
+    assert!(calls >= 5, "{name}: tshark sees only {calls} calls in the generated capture");
     let cdrs = run_json(&f, &["--workers", "3"]);
-    assert_eq!(
-        cdrs,
-        run_json(&f, &["--workers", "1"]),
-        "{name}: output depends on the number of workers"
-    );
+    assert_eq!(cdrs, run_json(&f, &["--workers", "1"]), "{name}: output depends on the number of workers");
     let bad = compare(name, &o, &cdrs, &Default::default());
-    assert!(
-        bad.is_empty(),
-        "{} disagreements:\n{}",
-        bad.len(),
-        bad.join("\n")
-    );
+    assert!(bad.is_empty(), "{} disagreements:\n{}", bad.len(), bad.join("\n"));
     // Streams must really be there: the oracle's SDP streams all found above, and some loss was generated.
-    let streams = o["rtp_streams_sdp"]
-        .as_array()
-        .map(|s| s.len())
-        .unwrap_or(0);
-    assert!(
-        streams >= calls,
-        "{name}: only {streams} RTP streams for {calls} calls"
-    );
+    let streams = o["rtp_streams_sdp"].as_array().map(|s| s.len()).unwrap_or(0);
+    assert!(streams >= calls, "{name}: only {streams} RTP streams for {calls} calls");
 }
 
 #[test]

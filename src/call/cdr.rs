@@ -70,11 +70,7 @@ pub fn build(c: &mut Call, reason: EndReason, id_sensor: Option<u16>) -> Cdr {
             b.ssrc,
         ))
     });
-    let outs: Vec<StreamOut> = c
-        .streams
-        .iter_mut()
-        .map(|s| StreamOut { mos: s.stats.mos() })
-        .collect();
+    let outs: Vec<StreamOut> = c.streams.iter_mut().map(|s| StreamOut { mos: s.stats.mos() }).collect();
     let start = c.first_ts;
     let end = c.last_ts;
     let mut m = Map::new();
@@ -82,19 +78,10 @@ pub fn build(c: &mut Call, reason: EndReason, id_sensor: Option<u16>) -> Cdr {
     m.insert("calldate".into(), json!(rfc3339_utc(round_micros(start))));
     m.insert("callend".into(), json!(rfc3339_utc(round_micros(end))));
     m.insert("duration".into(), json!(dur_secs(end - start)));
-    m.insert(
-        "connect_duration".into(),
-        json!(c.first_2xx.map(|t| dur_secs(end - t))),
-    );
+    m.insert("connect_duration".into(), json!(c.first_2xx.map(|t| dur_secs(end - t))));
     let progress = c.first_18x.or(c.first_2xx);
-    m.insert(
-        "progress_time".into(),
-        json!(progress.map(|t| dur_secs(t - start))),
-    );
-    m.insert(
-        "first_rtp_time".into(),
-        json!(c.first_rtp.map(|t| dur_secs(t - start))),
-    );
+    m.insert("progress_time".into(), json!(progress.map(|t| dur_secs(t - start))));
+    m.insert("first_rtp_time".into(), json!(c.first_rtp.map(|t| dur_secs(t - start))));
     let caller_user = if c.caller.user.eq_ignore_ascii_case("anonymous") && !c.pai_user.is_empty() {
         c.pai_user.clone()
     } else {
@@ -109,19 +96,9 @@ pub fn build(c: &mut Call, reason: EndReason, id_sensor: Option<u16>) -> Cdr {
     m.insert("sipcallerport".into(), json!(c.sip_caller.1));
     m.insert("sipcalledip".into(), json!(c.sip_called.0.to_string()));
     m.insert("sipcalledport".into(), json!(c.sip_called.1));
-    let last = c
-        .ok_response
-        .as_ref()
-        .or(c.final_fail.as_ref())
-        .or(c.last_provisional.as_ref());
-    m.insert(
-        "lastSIPresponseNum".into(),
-        json!(last.map(|l| l.0).unwrap_or(0)),
-    );
-    m.insert(
-        "lastSIPresponse".into(),
-        json!(last.map(|l| l.1.as_str()).unwrap_or("")),
-    );
+    let last = c.ok_response.as_ref().or(c.final_fail.as_ref()).or(c.last_provisional.as_ref());
+    m.insert("lastSIPresponseNum".into(), json!(last.map(|l| l.0).unwrap_or(0)));
+    m.insert("lastSIPresponse".into(), json!(last.map(|l| l.1.as_str()).unwrap_or("")));
     m.insert("bye".into(), json!(bye_code(c, reason)));
     m.insert(
         "whohanged".into(),
@@ -135,26 +112,11 @@ pub fn build(c: &mut Call, reason: EndReason, id_sensor: Option<u16>) -> Cdr {
     m.insert("vlan".into(), json!(c.vlan));
     m.insert("a_ua".into(), json!(c.ua_caller));
     m.insert("b_ua".into(), json!(c.ua_called));
-    m.insert(
-        "reason_sip_cause".into(),
-        json!(c.reason_sip.as_ref().map(|r| r.0)),
-    );
-    m.insert(
-        "reason_sip_text".into(),
-        json!(c.reason_sip.as_ref().map(|r| r.1.clone())),
-    );
-    m.insert(
-        "reason_q850_cause".into(),
-        json!(c.reason_q850.as_ref().map(|r| r.0)),
-    );
-    m.insert(
-        "reason_q850_text".into(),
-        json!(c.reason_q850.as_ref().map(|r| r.1.clone())),
-    );
-    m.insert(
-        "proxies".into(),
-        json!(c.proxies.iter().map(|p| p.to_string()).collect::<Vec<_>>()),
-    );
+    m.insert("reason_sip_cause".into(), json!(c.reason_sip.as_ref().map(|r| r.0)));
+    m.insert("reason_sip_text".into(), json!(c.reason_sip.as_ref().map(|r| r.1.clone())));
+    m.insert("reason_q850_cause".into(), json!(c.reason_q850.as_ref().map(|r| r.0)));
+    m.insert("reason_q850_text".into(), json!(c.reason_q850.as_ref().map(|r| r.1.clone())));
+    m.insert("proxies".into(), json!(c.proxies.iter().map(|p| p.to_string()).collect::<Vec<_>>()));
 
     let a = pick(c, Side::Caller);
     let b = pick(c, Side::Callee);
@@ -162,13 +124,7 @@ pub fn build(c: &mut Call, reason: EndReason, id_sensor: Option<u16>) -> Cdr {
     m.insert("payload".into(), json!(payload));
     let mut side_vals = Vec::new();
     for (prefix, idx) in [("a", a), ("b", b)] {
-        side_vals.push(side_fields(
-            &mut m,
-            prefix,
-            idx.map(|i| (i, &c.streams[i], &outs[i])),
-            c,
-            end,
-        ));
+        side_vals.push(side_fields(&mut m, prefix, idx.map(|i| (i, &c.streams[i], &outs[i])), c, end));
     }
     let (sa, sb) = (side_vals[0], side_vals[1]);
     let maxo = |x: Option<i64>, y: Option<i64>| match (x, y) {
@@ -180,36 +136,14 @@ pub fn build(c: &mut Call, reason: EndReason, id_sensor: Option<u16>) -> Cdr {
         (x, y) => x.or(y),
     };
     m.insert("lost".into(), json!(maxo(sa.lost, sb.lost)));
-    m.insert(
-        "jitter_mult10".into(),
-        json!(maxo(sa.jitter10, sb.jitter10)),
-    );
-    m.insert(
-        "mos_min_mult10".into(),
-        json!(mino(sa.mos_min10, sb.mos_min10)),
-    );
-    m.insert(
-        "packet_loss_perc_mult1000".into(),
-        json!(maxo(sa.loss1000, sb.loss1000)),
-    );
+    m.insert("jitter_mult10".into(), json!(maxo(sa.jitter10, sb.jitter10)));
+    m.insert("mos_min_mult10".into(), json!(mino(sa.mos_min10, sb.mos_min10)));
+    m.insert("packet_loss_perc_mult1000".into(), json!(maxo(sa.loss1000, sb.loss1000)));
 
-    let rtp: Vec<Value> = c
-        .streams
-        .iter()
-        .zip(&outs)
-        .map(|(s, o)| stream_json(s, o, start))
-        .collect();
+    let rtp: Vec<Value> = c.streams.iter().zip(&outs).map(|(s, o)| stream_json(s, o, start)).collect();
     m.insert("rtp".into(), Value::Array(rtp));
-    m.insert(
-        "fbasename".into(),
-        json!(crate::store::spool::file_safe(&c.callid)),
-    );
-    Cdr {
-        callend: round_micros(end),
-        callid: c.callid.clone(),
-        json: m,
-        streams: c.streams.len(),
-    }
+    m.insert("fbasename".into(), json!(crate::store::spool::file_safe(&c.callid)));
+    Cdr { callend: round_micros(end), callid: c.callid.clone(), json: m, streams: c.streams.len() }
 }
 
 #[derive(Clone, Copy, Default)]
@@ -268,10 +202,7 @@ fn side_fields(
     put("seq_errors", json!(st.seq_errors));
     let jitter10 = (st.mean_jitter * 10.0 - 1e-9).ceil().max(0.0) as i64;
     put("avgjitter_mult10", json!(jitter10));
-    put(
-        "maxjitter",
-        json!((st.max_jitter - 1e-9).ceil().max(0.0) as i64),
-    );
+    put("maxjitter", json!((st.max_jitter - 1e-9).ceil().max(0.0) as i64));
     for (k, v) in st.loss_bursts.iter().enumerate() {
         put(&format!("sl{}", k + 1), json!(v));
     }
@@ -288,11 +219,7 @@ fn side_fields(
     put("delay_cnt", json!(cnt));
     put(
         "delay_avg_mult100",
-        json!(if cnt > 0 {
-            Some((sum as f64 / cnt as f64 * 100.0).round() as u64)
-        } else {
-            None
-        }),
+        json!(if cnt > 0 { Some((sum as f64 / cnt as f64 * 100.0).round() as u64) } else { None }),
     );
     let [(f1, f1min), (f2, f2min), (ad, admin)] = o.mos;
     put("mos_f1_mult10", json!(mult10_trunc(f1)));
@@ -305,11 +232,7 @@ fn side_fields(
     let mos_min10 = mult10_round(f2);
     put("mos_min_mult10", json!(mos_min10));
     let denom = (received + lost) as f64;
-    let loss1000 = if denom > 0.0 {
-        (lost as f64 / denom * 100_000.0).round() as i64
-    } else {
-        0
-    };
+    let loss1000 = if denom > 0.0 { (lost as f64 / denom * 100_000.0).round() as i64 } else { 0 };
     put("packet_loss_perc_mult1000", json!(loss1000));
     put("last_rtp_from_end", json!(dur_secs(end - st.last_ts)));
     // RTCP reports about this stream (sent by the other side).
@@ -321,47 +244,24 @@ fn side_fields(
         Some(r) if r.reports > 0 => {
             put("rtcp_loss", json!(r.last_cumulative_lost));
             put("rtcp_maxfr", json!(r.max_fraction));
-            put(
-                "rtcp_avgfr_mult10",
-                json!((r.sum_fraction as f64 / r.reports as f64 * 10.0).round() as i64),
-            );
-            put(
-                "rtcp_maxjitter",
-                json!((r.max_jitter as f64 / clock_ms).round() as i64),
-            );
+            put("rtcp_avgfr_mult10", json!((r.sum_fraction as f64 / r.reports as f64 * 10.0).round() as i64));
+            put("rtcp_maxjitter", json!((r.max_jitter as f64 / clock_ms).round() as i64));
             put(
                 "rtcp_avgjitter_mult10",
                 json!((r.sum_jitter as f64 / r.reports as f64 / clock_ms * 10.0).round() as i64),
             );
             let rtd = (r.rtd_count > 0).then(|| r.rtd_sum_ms / r.rtd_count as f64);
-            put(
-                "rtcp_avgrtd_mult10",
-                json!(rtd.map(|x| (x * 10.0).round() as i64)),
-            );
-            put(
-                "rtcp_maxrtd_mult10",
-                json!((r.rtd_count > 0).then(|| (r.rtd_max_ms * 10.0).round() as i64)),
-            );
+            put("rtcp_avgrtd_mult10", json!(rtd.map(|x| (x * 10.0).round() as i64)));
+            put("rtcp_maxrtd_mult10", json!((r.rtd_count > 0).then(|| (r.rtd_max_ms * 10.0).round() as i64)));
             put("mos_xr_mult10", json!(r.xr_mos_lq.filter(|v| *v != 127)));
         }
         _ => {
-            for k in [
-                "rtcp_loss",
-                "rtcp_maxfr",
-                "rtcp_avgfr_mult10",
-                "rtcp_maxjitter",
-                "rtcp_avgjitter_mult10",
-            ] {
+            for k in ["rtcp_loss", "rtcp_maxfr", "rtcp_avgfr_mult10", "rtcp_maxjitter", "rtcp_avgjitter_mult10"] {
                 put(k, Value::Null);
             }
         }
     }
-    SideSummary {
-        lost: Some(lost),
-        jitter10: Some(jitter10),
-        mos_min10: Some(mos_min10),
-        loss1000: Some(loss1000),
-    }
+    SideSummary { lost: Some(lost), jitter10: Some(jitter10), mos_min10: Some(mos_min10), loss1000: Some(loss1000) }
 }
 
 fn stream_json(s: &Stream, o: &StreamOut, start: Nanos) -> Value {

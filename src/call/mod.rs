@@ -58,11 +58,7 @@ pub struct Party {
 
 impl Party {
     fn from(a: &NameAddr) -> Party {
-        Party {
-            user: lossy(a.user),
-            domain: lossy(a.host),
-            display: lossy(a.display),
-        }
+        Party { user: lossy(a.user), domain: lossy(a.host), display: lossy(a.display) }
     }
 }
 
@@ -89,6 +85,10 @@ pub struct Stream {
     pub dport: u16,
     pub ssrc: u32,
     pub sender: Side,
+    /// The call's SDP generation when the stream was created: a later SDP re-checks its endpoint.
+    pub gen: u32,
+    /// Payload type → kind, for the last payload type seen.
+    pub kind_cache: Option<(u8, PtKind)>,
     pub stats: RtpStream,
 }
 
@@ -155,6 +155,7 @@ pub struct Call {
     pub seen_caller_side: bool,
     pub seen_callee_side: bool,
     pub streams_dropped: u32,
+    sdp_gen: u32,
     pub spool: crate::store::spool::CallSpool,
 }
 
@@ -247,6 +248,7 @@ impl Call {
             seen_caller_side: false,
             seen_callee_side: false,
             streams_dropped: 0,
+            sdp_gen: 0,
             spool: Default::default(),
         }
     }
@@ -291,6 +293,7 @@ impl Call {
     }
 
     fn sdp(&mut self, s: &sdp::Sdp, side: Side) {
+        self.sdp_gen = self.sdp_gen.wrapping_add(1);
         for m in &s.media {
             for r in &m.rtpmap {
                 if let Some(x) = self.rtpmap.iter_mut().find(|x| x.pt == r.pt) {
@@ -301,22 +304,12 @@ impl Call {
             }
         }
         for a in sdp::announced(s) {
-            if let Some(e) = self
-                .endpoints
-                .iter_mut()
-                .find(|e| e.addr == a.addr && e.port == a.port)
-            {
+            if let Some(e) = self.endpoints.iter_mut().find(|e| e.addr == a.addr && e.port == a.port) {
                 e.side = side;
                 e.rtcp = a.rtcp;
                 e.rtp = a.rtp;
             } else if self.endpoints.len() < MAX_ENDPOINTS {
-                self.endpoints.push(Endpoint {
-                    addr: a.addr,
-                    port: a.port,
-                    side,
-                    rtcp: a.rtcp,
-                    rtp: a.rtp,
-                });
+                self.endpoints.push(Endpoint { addr: a.addr, port: a.port, side, rtcp: a.rtcp, rtp: a.rtp });
             }
         }
     }
@@ -377,8 +370,7 @@ impl Call {
             let cause = crate::sip::msg::param(part, b"cause")
                 .and_then(|c| std::str::from_utf8(c).ok())
                 .and_then(|c| c.trim().parse::<u16>().ok());
-            let text = crate::sip::msg::param(part, b"text")
-                .map(|t| lossy(t).trim_matches('"').to_string());
+            let text = crate::sip::msg::param(part, b"text").map(|t| lossy(t).trim_matches('"').to_string());
             let Some(cause) = cause else { continue };
             let v = Some((cause, text.unwrap_or_default()));
             if proto.eq_ignore_ascii_case(b"SIP") {
@@ -397,11 +389,7 @@ impl Call {
             _ => String::new(),
         };
         if side == Side::Callee && self.ua_called.is_empty() {
-            let ua = if m.h.user_agent.is_empty() {
-                m.h.server
-            } else {
-                m.h.user_agent
-            };
+            let ua = if m.h.user_agent.is_empty() { m.h.server } else { m.h.user_agent };
             self.ua_called = lossy(ua);
         }
         match cseq_method {
@@ -431,11 +419,7 @@ impl Call {
                     }
                 }
             }
-            Method::Bye
-                if (200..300).contains(&code)
-                    && self.bye_cseq == Some(m.h.cseq_num)
-                    && !self.bye_confirmed =>
-            {
+            Method::Bye if (200..300).contains(&code) && self.bye_cseq == Some(m.h.cseq_num) && !self.bye_confirmed => {
                 self.bye_confirmed = true;
                 self.bye_confirmed_ts = Some(p.ts);
                 self.destroy_at = Some(p.ts + secs(5));
@@ -455,7 +439,47 @@ impl Call {
         dport: u16,
         via_dst: bool,
         payload: &[u8],
+        wire_len: usize,
+        tail: u8,
     ) -> MediaOutcome {
+        // Fast path: a known stream, and no SDP change since it was created.
+        if !header::looks_like_rtcp(payload) {
+            if let Some(h) = header::parse_prefix(payload, wire_len, tail) {
+                let gen = self.sdp_gen;
+                if let Some(s) = self.streams.iter_mut().find(|s| {
+                    s.ssrc == h.ssrc
+                        && s.sport == sport
+                        && s.dport == dport
+                        && s.gen == gen
+                        && s.src == src
+                        && s.dst == dst
+                }) {
+                    let sender = s.sender;
+                    let kind = s.kind_cache.filter(|(pt, _)| *pt == h.pt).map(|(_, k)| k);
+                    let body = &payload
+                        [h.payload_offset.min(payload.len())..(h.payload_offset + h.payload_len).min(payload.len())];
+                    let kind = match kind {
+                        Some(k) => k,
+                        None => {
+                            let k = pt_kind_of(&self.rtpmap, h.pt);
+                            s.kind_cache = Some((h.pt, k));
+                            k
+                        }
+                    };
+                    s.stats.bytes += h.payload_len as u64;
+                    s.stats.packet(ts, h.seq, h.ts, h.pt, h.marker, kind, body);
+                    match sender {
+                        Side::Caller => self.seen_caller_side = true,
+                        Side::Callee => self.seen_callee_side = true,
+                    }
+                    if !self.bye_confirmed {
+                        self.last_ts = self.last_ts.max(ts);
+                        self.last_rtp = Some(ts);
+                    }
+                    return MediaOutcome::Rtp;
+                }
+            }
+        }
         let (ea, ep) = if via_dst { (dst, dport) } else { (src, sport) };
         let Some(e) = self.endpoints.iter().find(|e| e.addr == ea && e.port == ep) else {
             return MediaOutcome::Ignored;
@@ -481,7 +505,7 @@ impl Call {
             }
             return MediaOutcome::Ignored;
         }
-        let Some(h) = header::parse(payload) else {
+        let Some(h) = header::parse_prefix(payload, wire_len, tail) else {
             return MediaOutcome::Ignored;
         };
         self.first_rtp.get_or_insert(ts);
@@ -489,9 +513,11 @@ impl Call {
             self.last_rtp = Some(ts);
         }
         let kind = self.pt_kind(h.pt);
-        let idx = match self.streams.iter().position(|s| {
-            s.ssrc == h.ssrc && s.sport == sport && s.dport == dport && s.src == src && s.dst == dst
-        }) {
+        let idx = match self
+            .streams
+            .iter()
+            .position(|s| s.ssrc == h.ssrc && s.sport == sport && s.dport == dport && s.src == src && s.dst == dst)
+        {
             Some(i) => i,
             None => {
                 if self.streams.len() >= MAX_STREAMS {
@@ -505,42 +531,22 @@ impl Call {
                     dport,
                     ssrc: h.ssrc,
                     sender,
+                    gen: self.sdp_gen,
+                    kind_cache: None,
                     stats: RtpStream::new(ts),
                 });
                 self.streams.len() - 1
             }
         };
-        let body = &payload[h.payload_offset..h.payload_offset + h.payload_len];
-        self.streams[idx]
-            .stats
-            .packet(ts, h.seq, h.ts, h.pt, h.marker, kind, body);
+        let body = &payload[h.payload_offset.min(payload.len())..(h.payload_offset + h.payload_len).min(payload.len())];
+        self.streams[idx].stats.bytes += h.payload_len as u64;
+        self.streams[idx].stats.packet(ts, h.seq, h.ts, h.pt, h.marker, kind, body);
         MediaOutcome::Rtp
     }
 
     /// Clock rate and kind of a payload type: static table for 0–95, the call's SDP `rtpmap` otherwise.
     pub fn pt_kind(&self, pt: u8) -> PtKind {
-        if pt == 13 || pt == 19 {
-            return PtKind::ComfortNoise;
-        }
-        if pt < 96 {
-            let clock = header::static_clock(pt);
-            if clock == 0 {
-                return PtKind::Unknown;
-            }
-            return PtKind::Media {
-                clock,
-                video: clock == 90_000,
-            };
-        }
-        match self.rtpmap.iter().rev().find(|r| r.pt == pt) {
-            Some(r) if r.encoding.eq_ignore_ascii_case("telephone-event") => PtKind::Event,
-            Some(r) if r.encoding.eq_ignore_ascii_case("CN") => PtKind::ComfortNoise,
-            Some(r) if r.clock > 0 => PtKind::Media {
-                clock: r.clock,
-                video: r.clock == 90_000,
-            },
-            _ => PtKind::Unknown,
-        }
+        pt_kind_of(&self.rtpmap, pt)
     }
 
     fn rtcp_packet(&mut self, ts: Nanos, r: &rtcp::Rtcp) {
@@ -552,13 +558,7 @@ impl Call {
         }
         for b in &r.blocks {
             let rtd = (b.lsr != 0)
-                .then(|| {
-                    self.sr_seen
-                        .iter()
-                        .rev()
-                        .find(|(m, _)| *m == b.lsr)
-                        .map(|(_, t)| *t)
-                })
+                .then(|| self.sr_seen.iter().rev().find(|(m, _)| *m == b.lsr).map(|(_, t)| *t))
                 .flatten()
                 .map(|seen| (ts - seen) as f64 / 1e6 - b.dlsr as f64 * 1000.0 / 65536.0);
             let agg = match self.rtcp.iter_mut().position(|a| a.ssrc == b.ssrc) {
@@ -567,10 +567,7 @@ impl Call {
                     if self.rtcp.len() >= MAX_STREAMS {
                         continue;
                     }
-                    self.rtcp.push(RtcpAgg {
-                        ssrc: b.ssrc,
-                        ..Default::default()
-                    });
+                    self.rtcp.push(RtcpAgg { ssrc: b.ssrc, ..Default::default() });
                     self.rtcp.last_mut().expect("just pushed")
                 }
             };
@@ -601,11 +598,7 @@ impl Call {
             }
         }
         if let Some(b) = self.bye_deadline {
-            let limit = if self.bye_confirmed {
-                t.bye_confirmed
-            } else {
-                t.bye
-            };
+            let limit = if self.bye_confirmed { t.bye_confirmed } else { t.bye };
             if now - b > limit {
                 return Some(EndReason::ByeTimeout);
             }
@@ -645,4 +638,24 @@ pub enum MediaOutcome {
     /// Packets of non-RTP media (T.38 fax over UDPTL).
     NotRtp,
     Ignored,
+}
+
+/// Clock rate and kind of a payload type: static table for 0–95, the call's SDP `rtpmap` otherwise.
+fn pt_kind_of(rtpmap: &[sdp::RtpMap], pt: u8) -> PtKind {
+    if pt == 13 || pt == 19 {
+        return PtKind::ComfortNoise;
+    }
+    if pt < 96 {
+        let clock = header::static_clock(pt);
+        if clock == 0 {
+            return PtKind::Unknown;
+        }
+        return PtKind::Media { clock, video: clock == 90_000 };
+    }
+    match rtpmap.iter().rev().find(|r| r.pt == pt) {
+        Some(r) if r.encoding.eq_ignore_ascii_case("telephone-event") => PtKind::Event,
+        Some(r) if r.encoding.eq_ignore_ascii_case("CN") => PtKind::ComfortNoise,
+        Some(r) if r.clock > 0 => PtKind::Media { clock: r.clock, video: r.clock == 90_000 },
+        _ => PtKind::Unknown,
+    }
 }

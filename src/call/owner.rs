@@ -4,6 +4,7 @@
 //! never depends on how many owners share the work, nor on what other calls an owner holds.
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::path::PathBuf;
 
 use crossbeam_channel::{Receiver, Sender};
@@ -54,7 +55,7 @@ pub struct OwnerStats {
 
 pub struct Owner {
     cfg: OwnerConfig,
-    calls: HashMap<u64, Call>,
+    calls: HashMap<u64, Call, BuildHasherDefault<KeyHasher>>,
     cdrs: Sender<Cdr>,
     spool: Option<Sender<Chunk>>,
     pub stats: OwnerStats,
@@ -62,13 +63,7 @@ pub struct Owner {
 
 impl Owner {
     pub fn new(cfg: OwnerConfig, cdrs: Sender<Cdr>, spool: Option<Sender<Chunk>>) -> Self {
-        Owner {
-            cfg,
-            calls: HashMap::new(),
-            cdrs,
-            spool,
-            stats: OwnerStats::default(),
-        }
+        Owner { cfg, calls: HashMap::default(), cdrs, spool, stats: OwnerStats::default() }
     }
 
     /// The owner's loop: batches until `End`, then every open call is closed as a capture's end closes it.
@@ -107,6 +102,8 @@ impl Owner {
                     it.dport,
                     route.via_dst,
                     b.payload(it),
+                    it.wire_len as usize,
+                    it.tail,
                 );
                 let save = match out {
                     MediaOutcome::Rtp => {
@@ -145,11 +142,7 @@ impl Owner {
         };
         self.stats.sip_messages += 1;
         if let Some(method) = m.method() {
-            *self
-                .stats
-                .sip_requests
-                .entry(method.as_str().to_string())
-                .or_default() += 1;
+            *self.stats.sip_requests.entry(method.as_str().to_string()).or_default() += 1;
         }
         let p = SipPacket {
             ts: it.ts,
@@ -172,8 +165,7 @@ impl Owner {
                 call.sip(&p);
                 self.calls.insert(key, call);
                 self.stats.calls += 1;
-                self.stats.active_calls_peak =
-                    self.stats.active_calls_peak.max(self.calls.len() as u64);
+                self.stats.active_calls_peak = self.stats.active_calls_peak.max(self.calls.len() as u64);
             }
             None => {
                 self.stats.non_call_sip += 1;
@@ -185,14 +177,7 @@ impl Owner {
         }
     }
 
-    fn spool_frames(
-        &mut self,
-        key: u64,
-        kind: FileKind,
-        b: &Batch,
-        it: &Item,
-        header_only: Option<usize>,
-    ) {
+    fn spool_frames(&mut self, key: u64, kind: FileKind, b: &Batch, it: &Item, header_only: Option<usize>) {
         let Some(call) = self.calls.get_mut(&key) else {
             return;
         };
@@ -204,25 +189,11 @@ impl Owner {
         for f in b.frames_of(it) {
             let frame = b.frame_bytes(f);
             // For header-only RTP keep everything up to the RTP header's end.
-            let keep =
-                header_only.map(|rtp_hdr| frame.len().saturating_sub(it.payload_len()) + rtp_hdr);
-            if let Some(chunk) = call.spool.add(
-                kind,
-                base,
-                call.first_ts,
-                self.cfg.utc,
-                &fb,
-                f.ts,
-                f.link_type,
-                frame,
-                keep,
-            ) {
-                send(
-                    tx,
-                    chunk,
-                    self.cfg.blocking,
-                    &mut self.stats.spool_queue_drops,
-                );
+            let keep = header_only.map(|rtp_hdr| frame.len().saturating_sub(it.wire_len as usize) + rtp_hdr);
+            if let Some(chunk) =
+                call.spool.add(kind, base, call.first_ts, self.cfg.utc, &fb, f.ts, f.link_type, frame, keep)
+            {
+                send(tx, chunk, self.cfg.blocking, &mut self.stats.spool_queue_drops);
             }
         }
     }
@@ -230,11 +201,8 @@ impl Owner {
     /// Timers as of whole second `at` of packet time.
     fn tick(&mut self, at: Nanos) {
         let t = self.cfg.timeouts;
-        let expired: Vec<(u64, EndReason)> = self
-            .calls
-            .iter()
-            .filter_map(|(k, c)| c.expired(at, &t).map(|r| (*k, r)))
-            .collect();
+        let expired: Vec<(u64, EndReason)> =
+            self.calls.iter().filter_map(|(k, c)| c.expired(at, &t).map(|r| (*k, r))).collect();
         for (k, r) in expired {
             self.close(k, r);
         }
@@ -249,21 +217,11 @@ impl Owner {
         self.stats.spool_link_mismatch += call.spool.mismatched_link as u64;
         if let Some(tx) = self.spool.as_ref() {
             for chunk in call.spool.finish() {
-                send(
-                    tx,
-                    chunk,
-                    self.cfg.blocking,
-                    &mut self.stats.spool_queue_drops,
-                );
+                send(tx, chunk, self.cfg.blocking, &mut self.stats.spool_queue_drops);
             }
         }
         self.stats.cdrs += 1;
-        send(
-            &self.cdrs,
-            cdr,
-            self.cfg.blocking,
-            &mut self.stats.cdr_queue_drops,
-        );
+        send(&self.cdrs, cdr, self.cfg.blocking, &mut self.stats.cdr_queue_drops);
     }
 
     fn close_all(&mut self, _at: Nanos) {
@@ -276,18 +234,28 @@ impl Owner {
 }
 
 fn send<T>(tx: &Sender<T>, v: T, blocking: bool, drops: &mut u64) {
-    let ok = if blocking {
-        tx.send(v).is_ok()
-    } else {
-        tx.try_send(v).is_ok()
-    };
+    let ok = if blocking { tx.send(v).is_ok() } else { tx.try_send(v).is_ok() };
     if !ok {
         *drops += 1;
     }
 }
 
-impl Item {
-    pub fn payload_len(&self) -> usize {
-        (self.payload.1 - self.payload.0) as usize
+/// Call keys are already keyed SipHash values of the Call-ID (random per process): use them as they are.
+#[derive(Default)]
+pub struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ *b as u64;
+        }
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
     }
 }

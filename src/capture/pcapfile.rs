@@ -15,10 +15,7 @@ use crate::time::Nanos;
 #[derive(Debug, Error)]
 pub enum PcapError {
     #[error("cannot open capture file {path}: {source}")]
-    Open {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Open { path: PathBuf, source: std::io::Error },
     #[error("{path}: not a pcap or pcapng file (magic {magic:08x})")]
     BadMagic { path: PathBuf, magic: u32 },
     #[error("{path}: file is too short to be a capture")]
@@ -37,11 +34,7 @@ pub struct Frame<'a> {
 }
 
 enum Format {
-    Pcap {
-        big_endian: bool,
-        nanos: bool,
-        link_type: u16,
-    },
+    Pcap { big_endian: bool, nanos: bool, link_type: u16 },
     Pcapng,
 }
 
@@ -61,16 +54,10 @@ pub struct CaptureFile {
 
 impl CaptureFile {
     pub fn open(path: &Path) -> Result<Self, PcapError> {
-        let file = File::open(path).map_err(|source| PcapError::Open {
-            path: path.into(),
-            source,
-        })?;
+        let file = File::open(path).map_err(|source| PcapError::Open { path: path.into(), source })?;
         // SAFETY: the map is read-only; a file truncated under us by another process would SIGBUS, which is the
         // accepted risk of every mmap-based capture reader (libpcap reads, tshark does the same with its own I/O).
-        let map = unsafe { Mmap::map(&file) }.map_err(|source| PcapError::Open {
-            path: path.into(),
-            source,
-        })?;
+        let map = unsafe { Mmap::map(&file) }.map_err(|source| PcapError::Open { path: path.into(), source })?;
         Self::from_map(path.into(), map)
     }
 
@@ -88,11 +75,7 @@ impl CaptureFile {
                 let nanos = matches!(magic, 0xa1b2_3c4d | 0x4d3c_b2a1);
                 let lt = rd32(&map[20..24], big_endian);
                 // The upper bits of the link-type field carry FCS flags (pcap spec); keep the low 16 bits.
-                Format::Pcap {
-                    big_endian,
-                    nanos,
-                    link_type: (lt & 0xffff) as u16,
-                }
+                Format::Pcap { big_endian, nanos, link_type: (lt & 0xffff) as u16 }
             }
             0x0a0d_0d0a => Format::Pcapng,
             _ => return Err(PcapError::BadMagic { path, magic }),
@@ -172,19 +155,11 @@ impl<'a> Frames<'a> {
         }
         let start = self.pos + 16;
         if buf.len() - start < incl {
-            return self.stop(format!(
-                "truncated packet data at byte {start} ({incl} bytes announced)"
-            ));
+            return self.stop(format!("truncated packet data at byte {start} ({incl} bytes announced)"));
         }
         self.pos = start + incl;
         let ts = sec * 1_000_000_000 + if nanos { frac } else { frac * 1000 };
-        Some(Frame {
-            ts,
-            link_type,
-            data: &buf[start..start + incl],
-            orig_len: orig,
-            interface: 0,
-        })
+        Some(Frame { ts, link_type, data: &buf[start..start + incl], orig_len: orig, interface: 0 })
     }
 
     fn next_pcapng(&mut self) -> Option<Frame<'a>> {
@@ -221,9 +196,7 @@ impl<'a> Frames<'a> {
             }
             if blen > b.len() {
                 let at = self.pos;
-                return self.stop(format!(
-                    "truncated pcapng block at byte {at} ({blen} bytes announced)"
-                ));
+                return self.stop(format!("truncated pcapng block at byte {at} ({blen} bytes announced)"));
             }
             let body = &b[8..blen - 4];
             self.pos += blen;
@@ -235,21 +208,14 @@ impl<'a> Frames<'a> {
                     }
                     let link_type = rd16(&body[0..2], be);
                     let ticks_per_sec = parse_tsresol(&body[8..], be).unwrap_or(1_000_000);
-                    self.ifaces.push(Iface {
-                        link_type,
-                        ticks_per_sec,
-                    });
+                    self.ifaces.push(Iface { link_type, ticks_per_sec });
                 }
                 6 | 2 => {
                     // Enhanced packet block (6) or obsolete packet block (2, 16-bit interface id + drops).
                     if body.len() < 20 {
                         continue;
                     }
-                    let iface = if btype == 6 {
-                        rd32(&body[0..4], be)
-                    } else {
-                        rd16(&body[0..2], be) as u32
-                    };
+                    let iface = if btype == 6 { rd32(&body[0..4], be) } else { rd16(&body[0..2], be) as u32 };
                     let hi = rd32(&body[4..8], be) as u64;
                     let lo = rd32(&body[8..12], be) as u64;
                     let caplen = rd32(&body[12..16], be) as usize;
@@ -263,13 +229,7 @@ impl<'a> Frames<'a> {
                     let data = &body[20..20 + caplen];
                     let ts = ticks_to_nanos((hi << 32) | lo, ifc.ticks_per_sec);
                     self.last_ts = ts;
-                    return Some(Frame {
-                        ts,
-                        link_type: ifc.link_type,
-                        data,
-                        orig_len: orig,
-                        interface: iface,
-                    });
+                    return Some(Frame { ts, link_type: ifc.link_type, data, orig_len: orig, interface: iface });
                 }
                 3 => {
                     // Simple packet block: interface 0 and no timestamp; it gets the previous packet's time so that
@@ -302,11 +262,7 @@ impl<'a> Iterator for Frames<'a> {
 
     fn next(&mut self) -> Option<Frame<'a>> {
         match self.file.format {
-            Format::Pcap {
-                big_endian,
-                nanos,
-                link_type,
-            } => self.next_pcap(big_endian, nanos, link_type),
+            Format::Pcap { big_endian, nanos, link_type } => self.next_pcap(big_endian, nanos, link_type),
             Format::Pcapng => self.next_pcapng(),
         }
     }
@@ -318,8 +274,7 @@ fn ticks_to_nanos(ticks: u64, per_sec: u64) -> Nanos {
     }
     let secs = ticks / per_sec;
     let rem = ticks % per_sec;
-    (secs as i64).saturating_mul(1_000_000_000)
-        + ((rem as u128 * 1_000_000_000u128) / per_sec as u128) as i64
+    (secs as i64).saturating_mul(1_000_000_000) + ((rem as u128 * 1_000_000_000u128) / per_sec as u128) as i64
 }
 
 /// if_tsresol (option 9): high bit set → power of two, else power of ten.
@@ -334,11 +289,7 @@ fn parse_tsresol(mut opts: &[u8], be: bool) -> Option<u64> {
         if code == 9 && len >= 1 {
             let v = opts[4];
             let exp = (v & 0x7f) as u32;
-            return if v & 0x80 != 0 {
-                (exp < 64).then(|| 1u64 << exp)
-            } else {
-                10u64.checked_pow(exp)
-            };
+            return if v & 0x80 != 0 { (exp < 64).then(|| 1u64 << exp) } else { 10u64.checked_pow(exp) };
         }
         if opts.len() < 4 + padded {
             return None;
@@ -401,10 +352,7 @@ mod tests {
 
     fn pcap_bytes(nanos: bool, be: bool, pkts: &[(u32, u32, &[u8])]) -> Vec<u8> {
         let mut v = Vec::new();
-        let w32 = |v: &mut Vec<u8>, x: u32| {
-            v.write_all(&if be { x.to_be_bytes() } else { x.to_le_bytes() })
-                .unwrap()
-        };
+        let w32 = |v: &mut Vec<u8>, x: u32| v.write_all(&if be { x.to_be_bytes() } else { x.to_le_bytes() }).unwrap();
         let magic = if nanos { 0xa1b2_3c4d } else { 0xa1b2_c3d4 };
         w32(&mut v, magic);
         v.extend_from_slice(&if be { [0, 2, 0, 4] } else { [2, 0, 4, 0] });

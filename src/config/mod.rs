@@ -16,17 +16,9 @@ use parse::{Entry, Skipped};
 #[derive(Debug, Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{file}:{line}: bad value for '{key}': {why}")]
-    BadValue {
-        file: PathBuf,
-        line: usize,
-        key: String,
-        why: String,
-    },
+    BadValue { file: PathBuf, line: usize, key: String, why: String },
 }
 
 /// `savertp`: no, yes, or headers only.
@@ -109,21 +101,13 @@ pub struct LoadReport {
 
 impl Config {
     /// Loads `main` and then every `*.conf` file of `extra_dir` in name order.
-    pub fn load(
-        main: &Path,
-        extra_dir: Option<&Path>,
-    ) -> Result<(Config, LoadReport), ConfigError> {
+    pub fn load(main: &Path, extra_dir: Option<&Path>) -> Result<(Config, LoadReport), ConfigError> {
         let mut files = vec![main.to_path_buf()];
         if let Some(dir) = extra_dir {
             if let Ok(rd) = std::fs::read_dir(dir) {
                 let mut more: Vec<PathBuf> = rd
                     .filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|p| {
-                        p.is_file()
-                            && !p
-                                .file_name()
-                                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-                    })
+                    .filter(|p| p.is_file() && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
                     .collect();
                 more.sort();
                 files.extend(more);
@@ -133,10 +117,7 @@ impl Config {
         let mut report = LoadReport::default();
         let mut lists_set: Vec<&'static str> = Vec::new();
         for f in &files {
-            let text = std::fs::read(f).map_err(|source| ConfigError::Read {
-                path: f.clone(),
-                source,
-            })?;
+            let text = std::fs::read(f).map_err(|source| ConfigError::Read { path: f.clone(), source })?;
             let text = String::from_utf8_lossy(&text);
             let (entries, skipped) = parse::parse_text(f, &text);
             report.skipped_lines.extend(skipped);
@@ -157,9 +138,7 @@ impl Config {
         for e in entries {
             let Some(&known) = KNOWN_KEYS.iter().find(|k| **k == e.key) else {
                 if !report.unknown_keys.iter().any(|(k, _, _)| *k == e.key) {
-                    report
-                        .unknown_keys
-                        .push((e.key.clone(), e.file.clone(), e.line));
+                    report.unknown_keys.push((e.key.clone(), e.file.clone(), e.line));
                 }
                 continue;
             };
@@ -195,11 +174,7 @@ impl Config {
                     self.interface.clear();
                 }
                 self.interface.extend(
-                    e.value
-                        .split([',', ';', ' ', '\t'])
-                        .map(str::trim)
-                        .filter(|s| !s.is_empty())
-                        .map(String::from),
+                    e.value.split([',', ';', ' ', '\t']).map(str::trim).filter(|s| !s.is_empty()).map(String::from),
                 );
             }
             _ => {}
@@ -211,9 +186,7 @@ impl Config {
         let v = e.value.as_str();
         match e.key.as_str() {
             "id_sensor" => {
-                let n: i64 = v
-                    .parse()
-                    .map_err(|_| bad(e, "expected an integer".into()))?;
+                let n: i64 = v.parse().map_err(|_| bad(e, "expected an integer".into()))?;
                 self.id_sensor = match n {
                     n if n < 0 => None,
                     n if n <= u16::MAX as i64 => Some(n as u16),
@@ -262,18 +235,11 @@ fn prefix_of(v: &str, word: &str) -> bool {
 }
 
 fn seconds(e: &Entry) -> Result<u32, ConfigError> {
-    e.value
-        .parse::<u32>()
-        .map_err(|_| bad(e, "expected a whole number of seconds".into()))
+    e.value.parse::<u32>().map_err(|_| bad(e, "expected a whole number of seconds".into()))
 }
 
 fn bad(e: &Entry, why: String) -> ConfigError {
-    ConfigError::BadValue {
-        file: e.file.clone(),
-        line: e.line,
-        key: e.key.clone(),
-        why,
-    }
+    ConfigError::BadValue { file: e.file.clone(), line: e.line, key: e.key.clone(), why }
 }
 
 #[cfg(test)]
@@ -297,11 +263,7 @@ mod tests {
         .unwrap();
         let cd = d.join("conf.d");
         std::fs::create_dir_all(&cd).unwrap();
-        std::fs::write(
-            cd.join("10-a.conf"),
-            "sipport = 6060\nrtptimeout = 45\nid_sensor = 7\n",
-        )
-        .unwrap();
+        std::fs::write(cd.join("10-a.conf"), "sipport = 6060\nrtptimeout = 45\nid_sensor = 7\n").unwrap();
         let (c, r) = Config::load(&d.join("main.conf"), Some(&cd)).unwrap();
         assert_eq!(c.sipport, vec![(5060, 5060), (5070, 5070), (6060, 6060)]);
         assert_eq!(c.rtptimeout, 45);
@@ -315,12 +277,7 @@ mod tests {
     fn bad_value_names_file_line_key() {
         let d = tmpdir("bad");
         std::fs::write(d.join("v.conf"), "\nrtptimeout = soon\n").unwrap();
-        let err = Config::load(&d.join("v.conf"), None)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("v.conf:2") && err.contains("rtptimeout"),
-            "{err}"
-        );
+        let err = Config::load(&d.join("v.conf"), None).unwrap_err().to_string();
+        assert!(err.contains("v.conf:2") && err.contains("rtptimeout"), "{err}");
     }
 }

@@ -31,21 +31,12 @@ pub fn parse_text(file: &Path, text: &str) -> (Vec<Entry>, Vec<Skipped>) {
             continue;
         }
         if line.starts_with('[') {
-            let name = line
-                .trim_start_matches('[')
-                .split(']')
-                .next()
-                .unwrap_or("")
-                .trim();
+            let name = line.trim_start_matches('[').split(']').next().unwrap_or("").trim();
             in_general = name.eq_ignore_ascii_case("general");
             continue;
         }
         let Some(eq) = line.find('=') else {
-            skipped.push(Skipped {
-                file: file.into(),
-                line: i + 1,
-                text: line.to_string(),
-            });
+            skipped.push(Skipped { file: file.into(), line: i + 1, text: line.to_string() });
             continue;
         };
         if !in_general {
@@ -54,22 +45,13 @@ pub fn parse_text(file: &Path, text: &str) -> (Vec<Entry>, Vec<Skipped>) {
         let key = line[..eq].trim().to_ascii_lowercase();
         let value = strip_inline_comment(&line[eq + 1..]).trim().to_string();
         if key.is_empty() {
-            skipped.push(Skipped {
-                file: file.into(),
-                line: i + 1,
-                text: line.to_string(),
-            });
+            skipped.push(Skipped { file: file.into(), line: i + 1, text: line.to_string() });
             continue;
         }
         if value.is_empty() {
             continue;
         }
-        out.push(Entry {
-            key,
-            value,
-            file: file.into(),
-            line: i + 1,
-        });
+        out.push(Entry { key, value, file: file.into(), line: i + 1 });
     }
     (out, skipped)
 }
@@ -93,21 +75,13 @@ pub fn yes(v: &str) -> bool {
 /// Port list: items separated by `,` `;` or spaces, ranges `a-b`.
 pub fn ports(v: &str) -> Result<Vec<(u16, u16)>, String> {
     let mut out = Vec::new();
-    for item in v
-        .split([',', ';', ' ', '\t'])
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-    {
+    for item in v.split([',', ';', ' ', '\t']).map(str::trim).filter(|s| !s.is_empty()) {
         let (a, b) = match item.split_once('-') {
             Some((a, b)) => (a.trim(), b.trim()),
             None => (item, item),
         };
-        let a: u16 = a
-            .parse()
-            .map_err(|_| format!("'{item}' is not a port or port range"))?;
-        let b: u16 = b
-            .parse()
-            .map_err(|_| format!("'{item}' is not a port or port range"))?;
+        let a: u16 = a.parse().map_err(|_| format!("'{item}' is not a port or port range"))?;
+        let b: u16 = b.parse().map_err(|_| format!("'{item}' is not a port or port range"))?;
         if a > b {
             return Err(format!("port range '{item}' runs backwards"));
         }
@@ -128,10 +102,7 @@ mod tests {
         let text = "# comment\n; also\ninterface = eth0\nSIPPORT = 5060 # inline\nsipport=5070-5080;5090\n\
                     spooldir = /var/a#b\nmysqlpassword =\nno equals here\n[other]\nid_sensor = 9\n[general]\nutc = yes\n";
         let (e, skipped) = parse_text(Path::new("x.conf"), text);
-        let kv: Vec<(&str, &str)> = e
-            .iter()
-            .map(|e| (e.key.as_str(), e.value.as_str()))
-            .collect();
+        let kv: Vec<(&str, &str)> = e.iter().map(|e| (e.key.as_str(), e.value.as_str())).collect();
         assert_eq!(
             kv,
             vec![
@@ -150,10 +121,7 @@ mod tests {
     #[test]
     fn yes_and_ports() {
         assert!(yes("yes") && yes("Y") && yes("1") && !yes("no") && !yes("true"));
-        assert_eq!(
-            ports("5060,5070-5072;80").unwrap(),
-            vec![(5060, 5060), (5070, 5072), (80, 80)]
-        );
+        assert_eq!(ports("5060,5070-5072;80").unwrap(), vec![(5060, 5060), (5070, 5072), (80, 80)]);
         assert!(ports("50-40").is_err());
         assert!(ports("abc").is_err());
         assert!(ports("70000").is_err());

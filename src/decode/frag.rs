@@ -73,13 +73,7 @@ impl Default for Reassembler {
 
 impl Reassembler {
     pub fn new(timeout: Nanos) -> Self {
-        Reassembler {
-            pending: HashMap::new(),
-            bytes: 0,
-            timeout,
-            last_sweep: 0,
-            stats: FragStats::default(),
-        }
+        Reassembler { pending: HashMap::new(), bytes: 0, timeout, last_sweep: 0, stats: FragStats::default() }
     }
 
     pub fn pending(&self) -> usize {
@@ -107,15 +101,8 @@ impl Reassembler {
             self.stats.dropped_limits += 1;
             return None;
         }
-        let key = Key {
-            src,
-            dst,
-            id: frag.id,
-            proto,
-        };
-        if !self.pending.contains_key(&key)
-            && (self.pending.len() >= MAX_PENDING || self.bytes >= MAX_BYTES)
-        {
+        let key = Key { src, dst, id: frag.id, proto };
+        if !self.pending.contains_key(&key) && (self.pending.len() >= MAX_PENDING || self.bytes >= MAX_BYTES) {
             self.stats.dropped_limits += 1;
             return None;
         }
@@ -144,11 +131,7 @@ impl Reassembler {
         p.pieces.push((frag.offset, payload.to_vec()));
         p.bytes += payload.len();
         self.bytes += payload.len();
-        p.frames.push(SavedFrame {
-            ts,
-            link_type: frame.0,
-            data: frame.1.to_vec(),
-        });
+        p.frames.push(SavedFrame { ts, link_type: frame.0, data: frame.1.to_vec() });
         let total = p.total?;
         // Complete when the pieces cover [0, total) without a gap. First data wins on overlap.
         p.pieces.sort_by_key(|(o, _)| *o);
@@ -176,15 +159,11 @@ impl Reassembler {
             if from > *o {
                 self.stats.overlaps += 1;
             }
-            out[from as usize..end as usize]
-                .copy_from_slice(&d[(from - o) as usize..(end - o) as usize]);
+            out[from as usize..end as usize].copy_from_slice(&d[(from - o) as usize..(end - o) as usize]);
             filled = end;
         }
         self.stats.reassembled += 1;
-        Some(Reassembled {
-            payload: out,
-            frames: p.frames,
-        })
+        Some(Reassembled { payload: out, frames: p.frames })
     }
 
     /// Drops partial datagrams older than the timeout (packet time).
@@ -219,23 +198,11 @@ mod tests {
     fn out_of_order_and_duplicate_fragments() {
         let mut r = Reassembler::default();
         let data: Vec<u8> = (0..40u8).collect();
-        let f = |o: u32, more| Fragment {
-            id: 9,
-            offset: o,
-            more,
-        };
-        assert!(r
-            .add(1, ip(1), ip(2), 17, f(16, true), &data[16..32], (1, &[]))
-            .is_none());
-        assert!(r
-            .add(2, ip(1), ip(2), 17, f(32, false), &data[32..], (1, &[]))
-            .is_none());
-        assert!(r
-            .add(3, ip(1), ip(2), 17, f(16, true), &data[16..32], (1, &[]))
-            .is_none());
-        let done = r
-            .add(4, ip(1), ip(2), 17, f(0, true), &data[..16], (1, &[]))
-            .unwrap();
+        let f = |o: u32, more| Fragment { id: 9, offset: o, more };
+        assert!(r.add(1, ip(1), ip(2), 17, f(16, true), &data[16..32], (1, &[])).is_none());
+        assert!(r.add(2, ip(1), ip(2), 17, f(32, false), &data[32..], (1, &[])).is_none());
+        assert!(r.add(3, ip(1), ip(2), 17, f(16, true), &data[16..32], (1, &[])).is_none());
+        let done = r.add(4, ip(1), ip(2), 17, f(0, true), &data[..16], (1, &[])).unwrap();
         assert_eq!(done.payload, data);
         assert_eq!(done.frames.len(), 4);
         assert_eq!(r.pending(), 0);
@@ -244,11 +211,7 @@ mod tests {
     #[test]
     fn timeout_frees_memory() {
         let mut r = Reassembler::new(secs(1));
-        let f = Fragment {
-            id: 1,
-            offset: 0,
-            more: true,
-        };
+        let f = Fragment { id: 1, offset: 0, more: true };
         r.add(0, ip(1), ip(2), 17, f, &[0; 8], (1, &[]));
         r.sweep(secs(5));
         assert_eq!(r.pending(), 0);
@@ -258,11 +221,7 @@ mod tests {
     #[test]
     fn oversize_is_dropped() {
         let mut r = Reassembler::default();
-        let f = Fragment {
-            id: 1,
-            offset: 65_528,
-            more: false,
-        };
+        let f = Fragment { id: 1, offset: 65_528, more: false };
         assert!(r.add(0, ip(1), ip(2), 17, f, &[0; 16], (1, &[])).is_none());
         assert_eq!(r.stats.dropped_limits, 1);
     }

@@ -57,11 +57,8 @@ pub fn parse_ipv4(b: &[u8]) -> Result<IpHeader, DecodeError> {
     let flags_off = u16::from_be_bytes([b[6], b[7]]);
     let more = flags_off & 0x2000 != 0;
     let offset = ((flags_off & 0x1fff) as u32) * 8;
-    let fragment = (more || offset != 0).then(|| Fragment {
-        id: u16::from_be_bytes([b[4], b[5]]) as u32,
-        offset,
-        more,
-    });
+    let fragment =
+        (more || offset != 0).then(|| Fragment { id: u16::from_be_bytes([b[4], b[5]]) as u32, offset, more });
     Ok(IpHeader {
         src: IpAddr::V4(Ipv4Addr::new(b[12], b[13], b[14], b[15])),
         dst: IpAddr::V4(Ipv4Addr::new(b[16], b[17], b[18], b[19])),
@@ -101,23 +98,17 @@ pub fn parse_ipv6(b: &[u8]) -> Result<IpHeader, DecodeError> {
     for _ in 0..16 {
         match next {
             0 | 43 | 60 | 135 | 139 | 140 => {
-                let h = b
-                    .get(off..off + 2)
-                    .ok_or(DecodeError::Truncated("ipv6 extension"))?;
+                let h = b.get(off..off + 2).ok_or(DecodeError::Truncated("ipv6 extension"))?;
                 next = h[0];
                 off += (h[1] as usize + 1) * 8;
             }
             51 => {
-                let h = b
-                    .get(off..off + 2)
-                    .ok_or(DecodeError::Truncated("ipv6 ah"))?;
+                let h = b.get(off..off + 2).ok_or(DecodeError::Truncated("ipv6 ah"))?;
                 next = h[0];
                 off += (h[1] as usize + 2) * 4;
             }
             44 => {
-                let h = b
-                    .get(off..off + 8)
-                    .ok_or(DecodeError::Truncated("ipv6 fragment"))?;
+                let h = b.get(off..off + 8).ok_or(DecodeError::Truncated("ipv6 fragment"))?;
                 next = h[0];
                 let fo = u16::from_be_bytes([h[2], h[3]]);
                 fragment = Some(Fragment {
@@ -163,11 +154,7 @@ pub fn parse_udp(b: &[u8]) -> Result<Udp, DecodeError> {
         return Err(DecodeError::Truncated("udp"));
     }
     let len = u16::from_be_bytes([b[4], b[5]]) as usize;
-    let end = if len >= 8 && len <= b.len() {
-        len
-    } else {
-        b.len()
-    };
+    let end = if len >= 8 && len <= b.len() { len } else { b.len() };
     Ok(Udp {
         sport: u16::from_be_bytes([b[0], b[1]]),
         dport: u16::from_be_bytes([b[2], b[3]]),
@@ -220,14 +207,7 @@ mod tests {
         h[6..8].copy_from_slice(&(0x2000u16 | 3).to_be_bytes());
         h[9] = 17;
         let p = parse_ipv4(&h).unwrap();
-        assert_eq!(
-            p.fragment,
-            Some(Fragment {
-                id: 0x1234,
-                offset: 24,
-                more: true
-            })
-        );
+        assert_eq!(p.fragment, Some(Fragment { id: 0x1234, offset: 24, more: true }));
         assert_eq!((p.payload_start, p.payload_end), (20, 28));
     }
 
@@ -244,14 +224,7 @@ mod tests {
         let p = parse_ipv6(&b).unwrap();
         assert_eq!(p.proto, 17);
         assert_eq!(p.payload_start, 56);
-        assert_eq!(
-            p.fragment,
-            Some(Fragment {
-                id: 7,
-                offset: 16,
-                more: true
-            })
-        );
+        assert_eq!(p.fragment, Some(Fragment { id: 7, offset: 16, more: true }));
     }
 
     #[test]

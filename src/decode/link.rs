@@ -51,16 +51,8 @@ pub fn peel(link_type: u16, data: &[u8]) -> Result<Option<L3>, DecodeError> {
             ethertype(et, data, 14, None, 0)
         }
         LINKTYPE_RAW | LINKTYPE_RAW_OLD1 | LINKTYPE_RAW_OLD2 => by_version(data, 0, None),
-        LINKTYPE_IPV4 => Ok(Some(L3 {
-            network: Network::Ipv4,
-            offset: 0,
-            vlan: None,
-        })),
-        LINKTYPE_IPV6 => Ok(Some(L3 {
-            network: Network::Ipv6,
-            offset: 0,
-            vlan: None,
-        })),
+        LINKTYPE_IPV4 => Ok(Some(L3 { network: Network::Ipv4, offset: 0, vlan: None })),
+        LINKTYPE_IPV6 => Ok(Some(L3 { network: Network::Ipv6, offset: 0, vlan: None })),
         LINKTYPE_NULL | LINKTYPE_LOOP => {
             if data.len() < 4 {
                 return Err(DecodeError::Truncated("loopback"));
@@ -77,16 +69,8 @@ pub fn peel(link_type: u16, data: &[u8]) -> Result<Option<L3>, DecodeError> {
                 be
             };
             match fam {
-                2 => Ok(Some(L3 {
-                    network: Network::Ipv4,
-                    offset: 4,
-                    vlan: None,
-                })),
-                10 | 24 | 28 | 30 => Ok(Some(L3 {
-                    network: Network::Ipv6,
-                    offset: 4,
-                    vlan: None,
-                })),
+                2 => Ok(Some(L3 { network: Network::Ipv4, offset: 4, vlan: None })),
+                10 | 24 | 28 | 30 => Ok(Some(L3 { network: Network::Ipv6, offset: 4, vlan: None })),
                 _ => Ok(None),
             }
         }
@@ -109,31 +93,15 @@ pub fn peel(link_type: u16, data: &[u8]) -> Result<Option<L3>, DecodeError> {
 }
 
 /// Follows an ethertype at `off`, through VLAN tags, MPLS and PPPoE.
-pub fn ethertype(
-    et: u16,
-    data: &[u8],
-    off: usize,
-    vlan: Option<u16>,
-    depth: u8,
-) -> Result<Option<L3>, DecodeError> {
+pub fn ethertype(et: u16, data: &[u8], off: usize, vlan: Option<u16>, depth: u8) -> Result<Option<L3>, DecodeError> {
     if depth > 8 {
         return Err(DecodeError::TooDeep);
     }
     match et {
-        ETH_IPV4 => Ok(Some(L3 {
-            network: Network::Ipv4,
-            offset: off,
-            vlan,
-        })),
-        ETH_IPV6 => Ok(Some(L3 {
-            network: Network::Ipv6,
-            offset: off,
-            vlan,
-        })),
+        ETH_IPV4 => Ok(Some(L3 { network: Network::Ipv4, offset: off, vlan })),
+        ETH_IPV6 => Ok(Some(L3 { network: Network::Ipv6, offset: off, vlan })),
         ETH_VLAN | ETH_QINQ | ETH_QINQ_OLD | ETH_QINQ_OLD2 => {
-            let t = data
-                .get(off..off + 4)
-                .ok_or(DecodeError::Truncated("vlan"))?;
+            let t = data.get(off..off + 4).ok_or(DecodeError::Truncated("vlan"))?;
             let id = u16::from_be_bytes([t[0], t[1]]) & 0x0fff;
             let inner = u16::from_be_bytes([t[2], t[3]]);
             ethertype(inner, data, off + 4, vlan.or(Some(id)), depth + 1)
@@ -154,49 +122,23 @@ pub fn ethertype(
             // The payload kind is not signalled: guess from the first nibble; 0 is a pseudowire control word
             // in front of an Ethernet frame (RFC 4385).
             match data.get(o).map(|b| b >> 4) {
-                Some(4) => Ok(Some(L3 {
-                    network: Network::Ipv4,
-                    offset: o,
-                    vlan,
-                })),
-                Some(6) => Ok(Some(L3 {
-                    network: Network::Ipv6,
-                    offset: o,
-                    vlan,
-                })),
+                Some(4) => Ok(Some(L3 { network: Network::Ipv4, offset: o, vlan })),
+                Some(6) => Ok(Some(L3 { network: Network::Ipv6, offset: o, vlan })),
                 Some(0) => {
                     let e = o + 4;
-                    let h = data
-                        .get(e..e + 14)
-                        .ok_or(DecodeError::Truncated("mpls pseudowire"))?;
-                    ethertype(
-                        u16::from_be_bytes([h[12], h[13]]),
-                        data,
-                        e + 14,
-                        vlan,
-                        depth + 1,
-                    )
+                    let h = data.get(e..e + 14).ok_or(DecodeError::Truncated("mpls pseudowire"))?;
+                    ethertype(u16::from_be_bytes([h[12], h[13]]), data, e + 14, vlan, depth + 1)
                 }
                 Some(_) => Ok(None),
                 None => Err(DecodeError::Truncated("mpls payload")),
             }
         }
         ETH_PPPOE_SESSION => {
-            let h = data
-                .get(off..off + 8)
-                .ok_or(DecodeError::Truncated("pppoe"))?;
+            let h = data.get(off..off + 8).ok_or(DecodeError::Truncated("pppoe"))?;
             let proto = u16::from_be_bytes([h[6], h[7]]);
             match proto {
-                0x0021 => Ok(Some(L3 {
-                    network: Network::Ipv4,
-                    offset: off + 8,
-                    vlan,
-                })),
-                0x0057 => Ok(Some(L3 {
-                    network: Network::Ipv6,
-                    offset: off + 8,
-                    vlan,
-                })),
+                0x0021 => Ok(Some(L3 { network: Network::Ipv4, offset: off + 8, vlan })),
+                0x0057 => Ok(Some(L3 { network: Network::Ipv6, offset: off + 8, vlan })),
                 _ => Ok(None),
             }
         }
@@ -206,16 +148,8 @@ pub fn ethertype(
 
 fn by_version(data: &[u8], off: usize, vlan: Option<u16>) -> Result<Option<L3>, DecodeError> {
     match data.get(off).map(|b| b >> 4) {
-        Some(4) => Ok(Some(L3 {
-            network: Network::Ipv4,
-            offset: off,
-            vlan,
-        })),
-        Some(6) => Ok(Some(L3 {
-            network: Network::Ipv6,
-            offset: off,
-            vlan,
-        })),
+        Some(4) => Ok(Some(L3 { network: Network::Ipv4, offset: off, vlan })),
+        Some(6) => Ok(Some(L3 { network: Network::Ipv6, offset: off, vlan })),
         Some(_) => Ok(None),
         None => Err(DecodeError::Truncated("raw ip")),
     }
@@ -257,20 +191,11 @@ mod tests {
     #[test]
     fn null_both_orders_and_short() {
         let mut f = vec![2, 0, 0, 0, 0x45];
-        assert_eq!(
-            peel(LINKTYPE_NULL, &f).unwrap().unwrap().network,
-            Network::Ipv4
-        );
+        assert_eq!(peel(LINKTYPE_NULL, &f).unwrap().unwrap().network, Network::Ipv4);
         f[..4].copy_from_slice(&[0, 0, 0, 30]);
-        assert_eq!(
-            peel(LINKTYPE_NULL, &f).unwrap().unwrap().network,
-            Network::Ipv6
-        );
+        assert_eq!(peel(LINKTYPE_NULL, &f).unwrap().unwrap().network, Network::Ipv6);
         assert!(peel(LINKTYPE_NULL, &[1, 2]).is_err());
         assert!(peel(LINKTYPE_ETHERNET, &[0; 10]).is_err());
-        assert!(matches!(
-            peel(LINKTYPE_ETHERNET, &eth(0x0806, &[0; 28])),
-            Ok(None)
-        ));
+        assert!(matches!(peel(LINKTYPE_ETHERNET, &eth(0x0806, &[0; 28])), Ok(None)));
     }
 }

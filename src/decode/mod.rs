@@ -45,11 +45,7 @@ pub enum Transport {
 /// Where the bytes of a datagram came from, for the per-call pcap.
 #[derive(Clone, Copy)]
 pub enum Frames<'a> {
-    One {
-        link_type: u16,
-        data: &'a [u8],
-        ts: Nanos,
-    },
+    One { link_type: u16, data: &'a [u8], ts: Nanos },
     Many(&'a [SavedFrame]),
 }
 
@@ -124,13 +120,7 @@ impl Decoder {
     }
 
     /// Decodes one frame and hands every datagram found in it to `sink`.
-    pub fn decode(
-        &mut self,
-        ts: Nanos,
-        link_type: u16,
-        data: &[u8],
-        sink: &mut dyn FnMut(&Datagram),
-    ) {
+    pub fn decode(&mut self, ts: Nanos, link_type: u16, data: &[u8], sink: &mut dyn FnMut(&Datagram)) {
         self.stats.frames += 1;
         self.stats.bytes += data.len() as u64;
         let l3 = match link::peel(link_type, data) {
@@ -144,11 +134,7 @@ impl Decoder {
                 return;
             }
         };
-        let frames = Frames::One {
-            link_type,
-            data,
-            ts,
-        };
+        let frames = Frames::One { link_type, data, ts };
         self.network(ts, l3.network, &data[l3.offset..], l3.vlan, frames, 0, sink);
     }
 
@@ -190,15 +176,12 @@ impl Decoder {
         if let Some(fr) = h.fragment {
             self.stats.fragments += 1;
             let frame = match frames {
-                Frames::One {
-                    link_type, data, ..
-                } => (link_type, data),
+                Frames::One { link_type, data, .. } => (link_type, data),
                 Frames::Many(_) => (0, &[][..]),
             };
             let before = self.frag.stats.dropped_limits + self.frag.stats.timed_out;
             let done = self.frag.add(ts, h.src, h.dst, h.proto, fr, payload, frame);
-            self.stats.fragments_dropped +=
-                self.frag.stats.dropped_limits + self.frag.stats.timed_out - before;
+            self.stats.fragments_dropped += self.frag.stats.dropped_limits + self.frag.stats.timed_out - before;
             if let Some(r) = done {
                 self.stats.reassembled += 1;
                 let frames = Frames::Many(&r.frames);
@@ -231,9 +214,7 @@ impl Decoder {
                 };
                 self.stats.udp += 1;
                 let body = &payload[u.payload_start..u.payload_end];
-                if depth < 8
-                    && (u.dport == self.cfg.gtp_port || u.sport == self.cfg.gtp_port)
-                    && self.cfg.gtp_port != 0
+                if depth < 8 && (u.dport == self.cfg.gtp_port || u.sport == self.cfg.gtp_port) && self.cfg.gtp_port != 0
                 {
                     match tunnel::gtpu(body) {
                         Ok(Some(off)) => {
@@ -296,12 +277,8 @@ impl Decoder {
             47 if depth < 8 => self.gre(ts, payload, vlan, frames, depth, sink),
             PROTO_TCP => self.tcp(ts, h, payload, vlan, frames, sink),
             PROTO_SCTP => self.sctp(ts, h, payload, vlan, frames, sink),
-            4 if depth < 8 => {
-                self.network(ts, Network::Ipv4, payload, vlan, frames, depth + 1, sink)
-            }
-            41 if depth < 8 => {
-                self.network(ts, Network::Ipv6, payload, vlan, frames, depth + 1, sink)
-            }
+            4 if depth < 8 => self.network(ts, Network::Ipv4, payload, vlan, frames, depth + 1, sink),
+            41 if depth < 8 => self.network(ts, Network::Ipv6, payload, vlan, frames, depth + 1, sink),
             _ => self.stats.other_ip_proto += 1,
         }
     }
@@ -327,29 +304,14 @@ impl Decoder {
             self.stats.tcp_ignored += 1;
             return;
         }
-        let key = FlowKey {
-            src: h.src,
-            dst: h.dst,
-            sport: t.sport,
-            dport: t.dport,
-        };
+        let key = FlowKey { src: h.src, dst: h.dst, sport: t.sport, dport: t.dport };
         let frame = match frames {
-            Frames::One {
-                link_type, data, ..
-            } => (link_type, data),
+            Frames::One { link_type, data, .. } => (link_type, data),
             Frames::Many(_) => (0, &[][..]),
         };
         let mut out = std::mem::take(&mut self.tcp_out);
         let skipped = self.tcp.stats.skipped_bytes;
-        self.tcp.segment(
-            ts,
-            key,
-            t.seq,
-            t.flags,
-            &payload[t.payload_start..],
-            frame,
-            &mut out,
-        );
+        self.tcp.segment(ts, key, t.seq, t.flags, &payload[t.payload_start..], frame, &mut out);
         self.stats.tcp_skipped_bytes += self.tcp.stats.skipped_bytes - skipped;
         for m in out.drain(..) {
             self.stats.tcp_sip_messages += 1;
@@ -359,11 +321,7 @@ impl Decoder {
                 dst: h.dst,
                 sport: t.sport,
                 dport: t.dport,
-                transport: if m.websocket {
-                    Transport::WebSocket
-                } else {
-                    Transport::Tcp
-                },
+                transport: if m.websocket { Transport::WebSocket } else { Transport::Tcp },
                 payload: &m.payload,
                 vlan,
                 frames: Frames::Many(&m.frames),
@@ -463,41 +421,18 @@ impl Decoder {
         sink: &mut dyn FnMut(&Datagram),
     ) {
         let l3 = match tunnel::gre(b) {
-            Ok(tunnel::GreInner::EtherType(0x6558, off)) => {
-                link::peel(link::LINKTYPE_ETHERNET, &b[off..]).map(|l| {
-                    l.map(|l| link::L3 {
-                        offset: l.offset + off,
-                        vlan: vlan.or(l.vlan),
-                        ..l
-                    })
-                })
-            }
+            Ok(tunnel::GreInner::EtherType(0x6558, off)) => link::peel(link::LINKTYPE_ETHERNET, &b[off..])
+                .map(|l| l.map(|l| link::L3 { offset: l.offset + off, vlan: vlan.or(l.vlan), ..l })),
             Ok(tunnel::GreInner::EtherType(et, off)) => link::ethertype(et, b, off, vlan, 0),
-            Ok(tunnel::GreInner::Ppp(0x21, off)) => Ok(Some(link::L3 {
-                network: Network::Ipv4,
-                offset: off,
-                vlan,
-            })),
-            Ok(tunnel::GreInner::Ppp(0x57, off)) => Ok(Some(link::L3 {
-                network: Network::Ipv6,
-                offset: off,
-                vlan,
-            })),
+            Ok(tunnel::GreInner::Ppp(0x21, off)) => Ok(Some(link::L3 { network: Network::Ipv4, offset: off, vlan })),
+            Ok(tunnel::GreInner::Ppp(0x57, off)) => Ok(Some(link::L3 { network: Network::Ipv6, offset: off, vlan })),
             Ok(tunnel::GreInner::Ppp(..)) => Ok(None),
             Err(e) => Err(e),
         };
         match l3 {
             Ok(Some(l3)) => {
                 self.stats.tunnels += 1;
-                self.network(
-                    ts,
-                    l3.network,
-                    &b[l3.offset..],
-                    l3.vlan,
-                    frames,
-                    depth + 1,
-                    sink,
-                );
+                self.network(ts, l3.network, &b[l3.offset..], l3.vlan, frames, depth + 1, sink);
             }
             Ok(None) => self.stats.not_ip += 1,
             Err(e) => self.error(e),

@@ -75,12 +75,7 @@ pub struct TcpReassembler {
 
 impl TcpReassembler {
     pub fn new(keep_frames: bool) -> Self {
-        TcpReassembler {
-            flows: HashMap::new(),
-            last_sweep: 0,
-            keep_frames,
-            stats: TcpStats::default(),
-        }
+        TcpReassembler { flows: HashMap::new(), last_sweep: 0, keep_frames, stats: TcpStats::default() }
     }
 
     pub fn flows(&self) -> usize {
@@ -154,11 +149,7 @@ impl TcpReassembler {
                     flow.ooo_bytes += data.len();
                     flow.ooo.entry(seq).or_insert_with(|| data.to_vec());
                     if keep_frames && flow.frames.len() < MAX_FRAMES_PER_MSG {
-                        flow.frames.push(SavedFrame {
-                            ts,
-                            link_type: frame.0,
-                            data: frame.1.to_vec(),
-                        });
+                        flow.frames.push(SavedFrame { ts, link_type: frame.0, data: frame.1.to_vec() });
                     }
                     return;
                 }
@@ -169,11 +160,7 @@ impl TcpReassembler {
             flow.buf.extend_from_slice(data);
             flow.next_seq = Some(next.wrapping_add(data.len() as u32));
             if keep_frames && flow.frames.len() < MAX_FRAMES_PER_MSG {
-                flow.frames.push(SavedFrame {
-                    ts,
-                    link_type: frame.0,
-                    data: frame.1.to_vec(),
-                });
+                flow.frames.push(SavedFrame { ts, link_type: frame.0, data: frame.1.to_vec() });
             }
         }
         // Held segments that now fit.
@@ -222,9 +209,7 @@ impl TcpReassembler {
             if rest.is_empty() {
                 break;
             }
-            if flow.mode == Mode::Sip
-                && (rest.starts_with(b"GET ") || rest.starts_with(b"HTTP/1.1 101"))
-            {
+            if flow.mode == Mode::Sip && (rest.starts_with(b"GET ") || rest.starts_with(b"HTTP/1.1 101")) {
                 // WebSocket handshake (request or answer): skip the HTTP header block; frames follow.
                 match memchr::memmem::find(rest, b"\r\n\r\n") {
                     Some(i) => {
@@ -243,12 +228,7 @@ impl TcpReassembler {
                         flow.mode = Mode::Sip;
                         continue;
                     }
-                    WsFrame::Frame {
-                        len,
-                        fin,
-                        opcode,
-                        payload,
-                    } => {
+                    WsFrame::Frame { len, fin, opcode, payload } => {
                         consumed += len;
                         if opcode == 0 || opcode == 1 || opcode == 2 {
                             if flow.ws_msg.len() + payload.len() <= MAX_BUFFER {
@@ -259,12 +239,7 @@ impl TcpReassembler {
                                 if framing::looks_like_start(&msg) {
                                     stats.messages += 1;
                                     stats.websocket_messages += 1;
-                                    out.push(Message {
-                                        ts,
-                                        websocket: true,
-                                        payload: msg,
-                                        frames: take_frames(flow),
-                                    });
+                                    out.push(Message { ts, websocket: true, payload: msg, frames: take_frames(flow) });
                                 }
                             }
                         }
@@ -287,12 +262,7 @@ impl TcpReassembler {
                         flow.frames.extend(last);
                         frames
                     };
-                    out.push(Message {
-                        ts,
-                        websocket: false,
-                        payload,
-                        frames,
-                    });
+                    out.push(Message { ts, websocket: false, payload, frames });
                 }
                 Framing::Partial => break,
                 Framing::Garbage(n) => {
@@ -323,12 +293,7 @@ fn take_frames(flow: &mut Flow) -> Vec<SavedFrame> {
 enum WsFrame {
     Partial,
     Bad,
-    Frame {
-        len: usize,
-        fin: bool,
-        opcode: u8,
-        payload: Vec<u8>,
-    },
+    Frame { len: usize, fin: bool, opcode: u8, payload: Vec<u8> },
 }
 
 /// One WebSocket frame (RFC 6455 §5.2), unmasked.
@@ -382,12 +347,7 @@ fn ws_frame(b: &[u8]) -> WsFrame {
             *c ^= m[i & 3];
         }
     }
-    WsFrame::Frame {
-        len: end,
-        fin,
-        opcode,
-        payload,
-    }
+    WsFrame::Frame { len: end, fin, opcode, payload }
 }
 
 #[cfg(test)]

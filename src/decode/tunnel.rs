@@ -77,16 +77,11 @@ pub fn gtpu(b: &[u8]) -> Result<Option<usize>, DecodeError> {
         off = 12;
         let mut n = 0;
         while next != 0 {
-            let len = *b
-                .get(off)
-                .ok_or(DecodeError::Truncated("gtp-u extension"))? as usize
-                * 4;
+            let len = *b.get(off).ok_or(DecodeError::Truncated("gtp-u extension"))? as usize * 4;
             if len == 0 || n > 16 {
                 return Err(DecodeError::Malformed("gtp-u extension"));
             }
-            next = *b
-                .get(off + len - 1)
-                .ok_or(DecodeError::Truncated("gtp-u extension"))?;
+            next = *b.get(off + len - 1).ok_or(DecodeError::Truncated("gtp-u extension"))?;
             off += len;
             n += 1;
         }
@@ -140,12 +135,8 @@ pub fn hep3(b: &[u8]) -> Result<Hep<'_>, DecodeError> {
                 (2, 1) => h.ip_proto = d[0],
                 (3, 4) => h.src = IpAddr::V4(Ipv4Addr::new(d[0], d[1], d[2], d[3])),
                 (4, 4) => h.dst = IpAddr::V4(Ipv4Addr::new(d[0], d[1], d[2], d[3])),
-                (5, 16) => {
-                    h.src = IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(d).expect("16 bytes")))
-                }
-                (6, 16) => {
-                    h.dst = IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(d).expect("16 bytes")))
-                }
+                (5, 16) => h.src = IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(d).expect("16 bytes"))),
+                (6, 16) => h.dst = IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(d).expect("16 bytes"))),
                 (7, 2) => h.sport = u16::from_be_bytes([d[0], d[1]]),
                 (8, 2) => h.dport = u16::from_be_bytes([d[0], d[1]]),
                 (9, 4) => sec = Some(u32::from_be_bytes([d[0], d[1], d[2], d[3]]) as i64),
@@ -205,10 +196,7 @@ mod tests {
         p[4..6].copy_from_slice(&n.to_be_bytes());
         let h = hep3(&p).unwrap();
         assert_eq!(h.src, IpAddr::V4(Ipv4Addr::new(1, 2, 3, 4)));
-        assert_eq!(
-            (h.sport, h.ts, h.payload),
-            (5060, Some(100_000_000_000), &b"INVITE"[..])
-        );
+        assert_eq!((h.sport, h.ts, h.payload), (5060, Some(100_000_000_000), &b"INVITE"[..]));
         assert!(hep3(b"HEP3\0\x10\0\0\0\x01\0\x02").is_err());
     }
 }

@@ -44,8 +44,12 @@ pub struct Item {
     pub dport: u16,
     pub transport: Transport,
     pub vlan: Option<u16>,
+    /// The copied payload; for RTP only its first bytes (headers), see `wire_len`.
     pub payload: (u32, u32),
     pub frames: (u32, u32),
+    /// The payload's length on the wire, and its last byte (RTP padding count).
+    pub wire_len: u32,
+    pub tail: u8,
 }
 
 #[derive(Default)]
@@ -96,33 +100,22 @@ impl Batch {
         transport: Transport,
         vlan: Option<u16>,
         payload: &[u8],
+        copy_limit: usize,
         frames: Option<Frames<'_>>,
     ) {
-        let payload = self.push_bytes(payload);
+        let wire_len = payload.len() as u32;
+        let tail = payload.last().copied().unwrap_or(0);
+        let payload = self.push_bytes(&payload[..payload.len().min(copy_limit)]);
         let f0 = self.frames.len() as u32;
         match frames {
-            Some(Frames::One {
-                link_type,
-                data,
-                ts,
-            }) => {
+            Some(Frames::One { link_type, data, ts }) => {
                 let (start, end) = self.push_bytes(data);
-                self.frames.push(FrameRef {
-                    ts,
-                    link_type,
-                    start,
-                    end,
-                });
+                self.frames.push(FrameRef { ts, link_type, start, end });
             }
             Some(Frames::Many(list)) => {
                 for f in list {
                     let (start, end) = self.push_bytes(&f.data);
-                    self.frames.push(FrameRef {
-                        ts: f.ts,
-                        link_type: f.link_type,
-                        start,
-                        end,
-                    });
+                    self.frames.push(FrameRef { ts: f.ts, link_type: f.link_type, start, end });
                 }
             }
             None => {}
@@ -139,6 +132,8 @@ impl Batch {
             vlan,
             payload,
             frames: (f0, f1),
+            wire_len,
+            tail,
         });
     }
 
@@ -155,6 +150,8 @@ impl Batch {
             vlan: None,
             payload: (0, 0),
             frames: (0, 0),
+            wire_len: 0,
+            tail: 0,
         });
     }
 

@@ -24,13 +24,7 @@ pub struct MediaTable {
 
 impl MediaTable {
     pub fn new(idle: Nanos, cap: usize) -> Self {
-        MediaTable {
-            map: HashMap::default(),
-            idle,
-            cap,
-            last_sweep: 0,
-            evicted: 0,
-        }
+        MediaTable { map: HashMap::default(), idle, cap, last_sweep: 0, evicted: 0 }
     }
 
     pub fn len(&self) -> usize {
@@ -49,13 +43,7 @@ impl MediaTable {
                 return;
             }
         }
-        self.map.insert(
-            (addr, port),
-            Entry {
-                call_key,
-                last_use: now,
-            },
-        );
+        self.map.insert((addr, port), Entry { call_key, last_use: now });
     }
 
     /// Looks up an endpoint and marks it used.

@@ -16,6 +16,10 @@ use crate::time::{Nanos, NANOS_PER_SEC};
 use batch::{Batch, ItemKind, MediaRoute};
 use media::MediaTable;
 
+/// Bytes of an RTP payload copied to the owner: the fixed header, CSRCs, a header extension and a
+/// telephone-event body all fit.
+const MEDIA_PREFIX: usize = 128;
+
 /// Messages from an rx stage to an owner.
 pub enum ToOwner {
     Batch(Batch),
@@ -83,10 +87,7 @@ impl Rx {
             recycle,
             clock_sec: None,
             last_ts: 0,
-            stats: RxStats {
-                ring_full_drops: vec![0; n],
-                ..Default::default()
-            },
+            stats: RxStats { ring_full_drops: vec![0; n], ..Default::default() },
         };
         Rx { decoder, router }
     }
@@ -96,8 +97,7 @@ impl Rx {
     pub fn frame(&mut self, ts: Nanos, link_type: u16, data: &[u8]) {
         self.router.clock(ts);
         let router = &mut self.router;
-        self.decoder
-            .decode(ts, link_type, data, &mut |d| router.route(d));
+        self.decoder.decode(ts, link_type, data, &mut |d| router.route(d));
     }
 
     /// Flushes everything and tells the owners the input is over.
@@ -149,15 +149,9 @@ impl Router {
         }
         let now = d.ts;
         let route = if let Some(k) = self.media.lookup(d.dst, d.dport, now) {
-            MediaRoute {
-                call_key: k,
-                via_dst: true,
-            }
+            MediaRoute { call_key: k, via_dst: true }
         } else if let Some(k) = self.media.lookup(d.src, d.sport, now) {
-            MediaRoute {
-                call_key: k,
-                via_dst: false,
-            }
+            MediaRoute { call_key: k, via_dst: false }
         } else {
             self.stats.unknown_udp += 1;
             return;
@@ -165,7 +159,9 @@ impl Router {
         self.stats.media_packets += 1;
         let o = self.owner_of(route.call_key);
         let keep = self.cfg.keep_media_frames;
-        self.push(o, d, ItemKind::Media(route), keep);
+        // RTP needs only its header (and the last byte for padding): copy a prefix, not the voice samples.
+        let limit = if crate::rtp::header::looks_like_rtcp(d.payload) { usize::MAX } else { MEDIA_PREFIX };
+        self.push(o, d, ItemKind::Media(route), keep, limit);
     }
 
     fn sip(&mut self, d: &Datagram) {
@@ -187,23 +183,13 @@ impl Router {
         }
         let o = self.owner_of(key);
         let keep = self.cfg.keep_sip_frames;
-        self.push(o, d, ItemKind::Sip { call_key: key }, keep);
+        self.push(o, d, ItemKind::Sip { call_key: key }, keep, usize::MAX);
     }
 
-    fn push(&mut self, o: usize, d: &Datagram, kind: ItemKind, keep_frames: bool) {
+    fn push(&mut self, o: usize, d: &Datagram, kind: ItemKind, keep_frames: bool, limit: usize) {
         let b = &mut self.batches[o];
-        b.push(
-            d.ts,
-            kind,
-            d.src,
-            d.dst,
-            d.sport,
-            d.dport,
-            d.transport,
-            d.vlan,
-            d.payload,
-            keep_frames.then_some(d.frames),
-        );
+        let frames = keep_frames.then_some(d.frames);
+        b.push(d.ts, kind, d.src, d.dst, d.sport, d.dport, d.transport, d.vlan, d.payload, limit, frames);
         if b.is_full() {
             self.send(o);
         }
@@ -228,9 +214,7 @@ impl Router {
         } else {
             match self.to_owner[o].try_send(ToOwner::Batch(full)) {
                 Ok(()) => {}
-                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                    self.stats.ring_full_drops[o] += 1
-                }
+                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => self.stats.ring_full_drops[o] += 1,
             }
         }
     }

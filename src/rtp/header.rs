@@ -13,7 +13,13 @@ pub struct RtpHeader {
 
 /// Parses an RTP header; `None` for anything that is not RTP version 2 or is cut short.
 pub fn parse(b: &[u8]) -> Option<RtpHeader> {
-    if b.len() < 12 || b[0] >> 6 != 2 {
+    parse_prefix(b, b.len(), b.last().copied().unwrap_or(0))
+}
+
+/// Parses an RTP header from the first bytes `b` of a packet of `wire_len` bytes whose last byte is `last`
+/// (owners get only a prefix of each RTP packet). Lengths in the result refer to the packet on the wire.
+pub fn parse_prefix(b: &[u8], wire_len: usize, last: u8) -> Option<RtpHeader> {
+    if b.len() < 12 || b[0] >> 6 != 2 || wire_len < b.len() {
         return None;
     }
     let cc = (b[0] & 0x0f) as usize;
@@ -22,12 +28,12 @@ pub fn parse(b: &[u8]) -> Option<RtpHeader> {
         let ext = b.get(off..off + 4)?;
         off += 4 + 4 * u16::from_be_bytes([ext[2], ext[3]]) as usize;
     }
-    if off > b.len() {
+    if off > wire_len {
         return None;
     }
-    let mut end = b.len();
+    let mut end = wire_len;
     if b[0] & 0x20 != 0 {
-        let pad = *b.last()? as usize;
+        let pad = last as usize;
         if pad == 0 || off + pad > end {
             return None;
         }

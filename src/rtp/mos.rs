@@ -15,137 +15,34 @@ pub struct JbParams {
     pub adaptive_max_ms: Option<f64>,
 }
 
-pub const F1: JbParams = JbParams {
-    size_ms: 50.0,
-    resync_ms: 100.0,
-    adaptive_max_ms: None,
-};
-pub const F2: JbParams = JbParams {
-    size_ms: 200.0,
-    resync_ms: 200.0,
-    adaptive_max_ms: None,
-};
-pub const ADAPT: JbParams = JbParams {
-    size_ms: 20.0,
-    resync_ms: 500.0,
-    adaptive_max_ms: Some(500.0),
-};
+pub const F1: JbParams = JbParams { size_ms: 50.0, resync_ms: 100.0, adaptive_max_ms: None };
+pub const F2: JbParams = JbParams { size_ms: 200.0, resync_ms: 200.0, adaptive_max_ms: None };
+pub const ADAPT: JbParams = JbParams { size_ms: 20.0, resync_ms: 500.0, adaptive_max_ms: Some(500.0) };
+const PARAMS: [JbParams; 3] = [F1, F2, ADAPT];
 
 const INTERVAL_MS: f64 = 10_000.0;
 const WINDOW: u64 = 64;
 
-/// One simulated jitter buffer with its interval accounting. About 100 bytes.
-#[derive(Debug, Clone)]
-pub struct JitterBufferSim {
-    p: JbParams,
+/// The state of one buffer.
+#[derive(Debug, Clone, Copy, Default)]
+struct Buffer {
     size: f64,
-    started: bool,
     /// Playout anchor: arrival − nominal time of the packet that (re)synchronised the buffer.
     base: f64,
-    /// Highest extended sequence number seen, and a bitmap of the 64 sequence numbers below and including it
-    /// (bit i ⇔ seq `highest − i` was delivered in time).
-    highest: i64,
-    first_seq: i64,
+    /// Bit i ⇔ sequence number `highest − i` reached this buffer in time.
     window: u64,
-    // Run of consecutive lost packets being counted, in sequence order.
+    /// Consecutive lost packets being counted, in sequence order.
     run: u32,
-    // Current interval.
-    iv_start: f64,
     iv_lost: u32,
     iv_bursts: u32,
     iv_delivered: u32,
     iv_late: bool,
-    // Results.
     weighted_sum: f64,
     weight: f64,
     min: f64,
 }
 
-impl JitterBufferSim {
-    pub fn new(p: JbParams) -> Self {
-        JitterBufferSim {
-            p,
-            size: p.size_ms,
-            started: false,
-            base: 0.0,
-            highest: 0,
-            first_seq: 0,
-            window: 0,
-            run: 0,
-            iv_start: 0.0,
-            iv_lost: 0,
-            iv_bursts: 0,
-            iv_delivered: 0,
-            iv_late: false,
-            weighted_sum: 0.0,
-            weight: 0.0,
-            min: 4.5,
-        }
-    }
-
-    /// One voice packet: extended sequence number, nominal time (RTP timestamp in ms) and arrival time (ms).
-    pub fn packet(&mut self, seq: i64, nominal: f64, arrival: f64) {
-        if !self.started {
-            self.started = true;
-            self.base = arrival - nominal;
-            self.highest = seq;
-            self.first_seq = seq;
-            self.window = 1;
-            self.iv_start = arrival;
-            return;
-        }
-        if arrival - self.iv_start >= INTERVAL_MS {
-            self.close_interval(arrival);
-        }
-        let deadline = nominal + self.base + self.size;
-        let late = arrival - deadline;
-        let mut on_time = late <= 0.0;
-        if !on_time {
-            if late > self.p.resync_ms {
-                self.base = arrival - nominal - self.size;
-                on_time = true;
-            } else {
-                self.iv_late = true;
-                if let Some(max) = self.p.adaptive_max_ms {
-                    self.size = (self.size + late).min(max);
-                }
-            }
-        }
-        if seq > self.highest {
-            let shift = (seq - self.highest) as u64;
-            self.finalize_top(shift);
-            self.window = if shift >= WINDOW {
-                0
-            } else {
-                self.window << shift
-            };
-            self.highest = seq;
-            if on_time {
-                self.window |= 1;
-            }
-        } else {
-            let back = (self.highest - seq) as u64;
-            if back < WINDOW && on_time {
-                self.window |= 1 << back;
-            }
-        }
-    }
-
-    /// Decides the fate of sequence numbers that leave the window, oldest first; sequence numbers jumped over
-    /// entirely (a gap wider than the window) are lost.
-    fn finalize_top(&mut self, shift: u64) {
-        for k in 0..shift.min(WINDOW) {
-            let i = WINDOW - 1 - k;
-            if self.highest - (i as i64) >= self.first_seq {
-                self.account(self.window & (1 << i) != 0);
-            }
-        }
-        if shift > WINDOW {
-            let gap = (shift - WINDOW).min(u32::MAX as u64) as u32;
-            self.run = self.run.saturating_add(gap);
-        }
-    }
-
+impl Buffer {
     fn account(&mut self, delivered: bool) {
         if delivered {
             if self.run > 0 {
@@ -158,54 +55,145 @@ impl JitterBufferSim {
             self.run = self.run.saturating_add(1);
         }
     }
+}
+
+/// The three simulated buffers of one stream (f1, f2, adaptive), sharing the sequence and interval tracking.
+#[derive(Debug, Clone)]
+pub struct MosSims {
+    started: bool,
+    highest: i64,
+    first_seq: i64,
+    iv_start: f64,
+    b: [Buffer; 3],
+}
+
+impl Default for MosSims {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MosSims {
+    pub fn new() -> Self {
+        let mut b = [Buffer { min: 4.5, ..Default::default() }; 3];
+        for (x, p) in b.iter_mut().zip(PARAMS) {
+            x.size = p.size_ms;
+        }
+        MosSims { started: false, highest: 0, first_seq: 0, iv_start: 0.0, b }
+    }
+
+    /// One voice packet: extended sequence number, nominal time (RTP timestamp in ms) and arrival time (ms).
+    #[inline]
+    pub fn packet(&mut self, seq: i64, nominal: f64, arrival: f64) {
+        if !self.started {
+            self.started = true;
+            self.highest = seq;
+            self.first_seq = seq;
+            self.iv_start = arrival;
+            for x in &mut self.b {
+                x.base = arrival - nominal;
+                x.window = 1;
+            }
+            return;
+        }
+        if arrival - self.iv_start >= INTERVAL_MS {
+            self.close_interval(arrival);
+        }
+        let transit = arrival - nominal;
+        let mut on_time = [true; 3];
+        for ((x, p), ok) in self.b.iter_mut().zip(PARAMS).zip(on_time.iter_mut()) {
+            let late = transit - x.base - x.size;
+            if late > 0.0 {
+                if late > p.resync_ms {
+                    x.base = transit - x.size;
+                } else {
+                    *ok = false;
+                    x.iv_late = true;
+                    if let Some(max) = p.adaptive_max_ms {
+                        x.size = (x.size + late).min(max);
+                    }
+                }
+            }
+        }
+        if seq > self.highest {
+            let shift = (seq - self.highest) as u64;
+            // Sequence numbers leaving the window are decided, oldest first; a jump wider than the window
+            // loses everything jumped over.
+            for k in 0..shift.min(WINDOW) {
+                let i = WINDOW - 1 - k;
+                if self.highest - (i as i64) >= self.first_seq {
+                    for x in &mut self.b {
+                        x.account(x.window & (1 << i) != 0);
+                    }
+                }
+            }
+            let gap = shift.saturating_sub(WINDOW).min(u32::MAX as u64) as u32;
+            for (x, ok) in self.b.iter_mut().zip(on_time) {
+                x.run = x.run.saturating_add(gap);
+                x.window = if shift >= WINDOW { 0 } else { x.window << shift };
+                x.window |= ok as u64;
+            }
+            self.highest = seq;
+        } else {
+            let back = (self.highest - seq) as u64;
+            if back < WINDOW {
+                for (x, ok) in self.b.iter_mut().zip(on_time) {
+                    x.window |= (ok as u64) << back;
+                }
+            }
+        }
+    }
 
     fn close_interval(&mut self, now: f64) {
         let dur = now - self.iv_start;
-        let mos = interval_mos(
-            self.iv_lost,
-            self.iv_bursts,
-            self.iv_delivered + self.iv_lost,
-        );
-        if dur > 0.0 && self.iv_delivered + self.iv_lost > 0 {
-            self.weighted_sum += mos * dur;
-            self.weight += dur;
-            self.min = self.min.min(mos);
-        }
-        if let Some(_max) = self.p.adaptive_max_ms {
-            if !self.iv_late {
-                self.size = (self.size * 0.9).max(self.p.size_ms);
+        for (x, p) in self.b.iter_mut().zip(PARAMS) {
+            let packets = x.iv_delivered + x.iv_lost;
+            if dur > 0.0 && packets > 0 {
+                let mos = interval_mos(x.iv_lost, x.iv_bursts, packets);
+                x.weighted_sum += mos * dur;
+                x.weight += dur;
+                x.min = x.min.min(mos);
             }
+            if p.adaptive_max_ms.is_some() && !x.iv_late {
+                x.size = (x.size * 0.9).max(p.size_ms);
+            }
+            x.iv_lost = 0;
+            x.iv_bursts = 0;
+            x.iv_delivered = 0;
+            x.iv_late = false;
         }
         self.iv_start = now;
-        self.iv_lost = 0;
-        self.iv_bursts = 0;
-        self.iv_delivered = 0;
-        self.iv_late = false;
     }
 
-    /// Finishes the stream: everything still in the window is decided, the last interval closed.
-    /// Returns (average MOS, minimum MOS).
-    pub fn finish(&mut self, end: f64) -> (f64, f64) {
+    /// Finishes the stream: everything still in the window is decided and the last interval closed.
+    /// Returns (average, minimum) MOS for f1, f2 and the adaptive buffer.
+    pub fn finish(&mut self, end: f64) -> [(f64, f64); 3] {
         if !self.started {
-            return (4.5, 4.5);
+            return [(4.5, 4.5); 3];
         }
         for i in (0..WINDOW).rev() {
             if self.highest - (i as i64) >= self.first_seq {
-                self.account(self.window & (1 << i) != 0);
+                for x in &mut self.b {
+                    x.account(x.window & (1 << i) != 0);
+                }
             }
         }
-        self.window = 0;
-        // A run still open at the end is a trailing loss: count it as one burst.
-        if self.run > 0 {
-            self.iv_bursts += 1;
-            self.iv_lost = self.iv_lost.saturating_add(self.run);
-            self.run = 0;
+        for x in &mut self.b {
+            x.window = 0;
+            // A run still open at the end is a trailing loss: one more burst.
+            if x.run > 0 {
+                x.iv_bursts += 1;
+                x.iv_lost = x.iv_lost.saturating_add(x.run);
+                x.run = 0;
+            }
         }
         self.close_interval(end.max(self.iv_start + 1.0));
-        if self.weight <= 0.0 {
-            return (4.5, self.min);
+        let mut out = [(4.5, 4.5); 3];
+        for (o, x) in out.iter_mut().zip(&self.b) {
+            let avg = if x.weight > 0.0 { x.weighted_sum / x.weight } else { 4.5 };
+            *o = (avg, x.min);
         }
-        (self.weighted_sum / self.weight, self.min)
+        out
     }
 }
 
@@ -236,7 +224,14 @@ mod tests {
     use super::*;
 
     fn run(p: JbParams, loss_every: Option<u64>, jitter: impl Fn(u64) -> f64) -> (f64, f64) {
-        let mut jb = JitterBufferSim::new(p);
+        let which = if p.adaptive_max_ms.is_some() {
+            2
+        } else if p.size_ms < 100.0 {
+            0
+        } else {
+            1
+        };
+        let mut jb = MosSims::new();
         let mut last = 0.0;
         for i in 0..3000u64 {
             if loss_every.is_some_and(|k| i % k == 3) {
@@ -246,7 +241,7 @@ mod tests {
             last = nominal + jitter(i);
             jb.packet(i as i64, nominal, last);
         }
-        jb.finish(last)
+        jb.finish(last)[which]
     }
 
     #[test]

@@ -54,8 +54,7 @@ pub fn parse(mut b: &[u8]) -> Option<Rtcp> {
                 if p.len() < first_block {
                     break;
                 }
-                out.sender_ssrc
-                    .get_or_insert(u32::from_be_bytes([p[4], p[5], p[6], p[7]]));
+                out.sender_ssrc.get_or_insert(u32::from_be_bytes([p[4], p[5], p[6], p[7]]));
                 if pt == 200 {
                     out.sr_ntp_mid = Some(u32::from_be_bytes([p[10], p[11], p[12], p[13]]));
                 }
@@ -63,11 +62,7 @@ pub fn parse(mut b: &[u8]) -> Option<Rtcp> {
                     let o = first_block + i * 24;
                     let Some(r) = p.get(o..o + 24) else { break };
                     let cl = ((r[5] as i32) << 16) | ((r[6] as i32) << 8) | r[7] as i32;
-                    let cl = if cl & 0x80_0000 != 0 {
-                        cl - 0x100_0000
-                    } else {
-                        cl
-                    };
+                    let cl = if cl & 0x80_0000 != 0 { cl - 0x100_0000 } else { cl };
                     out.blocks.push(ReportBlock {
                         ssrc: u32::from_be_bytes([r[0], r[1], r[2], r[3]]),
                         fraction_lost: r[4],
@@ -81,8 +76,7 @@ pub fn parse(mut b: &[u8]) -> Option<Rtcp> {
             }
             207 => {
                 if p.len() >= 8 {
-                    out.sender_ssrc
-                        .get_or_insert(u32::from_be_bytes([p[4], p[5], p[6], p[7]]));
+                    out.sender_ssrc.get_or_insert(u32::from_be_bytes([p[4], p[5], p[6], p[7]]));
                 }
                 let mut o = 8;
                 while o + 4 <= p.len() {
@@ -121,12 +115,8 @@ mod tests {
     fn sr_with_one_block_then_sdes() {
         let mut p = vec![0x81, 200, 0, 12];
         p.extend_from_slice(&[0, 0, 0, 1]); // sender ssrc
-        p.extend_from_slice(&[
-            0, 0, 0, 0, 0xaa, 0xbb, 0xcc, 0xdd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-        ]);
-        p.extend_from_slice(&[
-            0, 0, 0, 2, 25, 0xff, 0xff, 0xfe, 0, 0, 0, 0, 0, 0, 0, 40, 1, 2, 3, 4, 0, 0, 0, 5,
-        ]);
+        p.extend_from_slice(&[0, 0, 0, 0, 0xaa, 0xbb, 0xcc, 0xdd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        p.extend_from_slice(&[0, 0, 0, 2, 25, 0xff, 0xff, 0xfe, 0, 0, 0, 0, 0, 0, 0, 40, 1, 2, 3, 4, 0, 0, 0, 5]);
         p.extend_from_slice(&[0x81, 202, 0, 1, 0, 0, 0, 1]);
         let r = parse(&p).unwrap();
         assert_eq!(r.sender_ssrc, Some(1));

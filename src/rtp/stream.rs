@@ -6,7 +6,7 @@
 //! from the first to the last sequence number including wraps (negative when duplicates outnumber losses).
 //! On top of it: delay buckets and loss bursts (VoIPmonitor's columns), RFC 2833 events and three MOS buffers.
 
-use super::mos::{JitterBufferSim, ADAPT, F1, F2};
+use super::mos::MosSims;
 use crate::time::Nanos;
 
 /// What the stream needs to know about a packet's payload type (from the static table or the call's SDP).
@@ -71,7 +71,7 @@ pub struct RtpStream {
     ext_seq_last: i64,
     raw_seq_last: u16,
     last_event_ts: Option<u32>,
-    jb: [JitterBufferSim; 3],
+    jb: MosSims,
 }
 
 impl RtpStream {
@@ -106,29 +106,15 @@ impl RtpStream {
             ext_seq_last: 0,
             raw_seq_last: 0,
             last_event_ts: None,
-            jb: [
-                JitterBufferSim::new(F1),
-                JitterBufferSim::new(F2),
-                JitterBufferSim::new(ADAPT),
-            ],
+            jb: MosSims::new(),
         }
     }
 
     /// Feeds one packet. `payload` is the RTP payload (for telephone-event decoding).
     #[allow(clippy::too_many_arguments)]
-    pub fn packet(
-        &mut self,
-        ts: Nanos,
-        seq: u16,
-        rtp_ts: u32,
-        pt: u8,
-        marker: bool,
-        kind: PtKind,
-        payload: &[u8],
-    ) {
+    pub fn packet(&mut self, ts: Nanos, seq: u16, rtp_ts: u32, pt: u8, marker: bool, kind: PtKind, payload: &[u8]) {
         let now = (ts - self.first_ts) as f64 / 1_000_000.0;
         self.last_ts = self.last_ts.max(ts);
-        self.bytes += payload.len() as u64;
         if let PtKind::Media { video, .. } = kind {
             self.media_pt.get_or_insert(pt);
             self.video |= video;
@@ -180,11 +166,7 @@ impl RtpStream {
         if in_time && (last + 1 == cur || (last == 65535 && cur == 0)) {
             self.last_seq = seq;
         } else if in_time && (last + 1 < cur || last - cur > 0xff00) {
-            let gap = if cur > last {
-                cur - last - 1
-            } else {
-                cur + 65536 - last - 1
-            };
+            let gap = if cur > last { cur - last - 1 } else { cur + 65536 - last - 1 };
             if gap > 0 {
                 self.loss_bursts[(gap.min(10) - 1) as usize] += 1;
             }
@@ -245,16 +227,10 @@ impl RtpStream {
     }
 
     fn feed_jb(&mut self, kind: PtKind, ext_seq: i64, ext_ts: i64, now: f64) {
-        if let PtKind::Media {
-            clock,
-            video: false,
-        } = kind
-        {
+        if let PtKind::Media { clock, video: false } = kind {
             if clock > 0 {
                 let nominal = ext_ts as f64 * 1000.0 / clock as f64;
-                for jb in &mut self.jb {
-                    jb.packet(ext_seq, nominal, now);
-                }
+                self.jb.packet(ext_seq, nominal, now);
             }
         }
     }
@@ -267,10 +243,7 @@ impl RtpStream {
         if self.last_event_ts != Some(rtp_ts) {
             self.last_event_ts = Some(rtp_ts);
             if self.dtmf.len() < MAX_DTMF {
-                self.dtmf.push(DtmfEvent {
-                    ts,
-                    event: payload[0],
-                });
+                self.dtmf.push(DtmfEvent { ts, event: payload[0] });
             }
         }
     }
@@ -288,11 +261,7 @@ impl RtpStream {
     /// Finishes the MOS simulators: ((f1 avg, min), (f2 avg, min), (adaptive avg, min)).
     pub fn mos(&mut self) -> [(f64, f64); 3] {
         let end = (self.last_ts - self.first_ts) as f64 / 1_000_000.0;
-        let mut out = [(4.5, 4.5); 3];
-        for (o, jb) in out.iter_mut().zip(self.jb.iter_mut()) {
-            *o = jb.finish(end);
-        }
-        out
+        self.jb.finish(end)
     }
 }
 
@@ -301,24 +270,13 @@ mod tests {
     use super::*;
 
     const MS: Nanos = 1_000_000;
-    const PCMA: PtKind = PtKind::Media {
-        clock: 8000,
-        video: false,
-    };
+    const PCMA: PtKind = PtKind::Media { clock: 8000, video: false };
 
     #[test]
     fn steady_stream_has_no_jitter_or_loss() {
         let mut s = RtpStream::new(0);
         for i in 0..100u16 {
-            s.packet(
-                i as i64 * 20 * MS,
-                1000 + i,
-                160 * i as u32,
-                8,
-                false,
-                PCMA,
-                &[0; 160],
-            );
+            s.packet(i as i64 * 20 * MS, 1000 + i, 160 * i as u32, 8, false, PCMA, &[0; 160]);
         }
         assert_eq!((s.packets, s.lost(), s.seq_errors), (100, 0, 0));
         assert!(s.max_jitter < 1e-9);

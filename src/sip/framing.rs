@@ -42,26 +42,18 @@ pub fn looks_like_start(b: &[u8]) -> bool {
 /// Frames one message at the start of `buf`.
 pub fn frame(buf: &[u8]) -> Framing {
     // Keep-alive CRLFs (RFC 5626) between messages.
-    let lead = buf
-        .iter()
-        .take_while(|&&c| c == b'\r' || c == b'\n')
-        .count();
+    let lead = buf.iter().take_while(|&&c| c == b'\r' || c == b'\n').count();
     if lead > 0 {
         return Framing::Garbage(lead);
     }
     if buf.len() < 8 {
-        return if is_prefix_of_start(buf) {
-            Framing::Partial
-        } else {
-            resync(buf)
-        };
+        return if is_prefix_of_start(buf) { Framing::Partial } else { resync(buf) };
     }
     if !looks_like_start(buf) {
         return resync(buf);
     }
-    let Some(hend) = memmem::find(buf, b"\r\n\r\n")
-        .map(|i| i + 4)
-        .or_else(|| memmem::find(buf, b"\n\n").map(|i| i + 2))
+    let Some(hend) =
+        memmem::find(buf, b"\r\n\r\n").map(|i| i + 4).or_else(|| memmem::find(buf, b"\n\n").map(|i| i + 2))
     else {
         return Framing::Partial;
     };
@@ -83,19 +75,13 @@ fn resync(buf: &[u8]) -> Framing {
     while let Some(nl) = memchr::memchr(b'\n', &buf[i..]) {
         let s = i + nl + 1;
         let rest = &buf[s..];
-        if looks_like_start(rest)
-            || (rest.len() < 8 && !rest.is_empty() && is_prefix_of_start(rest))
-        {
+        if looks_like_start(rest) || (rest.len() < 8 && !rest.is_empty() && is_prefix_of_start(rest)) {
             return Framing::Garbage(s);
         }
         i = s;
     }
     // No newline after position i: keep the tail in case it is the start of a message.
-    Framing::Garbage(i.max(if is_prefix_of_start(&buf[i..]) {
-        i
-    } else {
-        buf.len()
-    }))
+    Framing::Garbage(i.max(if is_prefix_of_start(&buf[i..]) { i } else { buf.len() }))
 }
 
 /// The Content-Length header value (full or compact name), if present and valid.
@@ -115,15 +101,8 @@ pub fn content_length(headers: &[u8]) -> Option<usize> {
 }
 
 pub fn trim(b: &[u8]) -> &[u8] {
-    let s = b
-        .iter()
-        .position(|c| !c.is_ascii_whitespace())
-        .unwrap_or(b.len());
-    let e = b
-        .iter()
-        .rposition(|c| !c.is_ascii_whitespace())
-        .map(|i| i + 1)
-        .unwrap_or(s);
+    let s = b.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(b.len());
+    let e = b.iter().rposition(|c| !c.is_ascii_whitespace()).map(|i| i + 1).unwrap_or(s);
     &b[s..e.max(s)]
 }
 

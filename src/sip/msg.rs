@@ -145,9 +145,7 @@ pub fn find_call_id(msg: &[u8]) -> Option<&[u8]> {
     let head = &msg[..hend];
     let mut pos = memchr(b'\n', head)? + 1;
     while pos < head.len() {
-        let end = memchr(b'\n', &head[pos..])
-            .map(|i| pos + i)
-            .unwrap_or(head.len());
+        let end = memchr(b'\n', &head[pos..]).map(|i| pos + i).unwrap_or(head.len());
         let line = &head[pos..end];
         if let Some(c) = memchr(b':', line) {
             let name = trim(&line[..c]);
@@ -257,9 +255,7 @@ impl<'a> LogicalLines<'a> {
         let start = self.pos;
         let mut end;
         loop {
-            end = memchr(b'\n', &self.b[self.pos..])
-                .map(|i| self.pos + i)
-                .unwrap_or(self.b.len());
+            end = memchr(b'\n', &self.b[self.pos..]).map(|i| self.pos + i).unwrap_or(self.b.len());
             self.pos = end + 1;
             match self.b.get(self.pos) {
                 Some(b' ') | Some(b'\t') => continue,
@@ -296,23 +292,15 @@ fn parse_start_line(l: &[u8]) -> Result<StartLine<'_>, SipError> {
         if rest.len() < 3 || !rest[..3].iter().all(u8::is_ascii_digit) {
             return Err(SipError::BadStatus);
         }
-        let code =
-            (rest[0] - b'0') as u16 * 100 + (rest[1] - b'0') as u16 * 10 + (rest[2] - b'0') as u16;
+        let code = (rest[0] - b'0') as u16 * 100 + (rest[1] - b'0') as u16 * 10 + (rest[2] - b'0') as u16;
         if !(100..=699).contains(&code) {
             return Err(SipError::BadStatus);
         }
-        return Ok(StartLine::Response {
-            code,
-            reason: trim(&rest[3..]),
-        });
+        return Ok(StartLine::Response { code, reason: trim(&rest[3..]) });
     }
     let sp = memchr(b' ', l).ok_or(SipError::NotSip)?;
     let method_tok = &l[..sp];
-    if method_tok.is_empty()
-        || !method_tok
-            .iter()
-            .all(|c| c.is_ascii_uppercase() || *c == b'-' || *c == b'_')
-    {
+    if method_tok.is_empty() || !method_tok.iter().all(|c| c.is_ascii_uppercase() || *c == b'-' || *c == b'_') {
         return Err(SipError::NotSip);
     }
     let rest = &l[sp + 1..];
@@ -320,10 +308,7 @@ fn parse_start_line(l: &[u8]) -> Result<StartLine<'_>, SipError> {
     if !trim(&rest[sp2 + 1..]).starts_with(b"SIP/2.0") {
         return Err(SipError::NotSip);
     }
-    Ok(StartLine::Request {
-        method: Method::parse(method_tok),
-        uri: &rest[..sp2],
-    })
+    Ok(StartLine::Request { method: Method::parse(method_tok), uri: &rest[..sp2] })
 }
 
 fn parse_cseq(v: &[u8]) -> Option<(u32, Method)> {
@@ -345,10 +330,7 @@ pub fn param<'a>(v: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
             b'>' if !in_quote => depth -= 1,
             b';' if !in_quote && depth <= 0 => {
                 let rest = &v[i + 1..];
-                let end = rest
-                    .iter()
-                    .position(|&c| c == b';' || c == b',')
-                    .unwrap_or(rest.len());
+                let end = rest.iter().position(|&c| c == b';' || c == b',').unwrap_or(rest.len());
                 let p = &rest[..end];
                 let (k, val) = match memchr(b'=', p) {
                     Some(e) => (trim(&p[..e]), trim(&p[e + 1..])),
@@ -373,10 +355,7 @@ pub fn parse_name_addr(v: &[u8]) -> NameAddr<'_> {
         Some(lt) => {
             let gt = memchr(b'>', &v[lt..]).map(|i| lt + i).unwrap_or(v.len());
             let d = trim(&v[..lt]);
-            let d = d
-                .strip_prefix(b"\"")
-                .and_then(|x| x.strip_suffix(b"\""))
-                .unwrap_or(d);
+            let d = d.strip_prefix(b"\"").and_then(|x| x.strip_suffix(b"\"")).unwrap_or(d);
             (trim(d), &v[lt + 1..gt], &v[gt.min(v.len())..])
         }
         None => {
@@ -410,10 +389,7 @@ pub fn split_uri(uri: &[u8]) -> (&[u8], &[u8]) {
         uri
     };
     let is_tel = uri.len() >= 4 && uri[..4].eq_ignore_ascii_case(b"tel:");
-    let end = body
-        .iter()
-        .position(|&c| c == b';' || c == b'?' || c == b'>')
-        .unwrap_or(body.len());
+    let end = body.iter().position(|&c| c == b';' || c == b'?' || c == b'>').unwrap_or(body.len());
     let body = &body[..end];
     if is_tel {
         return (body, &[]);
@@ -475,23 +451,14 @@ l: 4\r\n\r\nv=0\r\nEXTRA";
         assert_eq!(m.h.via_branch, b"z9hG4bK776asdhds");
         assert_eq!(m.h.pai.user, b"+15551234");
         assert_eq!(m.body, b"v=0\r");
-        assert_eq!(
-            find_call_id(INVITE),
-            Some(&b"a84b4c76e66710@pc33.atlanta.example.com"[..])
-        );
+        assert_eq!(find_call_id(INVITE), Some(&b"a84b4c76e66710@pc33.atlanta.example.com"[..]));
     }
 
     #[test]
     fn response_line() {
         let m = parse(b"SIP/2.0 486 Busy Here\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\n\r\n").unwrap();
         assert_eq!(m.status(), Some(486));
-        assert!(matches!(
-            m.start,
-            StartLine::Response {
-                reason: b"Busy Here",
-                ..
-            }
-        ));
+        assert!(matches!(m.start, StartLine::Response { reason: b"Busy Here", .. }));
         assert!(parse(b"SIP/2.0 99 x\r\nCall-ID: x\r\nCSeq: 1 A\r\n\r\n").is_err());
         assert!(parse(b"SIP/2.0 200 OK\r\nCSeq: 1 INVITE\r\n\r\n").is_err());
         assert!(parse(b"hello world\r\n").is_err());
@@ -499,14 +466,8 @@ l: 4\r\n\r\nv=0\r\nEXTRA";
 
     #[test]
     fn uris() {
-        assert_eq!(
-            split_uri(b"sip:[2001:db8::1]:5060"),
-            (&b""[..], &b"[2001:db8::1]"[..])
-        );
-        assert_eq!(
-            split_uri(b"sips:100@example.com;user=phone"),
-            (&b"100"[..], &b"example.com"[..])
-        );
+        assert_eq!(split_uri(b"sip:[2001:db8::1]:5060"), (&b""[..], &b"[2001:db8::1]"[..]));
+        assert_eq!(split_uri(b"sips:100@example.com;user=phone"), (&b"100"[..], &b"example.com"[..]));
         assert_eq!(parse_name_addr(b"sip:200@h;tag=abc").tag, b"abc");
     }
 }

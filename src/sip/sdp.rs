@@ -82,10 +82,7 @@ pub fn sdp_part<'a>(content_type: &[u8], body: &'a [u8]) -> Option<&'a [u8]> {
         let mut b = &ct[bpos + 9..];
         let end = b.iter().position(|&c| c == b';').unwrap_or(b.len());
         b = trim(&b[..end]);
-        let b = b
-            .strip_prefix(b"\"")
-            .and_then(|x| x.strip_suffix(b"\""))
-            .unwrap_or(b);
+        let b = b.strip_prefix(b"\"").and_then(|x| x.strip_suffix(b"\"")).unwrap_or(b);
         let mut delim = b"--".to_vec();
         delim.extend_from_slice(b);
         let mut rest = body;
@@ -144,16 +141,9 @@ pub fn parse(text: &[u8]) -> Sdp {
                 let mut it = val.split_whitespace();
                 let kind = it.next().unwrap_or("").to_string();
                 let port_tok = it.next().unwrap_or("");
-                let port = port_tok
-                    .split('/')
-                    .next()
-                    .and_then(|p| p.parse::<u16>().ok());
+                let port = port_tok.split('/').next().and_then(|p| p.parse::<u16>().ok());
                 let proto = it.next().unwrap_or("").to_string();
-                let formats = it
-                    .filter_map(|f| f.parse::<u8>().ok())
-                    .filter(|&f| f < 128)
-                    .take(32)
-                    .collect();
+                let formats = it.filter_map(|f| f.parse::<u8>().ok()).filter(|&f| f < 128).take(32).collect();
                 if let Some(port) = port {
                     cur = Some(Media {
                         kind,
@@ -203,11 +193,7 @@ pub fn parse(text: &[u8]) -> Sdp {
                                 let mut it = value.split_whitespace();
                                 if let Some(p) = it.next().and_then(|p| p.parse::<u16>().ok()) {
                                     let rest: Vec<&str> = it.collect();
-                                    let a = if rest.len() >= 3 {
-                                        rest[2].parse::<IpAddr>().ok()
-                                    } else {
-                                        None
-                                    };
+                                    let a = if rest.len() >= 3 { rest[2].parse::<IpAddr>().ok() } else { None };
                                     m.rtcp = Some((p, a));
                                 }
                             }
@@ -244,15 +230,8 @@ fn parse_rtpmap(v: &str) -> Option<RtpMap> {
     let enc = it.next()?;
     let mut parts = enc.split('/');
     let encoding = parts.next()?.to_string();
-    let clock = parts
-        .next()
-        .and_then(|c| c.parse::<u32>().ok())
-        .unwrap_or(8000);
-    Some(RtpMap {
-        pt,
-        encoding,
-        clock,
-    })
+    let clock = parts.next().and_then(|c| c.parse::<u32>().ok()).unwrap_or(8000);
+    Some(RtpMap { pt, encoding, clock })
 }
 
 #[cfg(test)]
@@ -272,10 +251,7 @@ m=image 6000 udptl t38\r\n";
         let a = &s.media[0];
         assert_eq!((a.port, a.formats.clone()), (4000, vec![0, 8, 101]));
         assert_eq!(a.direction, Direction::SendOnly);
-        assert_eq!(
-            a.rtcp_endpoint(s.addr),
-            Some(("10.0.0.1".parse().unwrap(), 4001))
-        );
+        assert_eq!(a.rtcp_endpoint(s.addr), Some(("10.0.0.1".parse().unwrap(), 4001)));
         let v = &s.media[1];
         assert_eq!(v.address(s.addr), Some("2001:db8::2".parse().unwrap()));
         assert_eq!(v.rtpmap[0].clock, 90000);
@@ -320,25 +296,13 @@ pub fn announced(sdp: &Sdp) -> Vec<Announced> {
         }
         let video = m.kind.eq_ignore_ascii_case("video");
         let rtp = m.is_rtp() && (video || m.kind.eq_ignore_ascii_case("audio"));
-        out.push(Announced {
-            addr,
-            port: m.port,
-            rtcp: false,
-            video,
-            rtp,
-        });
+        out.push(Announced { addr, port: m.port, rtcp: false, video, rtp });
         if !rtp {
             continue;
         }
         if let Some((a, p)) = m.rtcp_endpoint(sdp.addr) {
             if !a.is_unspecified() {
-                out.push(Announced {
-                    addr: a,
-                    port: p,
-                    rtcp: true,
-                    video,
-                    rtp,
-                });
+                out.push(Announced { addr: a, port: p, rtcp: true, video, rtp });
             }
         }
     }

@@ -22,13 +22,7 @@ const PCAP_SNAPLEN: u32 = 262_144;
 pub fn file_safe(callid: &str) -> String {
     let s: String = callid
         .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, ':' | '-' | '.' | '@') {
-                c
-            } else {
-                '_'
-            }
-        })
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, ':' | '-' | '.' | '@') { c } else { '_' })
         .take(200)
         .collect();
     if s.is_empty() || s == "." || s == ".." {
@@ -40,11 +34,7 @@ pub fn file_safe(callid: &str) -> String {
 
 /// `YYYY-MM-DD/HH/MM` of the call start.
 pub fn minute_dir(start: Nanos, utc: bool) -> PathBuf {
-    let c = if utc {
-        civil_utc(start)
-    } else {
-        civil_local(start)
-    };
+    let c = if utc { civil_utc(start) } else { civil_local(start) };
     PathBuf::from(format!("{:04}-{:02}-{:02}", c.year, c.month, c.day))
         .join(format!("{:02}", c.hour))
         .join(format!("{:02}", c.minute))
@@ -110,11 +100,7 @@ impl CallSpool {
             FileKind::Rtp => &mut self.rtp,
         };
         if f.path.is_none() {
-            f.path = Some(
-                base.join(minute_dir(start, utc))
-                    .join(kind.dir())
-                    .join(format!("{fbasename}.pcap")),
-            );
+            f.path = Some(base.join(minute_dir(start, utc)).join(kind.dir()).join(format!("{fbasename}.pcap")));
         }
         match f.link_type {
             None => f.link_type = Some(link_type),
@@ -124,9 +110,7 @@ impl CallSpool {
             }
             _ => {}
         }
-        let cap = header_only
-            .map(|h| h.min(frame.len()))
-            .unwrap_or(frame.len());
+        let cap = header_only.map(|h| h.min(frame.len())).unwrap_or(frame.len());
         let secs = ts.div_euclid(1_000_000_000);
         let micros = ts.rem_euclid(1_000_000_000) / 1000;
         f.buf.extend_from_slice(&(secs as u32).to_le_bytes());
@@ -140,22 +124,14 @@ impl CallSpool {
 
     /// The call ended: the final pieces of its files.
     pub fn finish(&mut self) -> Vec<Chunk> {
-        [take(&mut self.sip, true), take(&mut self.rtp, true)]
-            .into_iter()
-            .flatten()
-            .collect()
+        [take(&mut self.sip, true), take(&mut self.rtp, true)].into_iter().flatten().collect()
     }
 }
 
 fn take(f: &mut FileBuf, last: bool) -> Option<Chunk> {
     let path = f.path.clone()?;
     let link_type = f.link_type?;
-    Some(Chunk {
-        path,
-        link_type,
-        data: std::mem::take(&mut f.buf),
-        last,
-    })
+    Some(Chunk { path, link_type, data: std::mem::take(&mut f.buf), last })
 }
 
 #[derive(Debug, Default, Clone, Copy, serde::Serialize)]
@@ -178,12 +154,7 @@ pub fn run_writer(rx: Receiver<Chunk>) -> SpoolStats {
                     fs::create_dir_all(dir)?;
                 }
             }
-            let mut f = OpenOptions::new()
-                .create(true)
-                .write(true)
-                .append(!fresh)
-                .truncate(fresh)
-                .open(&c.path)?;
+            let mut f = OpenOptions::new().create(true).write(true).append(!fresh).truncate(fresh).open(&c.path)?;
             if fresh {
                 f.write_all(&pcap_header(c.link_type))?;
                 stats.bytes += 24;
@@ -239,9 +210,6 @@ mod tests {
 
     #[test]
     fn minute_dirs() {
-        assert_eq!(
-            minute_dir(1_126_267_345_000_000_000, true),
-            PathBuf::from("2005-09-09/12/02")
-        );
+        assert_eq!(minute_dir(1_126_267_345_000_000_000, true), PathBuf::from("2005-09-09/12/02"));
     }
 }

@@ -20,15 +20,9 @@ pub fn corpus_dir() -> Option<PathBuf> {
         return Some(dir);
     }
     if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!(
-            "corpus folder {} is missing, and CI=true requires it",
-            dir.display()
-        );
+        panic!("corpus folder {} is missing, and CI=true requires it", dir.display());
     }
-    eprintln!(
-        "SKIPPED: corpus folder {} is absent (set VOXTAP_CORPUS to run the conformance tests)",
-        dir.display()
-    );
+    eprintln!("SKIPPED: corpus folder {} is absent (set VOXTAP_CORPUS to run the conformance tests)", dir.display());
     None
 }
 
@@ -38,19 +32,8 @@ pub fn voxtap() -> Command {
 
 /// Runs `voxtap -r file --json` with extra arguments; returns the CDRs.
 pub fn run_json(file: &Path, extra: &[&str]) -> Vec<Value> {
-    let out = voxtap()
-        .arg("-r")
-        .arg(file)
-        .arg("--json")
-        .args(extra)
-        .output()
-        .expect("run voxtap");
-    assert!(
-        out.status.success(),
-        "voxtap failed on {}: {}",
-        file.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = voxtap().arg("-r").arg(file).arg("--json").args(extra).output().expect("run voxtap");
+    assert!(out.status.success(), "voxtap failed on {}: {}", file.display(), String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout)
         .expect("utf8 output")
         .lines()
@@ -84,12 +67,7 @@ fn stream_key(saddr: &str, sport: u64, daddr: &str, dport: u64, ssrc: u64) -> St
 }
 
 /// Compares CDRs with an oracle; returns human-readable mismatches (empty = agreement).
-pub fn compare(
-    name: &str,
-    oracle: &Value,
-    cdrs: &[Value],
-    exc: &HashSet<(String, String, String)>,
-) -> Vec<String> {
+pub fn compare(name: &str, oracle: &Value, cdrs: &[Value], exc: &HashSet<(String, String, String)>) -> Vec<String> {
     let mut bad = Vec::new();
     let skip = |key: &str, field: &str| {
         exc.contains(&(name.to_string(), key.to_string(), field.to_string()))
@@ -107,37 +85,19 @@ pub fn compare(
         };
         let mut check = |field: &str, ours: String, theirs: String| {
             if ours != theirs && !skip(cid, field) {
-                bad.push(format!(
-                    "{name}: call {cid}: {field}: voxtap {ours:?} oracle {theirs:?}"
-                ));
+                bad.push(format!("{name}: call {cid}: {field}: voxtap {ours:?} oracle {theirs:?}"));
             }
         };
-        check(
-            "caller",
-            cdr["caller"].as_str().unwrap_or("").into(),
-            c["from_user"].as_str().unwrap_or("").into(),
-        );
-        check(
-            "called",
-            cdr["called"].as_str().unwrap_or("").into(),
-            c["to_user"].as_str().unwrap_or("").into(),
-        );
+        check("caller", cdr["caller"].as_str().unwrap_or("").into(), c["from_user"].as_str().unwrap_or("").into());
+        check("called", cdr["called"].as_str().unwrap_or("").into(), c["to_user"].as_str().unwrap_or("").into());
         check(
             "sipcaller",
-            format!(
-                "{}:{}",
-                cdr["sipcallerip"].as_str().unwrap_or(""),
-                cdr["sipcallerport"]
-            ),
+            format!("{}:{}", cdr["sipcallerip"].as_str().unwrap_or(""), cdr["sipcallerport"]),
             c["caller"].as_str().unwrap_or("").into(),
         );
         check(
             "sipcalled",
-            format!(
-                "{}:{}",
-                cdr["sipcalledip"].as_str().unwrap_or(""),
-                cdr["sipcalledport"]
-            ),
+            format!("{}:{}", cdr["sipcalledip"].as_str().unwrap_or(""), cdr["sipcalledport"]),
             c["callee"].as_str().unwrap_or("").into(),
         );
         let ours_code = cdr["lastSIPresponseNum"].as_u64().unwrap_or(0);
@@ -146,25 +106,13 @@ pub fn compare(
             None => check("final_code", (ours_code < 200).to_string(), "true".into()),
         }
         let bye = matches!(cdr["bye"].as_u64(), Some(2 | 3 | 103 | 106));
-        check(
-            "bye",
-            bye.to_string(),
-            c["bye"].as_bool().unwrap_or(false).to_string(),
-        );
+        check("bye", bye.to_string(), c["bye"].as_bool().unwrap_or(false).to_string());
     }
     if calls.is_empty() {
         return bad;
     }
-    for s in oracle["rtp_streams_sdp"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-    {
-        let ssrc = u64::from_str_radix(
-            s["ssrc"].as_str().unwrap_or("0x0").trim_start_matches("0x"),
-            16,
-        )
-        .unwrap_or(0);
+    for s in oracle["rtp_streams_sdp"].as_array().cloned().unwrap_or_default() {
+        let ssrc = u64::from_str_radix(s["ssrc"].as_str().unwrap_or("0x0").trim_start_matches("0x"), 16).unwrap_or(0);
         let (sa, sp, da, dp) = (
             s["src"].as_str().unwrap_or(""),
             s["sport"].as_u64().unwrap_or(0),
@@ -172,16 +120,9 @@ pub fn compare(
             s["dport"].as_u64().unwrap_or(0),
         );
         let key = stream_key(sa, sp, da, dp, ssrc);
-        let found = cdrs
-            .iter()
-            .flat_map(|c| c["rtp"].as_array().cloned().unwrap_or_default())
-            .find(|r| {
-                r["saddr"] == sa
-                    && r["sport"] == sp
-                    && r["daddr"] == da
-                    && r["dport"] == dp
-                    && r["ssrc"] == ssrc
-            });
+        let found = cdrs.iter().flat_map(|c| c["rtp"].as_array().cloned().unwrap_or_default()).find(|r| {
+            r["saddr"] == sa && r["sport"] == sp && r["daddr"] == da && r["dport"] == dp && r["ssrc"] == ssrc
+        });
         let Some(r) = found else {
             if !skip(&key, "stream") {
                 bad.push(format!("{name}: stream {key} not in any CDR"));
@@ -190,31 +131,14 @@ pub fn compare(
         };
         let mut check = |field: &str, ok: bool, ours: &Value, theirs: &Value| {
             if !ok && !skip(&key, field) {
-                bad.push(format!(
-                    "{name}: stream {key}: {field}: voxtap {ours} oracle {theirs}"
-                ));
+                bad.push(format!("{name}: stream {key}: {field}: voxtap {ours} oracle {theirs}"));
             }
         };
-        check(
-            "received",
-            r["received"] == s["packets"],
-            &r["received"],
-            &s["packets"],
-        );
+        check("received", r["received"] == s["packets"], &r["received"], &s["packets"]);
         check("lost", r["lost"] == s["lost"], &r["lost"], &s["lost"]);
         let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
-        check(
-            "maxjitter",
-            close(f(&r["maxjitter"]), f(&s["max_jitter_ms"])),
-            &r["maxjitter"],
-            &s["max_jitter_ms"],
-        );
-        check(
-            "avgjitter",
-            close(f(&r["avgjitter"]), f(&s["mean_jitter_ms"])),
-            &r["avgjitter"],
-            &s["mean_jitter_ms"],
-        );
+        check("maxjitter", close(f(&r["maxjitter"]), f(&s["max_jitter_ms"])), &r["maxjitter"], &s["max_jitter_ms"]);
+        check("avgjitter", close(f(&r["avgjitter"]), f(&s["mean_jitter_ms"])), &r["avgjitter"], &s["mean_jitter_ms"]);
     }
     bad
 }
@@ -235,11 +159,7 @@ pub fn oracles_with_calls(dir: &Path) -> Vec<(String, PathBuf, PathBuf)> {
             };
             let o = load_json(&p);
             if o["calls"].as_array().is_some_and(|c| !c.is_empty()) {
-                let rel = if sub == dir {
-                    capture.to_string()
-                } else {
-                    format!("sipp/{capture}")
-                };
+                let rel = if sub == dir { capture.to_string() } else { format!("sipp/{capture}") };
                 out.push((rel, sub.join(capture), p));
             }
         }
