@@ -69,7 +69,7 @@ pub fn summary(r: &RunResult) -> String {
     let mut text = format!(
         "packets={} bytes={} calls={} cdrs={} streams={} rtp={} rtcp={} sip={} sip_requests[{}] non_call_sip={} \
          unknown_udp={} media_without_call={} drops={} decode_errors={} not_ip={} sip_unparsable={} \
-         fragments={} reassembled={} tcp_sip_messages={} workers={} elapsed={:.3}s rate={:.0}pps",
+         fragments={} reassembled={} tcp_sip_messages={} active_calls_peak={} workers={} elapsed={:.3}s rate={:.0}pps",
         d.frames,
         d.bytes,
         o.calls,
@@ -89,6 +89,7 @@ pub fn summary(r: &RunResult) -> String {
         d.fragments,
         d.reassembled,
         d.tcp_sip_messages,
+        o.active_calls_peak,
         r.workers,
         r.elapsed_s,
         pps

@@ -57,7 +57,10 @@ impl CaptureFile {
         let file = File::open(path).map_err(|source| PcapError::Open { path: path.into(), source })?;
         // SAFETY: the map is read-only; a file truncated under us by another process would SIGBUS, which is the
         // accepted risk of every mmap-based capture reader (libpcap reads, tshark does the same with its own I/O).
-        let map = unsafe { Mmap::map(&file) }.map_err(|source| PcapError::Open { path: path.into(), source })?;
+        let map = unsafe { memmap2::MmapOptions::new().populate().map(&file) }
+            .map_err(|source| PcapError::Open { path: path.into(), source })?;
+        // Sequential reading: ask for read-ahead (advice only; failure changes nothing).
+        let _ = map.advise(memmap2::Advice::Sequential);
         Self::from_map(path.into(), map)
     }
 

@@ -82,6 +82,10 @@ impl MosSims {
         MosSims { started: false, highest: 0, first_seq: 0, iv_start: 0.0, b }
     }
 
+    pub fn warm(&self) -> u32 {
+        self.b[0].run ^ self.b[1].run ^ self.b[2].run
+    }
+
     /// One voice packet: extended sequence number, nominal time (RTP timestamp in ms) and arrival time (ms).
     #[inline]
     pub fn packet(&mut self, seq: i64, nominal: f64, arrival: f64) {

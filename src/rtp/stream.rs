@@ -248,6 +248,11 @@ impl RtpStream {
         }
     }
 
+    /// Reads the fields `packet` updates, spread over the struct's cache lines.
+    pub fn warm(&self) -> u32 {
+        self.packets ^ self.cycles ^ self.raw_ts_last ^ self.delay_buckets[0] ^ self.jb.warm()
+    }
+
     /// Packets expected from the first to the last sequence number (Wireshark's count).
     pub fn expected(&self) -> i64 {
         (self.stop_seq as i64 + self.cycles as i64 * 65536) - self.start_seq as i64 + 1

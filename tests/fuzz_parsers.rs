@@ -1,0 +1,153 @@
+//! Property tests over every parser of untrusted bytes: arbitrary input never panics, and structured but
+//! hostile input (SIP/SDP/RTP shapes with random fields) is handled. This is the short fuzz run CI does.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use proptest::prelude::*;
+
+use voxtap::config::parse as cfg;
+use voxtap::decode::tcp::{FlowKey, TcpReassembler};
+use voxtap::decode::{Decoder, DecoderConfig};
+use voxtap::rtp::{header, rtcp};
+use voxtap::sip::{framing, msg, sdp};
+
+fn decoder() -> Decoder {
+    let mut ports = Box::new([false; 65536]);
+    ports[5060] = true;
+    Decoder::new(DecoderConfig { sip_ports: ports, keep_frames: true, gtp_port: 2152, hep_port: 9060 })
+}
+
+fn sip_like() -> impl Strategy<Value = Vec<u8>> {
+    let start = prop_oneof![
+        Just("INVITE sip:a@b SIP/2.0".to_string()),
+        Just("SIP/2.0 200 OK".to_string()),
+        Just("BYE sip:x SIP/2.0".to_string()),
+        "[A-Z]{1,8} [ -~]{0,20} SIP/2.0",
+        "SIP/2.0 [0-9]{1,4} [ -~]{0,10}",
+    ];
+    let header = prop_oneof![
+        "Call-ID: [ -~]{0,30}",
+        "i:[ -~]{0,10}",
+        "CSeq: [0-9 ]{0,12}[A-Z]{0,8}",
+        "From: [ -~]{0,40}",
+        "t: <sip:[ -~]{0,20}>;tag=[a-z]{0,5}",
+        "Content-Length: [0-9]{0,25}",
+        "Content-Type: (application/sdp|multipart/mixed;boundary=[a-z]{1,4})",
+        "Reason: [ -~]{0,30}",
+        " [ -~]{0,10}",
+    ];
+    let sdp_line = prop_oneof![
+        "c=IN IP[46] [0-9a-f.:]{0,20}",
+        "m=(audio|video|image) [0-9/]{0,8} [A-Z/]{0,10}( [0-9]{1,4}){0,5}",
+        "a=rtpmap:[0-9]{0,4} [a-zA-Z0-9-]{0,10}/[0-9]{0,6}",
+        "a=rtcp:[0-9]{0,6}( IN IP4 [0-9.]{0,15})?",
+        "a=(rtcp-mux|sendonly|inactive|ptime:[0-9.]{0,4})",
+        "o=[ -~]{0,20}",
+        "--[a-z]{1,4}",
+        "[ -~]{0,20}",
+    ];
+    (start, prop::collection::vec(header, 0..10), prop::collection::vec(sdp_line, 0..12)).prop_map(|(s, h, b)| {
+        let mut out = s.into_bytes();
+        for x in h {
+            out.extend_from_slice(b"\r\n");
+            out.extend_from_slice(x.as_bytes());
+        }
+        out.extend_from_slice(b"\r\n\r\nv=0");
+        for x in b {
+            out.extend_from_slice(b"\r\n");
+            out.extend_from_slice(x.as_bytes());
+        }
+        out
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 3000, .. ProptestConfig::default() })]
+
+    #[test]
+    fn sip_and_sdp_never_panic(b in prop::collection::vec(any::<u8>(), 0..600)) {
+        let _ = msg::parse(&b);
+        let _ = msg::find_call_id(&b);
+        let _ = framing::frame(&b);
+        let s = sdp::parse(&b);
+        let _ = sdp::announced(&s);
+        let _ = sdp::sdp_part(b"multipart/mixed; boundary=\"x\"", &b);
+    }
+
+    #[test]
+    fn hostile_sip_shapes(b in sip_like()) {
+        if let Ok(m) = msg::parse(&b) {
+            prop_assert!(!m.h.call_id.is_empty());
+            if let Some(text) = sdp::sdp_part(m.h.content_type, m.body) {
+                let s = sdp::parse(text);
+                for a in sdp::announced(&s) {
+                    prop_assert!(a.port != 0);
+                }
+            }
+        }
+        let _ = framing::frame(&b);
+    }
+
+    #[test]
+    fn rtp_and_rtcp_never_panic(b in prop::collection::vec(any::<u8>(), 0..200), wire in 0usize..400, last in any::<u8>()) {
+        if let Some(h) = header::parse(&b) {
+            prop_assert!(h.payload_offset + h.payload_len <= b.len());
+        }
+        if let Some(h) = header::parse_prefix(&b, wire, last) {
+            prop_assert!(h.payload_offset + h.payload_len <= wire);
+        }
+        let _ = rtcp::parse(&b);
+    }
+
+    #[test]
+    fn decoder_never_panics(frames in prop::collection::vec((prop::sample::select(vec![0u16, 1, 12, 101, 108, 113, 228, 229, 276]), prop::collection::vec(any::<u8>(), 0..300)), 1..40)) {
+        let mut d = decoder();
+        let mut n = 0u64;
+        for (i, (link, data)) in frames.iter().enumerate() {
+            d.decode(i as i64 * 1_000_000, *link, data, &mut |_| n += 1);
+        }
+        prop_assert_eq!(d.stats.frames, frames.len() as u64);
+    }
+
+    #[test]
+    fn decoder_on_mutated_valid_frames(flips in prop::collection::vec((0usize..120, any::<u8>()), 0..12), proto in prop::sample::select(vec![6u8, 17, 4, 41, 47, 132, 44])) {
+        // Ethernet + IPv4 + UDP/TCP/tunnel header with random corruption.
+        let mut f = vec![0u8; 14];
+        f[12] = 0x08;
+        let mut ip = vec![0x45, 0, 0, 0, 0, 1, 0x20, 0, 64, proto, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2];
+        let mut l4 = vec![0x13, 0xc4, 0x13, 0xc4, 0, 60, 0, 0];
+        l4.extend_from_slice(&[0x50, 0x18, 0, 0, 0, 0, 0, 0]);
+        l4.extend_from_slice(b"INVITE sip:a SIP/2.0\r\nCall-ID: q\r\nCSeq: 1 INVITE\r\nl: 3\r\n\r\nabc");
+        let total = (ip.len() + l4.len()) as u16;
+        ip[2..4].copy_from_slice(&total.to_be_bytes());
+        f.extend_from_slice(&ip);
+        f.extend_from_slice(&l4);
+        for (i, v) in flips {
+            let i = i % f.len();
+            f[i] = v;
+        }
+        let mut d = decoder();
+        d.decode(0, 1, &f, &mut |_| {});
+        d.decode(1, 1, &f, &mut |_| {});
+    }
+
+    #[test]
+    fn tcp_reassembly_bounded(segs in prop::collection::vec((any::<u16>(), any::<u8>(), prop::collection::vec(any::<u8>(), 0..300)), 0..60)) {
+        let mut r = TcpReassembler::new(true);
+        let key = FlowKey { src: IpAddr::V4(Ipv4Addr::LOCALHOST), dst: IpAddr::V4(Ipv4Addr::BROADCAST), sport: 5060, dport: 5060 };
+        let mut out = Vec::new();
+        for (i, (seq, flags, data)) in segs.iter().enumerate() {
+            r.segment(i as i64, key, *seq as u32 * 7, *flags, data, (1, data), &mut out);
+        }
+        prop_assert!(r.flows() <= 1);
+    }
+
+    #[test]
+    fn config_lines_never_panic(text in "[ -~\t\n#;=\\[\\]]{0,400}") {
+        let (entries, _) = cfg::parse_text(std::path::Path::new("fuzz.conf"), &text);
+        for e in entries {
+            let _ = cfg::ports(&e.value);
+            let _ = cfg::yes(&e.value);
+        }
+    }
+}
