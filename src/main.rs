@@ -30,8 +30,8 @@ struct Cli {
     /// Spool directory for per-call pcap files.
     #[arg(short = 'd', long = "spooldir")]
     spooldir: Option<PathBuf>,
-    /// Sensor id written into every CDR.
-    #[arg(short = 's', long = "id-sensor")]
+    /// Sensor id written into every CDR (0–65535; negative = unset).
+    #[arg(short = 's', long = "id-sensor", allow_negative_numbers = true)]
     id_sensor: Option<i64>,
     /// SIP ports, e.g. 5060,5070-5080.
     #[arg(short = 'Y', long = "sipports")]
@@ -57,16 +57,17 @@ struct Cli {
     /// Number of owner workers (call-state cores).
     #[arg(long, default_value_t = 2)]
     workers: usize,
-    /// Verbosity: -v info, -vv debug.
-    #[arg(short = 'v', action = clap::ArgAction::Count)]
-    verbose: u8,
+    /// Verbosity: `-v 1` (or `-v`) info, `-v 2` debug; VoIPmonitor's `-v N[,flags]` form is accepted.
+    #[arg(short = 'v', long = "verbose", num_args = 0..=1, default_missing_value = "1")]
+    verbose: Option<String>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let level = match cli.verbose {
-        0 => "warn",
-        1 => "info",
+    let verbosity = cli.verbose.as_deref().map(|v| v.split(',').next().unwrap_or("").parse::<u32>().unwrap_or(1));
+    let level = match verbosity {
+        None | Some(0) => "warn",
+        Some(1) => "info",
         _ => "debug",
     };
     tracing_subscriber::fmt()
@@ -83,11 +84,21 @@ fn main() -> ExitCode {
 }
 
 fn load_config(cli: &Cli) -> Result<Config> {
-    let Some(file) = &cli.config_file else {
+    if cli.config_file.is_none() && cli.config_dir.is_none() {
         return Ok(Config::default());
+    }
+    // The extra directory: --config-dir, else conf.d beside the file (/etc/voipmonitor/conf.d for the usual path).
+    let dir = match (&cli.config_dir, &cli.config_file) {
+        (Some(d), _) => {
+            if !d.is_dir() {
+                bail!("--config-dir {}: not a directory", d.display());
+            }
+            Some(d.clone())
+        }
+        (None, Some(f)) => f.parent().map(|p| p.join("conf.d")).filter(|d| d.is_dir()),
+        (None, None) => None,
     };
-    let dir = cli.config_dir.clone().or_else(|| file.parent().map(|p| p.join("conf.d")));
-    let (cfg, report) = Config::load(file, dir.as_deref().filter(|d| d.is_dir()))?;
+    let (cfg, report) = Config::load(cli.config_file.as_deref(), dir.as_deref())?;
     for (k, f, l) in &report.unknown_keys {
         warn!(file = %f.display(), line = l, key = %k, "unknown or not yet supported key ignored");
     }
@@ -101,13 +112,16 @@ fn run(cli: Cli) -> Result<()> {
     let mut cfg = load_config(&cli)?;
     // The command line wins over the files.
     if let Some(i) = &cli.interface {
-        cfg.interface = i.split([',', ';', ' ']).filter(|s| !s.is_empty()).map(String::from).collect();
+        cfg.interface = i.split([',', ';', ' ', '\t']).filter(|s| !s.is_empty()).map(String::from).collect();
     }
     if let Some(d) = &cli.spooldir {
         cfg.spooldir = d.clone();
     }
     if let Some(s) = cli.id_sensor {
-        cfg.id_sensor = u16::try_from(s).ok();
+        cfg.id_sensor = match s {
+            s if s < 0 => None,
+            s => Some(u16::try_from(s).map_err(|_| anyhow::anyhow!("--id-sensor {s}: must be 0..65535"))?),
+        };
     }
     if let Some(p) = &cli.sipports {
         cfg.sipport = parse::ports(p).map_err(|e| anyhow::anyhow!("--sipports: {e}"))?;

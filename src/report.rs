@@ -94,6 +94,26 @@ pub fn summary(r: &RunResult) -> String {
         r.elapsed_s,
         pps
     );
+    // Everything else that was set aside, so nothing disappears silently.
+    for (k, v) in [
+        ("fragments_dropped", d.fragments_dropped),
+        ("tcp_skipped_bytes", d.tcp_skipped_bytes),
+        ("tcp_not_sip_port", d.tcp_ignored),
+        ("tunnels", d.tunnels),
+        ("hep_compressed_unsupported", d.hep_unsupported),
+        ("non_rtp_media", o.non_rtp_media),
+        ("media_ignored", o.media_ignored),
+        ("streams_dropped", o.streams_dropped),
+        ("callid_collisions", o.callid_collisions),
+        ("media_table_evicted", r.rx.media_table_evicted),
+        ("ring_full_drops", r.rx.ring_full_drops.iter().sum()),
+        ("cdr_queue_drops", o.cdr_queue_drops),
+        ("spool_queue_drops", o.spool_queue_drops),
+    ] {
+        if v > 0 {
+            text.push_str(&format!(" {k}={v}"));
+        }
+    }
     if r.spool.files > 0 || r.spool.errors > 0 {
         text.push_str(&format!(
             " spool_files={} spool_bytes={} spool_errors={}",

@@ -148,5 +148,6 @@ fn merge(a: &mut OwnerStats, b: OwnerStats) {
     a.spool_queue_drops += b.spool_queue_drops;
     a.spool_link_mismatch += b.spool_link_mismatch;
     a.streams += b.streams;
+    a.streams_dropped += b.streams_dropped;
     a.active_calls_peak += b.active_calls_peak;
 }

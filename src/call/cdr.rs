@@ -54,6 +54,30 @@ fn pick(c: &Call, side: Side) -> Option<usize> {
         .map(|(i, _)| i)
 }
 
+/// A and B streams. When both sides' SDP routes every stream one way (a media relay announced on both legs,
+/// both phones behind one address), the two busiest streams are split by source: the one sent from the caller's
+/// address is A.
+fn pick_ab(c: &Call) -> (Option<usize>, Option<usize>) {
+    let (a, b) = (pick(c, Side::Caller), pick(c, Side::Callee));
+    if a.is_some() && b.is_some() {
+        return (a, b);
+    }
+    let mut cand: Vec<usize> =
+        (0..c.streams.len()).filter(|&i| !c.streams[i].stats.video && c.streams[i].stats.packets > 0).collect();
+    if cand.len() < 2 {
+        return (a, b);
+    }
+    cand.sort_by_key(|&i| (std::cmp::Reverse(c.streams[i].stats.packets), i));
+    let (x, y) = (cand[0], cand[1]);
+    let from_caller = |i: usize| c.streams[i].src == c.sip_caller.0;
+    match (from_caller(x), from_caller(y)) {
+        (false, true) => (Some(y), Some(x)),
+        (true, false) => (Some(x), Some(y)),
+        // No address tells them apart: the stream that started first is A (streams are in start order).
+        _ => (Some(x.min(y)), Some(x.max(y))),
+    }
+}
+
 struct StreamOut {
     mos: [(f64, f64); 3],
 }
@@ -118,8 +142,7 @@ pub fn build(c: &mut Call, reason: EndReason, id_sensor: Option<u16>) -> Cdr {
     m.insert("reason_q850_text".into(), json!(c.reason_q850.as_ref().map(|r| r.1.clone())));
     m.insert("proxies".into(), json!(c.proxies.iter().map(|p| p.to_string()).collect::<Vec<_>>()));
 
-    let a = pick(c, Side::Caller);
-    let b = pick(c, Side::Callee);
+    let (a, b) = pick_ab(c);
     let payload = a.or(b).and_then(|i| c.streams[i].stats.media_pt);
     m.insert("payload".into(), json!(payload));
     let mut side_vals = Vec::new();
@@ -169,26 +192,75 @@ fn side_fields(
     c: &Call,
     end: Nanos,
 ) -> SideSummary {
+    // Every side carries the same keys in the same order; a missing side or missing RTCP gives nulls.
+    let mut tmp = Map::new();
+    let summary = side_values(&mut tmp, s, c, end);
+    for k in SIDE_KEYS {
+        m.insert(format!("{p}_{k}"), tmp.remove(*k).unwrap_or(Value::Null));
+    }
+    debug_assert!(tmp.is_empty(), "side keys missing from SIDE_KEYS: {:?}", tmp.keys().collect::<Vec<_>>());
+    summary
+}
+
+/// The a_/b_ column suffixes, in output order.
+const SIDE_KEYS: &[&str] = &[
+    "index",
+    "payload",
+    "saddr",
+    "received",
+    "lost",
+    "seq_errors",
+    "avgjitter_mult10",
+    "maxjitter",
+    "sl1",
+    "sl2",
+    "sl3",
+    "sl4",
+    "sl5",
+    "sl6",
+    "sl7",
+    "sl8",
+    "sl9",
+    "sl10",
+    "d50",
+    "d70",
+    "d90",
+    "d120",
+    "d150",
+    "d200",
+    "d300",
+    "delay_sum",
+    "delay_cnt",
+    "delay_avg_mult100",
+    "mos_f1_mult10",
+    "mos_f2_mult10",
+    "mos_adapt_mult10",
+    "mos_f1_min_mult10",
+    "mos_f2_min_mult10",
+    "mos_adapt_min_mult10",
+    "mos_min_mult10",
+    "packet_loss_perc_mult1000",
+    "last_rtp_from_end",
+    "rtcp_loss",
+    "rtcp_maxfr",
+    "rtcp_avgfr_mult10",
+    "rtcp_maxjitter",
+    "rtcp_avgjitter_mult10",
+    "rtcp_avgrtd_mult10",
+    "rtcp_maxrtd_mult10",
+    "mos_xr_mult10",
+];
+
+fn side_values(
+    m: &mut Map<String, Value>,
+    s: Option<(usize, &Stream, &StreamOut)>,
+    c: &Call,
+    end: Nanos,
+) -> SideSummary {
     let mut put = |k: &str, v: Value| {
-        m.insert(format!("{p}_{k}"), v);
+        m.insert(k.to_string(), v);
     };
     let Some((i, s, o)) = s else {
-        for k in [
-            "index",
-            "payload",
-            "saddr",
-            "received",
-            "lost",
-            "avgjitter_mult10",
-            "maxjitter",
-            "mos_f1_mult10",
-            "mos_f2_mult10",
-            "mos_adapt_mult10",
-            "mos_min_mult10",
-            "packet_loss_perc_mult1000",
-        ] {
-            put(k, Value::Null);
-        }
         return SideSummary::default();
     };
     let st = &s.stats;
@@ -234,7 +306,7 @@ fn side_fields(
     let denom = (received + lost) as f64;
     let loss1000 = if denom > 0.0 { (lost as f64 / denom * 100_000.0).round() as i64 } else { 0 };
     put("packet_loss_perc_mult1000", json!(loss1000));
-    put("last_rtp_from_end", json!(dur_secs(end - st.last_ts)));
+    put("last_rtp_from_end", json!(dur_secs((end - st.last_ts).max(0))));
     // RTCP reports about this stream (sent by the other side).
     let clock_ms = match c.pt_kind(st.media_pt.unwrap_or(st.first_pt)) {
         crate::rtp::stream::PtKind::Media { clock, .. } if clock > 0 => clock as f64 / 1000.0,
@@ -255,11 +327,7 @@ fn side_fields(
             put("rtcp_maxrtd_mult10", json!((r.rtd_count > 0).then(|| (r.rtd_max_ms * 10.0).round() as i64)));
             put("mos_xr_mult10", json!(r.xr_mos_lq.filter(|v| *v != 127)));
         }
-        _ => {
-            for k in ["rtcp_loss", "rtcp_maxfr", "rtcp_avgfr_mult10", "rtcp_maxjitter", "rtcp_avgjitter_mult10"] {
-                put(k, Value::Null);
-            }
-        }
+        _ => {}
     }
     SideSummary { lost: Some(lost), jitter10: Some(jitter10), mos_min10: Some(mos_min10), loss1000: Some(loss1000) }
 }

@@ -156,6 +156,12 @@ pub struct Call {
     pub seen_callee_side: bool,
     pub streams_dropped: u32,
     sdp_gen: u32,
+    /// The media state before the last SDP offer in a request: (CSeq, endpoints, rtpmap).
+    pending_offer: Option<Box<(u32, Vec<Endpoint>, Vec<sdp::RtpMap>)>>,
+    /// Destinations of the call's INVITEs: an INVITE sent onward from one of them reveals a proxy.
+    invite_dsts: Vec<IpAddr>,
+    /// Endpoints a pending offer turns into non-RTP media, applied when the offer is accepted.
+    deferred_non_rtp: Vec<(IpAddr, u16)>,
     pub spool: crate::store::spool::CallSpool,
 }
 
@@ -249,6 +255,9 @@ impl Call {
             seen_callee_side: false,
             streams_dropped: 0,
             sdp_gen: 0,
+            pending_offer: None,
+            invite_dsts: Vec::new(),
+            deferred_non_rtp: Vec::new(),
             spool: Default::default(),
         }
     }
@@ -293,7 +302,15 @@ impl Call {
             Side::Callee => self.seen_callee_side = true,
         }
         if let Some(text) = sdp::sdp_part(m.h.content_type, m.body) {
-            self.sdp(&sdp::parse(text), side);
+            let resent = self.pending_offer.as_ref().is_some_and(|o| o.0 == m.h.cseq_num);
+            // Only a re-offer on an established call has a previous state worth restoring.
+            if self.answered && matches!(m.method(), Some(Method::Invite | Method::Update)) && !resent {
+                // An offer applies at once (media may follow before the answer), but a rejected offer must be
+                // undone: keep what it replaced.
+                self.pending_offer = Some(Box::new((m.h.cseq_num, self.endpoints.clone(), self.rtpmap.clone())));
+            }
+            let offer = self.answered && matches!(m.method(), Some(Method::Invite | Method::Update));
+            self.sdp(&sdp::parse(text), side, offer);
         }
         match m.method() {
             Some(method) => self.request(p, method, side),
@@ -301,7 +318,9 @@ impl Call {
         }
     }
 
-    fn sdp(&mut self, s: &sdp::Sdp, side: Side) {
+    /// Applies an SDP. In a pending offer, turning an RTP endpoint into non-RTP media (a T.38 switch) waits for
+    /// the answer: RTP keeps flowing there until the offer is accepted, and stops mattering if it is rejected.
+    fn sdp(&mut self, s: &sdp::Sdp, side: Side, offer: bool) {
         self.sdp_gen = self.sdp_gen.wrapping_add(1);
         for m in &s.media {
             for r in &m.rtpmap {
@@ -316,7 +335,13 @@ impl Call {
             if let Some(e) = self.endpoints.iter_mut().find(|e| e.addr == a.addr && e.port == a.port) {
                 e.side = side;
                 e.rtcp = a.rtcp;
-                e.rtp = a.rtp;
+                if offer && e.rtp && !a.rtp {
+                    if self.deferred_non_rtp.len() < MAX_ENDPOINTS {
+                        self.deferred_non_rtp.push((a.addr, a.port));
+                    }
+                } else {
+                    e.rtp = a.rtp;
+                }
             } else if self.endpoints.len() < MAX_ENDPOINTS {
                 self.endpoints.push(Endpoint { addr: a.addr, port: a.port, side, rtcp: a.rtcp, rtp: a.rtp });
             }
@@ -329,13 +354,14 @@ impl Call {
             Method::Invite => {
                 self.invites += 1;
                 if side == Side::Caller {
-                    // The same INVITE forwarded onward by a proxy: remember the hop. The CDR keeps the first
-                    // INVITE's destination as the called address, like tshark's VoIP calls and VoIPmonitor.
-                    if p.src == self.sip_called.0 && p.dst != self.sip_called.0 && !self.answered {
-                        let hop = self.sip_called.0;
-                        if !self.proxies.contains(&hop) && self.proxies.len() < 16 {
-                            self.proxies.push(hop);
-                        }
+                    // The INVITE forwarded onward by a proxy: the forwarding hop was an earlier INVITE's
+                    // destination. The CDR keeps the first INVITE's destination as the called address, like
+                    // tshark's VoIP calls and VoIPmonitor; the hops are listed as proxies.
+                    if self.invite_dsts.contains(&p.src) && !self.proxies.contains(&p.src) && self.proxies.len() < 16 {
+                        self.proxies.push(p.src);
+                    }
+                    if !self.invite_dsts.contains(&p.dst) && self.invite_dsts.len() < 16 {
+                        self.invite_dsts.push(p.dst);
                     }
                     if !self.answered {
                         // Authentication retries and the final target refine the called number.
@@ -400,6 +426,26 @@ impl Call {
         if side == Side::Callee && self.ua_called.is_empty() {
             let ua = if m.h.user_agent.is_empty() { m.h.server } else { m.h.user_agent };
             self.ua_called = lossy(ua);
+        }
+        if code >= 200 && matches!(cseq_method, Method::Invite | Method::Update) {
+            if let Some(offer) = self.pending_offer.take() {
+                if code >= 300 && offer.0 == m.h.cseq_num {
+                    let (_, endpoints, rtpmap) = *offer;
+                    self.endpoints = endpoints;
+                    self.rtpmap = rtpmap;
+                    self.deferred_non_rtp.clear();
+                    self.sdp_gen = self.sdp_gen.wrapping_add(1);
+                } else if offer.0 == m.h.cseq_num {
+                    for (a, p) in std::mem::take(&mut self.deferred_non_rtp) {
+                        if let Some(e) = self.endpoints.iter_mut().find(|e| e.addr == a && e.port == p) {
+                            e.rtp = false;
+                        }
+                    }
+                    self.sdp_gen = self.sdp_gen.wrapping_add(1);
+                } else {
+                    self.pending_offer = Some(offer);
+                }
+            }
         }
         match cseq_method {
             Method::Invite => {
@@ -527,7 +573,11 @@ impl Call {
             .iter()
             .position(|s| s.ssrc == h.ssrc && s.sport == sport && s.dport == dport && s.src == src && s.dst == dst)
         {
-            Some(i) => i,
+            Some(i) => {
+                // The endpoint was checked above against the current SDP: the fast path may serve it again.
+                self.streams[i].gen = self.sdp_gen;
+                i
+            }
             None => {
                 if self.streams.len() >= MAX_STREAMS {
                     self.streams_dropped += 1;
@@ -609,8 +659,12 @@ impl Call {
             }
         }
         if let Some(b) = self.bye_deadline {
-            let limit = if self.bye_confirmed { t.bye_confirmed } else { t.bye };
-            if now - b > limit {
+            // bye_timeout runs from the BYE, bye_confirmed_timeout from its 2xx.
+            let (from, limit) = match self.bye_confirmed_ts {
+                Some(c) => (c, t.bye_confirmed),
+                None => (b, t.bye),
+            };
+            if now - from > limit {
                 return Some(EndReason::ByeTimeout);
             }
         }

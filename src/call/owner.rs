@@ -50,6 +50,8 @@ pub struct OwnerStats {
     pub spool_queue_drops: u64,
     pub spool_link_mismatch: u64,
     pub streams: u64,
+    /// Streams not tracked because a call already had the maximum number.
+    pub streams_dropped: u64,
     pub active_calls_peak: u64,
 }
 
@@ -206,6 +208,9 @@ impl Owner {
         let fb = spool::file_safe(&call.callid);
         for f in b.frames_of(it) {
             let frame = b.frame_bytes(f);
+            if frame.is_empty() {
+                continue;
+            }
             // For header-only RTP keep everything up to the RTP header's end.
             let keep = header_only.map(|rtp_hdr| frame.len().saturating_sub(it.wire_len as usize) + rtp_hdr);
             if let Some(chunk) =
@@ -232,6 +237,7 @@ impl Owner {
         };
         let cdr = cdr::build(&mut call, reason, self.cfg.id_sensor);
         self.stats.streams += cdr.streams as u64;
+        self.stats.streams_dropped += call.streams_dropped as u64;
         self.stats.spool_link_mismatch += call.spool.mismatched_link as u64;
         if let Some(tx) = self.spool.as_ref() {
             for chunk in call.spool.finish() {

@@ -15,8 +15,12 @@ use parse::{Entry, Skipped};
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    #[error("cannot read config file {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{file}:{line}: bad value for '{key}': {why}")]
     BadValue { file: PathBuf, line: usize, key: String, why: String },
 }
@@ -100,14 +104,15 @@ pub struct LoadReport {
 }
 
 impl Config {
-    /// Loads `main` and then every `*.conf` file of `extra_dir` in name order.
-    pub fn load(main: &Path, extra_dir: Option<&Path>) -> Result<(Config, LoadReport), ConfigError> {
-        let mut files = vec![main.to_path_buf()];
+    /// Loads `main` and then every file of `extra_dir` in name order (as VoIPmonitor reads its conf.d), except
+    /// hidden files and editor or package-manager leftovers (`~`, `.bak`, `.dpkg-*`, `.rpm*`).
+    pub fn load(main: Option<&Path>, extra_dir: Option<&Path>) -> Result<(Config, LoadReport), ConfigError> {
+        let mut files: Vec<PathBuf> = main.map(Path::to_path_buf).into_iter().collect();
         if let Some(dir) = extra_dir {
             if let Ok(rd) = std::fs::read_dir(dir) {
                 let mut more: Vec<PathBuf> = rd
                     .filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|p| p.is_file() && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+                    .filter(|p| p.is_file() && p.file_name().is_some_and(|n| wanted_conf_file(&n.to_string_lossy())))
                     .collect();
                 more.sort();
                 files.extend(more);
@@ -229,6 +234,16 @@ impl Config {
     }
 }
 
+fn wanted_conf_file(name: &str) -> bool {
+    !(name.starts_with('.')
+        || name.ends_with('~')
+        || name.ends_with(".bak")
+        || name.ends_with(".swp")
+        || name.contains(".dpkg-")
+        || name.ends_with(".rpmnew")
+        || name.ends_with(".rpmsave"))
+}
+
 /// VoIPmonitor's named values match by case-insensitive prefix (`h` and `header` both mean header).
 fn prefix_of(v: &str, word: &str) -> bool {
     !v.is_empty() && word.len() >= v.len() && word[..v.len()].eq_ignore_ascii_case(v)
@@ -264,7 +279,8 @@ mod tests {
         let cd = d.join("conf.d");
         std::fs::create_dir_all(&cd).unwrap();
         std::fs::write(cd.join("10-a.conf"), "sipport = 6060\nrtptimeout = 45\nid_sensor = 7\n").unwrap();
-        let (c, r) = Config::load(&d.join("main.conf"), Some(&cd)).unwrap();
+        std::fs::write(cd.join("10-a.conf~"), "rtptimeout = 1\n").unwrap();
+        let (c, r) = Config::load(Some(&d.join("main.conf")), Some(&cd)).unwrap();
         assert_eq!(c.sipport, vec![(5060, 5060), (5070, 5070), (6060, 6060)]);
         assert_eq!(c.rtptimeout, 45);
         assert_eq!(c.savertp, SaveRtp::Header);
@@ -277,7 +293,7 @@ mod tests {
     fn bad_value_names_file_line_key() {
         let d = tmpdir("bad");
         std::fs::write(d.join("v.conf"), "\nrtptimeout = soon\n").unwrap();
-        let err = Config::load(&d.join("v.conf"), None).unwrap_err().to_string();
+        let err = Config::load(Some(&d.join("v.conf")), None).unwrap_err().to_string();
         assert!(err.contains("v.conf:2") && err.contains("rtptimeout"), "{err}");
     }
 }

@@ -29,8 +29,7 @@ struct Partial {
     total: Option<u32>,
     bytes: usize,
     first_ts: Nanos,
-    /// Header bytes of the first fragment (offset 0) up to its payload, kept so the reassembled datagram can be
-    /// re-parsed the same way as an unfragmented one.
+    /// The fragments' raw frames, for the per-call pcap.
     frames: Vec<SavedFrame>,
 }
 

@@ -95,7 +95,9 @@ impl Rx {
     /// One captured frame.
     #[inline]
     pub fn frame(&mut self, ts: Nanos, link_type: u16, data: &[u8]) {
-        self.router.clock(ts);
+        if self.router.clock(ts) {
+            self.decoder.sweep(ts);
+        }
         let router = &mut self.router;
         self.decoder.decode(ts, link_type, data, &mut |d| router.route(d));
     }
@@ -118,8 +120,8 @@ impl Router {
         ((key as u128 * self.batches.len() as u128) >> 64) as usize
     }
 
-    /// Packet time advances: crossing a whole second sends a tick to every owner.
-    fn clock(&mut self, ts: Nanos) {
+    /// Packet time advances: crossing a whole second sends a tick to every owner (returns true then).
+    fn clock(&mut self, ts: Nanos) -> bool {
         self.last_ts = self.last_ts.max(ts);
         let sec = ts.div_euclid(NANOS_PER_SEC);
         match self.clock_sec {
@@ -133,9 +135,11 @@ impl Router {
                     }
                 }
                 self.media.maybe_sweep(ts);
+                return true;
             }
             _ => {}
         }
+        false
     }
 
     fn route(&mut self, d: &Datagram) {

@@ -86,6 +86,15 @@ impl MosSims {
         self.b[0].run ^ self.b[1].run ^ self.b[2].run
     }
 
+    /// A packet of the stream that is not voice (RFC 2833 event, comfort noise): its sequence number counts as
+    /// delivered, so it is not mistaken for a loss.
+    pub fn untimed(&mut self, seq: i64) {
+        if !self.started {
+            return;
+        }
+        self.advance(seq, [true; 3]);
+    }
+
     /// One voice packet: extended sequence number, nominal time (RTP timestamp in ms) and arrival time (ms).
     #[inline]
     pub fn packet(&mut self, seq: i64, nominal: f64, arrival: f64) {
@@ -119,6 +128,10 @@ impl MosSims {
                 }
             }
         }
+        self.advance(seq, on_time);
+    }
+
+    fn advance(&mut self, seq: i64, on_time: [bool; 3]) {
         if seq > self.highest {
             let shift = (seq - self.highest) as u64;
             // Sequence numbers leaving the window are decided, oldest first; a jump wider than the window

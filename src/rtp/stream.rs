@@ -227,11 +227,13 @@ impl RtpStream {
     }
 
     fn feed_jb(&mut self, kind: PtKind, ext_seq: i64, ext_ts: i64, now: f64) {
-        if let PtKind::Media { clock, video: false } = kind {
-            if clock > 0 {
+        match kind {
+            PtKind::Media { clock, video: false } if clock > 0 => {
                 let nominal = ext_ts as f64 * 1000.0 / clock as f64;
                 self.jb.packet(ext_seq, nominal, now);
             }
+            // DTMF events and comfort noise share the sequence numbers: they are neither voice nor lost.
+            _ => self.jb.untimed(ext_seq),
         }
     }
 
