@@ -157,13 +157,16 @@ pub struct Call {
     pub streams_dropped: u32,
     sdp_gen: u32,
     /// The media state before the last SDP offer in a request: (CSeq, endpoints, rtpmap).
-    pending_offer: Option<Box<(u32, Vec<Endpoint>, Vec<sdp::RtpMap>)>>,
+    pending_offer: Option<Box<PendingOffer>>,
     /// Destinations of the call's INVITEs: an INVITE sent onward from one of them reveals a proxy.
     invite_dsts: Vec<IpAddr>,
     /// Endpoints a pending offer turns into non-RTP media, applied when the offer is accepted.
     deferred_non_rtp: Vec<(IpAddr, u16)>,
     pub spool: crate::store::spool::CallSpool,
 }
+
+/// The media state an SDP offer replaced: (CSeq of the offer, endpoints, rtpmap).
+type PendingOffer = (u32, Vec<Endpoint>, Vec<sdp::RtpMap>);
 
 /// The timeouts that apply (reference §5.4), in packet-time nanoseconds.
 #[derive(Debug, Clone, Copy)]
