@@ -70,6 +70,9 @@ struct FileBuf {
     buf: Vec<u8>,
     path: Option<PathBuf>,
     packets: u32,
+    /// (time, length) of the last frame written: a TCP segment that carried the end of one SIP message and the
+    /// start of the next is handed over with both, but belongs in the file once.
+    last: Option<(Nanos, usize)>,
 }
 
 /// A call's spool buffers (held by the owner, inside the call).
@@ -102,6 +105,10 @@ impl CallSpool {
         if f.path.is_none() {
             f.path = Some(base.join(minute_dir(start, utc)).join(kind.dir()).join(format!("{fbasename}.pcap")));
         }
+        if f.last == Some((ts, frame.len())) {
+            return None;
+        }
+        f.last = Some((ts, frame.len()));
         match f.link_type {
             None => f.link_type = Some(link_type),
             Some(l) if l != link_type => {

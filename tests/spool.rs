@@ -1,0 +1,108 @@
+//! Per-call pcap files: every call's SIP and RTP packets land in spooldir/YYYY-MM-DD/HH/MM/{SIP,RTP}/, tshark
+//! reads them, and they hold exactly the call's packets (counted against the oracle and the CDR, and each one
+//! byte-identical to a frame of the original capture).
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+use voxtap::capture::pcapfile::CaptureFile;
+
+fn frames(p: &Path) -> Vec<Vec<u8>> {
+    CaptureFile::open(p).expect("open pcap").frames().map(|f| f.data.to_vec()).collect()
+}
+
+fn find(dir: &Path, name: &str, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            find(&p, name, out);
+        } else if p.file_name().is_some_and(|n| n == name) {
+            out.push(p);
+        }
+    }
+}
+
+#[test]
+fn each_call_file_holds_exactly_its_packets() {
+    let Some(corpus) = corpus_dir() else { return };
+    let dir = std::env::temp_dir().join(format!("voxtap-spool-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let cap = dir.join("calls.pcap");
+    let gen = Path::new(env!("CARGO_MANIFEST_DIR")).join("perf/gen/voxgen.py");
+    let st = Command::new("python3")
+        .arg(gen)
+        .arg("-o")
+        .arg(&cap)
+        .args(["--calls", "12", "--cps", "4", "--duration", "3", "--mix", "--dtmf", "--loss", "0.02", "--seed", "21"])
+        .args(["--fragment-mtu", "500"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let spool = dir.join("spool");
+    let cdrs = run_json(&cap, &["-S", "-R", "-d", spool.to_str().unwrap(), "--workers", "2"]);
+    let out = Command::new("python3")
+        .arg(corpus.join("tools/oracle.py"))
+        .arg("--file")
+        .arg(&cap)
+        .output()
+        .expect("oracle.py (needs tshark)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let oracle = load_json(&dir.join("calls.pcap.oracle.json"));
+    let sip_msgs: HashMap<String, u64> = oracle["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["call_id"].as_str().unwrap().to_string(), c["sip_msgs"].as_u64().unwrap()))
+        .collect();
+    // Count SIP messages per Call-ID from the oracle's message list (a call's file holds all of them).
+    let mut per_call: HashMap<String, u64> = HashMap::new();
+    for m in oracle["sip_messages"].as_array().unwrap() {
+        *per_call.entry(m["call_id"].as_str().unwrap().to_string()).or_default() += 1;
+    }
+    let original: std::collections::HashSet<Vec<u8>> = frames(&cap).into_iter().collect();
+    assert_eq!(cdrs.len(), sip_msgs.len());
+    for c in &cdrs {
+        let id = c["callid"].as_str().unwrap();
+        let base = format!("{}.pcap", c["fbasename"].as_str().unwrap());
+        let mut files = Vec::new();
+        find(&spool, &base, &mut files);
+        let in_dir = |d: &str| files.iter().filter(|p| p.parent().unwrap().ends_with(d)).cloned().collect::<Vec<_>>();
+        let sip = in_dir("SIP");
+        assert_eq!(sip.len(), 1, "{id}: SIP file");
+        let sip_frames = frames(&sip[0]);
+        // Fragmented SIP: one message, several frames. Reassembled count = messages.
+        let t = Command::new("tshark")
+            .arg("-r")
+            .arg(&sip[0])
+            .args(["-Y", "sip", "-T", "fields", "-e", "sip.Call-ID"])
+            .output()
+            .unwrap();
+        assert!(t.status.success(), "tshark cannot read {}", sip[0].display());
+        let msgs = String::from_utf8_lossy(&t.stdout).lines().filter(|l| *l == id).count() as u64;
+        assert_eq!(msgs, per_call[id], "{id}: SIP messages in its file");
+        for f in &sip_frames {
+            assert!(original.contains(f), "{id}: SIP file holds a frame that is not in the capture");
+        }
+        // The path follows the spool layout of the call start (UTC for this check is not assumed: any minute dir).
+        let rel = sip[0].strip_prefix(&spool).unwrap();
+        assert_eq!(rel.components().count(), 5, "{}", rel.display());
+        let received: u64 = c["rtp"].as_array().unwrap().iter().map(|r| r["received"].as_u64().unwrap()).sum();
+        let rtp = in_dir("RTP");
+        if received == 0 {
+            assert!(rtp.is_empty(), "{id}: RTP file without RTP");
+            continue;
+        }
+        let rtp_frames = frames(&rtp[0]);
+        assert_eq!(rtp_frames.len() as u64, received, "{id}: RTP packets in its file");
+        let bytes: usize = rtp_frames.iter().map(Vec::len).sum();
+        assert!(
+            bytes > 0 && rtp_frames.iter().all(|f| original.contains(f)),
+            "{id}: RTP frames differ from the capture"
+        );
+    }
+}
