@@ -422,8 +422,9 @@ class RtpStream:
                                                                        self.dport, rtp), self.ident, 0xB8)[0]
         return g.frame(cap, self.src[0], self.dst[0], pk)
 
-    def rtcp(self, rng, user):
-        """RTCP SR+SDES records, 1 s after the first slot and then every 5 s while the stream lasts."""
+    def rtcp(self, rng, user, peer=None):
+        """RTCP SR+SDES records, 1 s after the first slot and then every 5 s while the stream lasts; with `peer`
+        (the opposite stream) the SR carries one report block about it."""
         g, out = self.g, []
         t, t_last = self.t0 + self.k0 * g.P + NS, self.t0 + (self.k1 - 1) * g.P
         cname = f"{user}@{self.src[1]}".encode()
@@ -431,8 +432,13 @@ class RtpStream:
             k = (t - self.t0) // g.P
             sent = k - self.k0
             ntp = (round(g.a.start * NS) + t) * (1 << 32) // NS + (2208988800 << 32)
-            sr = struct.pack(">BBHIQIII", 0x80, 200, 6, self.ssrc, ntp, (self.ts0 + k * g.spp) & M32, sent,
+            rc, words = (1, 12) if peer is not None else (0, 6)
+            sr = struct.pack(">BBHIQIII", 0x80 | rc, 200, words, self.ssrc, ntp, (self.ts0 + k * g.spp) & M32, sent,
                              sent * len(self.payload))
+            if peer is not None:
+                lost = min(peer.dropped, 0x7FFFFF)
+                ext_seq = (peer.seq0 + max(k - peer.k0, 0)) & M32
+                sr += struct.pack(">IB", peer.ssrc, 0) + lost.to_bytes(3, "big") + struct.pack(">IIII", ext_seq, 40, 0, 0)
             item = struct.pack(">BB", 1, len(cname)) + cname + b"\0"
             item += b"\0" * (-(4 + len(item)) & 3)
             sdes = struct.pack(">BBHI", 0x81, 202, (4 + len(item)) // 4, self.ssrc) + item
@@ -565,8 +571,9 @@ def make_call(g, i, t0):
                         RtpStream(g, rb, ep_e, ep_c, e_rtp2, c_rtp, rng.getrandbits(32), rng.getrandbits(16),
                                   rng.getrandbits(32), t_rtp + off, m, n)]
         if a.rtcp:
-            for s in streams:
-                recs += s.rtcp(rng, user if s.src is caller else called)
+            for i, s in enumerate(streams):
+                peer = streams[i ^ 1] if i ^ 1 < len(streams) else None
+                recs += s.rtcp(rng, user if s.src is caller else called, peer)
         t_bye = t_rtp + off + (n - 1) * P + g.jit + 60 * US + MS
         if scen == "nobye":
             pass

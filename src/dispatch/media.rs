@@ -8,6 +8,21 @@ use std::net::IpAddr;
 
 use crate::time::Nanos;
 
+/// An endpoint as one 128-bit address (IPv4 mapped into IPv6) and a port: cheap to hash and compare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Key(u128, u16);
+
+impl Key {
+    #[inline]
+    fn new(addr: IpAddr, port: u16) -> Key {
+        let a = match addr {
+            IpAddr::V4(v4) => v4.to_ipv6_mapped().to_bits(),
+            IpAddr::V6(v6) => v6.to_bits(),
+        };
+        Key(a, port)
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     call_key: u64,
@@ -15,7 +30,7 @@ struct Entry {
 }
 
 pub struct MediaTable {
-    map: HashMap<(IpAddr, u16), Entry, foldhash::fast::RandomState>,
+    map: HashMap<Key, Entry, foldhash::fast::RandomState>,
     idle: Nanos,
     cap: usize,
     last_sweep: Nanos,
@@ -36,20 +51,21 @@ impl MediaTable {
     }
 
     pub fn announce(&mut self, addr: IpAddr, port: u16, call_key: u64, now: Nanos) {
-        if self.map.len() >= self.cap && !self.map.contains_key(&(addr, port)) {
+        let key = Key::new(addr, port);
+        if self.map.len() >= self.cap && !self.map.contains_key(&key) {
             self.sweep(now);
             if self.map.len() >= self.cap {
                 self.evicted += 1;
                 return;
             }
         }
-        self.map.insert((addr, port), Entry { call_key, last_use: now });
+        self.map.insert(key, Entry { call_key, last_use: now });
     }
 
     /// Looks up an endpoint and marks it used.
     #[inline]
     pub fn lookup(&mut self, addr: IpAddr, port: u16, now: Nanos) -> Option<u64> {
-        let e = self.map.get_mut(&(addr, port))?;
+        let e = self.map.get_mut(&Key::new(addr, port))?;
         e.last_use = now;
         Some(e.call_key)
     }

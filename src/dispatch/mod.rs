@@ -163,8 +163,13 @@ impl Router {
         self.stats.media_packets += 1;
         let o = self.owner_of(route.call_key);
         let keep = self.cfg.keep_media_frames;
-        // RTP needs only its header (and the last byte for padding): copy a prefix, not the voice samples.
-        let limit = if crate::rtp::header::looks_like_rtcp(d.payload) { usize::MAX } else { MEDIA_PREFIX };
+        // RTP needs only its header, a telephone-event body and (for padding) the last byte, which travels
+        // separately: copy that much, not the voice samples. RTCP and anything odd travel whole (up to a cap).
+        let limit = if crate::rtp::header::looks_like_rtcp(d.payload) {
+            usize::MAX
+        } else {
+            crate::rtp::header::header_len(d.payload).map_or(MEDIA_PREFIX, |h| h + 4)
+        };
         self.push(o, d, ItemKind::Media(route), keep, limit);
     }
 

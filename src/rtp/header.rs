@@ -50,6 +50,20 @@ pub fn parse_prefix(b: &[u8], wire_len: usize, last: u8) -> Option<RtpHeader> {
     })
 }
 
+/// Length of the RTP header (fixed part, CSRCs, extension) at the start of `b`, if it is RTP version 2.
+#[inline]
+pub fn header_len(b: &[u8]) -> Option<usize> {
+    if b.len() < 12 || b[0] >> 6 != 2 {
+        return None;
+    }
+    let mut off = 12 + 4 * (b[0] & 0x0f) as usize;
+    if b[0] & 0x10 != 0 {
+        let ext = b.get(off..off + 4)?;
+        off += 4 + 4 * u16::from_be_bytes([ext[2], ext[3]]) as usize;
+    }
+    (off <= b.len()).then_some(off)
+}
+
 /// RTCP packet types 200–207 (SR, RR, SDES, BYE, APP, RTPFB, PSFB, XR) in the second byte (RFC 5761 §4).
 pub fn looks_like_rtcp(b: &[u8]) -> bool {
     b.len() >= 8 && b[0] >> 6 == 2 && (200..=207).contains(&b[1])
