@@ -13,9 +13,16 @@ pub const CORPUS_SIPPORTS: &str = "5060,5061,5062,5070,5090,5260,6060,8080,60022
 
 /// The shared corpus folder, or `None` (with a message) where it is absent. Under CI its absence fails.
 pub fn corpus_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("VOXTAP_CORPUS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus"));
+    // $VOXTAP_CORPUS, else `shared/corpus` beside the checkout (../shared/corpus) or beside one of its parents.
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = std::env::var_os("VOXTAP_CORPUS").map(PathBuf::from).unwrap_or_else(|| {
+        manifest
+            .ancestors()
+            .skip(1)
+            .map(|a| a.join("shared/corpus"))
+            .find(|d| d.join("MANIFEST.tsv").is_file())
+            .unwrap_or_else(|| manifest.join("../shared/corpus"))
+    });
     if dir.join("MANIFEST.tsv").is_file() {
         return Some(dir);
     }
