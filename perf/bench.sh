@@ -23,7 +23,7 @@ for w in 1 2; do
             > target/bench/cdrs.json 2> target/bench/summary.txt
         set -- $(cat target/bench/time.txt)
         pk=$(sed -n 's/.*packets=\([0-9]*\).*/\1/p' target/bench/summary.txt)
-        peak=$(sed -n 's/.*active_calls_peak=\([0-9]*\).*/\1/p' target/bench/summary.txt)
+        peak=$(sed -n 's/.*concurrent_calls_peak=\([0-9]*\).*/\1/p' target/bench/summary.txt)
         awk -v pk="$pk" -v wall="$1" -v u="$2" -v s="$3" -v w="$w" -v peak="$peak" 'BEGIN {
             printf "workers=%d packets=%d peak_calls=%d wall=%.2fs cpu=%.2fs  %.2f Mpps/core  %.2f Mpps wall\n",
                 w, pk, peak, wall, u + s, pk / (u + s) / 1e6, pk / wall / 1e6 }'

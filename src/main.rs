@@ -64,7 +64,15 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let verbosity = cli.verbose.as_deref().map(|v| v.split(',').next().unwrap_or("").parse::<u32>().unwrap_or(1));
+    // `-v`, `-v 2`, VoIPmonitor's `-v 1,flags`, and the usual `-vv` (clap hands that over as the value "v").
+    let verbosity = cli.verbose.as_deref().map(|v| {
+        let first = v.split(',').next().unwrap_or("");
+        if !first.is_empty() && first.bytes().all(|c| c == b'v') {
+            first.len() as u32 + 1
+        } else {
+            first.parse::<u32>().unwrap_or(1)
+        }
+    });
     let level = match verbosity {
         None | Some(0) => "warn",
         Some(1) => "info",
@@ -73,6 +81,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("VOXTAP_LOG").unwrap_or_else(|_| level.into()))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -149,6 +158,15 @@ fn run(cli: Cli) -> Result<()> {
         );
     };
     check_readable(&read)?;
+    tracing::info!(
+        file = %read.display(),
+        workers = cli.workers,
+        sipports = ?cfg.sipport,
+        savesip = cfg.savesip,
+        savertp = ?cfg.savertp,
+        spooldir = %cfg.spooldir.display(),
+        "reading capture file"
+    );
     let res = run_file(RunOptions { config: cfg, read, workers: cli.workers })?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());

@@ -69,7 +69,7 @@ pub fn summary(r: &RunResult) -> String {
     let mut text = format!(
         "packets={} bytes={} calls={} cdrs={} streams={} rtp={} rtcp={} sip={} sip_requests[{}] non_call_sip={} \
          unknown_udp={} media_without_call={} drops={} decode_errors={} not_ip={} sip_unparsable={} \
-         fragments={} reassembled={} tcp_sip_messages={} active_calls_peak={} workers={} elapsed={:.3}s rate={:.0}pps",
+         fragments={} reassembled={} tcp_sip_messages={} concurrent_calls_peak={} workers={} elapsed={:.3}s rate={:.0}pps",
         d.frames,
         d.bytes,
         o.calls,
@@ -89,7 +89,7 @@ pub fn summary(r: &RunResult) -> String {
         d.fragments,
         d.reassembled,
         d.tcp_sip_messages,
-        o.active_calls_peak,
+        peak_concurrency(&r.cdrs),
         r.workers,
         r.elapsed_s,
         pps
@@ -103,7 +103,8 @@ pub fn summary(r: &RunResult) -> String {
         ("hep_compressed_unsupported", d.hep_unsupported),
         ("non_rtp_media", o.non_rtp_media),
         ("media_ignored", o.media_ignored),
-        ("streams_dropped", o.streams_dropped),
+        ("packets_over_stream_limit", o.packets_over_stream_limit),
+        ("spool_link_mismatch", o.spool_link_mismatch),
         ("callid_collisions", o.callid_collisions),
         ("media_table_evicted", r.rx.media_table_evicted),
         ("ring_full_drops", r.rx.ring_full_drops.iter().sum()),
@@ -124,4 +125,17 @@ pub fn summary(r: &RunResult) -> String {
         text.push_str(&format!(" truncated=\"{t}\""));
     }
     text
+}
+
+/// The most calls in progress at one instant, from the CDRs' start and end times (independent of workers).
+pub fn peak_concurrency(cdrs: &[crate::call::cdr::Cdr]) -> usize {
+    let mut ev: Vec<(i64, i32)> = cdrs.iter().flat_map(|c| [(c.calldate, 1), (c.callend, -1)]).collect();
+    // At equal times a call that starts counts before one that ends (both were in progress at that instant).
+    ev.sort_by_key(|&(t, d)| (t, -d));
+    let (mut cur, mut peak) = (0i32, 0i32);
+    for (_, d) in ev {
+        cur += d;
+        peak = peak.max(cur);
+    }
+    peak.max(0) as usize
 }

@@ -118,6 +118,7 @@ pub fn run_file(opts: RunOptions) -> Result<RunResult> {
         None => SpoolStats::default(),
     };
     cdrs.sort_by(|a, b| (a.callend, &a.callid).cmp(&(b.callend, &b.callid)));
+    tracing::info!(cdrs = cdrs.len(), elapsed_s = started.elapsed().as_secs_f64(), "capture file done");
     Ok(RunResult {
         cdrs,
         decode: decoder.stats,
@@ -148,6 +149,6 @@ fn merge(a: &mut OwnerStats, b: OwnerStats) {
     a.spool_queue_drops += b.spool_queue_drops;
     a.spool_link_mismatch += b.spool_link_mismatch;
     a.streams += b.streams;
-    a.streams_dropped += b.streams_dropped;
+    a.packets_over_stream_limit += b.packets_over_stream_limit;
     a.active_calls_peak += b.active_calls_peak;
 }

@@ -8,6 +8,7 @@ use crate::time::{dur_secs, rfc3339_utc, round_micros, Nanos};
 
 /// A CDR ready for output: the sort key and the JSON object.
 pub struct Cdr {
+    pub calldate: Nanos,
     pub callend: Nanos,
     pub callid: String,
     pub json: Map<String, Value>,
@@ -166,7 +167,13 @@ pub fn build(c: &mut Call, reason: EndReason, id_sensor: Option<u16>) -> Cdr {
     let rtp: Vec<Value> = c.streams.iter().zip(&outs).map(|(s, o)| stream_json(s, o, start)).collect();
     m.insert("rtp".into(), Value::Array(rtp));
     m.insert("fbasename".into(), json!(crate::store::spool::file_safe(&c.callid)));
-    Cdr { callend: round_micros(end), callid: c.callid.clone(), json: m, streams: c.streams.len() }
+    Cdr {
+        calldate: round_micros(start),
+        callend: round_micros(end),
+        callid: c.callid.clone(),
+        json: m,
+        streams: c.streams.len(),
+    }
 }
 
 #[derive(Clone, Copy, Default)]

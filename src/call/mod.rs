@@ -154,7 +154,8 @@ pub struct Call {
     pub last_rtp: Option<Nanos>,
     pub seen_caller_side: bool,
     pub seen_callee_side: bool,
-    pub streams_dropped: u32,
+    /// RTP packets not analysed because the call already had the maximum number of streams.
+    pub packets_over_stream_limit: u32,
     sdp_gen: u32,
     /// The media state before the last SDP offer in a request: (CSeq, endpoints, rtpmap).
     pending_offer: Option<Box<PendingOffer>>,
@@ -256,7 +257,7 @@ impl Call {
             last_rtp: None,
             seen_caller_side: false,
             seen_callee_side: false,
-            streams_dropped: 0,
+            packets_over_stream_limit: 0,
             sdp_gen: 0,
             pending_offer: None,
             invite_dsts: Vec::new(),
@@ -583,7 +584,7 @@ impl Call {
             }
             None => {
                 if self.streams.len() >= MAX_STREAMS {
-                    self.streams_dropped += 1;
+                    self.packets_over_stream_limit = self.packets_over_stream_limit.saturating_add(1);
                     return MediaOutcome::Ignored;
                 }
                 // Most calls have two streams: grow one at a time (a stream is ~550 bytes).

@@ -50,8 +50,8 @@ pub struct OwnerStats {
     pub spool_queue_drops: u64,
     pub spool_link_mismatch: u64,
     pub streams: u64,
-    /// Streams not tracked because a call already had the maximum number.
-    pub streams_dropped: u64,
+    /// RTP packets not analysed because their call already had the maximum number of streams.
+    pub packets_over_stream_limit: u64,
     pub active_calls_peak: u64,
 }
 
@@ -237,7 +237,7 @@ impl Owner {
         };
         let cdr = cdr::build(&mut call, reason, self.cfg.id_sensor);
         self.stats.streams += cdr.streams as u64;
-        self.stats.streams_dropped += call.streams_dropped as u64;
+        self.stats.packets_over_stream_limit += call.packets_over_stream_limit as u64;
         self.stats.spool_link_mismatch += call.spool.mismatched_link as u64;
         if let Some(tx) = self.spool.as_ref() {
             for chunk in call.spool.finish() {
@@ -245,6 +245,7 @@ impl Owner {
             }
         }
         self.stats.cdrs += 1;
+        tracing::debug!(callid = %cdr.callid, ?reason, streams = cdr.streams, "call closed");
         send(&self.cdrs, cdr, self.cfg.blocking, &mut self.stats.cdr_queue_drops);
     }
 

@@ -105,7 +105,7 @@ pub struct LoadReport {
 
 impl Config {
     /// Loads `main` and then every file of `extra_dir` in name order (as VoIPmonitor reads its conf.d), except
-    /// hidden files and editor or package-manager leftovers (`~`, `.bak`, `.dpkg-*`, `.rpm*`).
+    /// hidden files and editor or package-manager leftovers (`~`, `.bak`, `.swp`, `.dpkg-*`, `.rpmnew`, `.rpmsave`).
     pub fn load(main: Option<&Path>, extra_dir: Option<&Path>) -> Result<(Config, LoadReport), ConfigError> {
         let mut files: Vec<PathBuf> = main.map(Path::to_path_buf).into_iter().collect();
         if let Some(dir) = extra_dir {

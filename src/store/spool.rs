@@ -70,9 +70,9 @@ struct FileBuf {
     buf: Vec<u8>,
     path: Option<PathBuf>,
     packets: u32,
-    /// (time, length) of the last frame written: a TCP segment that carried the end of one SIP message and the
-    /// start of the next is handed over with both, but belongs in the file once.
-    last: Option<(Nanos, usize)>,
+    /// (time, length, content hash) of the last SIP frame written: a TCP segment that carried the end of one SIP
+    /// message and the start of the next is handed over with both, but belongs in the file once.
+    last: Option<(Nanos, usize, u64)>,
 }
 
 /// A call's spool buffers (held by the owner, inside the call).
@@ -105,10 +105,15 @@ impl CallSpool {
         if f.path.is_none() {
             f.path = Some(base.join(minute_dir(start, utc)).join(kind.dir()).join(format!("{fbasename}.pcap")));
         }
-        if f.last == Some((ts, frame.len())) {
-            return None;
+        if kind == FileKind::Sip {
+            use std::hash::{BuildHasher, BuildHasherDefault};
+            let h = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(frame);
+            let id = (ts, frame.len(), h);
+            if f.last == Some(id) {
+                return None;
+            }
+            f.last = Some(id);
         }
-        f.last = Some((ts, frame.len()));
         match f.link_type {
             None => f.link_type = Some(link_type),
             Some(l) if l != link_type => {
