@@ -8,7 +8,7 @@ use crate::runtime::RunResult;
 
 pub fn write_json(out: &mut impl Write, r: &RunResult) -> std::io::Result<()> {
     for c in &r.cdrs {
-        serde_json::to_writer(&mut *out, &c.json)?;
+        out.write_all(c.json.as_bytes())?;
         out.write_all(b"\n")?;
     }
     Ok(())
@@ -29,7 +29,8 @@ pub fn write_table(out: &mut impl Write, r: &RunResult) -> std::io::Result<()> {
         "calldate", "duration", "caller", "called", "resp", "bye", "streams", "a:lost/j", "b:lost/j"
     )?;
     for c in &r.cdrs {
-        let j = &c.json;
+        let j: serde_json::Map<String, Value> = serde_json::from_str(&c.json).unwrap_or_default();
+        let j = &j;
         let side = |p: &str| {
             if j.get(&format!("{p}_received")).is_some_and(|v| !v.is_null()) {
                 format!("{}/{}", s(j.get(&format!("{p}_lost"))), s(j.get(&format!("{p}_maxjitter"))))
