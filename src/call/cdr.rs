@@ -1,8 +1,8 @@
 //! A finished call → one CDR. Field names are VoIPmonitor's `cdr` column names (reference §4.2), with the
 //! integer ×10/×1000 conventions of those columns; `rtp` lists every stream with plain millisecond values.
 
-use serde_json::{json, Map, Value};
 
+use super::jsonw::{self, Obj, Val};
 use super::{Call, EndReason, Side, Stream};
 use crate::time::{dur_secs, rfc3339_utc, round_micros, Nanos};
 
@@ -99,54 +99,56 @@ pub fn build(c: &mut Call, reason: EndReason, id_sensor: Option<u16>) -> Cdr {
     let outs: Vec<StreamOut> = c.streams.iter_mut().map(|s| StreamOut { mos: s.stats.mos() }).collect();
     let start = c.first_ts;
     let end = c.last_ts;
-    let mut m = Map::new();
-    m.insert("callid".into(), json!(c.callid));
-    m.insert("calldate".into(), json!(rfc3339_utc(round_micros(start))));
-    m.insert("callend".into(), json!(rfc3339_utc(round_micros(end))));
-    m.insert("duration".into(), json!(dur_secs(end - start)));
-    m.insert("connect_duration".into(), json!(c.first_2xx.map(|t| dur_secs(end - t))));
+    let mut m = Obj::new(4096 + 512 * c.streams.len());
+    m.put("callid", &c.callid);
+    m.put("calldate", rfc3339_utc(round_micros(start)));
+    m.put("callend", rfc3339_utc(round_micros(end)));
+    m.put("duration", dur_secs(end - start));
+    m.put("connect_duration", c.first_2xx.map(|t| dur_secs(end - t)));
     let progress = c.first_18x.or(c.first_2xx);
-    m.insert("progress_time".into(), json!(progress.map(|t| dur_secs(t - start))));
-    m.insert("first_rtp_time".into(), json!(c.first_rtp.map(|t| dur_secs(t - start))));
+    m.put("progress_time", progress.map(|t| dur_secs(t - start)));
+    m.put("first_rtp_time", c.first_rtp.map(|t| dur_secs(t - start)));
     let caller_user = if c.caller.user.eq_ignore_ascii_case("anonymous") && !c.pai_user.is_empty() {
-        c.pai_user.clone()
+        &c.pai_user
     } else {
-        c.caller.user.clone()
+        &c.caller.user
     };
-    m.insert("caller".into(), json!(caller_user));
-    m.insert("caller_domain".into(), json!(c.caller.domain));
-    m.insert("callername".into(), json!(c.caller.display));
-    m.insert("called".into(), json!(c.called.user));
-    m.insert("called_domain".into(), json!(c.called.domain));
-    m.insert("sipcallerip".into(), json!(c.sip_caller.0.to_string()));
-    m.insert("sipcallerport".into(), json!(c.sip_caller.1));
-    m.insert("sipcalledip".into(), json!(c.sip_called.0.to_string()));
-    m.insert("sipcalledport".into(), json!(c.sip_called.1));
+    m.put("caller", caller_user);
+    m.put("caller_domain", &c.caller.domain);
+    m.put("callername", &c.caller.display);
+    m.put("called", &c.called.user);
+    m.put("called_domain", &c.called.domain);
+    m.put("sipcallerip", c.sip_caller.0.to_string());
+    m.put("sipcallerport", c.sip_caller.1);
+    m.put("sipcalledip", c.sip_called.0.to_string());
+    m.put("sipcalledport", c.sip_called.1);
     let last = c.ok_response.as_ref().or(c.final_fail.as_ref()).or(c.last_provisional.as_ref());
-    m.insert("lastSIPresponseNum".into(), json!(last.map(|l| l.0).unwrap_or(0)));
-    m.insert("lastSIPresponse".into(), json!(last.map(|l| l.1.as_str()).unwrap_or("")));
-    m.insert("bye".into(), json!(bye_code(c, reason)));
-    m.insert(
-        "whohanged".into(),
-        json!(c.whohanged.map(|s| match s {
-            Side::Caller => "caller",
-            Side::Callee => "callee",
-        })),
-    );
-    m.insert("id_sensor".into(), json!(id_sensor));
-    m.insert("transport".into(), json!(c.transport));
-    m.insert("vlan".into(), json!(c.vlan));
-    m.insert("a_ua".into(), json!(c.ua_caller));
-    m.insert("b_ua".into(), json!(c.ua_called));
-    m.insert("reason_sip_cause".into(), json!(c.reason_sip.as_ref().map(|r| r.0)));
-    m.insert("reason_sip_text".into(), json!(c.reason_sip.as_ref().map(|r| r.1.clone())));
-    m.insert("reason_q850_cause".into(), json!(c.reason_q850.as_ref().map(|r| r.0)));
-    m.insert("reason_q850_text".into(), json!(c.reason_q850.as_ref().map(|r| r.1.clone())));
-    m.insert("proxies".into(), json!(c.proxies.iter().map(|p| p.to_string()).collect::<Vec<_>>()));
+    m.put("lastSIPresponseNum", last.map(|l| l.0).unwrap_or(0));
+    m.put("lastSIPresponse", last.map(|l| l.1.as_str()).unwrap_or(""));
+    m.put("bye", bye_code(c, reason));
+    m.put("whohanged", c.whohanged.map(Side::as_str));
+    m.put("id_sensor", id_sensor);
+    m.put("transport", c.transport.as_str());
+    m.put("vlan", c.vlan);
+    m.put("a_ua", &c.ua_caller);
+    m.put("b_ua", &c.ua_called);
+    m.put("reason_sip_cause", c.reason_sip.as_ref().map(|r| r.0));
+    m.put("reason_sip_text", c.reason_sip.as_ref().map(|r| &r.1));
+    m.put("reason_q850_cause", c.reason_q850.as_ref().map(|r| r.0));
+    m.put("reason_q850_text", c.reason_q850.as_ref().map(|r| &r.1));
+    let mut proxies = String::from("[");
+    for (i, p) in c.proxies.iter().enumerate() {
+        if i > 0 {
+            proxies.push(',');
+        }
+        jsonw::write_str(&mut proxies, &p.to_string());
+    }
+    proxies.push(']');
+    m.put_raw("proxies", &proxies);
 
     let (a, b) = pick_ab(c);
     let payload = a.or(b).and_then(|i| c.streams[i].stats.media_pt);
-    m.insert("payload".into(), json!(payload));
+    m.put("payload", payload);
     let mut side_vals = Vec::new();
     for (prefix, idx) in [("a", a), ("b", b)] {
         side_vals.push(side_fields(&mut m, prefix, idx.map(|i| (i, &c.streams[i], &outs[i])), c, end));
@@ -160,19 +162,27 @@ pub fn build(c: &mut Call, reason: EndReason, id_sensor: Option<u16>) -> Cdr {
         (Some(x), Some(y)) => Some(x.min(y)),
         (x, y) => x.or(y),
     };
-    m.insert("lost".into(), json!(maxo(sa.lost, sb.lost)));
-    m.insert("jitter_mult10".into(), json!(maxo(sa.jitter10, sb.jitter10)));
-    m.insert("mos_min_mult10".into(), json!(mino(sa.mos_min10, sb.mos_min10)));
-    m.insert("packet_loss_perc_mult1000".into(), json!(maxo(sa.loss1000, sb.loss1000)));
+    m.put("lost", maxo(sa.lost, sb.lost));
+    m.put("jitter_mult10", maxo(sa.jitter10, sb.jitter10));
+    m.put("mos_min_mult10", mino(sa.mos_min10, sb.mos_min10));
+    m.put("packet_loss_perc_mult1000", maxo(sa.loss1000, sb.loss1000));
 
-    let rtp: Vec<Value> = c.streams.iter().zip(&outs).map(|(s, o)| stream_json(s, o, start)).collect();
-    m.insert("rtp".into(), Value::Array(rtp));
-    m.insert("fbasename".into(), json!(crate::store::spool::file_safe(&c.callid)));
+    let mut rtp = String::with_capacity(512 * c.streams.len() + 2);
+    rtp.push('[');
+    for (i, (s, o)) in c.streams.iter().zip(&outs).enumerate() {
+        if i > 0 {
+            rtp.push(',');
+        }
+        rtp.push_str(&stream_json(s, o, start));
+    }
+    rtp.push(']');
+    m.put_raw("rtp", &rtp);
+    m.put("fbasename", crate::store::spool::file_safe(&c.callid));
     Cdr {
         calldate: round_micros(start),
         callend: round_micros(end),
         callid: c.callid.clone(),
-        json: Value::Object(m).to_string(),
+        json: m.finish(),
         streams: c.streams.len(),
     }
 }
@@ -194,24 +204,25 @@ fn mult10_round(x: f64) -> i64 {
 }
 
 fn side_fields(
-    m: &mut Map<String, Value>,
+    m: &mut Obj,
     p: &str,
     s: Option<(usize, &Stream, &StreamOut)>,
     c: &Call,
     end: Nanos,
 ) -> SideSummary {
     // Every side carries the same keys in the same order; a missing side or missing RTCP gives nulls.
-    let mut tmp = Map::new();
-    let summary = side_values(&mut tmp, s, c, end);
-    for k in SIDE_KEYS {
-        m.insert(format!("{p}_{k}"), tmp.remove(*k).unwrap_or(Value::Null));
+    let mut vals: [Val; SIDE_KEYS.len()] = std::array::from_fn(|_| Val::Null);
+    let summary = side_values(&mut vals, s, c, end);
+    for (k, v) in SIDE_KEYS.iter().zip(&vals) {
+        m.put_prefixed(p, k, v);
     }
-    debug_assert!(tmp.is_empty(), "side keys missing from SIDE_KEYS: {:?}", tmp.keys().collect::<Vec<_>>());
     summary
 }
+/// Index of `sl1` in `SIDE_KEYS`.
+const SL_FIRST: usize = 8;
 
 /// The a_/b_ column suffixes, in output order.
-const SIDE_KEYS: &[&str] = &[
+const SIDE_KEYS: [&str; 45] = [
     "index",
     "payload",
     "saddr",
@@ -260,13 +271,14 @@ const SIDE_KEYS: &[&str] = &[
 ];
 
 fn side_values(
-    m: &mut Map<String, Value>,
+    vals: &mut [Val; SIDE_KEYS.len()],
     s: Option<(usize, &Stream, &StreamOut)>,
     c: &Call,
     end: Nanos,
 ) -> SideSummary {
-    let mut put = |k: &str, v: Value| {
-        m.insert(k.to_string(), v);
+    let mut put = |k: &str, v: Val| match SIDE_KEYS.iter().position(|x| *x == k) {
+        Some(i) => vals[i] = v,
+        None => debug_assert!(false, "side key {k} missing from SIDE_KEYS"),
     };
     let Some((i, s, o)) = s else {
         return SideSummary::default();
@@ -274,47 +286,47 @@ fn side_values(
     let st = &s.stats;
     let lost = st.lost().max(0);
     let received = st.packets as i64;
-    put("index", json!(i + 1));
-    put("payload", json!(st.media_pt.unwrap_or(st.first_pt)));
-    put("saddr", json!(s.src.to_string()));
-    put("received", json!(received));
-    put("lost", json!(lost));
-    put("seq_errors", json!(st.seq_errors));
+    put("index", Val::from(i + 1));
+    put("payload", Val::from(st.media_pt.unwrap_or(st.first_pt)));
+    put("saddr", Val::from(s.src.to_string()));
+    put("received", Val::from(received));
+    put("lost", Val::from(lost));
+    put("seq_errors", Val::from(st.seq_errors));
     let jitter10 = (st.mean_jitter * 10.0 - 1e-9).ceil().max(0.0) as i64;
-    put("avgjitter_mult10", json!(jitter10));
-    put("maxjitter", json!((st.max_jitter - 1e-9).ceil().max(0.0) as i64));
+    put("avgjitter_mult10", Val::from(jitter10));
+    put("maxjitter", Val::from((st.max_jitter - 1e-9).ceil().max(0.0) as i64));
     for (k, v) in st.loss_bursts.iter().enumerate() {
-        put(&format!("sl{}", k + 1), json!(v));
+        put(SIDE_KEYS[SL_FIRST + k], Val::from(*v));
     }
     let names = ["d50", "d70", "d90", "d120", "d150", "d200", "d300"];
     let weights = [60u64, 80, 105, 135, 175, 250, 300];
     let mut sum = 0u64;
     let mut cnt = 0u64;
     for (k, v) in st.delay_buckets.iter().enumerate() {
-        put(names[k], json!(v));
+        put(names[k], Val::from(*v));
         sum += weights[k] * *v as u64;
         cnt += *v as u64;
     }
-    put("delay_sum", json!(sum));
-    put("delay_cnt", json!(cnt));
+    put("delay_sum", Val::from(sum));
+    put("delay_cnt", Val::from(cnt));
     put(
         "delay_avg_mult100",
-        json!(if cnt > 0 { Some((sum as f64 / cnt as f64 * 100.0).round() as u64) } else { None }),
+        Val::from(if cnt > 0 { Some((sum as f64 / cnt as f64 * 100.0).round() as u64) } else { None }),
     );
     let [(f1, f1min), (f2, f2min), (ad, admin)] = o.mos;
-    put("mos_f1_mult10", json!(mult10_trunc(f1)));
-    put("mos_f2_mult10", json!(mult10_round(f2)));
-    put("mos_adapt_mult10", json!(mult10_round(ad)));
-    put("mos_f1_min_mult10", json!(mult10_round(f1min)));
-    put("mos_f2_min_mult10", json!(mult10_round(f2min)));
-    put("mos_adapt_min_mult10", json!(mult10_round(admin)));
+    put("mos_f1_mult10", Val::from(mult10_trunc(f1)));
+    put("mos_f2_mult10", Val::from(mult10_round(f2)));
+    put("mos_adapt_mult10", Val::from(mult10_round(ad)));
+    put("mos_f1_min_mult10", Val::from(mult10_round(f1min)));
+    put("mos_f2_min_mult10", Val::from(mult10_round(f2min)));
+    put("mos_adapt_min_mult10", Val::from(mult10_round(admin)));
     // mosmin_f2 = yes (VoIPmonitor's default): the side's minimum MOS is the f2 average.
     let mos_min10 = mult10_round(f2);
-    put("mos_min_mult10", json!(mos_min10));
+    put("mos_min_mult10", Val::from(mos_min10));
     let denom = (received + lost) as f64;
     let loss1000 = if denom > 0.0 { (lost as f64 / denom * 100_000.0).round() as i64 } else { 0 };
-    put("packet_loss_perc_mult1000", json!(loss1000));
-    put("last_rtp_from_end", json!(dur_secs((end - st.last_ts).max(0))));
+    put("packet_loss_perc_mult1000", Val::from(loss1000));
+    put("last_rtp_from_end", Val::from(dur_secs((end - st.last_ts).max(0))));
     // RTCP reports about this stream (sent by the other side).
     let clock_ms = match c.pt_kind(st.media_pt.unwrap_or(st.first_pt)) {
         crate::rtp::stream::PtKind::Media { clock, .. } if clock > 0 => clock as f64 / 1000.0,
@@ -322,25 +334,25 @@ fn side_values(
     };
     match c.rtcp.iter().find(|r| r.ssrc == s.ssrc) {
         Some(r) if r.reports > 0 => {
-            put("rtcp_loss", json!(r.last_cumulative_lost));
-            put("rtcp_maxfr", json!(r.max_fraction));
-            put("rtcp_avgfr_mult10", json!((r.sum_fraction as f64 / r.reports as f64 * 10.0).round() as i64));
-            put("rtcp_maxjitter", json!((r.max_jitter as f64 / clock_ms).round() as i64));
+            put("rtcp_loss", Val::from(r.last_cumulative_lost));
+            put("rtcp_maxfr", Val::from(r.max_fraction));
+            put("rtcp_avgfr_mult10", Val::from((r.sum_fraction as f64 / r.reports as f64 * 10.0).round() as i64));
+            put("rtcp_maxjitter", Val::from((r.max_jitter as f64 / clock_ms).round() as i64));
             put(
                 "rtcp_avgjitter_mult10",
-                json!((r.sum_jitter as f64 / r.reports as f64 / clock_ms * 10.0).round() as i64),
+                Val::from((r.sum_jitter as f64 / r.reports as f64 / clock_ms * 10.0).round() as i64),
             );
             let rtd = (r.rtd_count > 0).then(|| r.rtd_sum_ms / r.rtd_count as f64);
-            put("rtcp_avgrtd_mult10", json!(rtd.map(|x| (x * 10.0).round() as i64)));
-            put("rtcp_maxrtd_mult10", json!((r.rtd_count > 0).then(|| (r.rtd_max_ms * 10.0).round() as i64)));
-            put("mos_xr_mult10", json!(r.xr_mos_lq.filter(|v| *v != 127)));
+            put("rtcp_avgrtd_mult10", Val::from(rtd.map(|x| (x * 10.0).round() as i64)));
+            put("rtcp_maxrtd_mult10", Val::from((r.rtd_count > 0).then(|| (r.rtd_max_ms * 10.0).round() as i64)));
+            put("mos_xr_mult10", Val::from(r.xr_mos_lq.filter(|v| *v != 127)));
         }
         _ => {}
     }
     SideSummary { lost: Some(lost), jitter10: Some(jitter10), mos_min10: Some(mos_min10), loss1000: Some(loss1000) }
 }
 
-fn stream_json(s: &Stream, o: &StreamOut, start: Nanos) -> Value {
+fn stream_json(s: &Stream, o: &StreamOut, start: Nanos) -> String {
     let st = &s.stats;
     let digits: String = st
         .dtmf
@@ -353,26 +365,26 @@ fn stream_json(s: &Stream, o: &StreamOut, start: Nanos) -> Value {
             _ => '?',
         })
         .collect();
-    json!({
-        "saddr": s.src.to_string(),
-        "sport": s.sport,
-        "daddr": s.dst.to_string(),
-        "dport": s.dport,
-        "ssrc": s.ssrc,
-        "sender": s.sender,
-        "payload": st.media_pt.unwrap_or(st.first_pt),
-        "received": st.packets,
-        "lost": st.lost(),
-        "seq_errors": st.seq_errors,
-        "maxjitter": r3(st.max_jitter),
-        "avgjitter": r3(st.mean_jitter),
-        "max_delta": r3(st.max_delta),
-        "mos_f1": (o.mos[0].0 * 100.0).round() / 100.0,
-        "mos_f2": (o.mos[1].0 * 100.0).round() / 100.0,
-        "mos_adapt": (o.mos[2].0 * 100.0).round() / 100.0,
-        "first_time": dur_secs(st.first_ts - start),
-        "last_time": dur_secs(st.last_ts - start),
-        "video": st.video,
-        "dtmf": digits,
-    })
+    let mut j = Obj::new(512);
+    j.put("saddr", s.src.to_string());
+    j.put("sport", s.sport);
+    j.put("daddr", s.dst.to_string());
+    j.put("dport", s.dport);
+    j.put("ssrc", s.ssrc);
+    j.put("sender", s.sender.as_str());
+    j.put("payload", st.media_pt.unwrap_or(st.first_pt));
+    j.put("received", st.packets);
+    j.put("lost", st.lost());
+    j.put("seq_errors", st.seq_errors);
+    j.put("maxjitter", r3(st.max_jitter));
+    j.put("avgjitter", r3(st.mean_jitter));
+    j.put("max_delta", r3(st.max_delta));
+    j.put("mos_f1", (o.mos[0].0 * 100.0).round() / 100.0);
+    j.put("mos_f2", (o.mos[1].0 * 100.0).round() / 100.0);
+    j.put("mos_adapt", (o.mos[2].0 * 100.0).round() / 100.0);
+    j.put("first_time", dur_secs(st.first_ts - start));
+    j.put("last_time", dur_secs(st.last_ts - start));
+    j.put("video", st.video);
+    j.put("dtmf", digits);
+    j.finish()
 }

@@ -2,6 +2,7 @@
 //! it — all on packet time. One owner core holds each call; nothing here is shared.
 
 pub mod cdr;
+pub mod jsonw;
 mod media;
 pub mod owner;
 mod signaling;
@@ -31,6 +32,13 @@ pub enum Side {
 }
 
 impl Side {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Caller => "caller",
+            Side::Callee => "callee",
+        }
+    }
+
     pub fn other(self) -> Side {
         match self {
             Side::Caller => Side::Callee,

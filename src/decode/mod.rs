@@ -42,6 +42,17 @@ pub enum Transport {
     Sctp,
 }
 
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+            Transport::WebSocket => "ws",
+            Transport::Sctp => "sctp",
+        }
+    }
+}
+
 /// Where the bytes of a datagram came from, for the per-call pcap.
 #[derive(Clone, Copy)]
 pub enum Frames<'a> {
