@@ -77,18 +77,10 @@ pub fn write_str(out: &mut String, s: &str) {
 pub fn write_val(out: &mut String, v: &Val) {
     match v {
         Val::Null => out.push_str("null"),
-        Val::I(i) => {
-            let _ = write!(out, "{i}");
-        }
+        Val::I(i) => out.push_str(itoa::Buffer::new().format(*i)),
         Val::F(f) if !f.is_finite() => out.push_str("null"),
-        Val::F(f) => {
-            let start = out.len();
-            let _ = write!(out, "{f}");
-            // Keep floats recognisable as floats, as serde_json prints them (45.0, not 45).
-            if !out[start..].contains(['.', 'e', 'E']) {
-                out.push_str(".0");
-            }
-        }
+        // Shortest round-trip form, as serde_json prints floats (45.0, 0.019, 1e-7).
+        Val::F(f) => out.push_str(ryu::Buffer::new().format_finite(*f)),
         Val::B(b) => out.push_str(if *b { "true" } else { "false" }),
         Val::S(s) => write_str(out, s),
     }

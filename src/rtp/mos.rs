@@ -43,6 +43,7 @@ struct Buffer {
 }
 
 impl Buffer {
+    #[inline]
     fn account(&mut self, delivered: bool) {
         if delivered {
             if self.run > 0 {
@@ -131,8 +132,19 @@ impl MosSims {
         self.advance(seq, on_time);
     }
 
+    #[inline]
     fn advance(&mut self, seq: i64, on_time: [bool; 3]) {
-        if seq > self.highest {
+        if seq == self.highest + 1 {
+            // The common case: the next packet in order; one slot leaves the window.
+            let leaving = self.highest - (WINDOW as i64 - 1) >= self.first_seq;
+            for (x, ok) in self.b.iter_mut().zip(on_time) {
+                if leaving {
+                    x.account(x.window >> (WINDOW - 1) != 0);
+                }
+                x.window = (x.window << 1) | ok as u64;
+            }
+            self.highest = seq;
+        } else if seq > self.highest {
             let shift = (seq - self.highest) as u64;
             // Sequence numbers leaving the window are decided, oldest first; a jump wider than the window
             // loses everything jumped over.
