@@ -1,7 +1,6 @@
 //! A finished call → one CDR. Field names are VoIPmonitor's `cdr` column names (reference §4.2), with the
 //! integer ×10/×1000 conventions of those columns; `rtp` lists every stream with plain millisecond values.
 
-
 use super::jsonw::{self, Obj, Val};
 use super::{Call, EndReason, Side, Stream};
 use crate::time::{dur_secs, rfc3339_utc, round_micros, Nanos};
@@ -203,13 +202,7 @@ fn mult10_round(x: f64) -> i64 {
     (x * 10.0).round() as i64
 }
 
-fn side_fields(
-    m: &mut Obj,
-    p: &str,
-    s: Option<(usize, &Stream, &StreamOut)>,
-    c: &Call,
-    end: Nanos,
-) -> SideSummary {
+fn side_fields(m: &mut Obj, p: &str, s: Option<(usize, &Stream, &StreamOut)>, c: &Call, end: Nanos) -> SideSummary {
     // Every side carries the same keys in the same order; a missing side or missing RTCP gives nulls.
     let mut vals: [Val; SIDE_KEYS.len()] = std::array::from_fn(|_| Val::Null);
     let summary = side_values(&mut vals, s, c, end);

@@ -400,6 +400,47 @@ mod tests {
         assert!(it.trailer_problem().unwrap().contains("truncated"));
     }
 
+    /// A pcapng file with two interfaces of different link types and resolutions, in big-endian byte order.
+    #[test]
+    fn pcapng_several_interfaces_big_endian() {
+        let mut v = Vec::new();
+        let block = |v: &mut Vec<u8>, t: u32, body: &[u8]| {
+            let len = 12 + body.len().div_ceil(4) * 4;
+            v.extend_from_slice(&t.to_be_bytes());
+            v.extend_from_slice(&(len as u32).to_be_bytes());
+            v.extend_from_slice(body);
+            v.resize(v.len() + (len - 12 - body.len()), 0);
+            v.extend_from_slice(&(len as u32).to_be_bytes());
+        };
+        let mut shb = 0x1a2b_3c4du32.to_be_bytes().to_vec();
+        shb.extend_from_slice(&[0, 1, 0, 0]);
+        shb.extend_from_slice(&u64::MAX.to_be_bytes());
+        block(&mut v, 0x0a0d_0d0a, &shb);
+        // IDB 0: Ethernet, default µs; IDB 1: raw IP with if_tsresol = 9 (ns).
+        block(&mut v, 1, &[0, 1, 0, 0, 0, 0, 0xff, 0xff]);
+        let mut idb1 = vec![0, 101, 0, 0, 0, 0, 0xff, 0xff];
+        idb1.extend_from_slice(&[0, 9, 0, 1, 9, 0, 0, 0, 0, 0, 0, 0]);
+        block(&mut v, 1, &idb1);
+        let epb = |iface: u32, ts: u64, data: &[u8]| {
+            let mut b = iface.to_be_bytes().to_vec();
+            b.extend_from_slice(&((ts >> 32) as u32).to_be_bytes());
+            b.extend_from_slice(&(ts as u32).to_be_bytes());
+            b.extend_from_slice(&(data.len() as u32).to_be_bytes());
+            b.extend_from_slice(&(data.len() as u32).to_be_bytes());
+            b.extend_from_slice(data);
+            b
+        };
+        block(&mut v, 6, &epb(0, 1_500_000, b"eth-frame"));
+        block(&mut v, 6, &epb(1, 2_000_000_123, b"ip"));
+        block(&mut v, 6, &epb(7, 1, b"unknown interface: skipped"));
+        let t = write_tmp(&v);
+        let f = CaptureFile::open(&t.0).unwrap();
+        let frames: Vec<_> = f.frames().collect();
+        assert_eq!(frames.len(), 2);
+        assert_eq!((frames[0].link_type, frames[0].ts, frames[0].data), (1, 1_500_000_000, &b"eth-frame"[..]));
+        assert_eq!((frames[1].link_type, frames[1].ts, frames[1].interface), (101, 2_000_000_123, 1));
+    }
+
     #[test]
     fn tsresol_variants() {
         let mut o = vec![9, 0, 1, 0, 9, 0, 0, 0];

@@ -189,6 +189,19 @@ mod tests {
     }
 
     #[test]
+    fn pppoe_session_and_sll2() {
+        let mut rest = vec![0x11, 0x00, 0x00, 0x01, 0x00, 0x40, 0x00, 0x57];
+        rest.extend_from_slice(&[0x60; 40]);
+        let l3 = peel(LINKTYPE_ETHERNET, &eth(0x8864, &rest)).unwrap().unwrap();
+        assert_eq!((l3.network, l3.offset), (Network::Ipv6, 22));
+        let mut sll2 = vec![0x08, 0x00];
+        sll2.extend_from_slice(&[0; 18]);
+        sll2.push(0x45);
+        let l3 = peel(LINKTYPE_LINUX_SLL2, &sll2).unwrap().unwrap();
+        assert_eq!((l3.network, l3.offset), (Network::Ipv4, 20));
+    }
+
+    #[test]
     fn null_both_orders_and_short() {
         let mut f = vec![2, 0, 0, 0, 0x45];
         assert_eq!(peel(LINKTYPE_NULL, &f).unwrap().unwrap().network, Network::Ipv4);
