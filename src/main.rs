@@ -170,13 +170,18 @@ fn run(cli: Cli) -> Result<()> {
     let res = run_file(RunOptions { config: cfg, read, workers: cli.workers })?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    if cli.json {
-        voxtap::report::write_json(&mut out, &res)?;
-        out.flush()?;
-        eprintln!("voxtap: {}", voxtap::report::summary(&res));
+    let written = if cli.json {
+        voxtap::report::write_json(&mut out, &res).and_then(|_| out.flush())
     } else {
-        voxtap::report::write_table(&mut out, &res)?;
-        out.flush()?;
+        voxtap::report::write_table(&mut out, &res).and_then(|_| out.flush())
+    };
+    match written {
+        // A reader that stops early (`| head`) is not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+        other => other?,
+    }
+    if cli.json {
+        eprintln!("voxtap: {}", voxtap::report::summary(&res));
     }
     Ok(())
 }
