@@ -67,16 +67,8 @@ fn run(args: &[&str], file: Option<&Path>) -> Out {
 fn sample_capture(dir: &Path) -> PathBuf {
     let f = dir.join("sample.pcap");
     if !f.exists() {
-        let gen = Path::new(env!("CARGO_MANIFEST_DIR")).join("perf/gen/voxgen.py");
-        let st = std::process::Command::new("python3")
-            .arg(gen)
-            .args(["-o"])
-            .arg(&f)
-            .args(["--calls", "6", "--cps", "3", "--duration", "2", "--mix", "--dtmf", "--rtcp", "--seed", "5"])
-            .args(["--sip-transport", "tcp", "--tcp-segment", "200"])
-            .status()
-            .expect("python3");
-        assert!(st.success());
+        let args = ["--calls", "6", "--cps", "3", "--duration", "2", "--mix", "--dtmf", "--rtcp", "--seed", "5"];
+        voxgen(&f, &[&args[..], &["--sip-transport", "tcp", "--tcp-segment", "200"]].concat());
     }
     f
 }

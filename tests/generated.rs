@@ -14,12 +14,6 @@ fn tmp(name: &str) -> PathBuf {
     d.join(name)
 }
 
-pub fn generate(out: &Path, args: &[&str]) {
-    let gen = Path::new(env!("CARGO_MANIFEST_DIR")).join("perf/gen/voxgen.py");
-    let st = Command::new("python3").arg(gen).arg("-o").arg(out).args(args).status().expect("run python3");
-    assert!(st.success(), "generator failed for {args:?}");
-}
-
 fn oracle(corpus: &Path, capture: &Path, decode_as: &[&str]) -> serde_json::Value {
     let tool = corpus.join("tools/oracle.py");
     let out = Command::new("python3").arg(tool).arg("--file").arg(capture).args(decode_as).output().expect("oracle");
@@ -39,7 +33,7 @@ fn check(name: &str, args: &[&str]) {
         return;
     }
     let f = tmp(&format!("{name}.pcap"));
-    generate(&f, args);
+    voxgen(&f, args);
     let o = oracle(&corpus, &f, &[]);
     let calls = o["calls"].as_array().map(|c| c.len()).unwrap_or(0);
     assert!(calls >= 5, "{name}: tshark sees only {calls} calls in the generated capture");

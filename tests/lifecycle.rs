@@ -4,7 +4,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use common::*;
 use serde_json::Value;
@@ -19,17 +18,9 @@ fn generate(dir: &Path) -> (PathBuf, Value) {
     let cap = dir.join("life.pcap");
     let truth = dir.join("life.truth.json");
     if !cap.exists() {
-        let gen = Path::new(env!("CARGO_MANIFEST_DIR")).join("perf/gen/voxgen.py");
-        let st = Command::new("python3")
-            .arg(gen)
-            .arg("-o")
-            .arg(&cap)
-            .args(["--calls", "24", "--cps", "2", "--duration", "11", "--mix", "--rtcp", "--dtmf", "--seed", "31"])
-            .arg("--truth")
-            .arg(&truth)
-            .status()
-            .unwrap();
-        assert!(st.success());
+        let truth_s = truth.to_str().unwrap();
+        let args = ["--calls", "24", "--cps", "2", "--duration", "11", "--mix", "--rtcp", "--dtmf", "--seed", "31"];
+        voxgen(&cap, &[&args[..], &["--truth", truth_s]].concat());
     }
     (cap, load_json(&truth))
 }

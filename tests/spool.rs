@@ -38,16 +38,8 @@ fn each_call_file_holds_exactly_its_packets() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let cap = dir.join("calls.pcap");
-    let gen = Path::new(env!("CARGO_MANIFEST_DIR")).join("perf/gen/voxgen.py");
-    let st = Command::new("python3")
-        .arg(gen)
-        .arg("-o")
-        .arg(&cap)
-        .args(["--calls", "12", "--cps", "4", "--duration", "3", "--mix", "--dtmf", "--loss", "0.02", "--seed", "21"])
-        .args(["--fragment-mtu", "500"])
-        .status()
-        .unwrap();
-    assert!(st.success());
+    let args = ["--calls", "12", "--cps", "4", "--duration", "3", "--mix", "--dtmf", "--loss", "0.02", "--seed", "21"];
+    voxgen(&cap, &[&args[..], &["--fragment-mtu", "500"]].concat());
     let spool = dir.join("spool");
     let cdrs = run_json(&cap, &["-S", "-R", "-d", spool.to_str().unwrap(), "--workers", "2"]);
     let out = Command::new("python3")

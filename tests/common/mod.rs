@@ -33,6 +33,13 @@ pub fn corpus_dir() -> Option<PathBuf> {
     None
 }
 
+/// Runs the project's capture generator (perf/gen/voxgen.py) to write `out`.
+pub fn voxgen(out: &Path, args: &[&str]) {
+    let gen = Path::new(env!("CARGO_MANIFEST_DIR")).join("perf/gen/voxgen.py");
+    let st = Command::new("python3").arg(gen).arg("-o").arg(out).args(args).status().expect("run python3");
+    assert!(st.success(), "generator failed for {args:?}");
+}
+
 pub fn voxtap() -> Command {
     Command::new(env!("CARGO_BIN_EXE_voxtap"))
 }
