@@ -149,11 +149,14 @@ fn run(cli: Cli) -> Result<()> {
     }
     let _ = cli.nodaemon;
     let Some(read) = cli.read.clone() else {
-        if cfg.interface.is_empty() {
-            bail!("nothing to do: give -r FILE (or an interface, once live capture is built in)");
+        if cfg.interface.is_empty() && !cfg.dpdk {
+            bail!("nothing to do: give -r FILE, or an interface with dpdk = yes");
+        }
+        if cfg.dpdk || cfg.interface.iter().any(|i| i.starts_with("dpdk:")) {
+            return run_live(&cli, &cfg);
         }
         bail!(
-            "live capture on {} is not available in this build yet; read a capture file with -r FILE",
+            "live capture on {} needs dpdk = yes (AF_PACKET capture is not built yet); or read a file with -r FILE",
             cfg.interface.join(",")
         );
     };
@@ -168,12 +171,16 @@ fn run(cli: Cli) -> Result<()> {
         "reading capture file"
     );
     let res = run_file(RunOptions { config: cfg, read, workers: cli.workers })?;
+    output(&cli, &res)
+}
+
+fn output(cli: &Cli, res: &voxtap::runtime::RunResult) -> Result<()> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let written = if cli.json {
-        voxtap::report::write_json(&mut out, &res).and_then(|_| out.flush())
+        voxtap::report::write_json(&mut out, res).and_then(|_| out.flush())
     } else {
-        voxtap::report::write_table(&mut out, &res).and_then(|_| out.flush())
+        voxtap::report::write_table(&mut out, res).and_then(|_| out.flush())
     };
     match written {
         // A reader that stops early (`| head`) is not an error.
@@ -181,9 +188,20 @@ fn run(cli: Cli) -> Result<()> {
         other => other?,
     }
     if cli.json {
-        eprintln!("voxtap: {}", voxtap::report::summary(&res));
+        eprintln!("voxtap: {}", voxtap::report::summary(res));
     }
     Ok(())
+}
+
+#[cfg(feature = "dpdk")]
+fn run_live(cli: &Cli, cfg: &Config) -> Result<()> {
+    let res = voxtap::runtime::run_dpdk(cfg, cli.workers)?;
+    output(cli, &res)
+}
+
+#[cfg(not(feature = "dpdk"))]
+fn run_live(_cli: &Cli, _cfg: &Config) -> Result<()> {
+    bail!("this voxtap was built without DPDK (cargo feature `dpdk`)")
 }
 
 fn check_readable(p: &Path) -> Result<()> {

@@ -41,6 +41,104 @@ pub struct RunResult {
     pub truncated: Option<String>,
     pub elapsed_s: f64,
     pub workers: usize,
+    /// Counters of the capture port (live DPDK capture).
+    #[cfg(feature = "dpdk")]
+    pub port: Option<crate::capture::dpdk::PortStats>,
+}
+
+/// The owners and the slow side, running; sources feed them through an `Rx`.
+struct Pipeline {
+    to_owner: Vec<crossbeam_channel::Sender<ToOwner>>,
+    recycle_rx: crossbeam_channel::Receiver<crate::dispatch::batch::Batch>,
+    handles: Vec<thread::JoinHandle<OwnerStats>>,
+    collector: thread::JoinHandle<Vec<Cdr>>,
+    spooler: Option<thread::JoinHandle<SpoolStats>>,
+    workers: usize,
+}
+
+impl Pipeline {
+    /// `blocking`: a file source waits for busy owners; a live source drops and counts instead.
+    fn start(cfg: &Config, workers: usize, blocking: bool) -> Result<Pipeline> {
+        let save_any = cfg.savesip || cfg.savertp != SaveRtp::No || cfg.savertcp;
+        let (cdr_tx, cdr_rx) = bounded::<Cdr>(65_536);
+        let (spool_tx, spool_rx) = bounded::<spool::Chunk>(4096);
+        let spool_tx = save_any.then_some(spool_tx);
+        let collector =
+            thread::Builder::new().name("cdr-collector".into()).spawn(move || cdr_rx.iter().collect::<Vec<_>>())?;
+        let spooler = save_any
+            .then(|| thread::Builder::new().name("spool-writer".into()).spawn(move || spool::run_writer(spool_rx)))
+            .transpose()?;
+        let (recycle_tx, recycle_rx) = bounded(workers * 32);
+        let owner_cfg = OwnerConfig {
+            timeouts: Timeouts::from_config(cfg),
+            id_sensor: cfg.id_sensor,
+            save_sip: cfg.savesip,
+            save_rtp: cfg.savertp,
+            save_rtcp: cfg.savertcp,
+            spooldir: cfg.spooldir.clone(),
+            utc: cfg.utc,
+            blocking,
+        };
+        let mut to_owner = Vec::new();
+        let mut handles = Vec::new();
+        for i in 0..workers {
+            let (tx, rx) = bounded::<ToOwner>(32);
+            to_owner.push(tx);
+            let owner = Owner::new(owner_cfg.clone(), cdr_tx.clone(), spool_tx.clone());
+            let recycle = recycle_tx.clone();
+            handles.push(thread::Builder::new().name(format!("owner-{i}")).spawn(move || owner.run(rx, recycle))?);
+        }
+        Ok(Pipeline { to_owner, recycle_rx, handles, collector, spooler, workers })
+    }
+
+    /// An rx stage feeding these owners.
+    fn rx(&self, cfg: &Config, blocking: bool) -> Rx {
+        let save_any = cfg.savesip || cfg.savertp != SaveRtp::No || cfg.savertcp;
+        let decoder = Decoder::new(DecoderConfig {
+            sip_ports: cfg.sip_port_matrix(),
+            keep_frames: save_any,
+            gtp_port: 2152,
+            hep_port: 9060,
+        });
+        let rx_cfg = RxConfig {
+            owners: self.workers,
+            keep_sip_frames: cfg.savesip,
+            keep_media_frames: cfg.savertp != SaveRtp::No || cfg.savertcp,
+            blocking,
+            media_idle: secs(cfg.rtptimeout.max(cfg.sipwithoutrtptimeout) as i64),
+        };
+        Rx::new(decoder, rx_cfg, cfg.sip_port_matrix(), self.to_owner.clone(), self.recycle_rx.clone())
+    }
+
+    /// The rx stage is done: owners close their calls, CDRs are collected and sorted.
+    fn finish(self, rx: Rx, started: Instant, truncated: Option<String>) -> Result<RunResult> {
+        let (decoder, rx_stats) = rx.finish();
+        drop(self.to_owner);
+        let mut owners = OwnerStats::default();
+        for h in self.handles {
+            let s = h.join().map_err(|_| anyhow::anyhow!("an owner thread panicked"))?;
+            merge(&mut owners, s);
+        }
+        let mut cdrs = self.collector.join().map_err(|_| anyhow::anyhow!("the CDR collector panicked"))?;
+        let spool = match self.spooler {
+            Some(h) => h.join().map_err(|_| anyhow::anyhow!("the spool writer panicked"))?,
+            None => SpoolStats::default(),
+        };
+        cdrs.sort_by(|a, b| (a.callend, &a.callid).cmp(&(b.callend, &b.callid)));
+        tracing::info!(cdrs = cdrs.len(), elapsed_s = started.elapsed().as_secs_f64(), "input done");
+        Ok(RunResult {
+            cdrs,
+            decode: decoder.stats,
+            rx: rx_stats,
+            owners,
+            spool,
+            truncated,
+            elapsed_s: started.elapsed().as_secs_f64(),
+            workers: self.workers,
+            #[cfg(feature = "dpdk")]
+            port: None,
+        })
+    }
 }
 
 pub fn run_file(opts: RunOptions) -> Result<RunResult> {
@@ -48,55 +146,8 @@ pub fn run_file(opts: RunOptions) -> Result<RunResult> {
     let workers = opts.workers.clamp(1, 256);
     let file = CaptureFile::open(&opts.read).with_context(|| format!("reading {}", opts.read.display()))?;
     let started = Instant::now();
-
-    let save_any = cfg.savesip || cfg.savertp != SaveRtp::No || cfg.savertcp;
-    let (cdr_tx, cdr_rx) = bounded::<Cdr>(65_536);
-    let (spool_tx, spool_rx) = bounded::<spool::Chunk>(4096);
-    let spool_tx = save_any.then_some(spool_tx);
-    let collector =
-        thread::Builder::new().name("cdr-collector".into()).spawn(move || cdr_rx.iter().collect::<Vec<_>>())?;
-    let spooler = save_any
-        .then(|| thread::Builder::new().name("spool-writer".into()).spawn(move || spool::run_writer(spool_rx)))
-        .transpose()?;
-
-    let (recycle_tx, recycle_rx) = bounded(workers * 32);
-    let owner_cfg = OwnerConfig {
-        timeouts: Timeouts::from_config(cfg),
-        id_sensor: cfg.id_sensor,
-        save_sip: cfg.savesip,
-        save_rtp: cfg.savertp,
-        save_rtcp: cfg.savertcp,
-        spooldir: cfg.spooldir.clone(),
-        utc: cfg.utc,
-        blocking: true,
-    };
-    let mut to_owner = Vec::new();
-    let mut handles = Vec::new();
-    for i in 0..workers {
-        let (tx, rx) = bounded::<ToOwner>(32);
-        to_owner.push(tx);
-        let owner = Owner::new(owner_cfg.clone(), cdr_tx.clone(), spool_tx.clone());
-        let recycle = recycle_tx.clone();
-        handles.push(thread::Builder::new().name(format!("owner-{i}")).spawn(move || owner.run(rx, recycle))?);
-    }
-    drop(cdr_tx);
-    drop(spool_tx);
-    drop(recycle_tx);
-
-    let decoder = Decoder::new(DecoderConfig {
-        sip_ports: cfg.sip_port_matrix(),
-        keep_frames: save_any,
-        gtp_port: 2152,
-        hep_port: 9060,
-    });
-    let rx_cfg = RxConfig {
-        owners: workers,
-        keep_sip_frames: cfg.savesip,
-        keep_media_frames: cfg.savertp != SaveRtp::No || cfg.savertcp,
-        blocking: true,
-        media_idle: secs(cfg.rtptimeout.max(cfg.sipwithoutrtptimeout) as i64),
-    };
-    let mut rx = Rx::new(decoder, rx_cfg, cfg.sip_port_matrix(), to_owner, recycle_rx);
+    let pipeline = Pipeline::start(cfg, workers, true)?;
+    let mut rx = pipeline.rx(cfg, true);
     let mut frames = file.frames();
     for f in frames.by_ref() {
         rx.frame(f.ts, f.link_type, f.data);
@@ -105,30 +156,132 @@ pub fn run_file(opts: RunOptions) -> Result<RunResult> {
     if let Some(t) = &truncated {
         warn!(file = %opts.read.display(), problem = %t, "capture file ends early; processed what was there");
     }
-    let (decoder, rx_stats) = rx.finish();
+    pipeline.finish(rx, started, truncated)
+}
 
-    let mut owners = OwnerStats::default();
-    for h in handles {
-        let s = h.join().map_err(|_| anyhow::anyhow!("an owner thread panicked"))?;
-        merge(&mut owners, s);
+/// Set by SIGTERM/SIGINT: live sources stop, drain and close their calls as the end of a capture would.
+static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn install_stop_handlers() {
+    let handler = on_signal as extern "C" fn(libc::c_int);
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGTERM, handler as libc::sighandler_t);
+        libc::signal(libc::SIGINT, handler as libc::sighandler_t);
     }
-    let mut cdrs = collector.join().map_err(|_| anyhow::anyhow!("the CDR collector panicked"))?;
-    let spool = match spooler {
-        Some(h) => h.join().map_err(|_| anyhow::anyhow!("the spool writer panicked"))?,
-        None => SpoolStats::default(),
+}
+
+fn wall_clock() -> crate::time::Nanos {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+}
+
+/// EAL arguments from the configuration: `dpdk_eal_args`, then `-a` per PCI device, `--vdev` per virtual device
+/// (`name:args` or `name,args`) and `--lcores`.
+#[cfg(feature = "dpdk")]
+pub fn eal_args(cfg: &Config) -> Vec<String> {
+    let mut a: Vec<String> = cfg.dpdk_eal_args.split_whitespace().map(String::from).collect();
+    for p in &cfg.dpdk_pci_device {
+        a.push("-a".into());
+        a.push(p.clone());
+    }
+    for v in &cfg.dpdk_vdev {
+        a.push("--vdev".into());
+        a.push(v.replacen(':', ",", 1));
+    }
+    if let Some(l) = &cfg.dpdk_lcores_affinity {
+        a.push("--lcores".into());
+        a.push(l.clone());
+    }
+    a
+}
+
+/// Live capture from a DPDK port until SIGTERM/SIGINT (or `exit_after_idle` seconds without packets).
+#[cfg(feature = "dpdk")]
+pub fn run_dpdk(cfg: &Config, workers: usize) -> Result<RunResult> {
+    use crate::capture::dpdk::{Eal, MbufBurst, Mempool, Port, PortConfig};
+    use std::sync::atomic::Ordering;
+
+    let workers = workers.clamp(1, 256);
+    let started = Instant::now();
+    // Owners first: the EAL pins the thread that initialises it, and threads started later inherit that.
+    let pipeline = Pipeline::start(cfg, workers, false)?;
+    let eal = Eal::init(&eal_args(cfg))?;
+    let name = cfg.interface.first().map(|i| i.trim_start_matches("dpdk:").to_string()).unwrap_or_else(|| "0".into());
+    let port_id = eal.port(&name)?;
+    let pool = Mempool::new(&eal, &format!("voxtap_pool_{port_id}"), cfg.dpdk_nb_mbufs.saturating_mul(1024), 256)?;
+    let port_cfg = PortConfig {
+        rx_queues: cfg.dpdk_nb_rxq,
+        rx_descriptors: cfg.dpdk_nb_rx,
+        timestamps: true,
+        promiscuous: cfg.promisc,
     };
-    cdrs.sort_by(|a, b| (a.callend, &a.callid).cmp(&(b.callend, &b.callid)));
-    tracing::info!(cdrs = cdrs.len(), elapsed_s = started.elapsed().as_secs_f64(), "capture file done");
-    Ok(RunResult {
-        cdrs,
-        decode: decoder.stats,
-        rx: rx_stats,
-        owners,
-        spool,
-        truncated,
-        elapsed_s: started.elapsed().as_secs_f64(),
-        workers,
-    })
+    let port = Port::start(&eal, port_id, &port_cfg, &pool)?;
+    tracing::info!(port = port_id, name = %name, rx_queues = port.rx_queues, rss = port.rss, timestamps = port.timestamps, "DPDK port started");
+    install_stop_handlers();
+    let mut rx = pipeline.rx(cfg, false);
+    let mut queues: Vec<_> = (0..port.rx_queues).map(|q| port.rx_queue(q)).collect();
+    // Only a pcap virtual device stamps packets with wall-clock times (the file's, in microseconds); a NIC's
+    // hardware timestamps run on its own clock, so live ports use the host clock.
+    let file_times = port.timestamps && name.starts_with("net_pcap");
+    let mut burst = MbufBurst::default();
+    let idle_limit = (cfg.exit_after_idle > 0).then(|| std::time::Duration::from_secs(cfg.exit_after_idle as u64));
+    let mut last_packet = Instant::now();
+    let mut last_status = Instant::now();
+    let mut idle_polls = 0u32;
+    while !STOP.load(Ordering::Relaxed) {
+        let mut got = 0;
+        for q in queues.iter_mut() {
+            let n = q.poll(&mut burst);
+            got += n;
+            let now = wall_clock();
+            for i in 0..n {
+                if let Some(p) = burst.get(i) {
+                    let ts = match p.timestamp {
+                        Some(t) if file_times => (t as i64).saturating_mul(1000),
+                        _ => now,
+                    };
+                    rx.frame(ts, crate::decode::link::LINKTYPE_ETHERNET, p.data);
+                }
+            }
+        }
+        if got > 0 {
+            last_packet = Instant::now();
+            idle_polls = 0;
+        } else {
+            idle_polls += 1;
+            if idle_polls == 64 {
+                // Quiet link: hand partial batches to the owners so live calls keep moving.
+                rx.flush();
+            }
+            if idle_polls > 1024 {
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+            if idle_limit.is_some_and(|l| last_packet.elapsed() >= l) {
+                break;
+            }
+        }
+        if last_status.elapsed() >= std::time::Duration::from_secs(10) {
+            last_status = Instant::now();
+            let st = port.stats();
+            tracing::info!(
+                ipackets = st.ipackets, ibytes = st.ibytes, imissed = st.imissed, rx_nombuf = st.rx_nombuf,
+                ierrors = st.ierrors, per_queue = ?st.q_ipackets,
+                ring_full_drops = rx.router.stats.ring_full_drops.iter().sum::<u64>(),
+                decode_errors = rx.decoder.stats.errors, "status"
+            );
+        }
+    }
+    let st = port.stats();
+    drop(burst);
+    port.stop();
+    tracing::info!(ipackets = st.ipackets, imissed = st.imissed, rx_nombuf = st.rx_nombuf, "DPDK capture stopped");
+    let mut res = pipeline.finish(rx, started, None)?;
+    res.port = Some(st);
+    Ok(res)
 }
 
 fn merge(a: &mut OwnerStats, b: OwnerStats) {

@@ -51,6 +51,20 @@ pub struct Config {
     pub onewaytimeout: u32,
     pub bye_timeout: u32,
     pub bye_confirmed_timeout: u32,
+    pub promisc: bool,
+    /// DPDK capture (`dpdk = yes`) and its settings.
+    pub dpdk: bool,
+    pub dpdk_vdev: Vec<String>,
+    pub dpdk_pci_device: Vec<String>,
+    pub dpdk_eal_args: String,
+    pub dpdk_nb_rxq: u16,
+    pub dpdk_nb_rx: u16,
+    pub dpdk_pkt_burst: u16,
+    /// Mbufs in the pool, in thousands (×1024), as VoIPmonitor counts them.
+    pub dpdk_nb_mbufs: u32,
+    pub dpdk_lcores_affinity: Option<String>,
+    /// voxtap's own: stop a live capture after this many seconds without packets (0 = never); for replays.
+    pub exit_after_idle: u32,
 }
 
 impl Default for Config {
@@ -71,6 +85,17 @@ impl Default for Config {
             onewaytimeout: 15,
             bye_timeout: 1_200,
             bye_confirmed_timeout: 600,
+            promisc: true,
+            dpdk: false,
+            dpdk_vdev: Vec::new(),
+            dpdk_pci_device: Vec::new(),
+            dpdk_eal_args: String::new(),
+            dpdk_nb_rxq: 2,
+            dpdk_nb_rx: 4096,
+            dpdk_pkt_burst: 128,
+            dpdk_nb_mbufs: 1024,
+            dpdk_lcores_affinity: None,
+            exit_after_idle: 0,
         }
     }
 }
@@ -91,9 +116,20 @@ pub const KNOWN_KEYS: &[&str] = &[
     "onewaytimeout",
     "bye_timeout",
     "bye_confirmed_timeout",
+    "promisc",
+    "dpdk",
+    "dpdk_vdev",
+    "dpdk_pci_device",
+    "dpdk_eal_args",
+    "dpdk_nb_rxq",
+    "dpdk_nb_rx",
+    "dpdk_pkt_burst",
+    "dpdk_nb_mbufs",
+    "dpdk_lcores_affinity",
+    "exit_after_idle",
 ];
 
-const LIST_KEYS: &[&str] = &["interface", "sipport"];
+const LIST_KEYS: &[&str] = &["interface", "sipport", "dpdk_vdev", "dpdk_pci_device"];
 
 /// What loading produced besides the config: warnings for the operator.
 #[derive(Debug, Default)]
@@ -174,6 +210,13 @@ impl Config {
                 }
                 self.sipport.extend(p);
             }
+            "dpdk_vdev" | "dpdk_pci_device" => {
+                let list = if e.key == "dpdk_vdev" { &mut self.dpdk_vdev } else { &mut self.dpdk_pci_device };
+                if first {
+                    list.clear();
+                }
+                list.extend(e.value.split(';').map(str::trim).filter(|s| !s.is_empty()).map(String::from));
+            }
             "interface" => {
                 if first {
                     self.interface.clear();
@@ -217,6 +260,15 @@ impl Config {
             "onewaytimeout" => self.onewaytimeout = seconds(e)?,
             "bye_timeout" => self.bye_timeout = seconds(e)?,
             "bye_confirmed_timeout" => self.bye_confirmed_timeout = seconds(e)?,
+            "promisc" => self.promisc = parse::yes(v),
+            "dpdk" => self.dpdk = parse::yes(v),
+            "dpdk_eal_args" => self.dpdk_eal_args = v.to_string(),
+            "dpdk_lcores_affinity" => self.dpdk_lcores_affinity = Some(v.to_string()),
+            "dpdk_nb_rxq" => self.dpdk_nb_rxq = number(e, 1, 16)? as u16,
+            "dpdk_nb_rx" => self.dpdk_nb_rx = number(e, 64, 32768)? as u16,
+            "dpdk_pkt_burst" => self.dpdk_pkt_burst = number(e, 1, 512)? as u16,
+            "dpdk_nb_mbufs" => self.dpdk_nb_mbufs = number(e, 1, 1 << 20)?,
+            "exit_after_idle" => self.exit_after_idle = seconds(e)?,
             _ => {}
         }
         Ok(())
@@ -251,6 +303,14 @@ fn prefix_of(v: &str, word: &str) -> bool {
 
 fn seconds(e: &Entry) -> Result<u32, ConfigError> {
     e.value.parse::<u32>().map_err(|_| bad(e, "expected a whole number of seconds".into()))
+}
+
+fn number(e: &Entry, min: u32, max: u32) -> Result<u32, ConfigError> {
+    let n: u32 = e.value.parse().map_err(|_| bad(e, "expected a whole number".into()))?;
+    if n < min || n > max {
+        return Err(bad(e, format!("must be between {min} and {max}")));
+    }
+    Ok(n)
 }
 
 fn bad(e: &Entry, why: String) -> ConfigError {

@@ -102,6 +102,13 @@ impl Rx {
         self.decoder.decode(ts, link_type, data, &mut |d| router.route(d));
     }
 
+    /// Hands every partial batch to its owner (a live source does this when the link is quiet).
+    pub fn flush(&mut self) {
+        for i in 0..self.router.batches.len() {
+            self.router.send(i);
+        }
+    }
+
     /// Flushes everything and tells the owners the input is over.
     pub fn finish(mut self) -> (Decoder, RxStats) {
         let end = self.router.last_ts;

@@ -1,0 +1,410 @@
+//! The thin unsafe shell around DPDK: owned types for the EAL, an mbuf pool, a port with its rx queues, and a
+//! burst of mbufs that frees itself. Nothing else in voxtap touches a DPDK pointer.
+//!
+//! One EAL per process (DPDK's rule): `Eal::init` succeeds once and returns the same handle afterwards.
+
+use std::ffi::{CStr, CString};
+use std::os::raw::{c_char, c_int};
+use std::ptr::NonNull;
+use std::sync::{Mutex, OnceLock};
+
+use dpdk_sys as sys;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum DpdkError {
+    #[error("DPDK EAL initialisation failed ({0}); EAL arguments were: {1}")]
+    Eal(String, String),
+    #[error("DPDK was already initialised with other arguments")]
+    AlreadyInitialised,
+    #[error("no DPDK port named '{0}' (available: {1})")]
+    NoPort(String, String),
+    #[error("cannot probe device '{0}': {1}")]
+    Probe(String, String),
+    #[error("cannot create the mbuf pool of {0} mbufs: {1}")]
+    Pool(u32, String),
+    #[error("port {port}: {what} failed: {why}")]
+    Port { port: u16, what: &'static str, why: String },
+}
+
+fn rte_error(code: c_int) -> String {
+    let code = if code < 0 { -code } else { code };
+    // SAFETY: rte_strerror returns a pointer to a static or thread-local string for any errno value.
+    unsafe { CStr::from_ptr(sys::rte_strerror(code)) }.to_string_lossy().into_owned()
+}
+
+fn last_error() -> String {
+    // SAFETY: reads DPDK's per-thread errno through the shim.
+    rte_error(unsafe { sys::vx_errno() })
+}
+
+/// The initialised Environment Abstraction Layer.
+#[derive(Debug, Clone, Copy)]
+pub struct Eal {
+    _private: (),
+}
+
+static EAL: OnceLock<Result<Vec<String>, String>> = OnceLock::new();
+/// Control-path calls (configure, probe, start, stop) are not thread-safe in DPDK: serialise them.
+static CONTROL: Mutex<()> = Mutex::new(());
+
+impl Eal {
+    /// Initialises the EAL with these arguments (program name first is added here).
+    pub fn init(args: &[String]) -> Result<Eal, DpdkError> {
+        let r = EAL.get_or_init(|| {
+            let mut all = vec!["voxtap".to_string()];
+            all.extend(args.iter().cloned());
+            let cstrings: Vec<CString> = all.iter().filter_map(|a| CString::new(a.as_str()).ok()).collect();
+            // DPDK keeps pointers into argv for the process lifetime: leak them on purpose.
+            let mut argv: Vec<*mut c_char> = cstrings.into_iter().map(|c| c.into_raw()).collect();
+            let argc = argv.len() as c_int;
+            let ptr = argv.as_mut_ptr();
+            std::mem::forget(argv);
+            // SAFETY: argv is a valid, leaked array of NUL-terminated strings; called at most once.
+            let rc = unsafe { sys::rte_eal_init(argc, ptr) };
+            if rc < 0 {
+                Err(format!("{} (code {rc})", last_error()))
+            } else {
+                Ok(args.to_vec())
+            }
+        });
+        match r {
+            Ok(used) if used == args => Ok(Eal { _private: () }),
+            Ok(_) => Err(DpdkError::AlreadyInitialised),
+            Err(e) => Err(DpdkError::Eal(e.clone(), args.join(" "))),
+        }
+    }
+
+    /// Hot-plugs a device (`net_pcap0,rx_pcap=/x.pcap`) after init.
+    pub fn probe(&self, devargs: &str) -> Result<(), DpdkError> {
+        let _g = CONTROL.lock().unwrap_or_else(|p| p.into_inner());
+        let c = CString::new(devargs).map_err(|e| DpdkError::Probe(devargs.into(), e.to_string()))?;
+        // SAFETY: c is a valid C string for the duration of the call.
+        let rc = unsafe { sys::rte_dev_probe(c.as_ptr()) };
+        if rc < 0 {
+            return Err(DpdkError::Probe(devargs.into(), rte_error(rc)));
+        }
+        Ok(())
+    }
+
+    /// Names of the available ports.
+    pub fn port_names(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for id in 0..sys::RTE_MAX_ETHPORTS as u16 {
+            let mut buf = [0 as c_char; 64];
+            // SAFETY: the buffer is large enough (RTE_ETH_NAME_MAX_LEN is 64) and NUL-terminated on success.
+            if unsafe { sys::rte_eth_dev_get_name_by_port(id, buf.as_mut_ptr()) } == 0 {
+                let name = unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned();
+                out.push(name);
+            }
+        }
+        out
+    }
+
+    /// A port by number (`dpdk:0` → "0") or by device name.
+    pub fn port(&self, name: &str) -> Result<u16, DpdkError> {
+        if let Ok(id) = name.parse::<u16>() {
+            // SAFETY: plain query.
+            if unsafe { sys::rte_eth_dev_is_valid_port(id) } == 1 {
+                return Ok(id);
+            }
+        }
+        let c = CString::new(name).map_err(|_| DpdkError::NoPort(name.into(), String::new()))?;
+        let mut id = 0u16;
+        // SAFETY: valid C string and out pointer.
+        if unsafe { sys::rte_eth_dev_get_port_by_name(c.as_ptr(), &mut id) } == 0 {
+            return Ok(id);
+        }
+        Err(DpdkError::NoPort(name.into(), self.port_names().join(", ")))
+    }
+}
+
+/// A pool of packet buffers.
+pub struct Mempool {
+    ptr: NonNull<sys::rte_mempool>,
+}
+
+// SAFETY: an rte_mempool is designed to be used from many lcores/threads at once.
+unsafe impl Send for Mempool {}
+unsafe impl Sync for Mempool {}
+
+impl Mempool {
+    pub fn new(_eal: &Eal, name: &str, mbufs: u32, cache: u32) -> Result<Mempool, DpdkError> {
+        let c = CString::new(name).map_err(|e| DpdkError::Pool(mbufs, e.to_string()))?;
+        let cache = cache.min(512).min(mbufs / 2);
+        // SAFETY: arguments are plain values and a valid C string; DPDK returns NULL on failure.
+        let p = unsafe {
+            sys::rte_pktmbuf_pool_create(
+                c.as_ptr(),
+                mbufs,
+                cache,
+                0,
+                sys::RTE_MBUF_DEFAULT_BUF_SIZE as u16,
+                sys::rte_socket_id() as c_int,
+            )
+        };
+        NonNull::new(p).map(|ptr| Mempool { ptr }).ok_or_else(|| DpdkError::Pool(mbufs, last_error()))
+    }
+
+    fn raw(&self) -> *mut sys::rte_mempool {
+        self.ptr.as_ptr()
+    }
+
+    /// An empty mbuf filled with `data` (the test harness that plays a NIC uses this).
+    pub fn mbuf_with(&self, data: &[u8], rss: Option<u32>) -> Option<Mbuf> {
+        // SAFETY: alloc returns an owned mbuf or NULL; fill copies into it within its tailroom.
+        unsafe {
+            let m = NonNull::new(sys::vx_alloc(self.raw()))?;
+            if sys::vx_fill(m.as_ptr(), data.as_ptr().cast(), data.len() as u16) != 0 {
+                sys::vx_free_bulk(&mut m.as_ptr(), 1);
+                return None;
+            }
+            if let Some(h) = rss {
+                sys::vx_set_rss(m.as_ptr(), h);
+            }
+            Some(Mbuf(m))
+        }
+    }
+}
+
+/// One owned mbuf (freed on drop unless sent).
+pub struct Mbuf(NonNull<sys::rte_mbuf>);
+
+// SAFETY: an mbuf is owned by exactly one holder at a time; moving it between threads is how DPDK is used.
+unsafe impl Send for Mbuf {}
+
+impl Drop for Mbuf {
+    fn drop(&mut self) {
+        let mut p = self.0.as_ptr();
+        // SAFETY: we own the mbuf.
+        unsafe { sys::vx_free_bulk(&mut p, 1) };
+    }
+}
+
+/// Port configuration.
+#[derive(Debug, Clone)]
+pub struct PortConfig {
+    pub rx_queues: u16,
+    pub rx_descriptors: u16,
+    /// Ask the device for receive timestamps (net_pcap gives the capture file's times).
+    pub timestamps: bool,
+    pub promiscuous: bool,
+}
+
+/// Receive counters of a port.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct PortStats {
+    pub ipackets: u64,
+    pub ibytes: u64,
+    pub imissed: u64,
+    pub ierrors: u64,
+    pub rx_nombuf: u64,
+    pub q_ipackets: Vec<u64>,
+}
+
+/// A configured and started port.
+pub struct Port {
+    pub id: u16,
+    pub rx_queues: u16,
+    pub rss: bool,
+    pub timestamps: bool,
+}
+
+impl Port {
+    pub fn start(_eal: &Eal, id: u16, cfg: &PortConfig, pool: &Mempool) -> Result<Port, DpdkError> {
+        let _g = CONTROL.lock().unwrap_or_else(|p| p.into_inner());
+        let err = |what, rc: c_int| DpdkError::Port { port: id, what, why: rte_error(rc) };
+        // SAFETY: zeroed rte_eth_dev_info is a valid out-parameter.
+        let mut info: sys::rte_eth_dev_info = unsafe { std::mem::zeroed() };
+        let rc = unsafe { sys::rte_eth_dev_info_get(id, &mut info) };
+        if rc != 0 {
+            return Err(err("dev_info_get", rc));
+        }
+        let nq = cfg.rx_queues.clamp(1, info.max_rx_queues.max(1));
+        let mut conf: sys::rte_eth_conf = unsafe { std::mem::zeroed() };
+        let rss_hf = info.flow_type_rss_offloads
+            & (sys::RSS_IPV4
+                | sys::RSS_NONFRAG_IPV4_TCP
+                | sys::RSS_NONFRAG_IPV4_UDP
+                | sys::RSS_IPV6
+                | sys::RSS_NONFRAG_IPV6_TCP
+                | sys::RSS_NONFRAG_IPV6_UDP);
+        let rss = nq > 1 && rss_hf != 0;
+        if rss {
+            conf.rxmode.mq_mode = sys::rte_eth_rx_mq_mode_RTE_ETH_MQ_RX_RSS;
+            // The symmetric key (0x6d5a repeated) keeps both directions of a flow on one queue.
+            static SYMMETRIC_KEY: [u8; 40] = [
+                0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d,
+                0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a,
+                0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a,
+            ];
+            conf.rx_adv_conf.rss_conf.rss_key = SYMMETRIC_KEY.as_ptr() as *mut u8;
+            conf.rx_adv_conf.rss_conf.rss_key_len = 40;
+            conf.rx_adv_conf.rss_conf.rss_hf = rss_hf;
+        }
+        let timestamps = cfg.timestamps && info.rx_offload_capa & sys::RX_OFFLOAD_TIMESTAMP != 0;
+        if timestamps {
+            conf.rxmode.offloads |= sys::RX_OFFLOAD_TIMESTAMP;
+        }
+        // SAFETY: conf is fully initialised; the port id came from DPDK.
+        let rc = unsafe { sys::rte_eth_dev_configure(id, nq, 1, &conf) };
+        if rc != 0 {
+            return Err(err("configure", rc));
+        }
+        let socket = unsafe { sys::rte_eth_dev_socket_id(id) };
+        let socket = if socket < 0 { 0 } else { socket as u32 };
+        for q in 0..nq {
+            // SAFETY: NULL rxconf selects the driver's defaults; the pool outlives the port (owned by the caller).
+            let rc =
+                unsafe { sys::rte_eth_rx_queue_setup(id, q, cfg.rx_descriptors, socket, std::ptr::null(), pool.raw()) };
+            if rc != 0 {
+                return Err(err("rx_queue_setup", rc));
+            }
+        }
+        let rc = unsafe { sys::rte_eth_tx_queue_setup(id, 0, 512, socket, std::ptr::null()) };
+        if rc != 0 {
+            return Err(err("tx_queue_setup", rc));
+        }
+        let rc = unsafe { sys::rte_eth_dev_start(id) };
+        if rc != 0 {
+            return Err(err("start", rc));
+        }
+        if cfg.promiscuous {
+            // Virtual devices may not support it; that is not an error for capture.
+            let _ = unsafe { sys::rte_eth_promiscuous_enable(id) };
+        }
+        // Some drivers (net_pcap) register the rx timestamp field without announcing the offload: look it up
+        // in any case; packets carry a timestamp only when the driver set the flag on them.
+        // SAFETY: looks up DPDK's registered dynamic field; harmless if absent.
+        let registered = unsafe { sys::vx_timestamp_init() } == 0;
+        Ok(Port { id, rx_queues: nq, rss, timestamps: timestamps || registered })
+    }
+
+    pub fn rx_queue(&self, q: u16) -> RxQueue {
+        RxQueue { port: self.id, queue: q.min(self.rx_queues.saturating_sub(1)) }
+    }
+
+    pub fn stats(&self) -> PortStats {
+        // SAFETY: zeroed stats is a valid out-parameter.
+        let mut s: sys::rte_eth_stats = unsafe { std::mem::zeroed() };
+        unsafe { sys::rte_eth_stats_get(self.id, &mut s) };
+        PortStats {
+            ipackets: s.ipackets,
+            ibytes: s.ibytes,
+            imissed: s.imissed,
+            ierrors: s.ierrors,
+            rx_nombuf: s.rx_nombuf,
+            q_ipackets: s.q_ipackets[..self.rx_queues as usize].to_vec(),
+        }
+    }
+
+    /// Sends mbufs on transmit queue 0 (the test harness loops net_ring this way); returns how many went.
+    pub fn send(&self, queue: u16, mbufs: Vec<Mbuf>) -> usize {
+        let mut raw: Vec<*mut sys::rte_mbuf> =
+            mbufs.into_iter().map(|m| std::mem::ManuallyDrop::new(m).0.as_ptr()).collect();
+        // SAFETY: the mbufs are owned; tx_burst takes ownership of those it accepts; the rest are freed here.
+        let sent = unsafe { sys::vx_tx_burst(self.id, queue, raw.as_mut_ptr(), raw.len() as u16) } as usize;
+        if sent < raw.len() {
+            unsafe { sys::vx_free_bulk(raw[sent..].as_mut_ptr(), (raw.len() - sent) as u32) };
+        }
+        sent
+    }
+
+    pub fn stop(&self) {
+        let _g = CONTROL.lock().unwrap_or_else(|p| p.into_inner());
+        // SAFETY: stopping and closing a started port.
+        unsafe {
+            sys::rte_eth_dev_stop(self.id);
+            sys::rte_eth_dev_close(self.id);
+        }
+    }
+}
+
+/// One receive queue, polled by exactly one rx core.
+pub struct RxQueue {
+    port: u16,
+    queue: u16,
+}
+
+impl RxQueue {
+    pub fn queue(&self) -> u16 {
+        self.queue
+    }
+
+    /// Fills `burst` (emptied first) with up to its capacity of packets; returns how many.
+    #[inline]
+    pub fn poll(&mut self, burst: &mut MbufBurst) -> usize {
+        burst.clear();
+        // SAFETY: the array has room for CAP pointers; rx_burst writes at most that many owned mbufs.
+        let n = unsafe { sys::vx_rx_burst(self.port, self.queue, burst.ptrs.as_mut_ptr(), BURST_CAP as u16) };
+        burst.n = n as usize;
+        burst.n
+    }
+}
+
+pub const BURST_CAP: usize = 64;
+
+/// Up to `BURST_CAP` received mbufs, freed in bulk when cleared or dropped.
+pub struct MbufBurst {
+    ptrs: [*mut sys::rte_mbuf; BURST_CAP],
+    n: usize,
+}
+
+// SAFETY: the burst owns its mbufs.
+unsafe impl Send for MbufBurst {}
+
+impl Default for MbufBurst {
+    fn default() -> Self {
+        MbufBurst { ptrs: [std::ptr::null_mut(); BURST_CAP], n: 0 }
+    }
+}
+
+/// A received packet's bytes and what the device said about it.
+pub struct Packet<'a> {
+    pub data: &'a [u8],
+    pub rss: Option<u32>,
+    /// Receive timestamp from the device, in the device's unit (net_pcap: nanoseconds), if any.
+    pub timestamp: Option<u64>,
+}
+
+impl MbufBurst {
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    pub fn get(&self, i: usize) -> Option<Packet<'_>> {
+        let m = *self.ptrs[..self.n].get(i)?;
+        // SAFETY: m is an owned, received mbuf; its data lives until the burst is cleared (borrow of self).
+        unsafe {
+            let data = std::slice::from_raw_parts(sys::vx_data(m), sys::vx_data_len(m) as usize);
+            let mut valid = 0;
+            let h = sys::vx_rss(m, &mut valid);
+            let ts = sys::vx_timestamp(m);
+            Some(Packet { data, rss: (valid != 0).then_some(h), timestamp: (ts != 0).then_some(ts) })
+        }
+    }
+
+    pub fn clear(&mut self) {
+        if self.n > 0 {
+            // SAFETY: the first n pointers are owned mbufs.
+            unsafe { sys::vx_free_bulk(self.ptrs.as_mut_ptr(), self.n as u32) };
+            self.n = 0;
+        }
+    }
+}
+
+impl Drop for MbufBurst {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
+
+/// DPDK's own software Toeplitz hash (to cross-check voxtap's).
+pub fn softrss_v4(src: u32, dst: u32, sport: u16, dport: u16, key: &[u8; 40]) -> u32 {
+    // SAFETY: pure function over a 40-byte key.
+    unsafe { sys::vx_softrss_v4(src, dst, sport, dport, key.as_ptr()) }
+}
