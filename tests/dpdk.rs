@@ -82,3 +82,20 @@ fn sigterm_stops_drains_and_closes_calls() {
     assert_eq!(live.len(), 20);
     assert_eq!(live, offline, "CDRs after SIGTERM differ from -r");
 }
+
+#[test]
+fn software_toeplitz_equals_dpdk_softrss() {
+    use voxtap::capture::dpdk::softrss_v4;
+    use voxtap::dispatch::rss::{hash_v4, DEFAULT_KEY, SYMMETRIC_KEY};
+    let mut x = 0x1234_5678u32;
+    for _ in 0..10_000 {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        let (src, dst) = (x, x.rotate_left(11) ^ 0x9e37_79b9);
+        let (sp, dp) = (x as u16, (x >> 16) as u16);
+        for key in [&DEFAULT_KEY, &SYMMETRIC_KEY] {
+            assert_eq!(hash_v4(key, src.to_be_bytes(), dst.to_be_bytes(), sp, dp), softrss_v4(src, dst, sp, dp, key));
+        }
+    }
+}

@@ -4,6 +4,7 @@
 
 pub mod batch;
 pub mod media;
+pub mod rss;
 
 use std::hash::BuildHasher;
 
