@@ -155,10 +155,8 @@ fn run(cli: Cli) -> Result<()> {
         if cfg.dpdk || cfg.interface.iter().any(|i| i.starts_with("dpdk:")) {
             return run_live(&cli, &cfg);
         }
-        bail!(
-            "live capture on {} needs dpdk = yes (AF_PACKET capture is not built yet); or read a file with -r FILE",
-            cfg.interface.join(",")
-        );
+        let res = voxtap::runtime::run_afpacket(&cfg, cli.workers)?;
+        return output(&cli, &res);
     };
     check_readable(&read)?;
     tracing::info!(

@@ -109,6 +109,7 @@ pub fn summary(r: &RunResult) -> String {
         ("callid_collisions", o.callid_collisions),
         ("media_table_evicted", r.rx.media_table_evicted),
         ("ring_full_drops", r.rx.ring_full_drops.iter().sum()),
+        ("kernel_drops", r.kernel_drops.unwrap_or(0)),
         ("cdr_queue_drops", o.cdr_queue_drops),
         ("spool_queue_drops", o.spool_queue_drops),
     ] {

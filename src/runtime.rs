@@ -41,6 +41,8 @@ pub struct RunResult {
     pub truncated: Option<String>,
     pub elapsed_s: f64,
     pub workers: usize,
+    /// Packets the kernel dropped before voxtap read them (AF_PACKET).
+    pub kernel_drops: Option<u64>,
     /// Counters of the capture port (live DPDK capture).
     #[cfg(feature = "dpdk")]
     pub port: Option<crate::capture::dpdk::PortStats>,
@@ -135,6 +137,7 @@ impl Pipeline {
             truncated,
             elapsed_s: started.elapsed().as_secs_f64(),
             workers: self.workers,
+            kernel_drops: None,
             #[cfg(feature = "dpdk")]
             port: None,
         })
@@ -281,6 +284,72 @@ pub fn run_dpdk(cfg: &Config, workers: usize) -> Result<RunResult> {
     tracing::info!(ipackets = st.ipackets, imissed = st.imissed, rx_nombuf = st.rx_nombuf, "DPDK capture stopped");
     let mut res = pipeline.finish(rx, started, None)?;
     res.port = Some(st);
+    Ok(res)
+}
+
+/// Live capture with AF_PACKET (TPACKET_V3 rings) on the configured interfaces, until SIGTERM/SIGINT (or
+/// `exit_after_idle` seconds without packets). One rx thread reads every interface's ring in turn.
+pub fn run_afpacket(cfg: &Config, workers: usize) -> Result<RunResult> {
+    use crate::capture::afpacket::{Ring, RingStats};
+    use std::sync::atomic::Ordering;
+
+    let workers = workers.clamp(1, 256);
+    let started = Instant::now();
+    let mut rings = Vec::new();
+    for iface in &cfg.interface {
+        rings.push(Ring::open(iface, cfg.promisc, None)?);
+    }
+    anyhow::ensure!(!rings.is_empty(), "no interface to capture on");
+    let pipeline = Pipeline::start(cfg, workers, false)?;
+    install_stop_handlers();
+    let mut rx = pipeline.rx(cfg, false);
+    tracing::info!(interfaces = ?cfg.interface, "AF_PACKET capture started");
+    let idle_limit = (cfg.exit_after_idle > 0).then(|| std::time::Duration::from_secs(cfg.exit_after_idle as u64));
+    let timeout = if rings.len() == 1 { 50 } else { 5 };
+    let mut totals = vec![RingStats::default(); rings.len()];
+    let mut last_packet = Instant::now();
+    let mut last_status = Instant::now();
+    while !STOP.load(Ordering::Relaxed) {
+        let mut got = 0;
+        for ring in rings.iter_mut() {
+            got += ring.poll(timeout, &mut |p| rx.frame(p.ts, p.link_type, p.data));
+        }
+        if got > 0 {
+            last_packet = Instant::now();
+        } else {
+            rx.flush();
+            if idle_limit.is_some_and(|l| last_packet.elapsed() >= l) {
+                break;
+            }
+        }
+        if last_status.elapsed() >= std::time::Duration::from_secs(10) {
+            last_status = Instant::now();
+            for (t, r) in totals.iter_mut().zip(&rings) {
+                let s = r.stats();
+                t.packets += s.packets;
+                t.drops += s.drops;
+                t.freezes += s.freezes;
+            }
+            tracing::info!(
+                per_interface = ?rings.iter().map(|r| r.iface()).zip(totals.iter().map(|t| (t.packets, t.drops))).collect::<Vec<_>>(),
+                ring_full_drops = rx.router.stats.ring_full_drops.iter().sum::<u64>(),
+                decode_errors = rx.decoder.stats.errors, "status"
+            );
+        }
+    }
+    for (t, r) in totals.iter_mut().zip(&rings) {
+        let s = r.stats();
+        t.packets += s.packets;
+        t.drops += s.drops;
+    }
+    let kernel_drops: u64 = totals.iter().map(|t| t.drops).sum();
+    tracing::info!(
+        kernel_packets = totals.iter().map(|t| t.packets).sum::<u64>(),
+        kernel_drops,
+        "AF_PACKET capture stopped"
+    );
+    let mut res = pipeline.finish(rx, started, None)?;
+    res.kernel_drops = Some(kernel_drops);
     Ok(res)
 }
 

@@ -1,5 +1,7 @@
-//! Sources of packet bursts. Capture files now; DPDK, AF_PACKET and socket ingests plug in beside them.
+//! Sources of packets: capture files, DPDK ports (feature `dpdk`), AF_PACKET rings; socket ingests (HEP,
+//! IPFIX, sensor links) plug in beside them.
 
+pub mod afpacket;
 pub mod pcapfile;
 
 #[cfg(feature = "dpdk")]
