@@ -108,6 +108,7 @@ pub fn summary(r: &RunResult) -> String {
         ("spool_link_mismatch", o.spool_link_mismatch),
         ("callid_collisions", o.callid_collisions),
         ("media_table_evicted", r.rx.media_table_evicted),
+        ("media_parked", r.rx.media_parked),
         ("ring_full_drops", r.rx.ring_full_drops.iter().sum()),
         ("kernel_drops", r.kernel_drops.unwrap_or(0)),
         ("cdr_queue_drops", o.cdr_queue_drops),

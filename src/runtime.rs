@@ -60,7 +60,7 @@ struct Pipeline {
 
 impl Pipeline {
     /// `blocking`: a file source waits for busy owners; a live source drops and counts instead.
-    fn start(cfg: &Config, workers: usize, blocking: bool) -> Result<Pipeline> {
+    fn start(cfg: &Config, workers: usize, blocking: bool, sources: usize) -> Result<Pipeline> {
         let save_any = cfg.savesip || cfg.savertp != SaveRtp::No || cfg.savertcp;
         let (cdr_tx, cdr_rx) = bounded::<Cdr>(65_536);
         let (spool_tx, spool_rx) = bounded::<spool::Chunk>(4096);
@@ -80,6 +80,7 @@ impl Pipeline {
             spooldir: cfg.spooldir.clone(),
             utc: cfg.utc,
             blocking,
+            sources,
         };
         let mut to_owner = Vec::new();
         let mut handles = Vec::new();
@@ -94,7 +95,7 @@ impl Pipeline {
     }
 
     /// An rx stage feeding these owners.
-    fn rx(&self, cfg: &Config, blocking: bool) -> Rx {
+    fn rx(&self, cfg: &Config, blocking: bool, shared: Option<&crate::dispatch::RxShared>, source: u16) -> Rx {
         let save_any = cfg.savesip || cfg.savertp != SaveRtp::No || cfg.savertcp;
         let decoder = Decoder::new(DecoderConfig {
             sip_ports: cfg.sip_port_matrix(),
@@ -108,13 +109,31 @@ impl Pipeline {
             keep_media_frames: cfg.savertp != SaveRtp::No || cfg.savertcp,
             blocking,
             media_idle: secs(cfg.rtptimeout.max(cfg.sipwithoutrtptimeout) as i64),
+            source,
         };
-        Rx::new(decoder, rx_cfg, cfg.sip_port_matrix(), self.to_owner.clone(), self.recycle_rx.clone())
+        Rx::new(decoder, rx_cfg, cfg.sip_port_matrix(), self.to_owner.clone(), self.recycle_rx.clone(), shared)
     }
 
     /// The rx stage is done: owners close their calls, CDRs are collected and sorted.
     fn finish(self, rx: Rx, started: Instant, truncated: Option<String>) -> Result<RunResult> {
-        let (decoder, rx_stats) = rx.finish();
+        self.finish_many(vec![rx], started, truncated)
+    }
+
+    /// Every rx stage is done: their counters are summed, the owners end as of the last packet time.
+    fn finish_many(self, rxs: Vec<Rx>, started: Instant, truncated: Option<String>) -> Result<RunResult> {
+        let mut decoder_stats = crate::decode::DecodeStats::default();
+        let mut rx_stats = RxStats::default();
+        let mut end = i64::MIN;
+        for rx in rxs {
+            let (d, s, last, _) = rx.stop();
+            merge_decode(&mut decoder_stats, &d.stats);
+            merge_rx(&mut rx_stats, s);
+            end = end.max(last);
+        }
+        for tx in &self.to_owner {
+            // End must arrive even on a live source whose ring is full.
+            let _ = tx.send(ToOwner::End(end.max(0)));
+        }
         drop(self.to_owner);
         let mut owners = OwnerStats::default();
         for h in self.handles {
@@ -130,7 +149,7 @@ impl Pipeline {
         tracing::info!(cdrs = cdrs.len(), elapsed_s = started.elapsed().as_secs_f64(), "input done");
         Ok(RunResult {
             cdrs,
-            decode: decoder.stats,
+            decode: decoder_stats,
             rx: rx_stats,
             owners,
             spool,
@@ -149,8 +168,8 @@ pub fn run_file(opts: RunOptions) -> Result<RunResult> {
     let workers = opts.workers.clamp(1, 256);
     let file = CaptureFile::open(&opts.read).with_context(|| format!("reading {}", opts.read.display()))?;
     let started = Instant::now();
-    let pipeline = Pipeline::start(cfg, workers, true)?;
-    let mut rx = pipeline.rx(cfg, true);
+    let pipeline = Pipeline::start(cfg, workers, true, 1)?;
+    let mut rx = pipeline.rx(cfg, true, None, 0);
     let mut frames = file.frames();
     for f in frames.by_ref() {
         rx.frame(f.ts, f.link_type, f.data);
@@ -205,15 +224,23 @@ pub fn eal_args(cfg: &Config) -> Vec<String> {
 /// Live capture from a DPDK port until SIGTERM/SIGINT (or `exit_after_idle` seconds without packets).
 #[cfg(feature = "dpdk")]
 pub fn run_dpdk(cfg: &Config, workers: usize) -> Result<RunResult> {
-    use crate::capture::dpdk::{Eal, MbufBurst, Mempool, Port, PortConfig};
-    use std::sync::atomic::Ordering;
+    use crate::capture::dpdk::{Eal, Mempool, Port, PortConfig};
 
     let workers = workers.clamp(1, 256);
     let started = Instant::now();
-    // Owners first: the EAL pins the thread that initialises it, and threads started later inherit that.
-    let pipeline = Pipeline::start(cfg, workers, false)?;
-    let eal = Eal::init(&eal_args(cfg))?;
     let name = cfg.interface.first().map(|i| i.trim_start_matches("dpdk:").to_string()).unwrap_or_else(|| "0".into());
+    // A pcap virtual device replays a file: waiting for busy owners loses nothing there, so it behaves like
+    // `-r`. A real port never waits: a full ring is a counted drop.
+    let replay = name.starts_with("net_pcap");
+    // The EAL pins the thread that initialises it, and threads started later would inherit that: keep the
+    // process's CPU set and give it back to this thread once the EAL is up.
+    // SAFETY: cpu_set_t is plain data; sched_getaffinity/setaffinity on the calling thread (pid 0).
+    let mut cpus: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let have_cpus = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut cpus) } == 0;
+    let eal = Eal::init(&eal_args(cfg))?;
+    if have_cpus {
+        unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &cpus) };
+    }
     let port_id = eal.port(&name)?;
     let pool = Mempool::new(&eal, &format!("voxtap_pool_{port_id}"), cfg.dpdk_nb_mbufs.saturating_mul(1024), 256)?;
     let port_cfg = PortConfig {
@@ -224,49 +251,28 @@ pub fn run_dpdk(cfg: &Config, workers: usize) -> Result<RunResult> {
     };
     let port = Port::start(&eal, port_id, &port_cfg, &pool)?;
     tracing::info!(port = port_id, name = %name, rx_queues = port.rx_queues, rss = port.rss, timestamps = port.timestamps, "DPDK port started");
+    let pipeline = Pipeline::start(cfg, workers, replay, port.rx_queues as usize)?;
     install_stop_handlers();
-    let mut rx = pipeline.rx(cfg, false);
-    let mut queues: Vec<_> = (0..port.rx_queues).map(|q| port.rx_queue(q)).collect();
     // Only a pcap virtual device stamps packets with wall-clock times (the file's, in microseconds); a NIC's
     // hardware timestamps run on its own clock, so live ports use the host clock.
     let file_times = port.timestamps && name.starts_with("net_pcap");
-    let mut burst = MbufBurst::default();
     let idle_limit = (cfg.exit_after_idle > 0).then(|| std::time::Duration::from_secs(cfg.exit_after_idle as u64));
-    let mut last_packet = Instant::now();
+    // One rx core per queue; with several, they share the media table and the Call-ID hash key.
+    let shared = (port.rx_queues > 1)
+        .then(|| crate::dispatch::RxShared::new(secs(cfg.rtptimeout.max(cfg.sipwithoutrtptimeout) as i64)));
+    let mut threads = Vec::new();
+    for q in 1..port.rx_queues {
+        let mut rx = pipeline.rx(cfg, replay, shared.as_ref(), q);
+        let mut queue = port.rx_queue(q);
+        threads.push(thread::Builder::new().name(format!("rx-{q}")).spawn(move || {
+            poll_queue(&mut queue, &mut rx, file_times, idle_limit, &mut |_| {});
+            rx
+        })?);
+    }
+    let mut rx = pipeline.rx(cfg, replay, shared.as_ref(), 0);
+    let mut queue = port.rx_queue(0);
     let mut last_status = Instant::now();
-    let mut idle_polls = 0u32;
-    while !STOP.load(Ordering::Relaxed) {
-        let mut got = 0;
-        for q in queues.iter_mut() {
-            let n = q.poll(&mut burst);
-            got += n;
-            let now = wall_clock();
-            for i in 0..n {
-                if let Some(p) = burst.get(i) {
-                    let ts = match p.timestamp {
-                        Some(t) if file_times => (t as i64).saturating_mul(1000),
-                        _ => now,
-                    };
-                    rx.frame(ts, crate::decode::link::LINKTYPE_ETHERNET, p.data);
-                }
-            }
-        }
-        if got > 0 {
-            last_packet = Instant::now();
-            idle_polls = 0;
-        } else {
-            idle_polls += 1;
-            if idle_polls == 64 {
-                // Quiet link: hand partial batches to the owners so live calls keep moving.
-                rx.flush();
-            }
-            if idle_polls > 1024 {
-                std::thread::sleep(std::time::Duration::from_micros(200));
-            }
-            if idle_limit.is_some_and(|l| last_packet.elapsed() >= l) {
-                break;
-            }
-        }
+    poll_queue(&mut queue, &mut rx, file_times, idle_limit, &mut |rx| {
         if last_status.elapsed() >= std::time::Duration::from_secs(10) {
             last_status = Instant::now();
             let st = port.stats();
@@ -277,14 +283,72 @@ pub fn run_dpdk(cfg: &Config, workers: usize) -> Result<RunResult> {
                 decode_errors = rx.decoder.stats.errors, "status"
             );
         }
+    });
+    let mut rxs = vec![rx];
+    for t in threads {
+        rxs.push(t.join().map_err(|_| anyhow::anyhow!("an rx thread panicked"))?);
     }
     let st = port.stats();
-    drop(burst);
     port.stop();
     tracing::info!(ipackets = st.ipackets, imissed = st.imissed, rx_nombuf = st.rx_nombuf, "DPDK capture stopped");
-    let mut res = pipeline.finish(rx, started, None)?;
+    let mut res = pipeline.finish_many(rxs, started, None)?;
     res.port = Some(st);
     Ok(res)
+}
+
+/// One rx core's loop over its queue until SIGTERM/SIGINT or the idle limit.
+#[cfg(feature = "dpdk")]
+fn poll_queue(
+    queue: &mut crate::capture::dpdk::RxQueue,
+    rx: &mut Rx,
+    file_times: bool,
+    idle_limit: Option<std::time::Duration>,
+    periodic: &mut dyn FnMut(&Rx),
+) {
+    use std::sync::atomic::Ordering;
+    let mut burst = crate::capture::dpdk::MbufBurst::default();
+    let mut last_packet = Instant::now();
+    let mut idle_polls = 0u32;
+    while !STOP.load(Ordering::Relaxed) {
+        let n = queue.poll(&mut burst);
+        let now = wall_clock();
+        for i in 0..n {
+            if let Some(p) = burst.get(i) {
+                let ts = match p.timestamp {
+                    Some(t) if file_times => (t as i64).saturating_mul(1000),
+                    _ => now,
+                };
+                rx.frame(ts, crate::decode::link::LINKTYPE_ETHERNET, p.data);
+            }
+        }
+        rx.retry_parked(false);
+        if n > 0 {
+            last_packet = Instant::now();
+            idle_polls = 0;
+        } else {
+            idle_polls += 1;
+            if idle_polls == 64 {
+                // Quiet link: hand partial batches to the owners so live calls keep moving.
+                rx.flush();
+            }
+            if idle_polls.is_multiple_of(4096) {
+                if file_times {
+                    // A replayed file is done on this queue: owners need not wait for its clock.
+                    rx.mark_done();
+                } else {
+                    // Live: packet time is wall-clock time; it moves on even when the link is quiet.
+                    rx.idle_clock(wall_clock());
+                }
+            }
+            if idle_polls > 1024 {
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+            if idle_limit.is_some_and(|l| last_packet.elapsed() >= l) {
+                break;
+            }
+        }
+        periodic(rx);
+    }
 }
 
 /// Live capture with AF_PACKET (TPACKET_V3 rings) on the configured interfaces, until SIGTERM/SIGINT (or
@@ -300,9 +364,9 @@ pub fn run_afpacket(cfg: &Config, workers: usize) -> Result<RunResult> {
         rings.push(Ring::open(iface, cfg.promisc, None)?);
     }
     anyhow::ensure!(!rings.is_empty(), "no interface to capture on");
-    let pipeline = Pipeline::start(cfg, workers, false)?;
+    let pipeline = Pipeline::start(cfg, workers, false, 1)?;
     install_stop_handlers();
-    let mut rx = pipeline.rx(cfg, false);
+    let mut rx = pipeline.rx(cfg, false, None, 0);
     tracing::info!(interfaces = ?cfg.interface, "AF_PACKET capture started");
     let idle_limit = (cfg.exit_after_idle > 0).then(|| std::time::Duration::from_secs(cfg.exit_after_idle as u64));
     let timeout = if rings.len() == 1 { 50 } else { 5 };
@@ -351,6 +415,66 @@ pub fn run_afpacket(cfg: &Config, workers: usize) -> Result<RunResult> {
     let mut res = pipeline.finish(rx, started, None)?;
     res.kernel_drops = Some(kernel_drops);
     Ok(res)
+}
+
+fn merge_decode(a: &mut crate::decode::DecodeStats, b: &crate::decode::DecodeStats) {
+    let fields = |s: &crate::decode::DecodeStats| {
+        [
+            s.frames,
+            s.bytes,
+            s.not_ip,
+            s.errors,
+            s.truncated_ip,
+            s.udp,
+            s.tcp_segments,
+            s.tcp_ignored,
+            s.sctp_chunks,
+            s.other_ip_proto,
+            s.fragments,
+            s.reassembled,
+            s.fragments_dropped,
+            s.tcp_sip_messages,
+            s.tcp_skipped_bytes,
+            s.tunnels,
+            s.hep_unsupported,
+        ]
+    };
+    let sum: Vec<u64> = fields(a).iter().zip(fields(b)).map(|(x, y)| x + y).collect();
+    *a = crate::decode::DecodeStats {
+        frames: sum[0],
+        bytes: sum[1],
+        not_ip: sum[2],
+        errors: sum[3],
+        truncated_ip: sum[4],
+        udp: sum[5],
+        tcp_segments: sum[6],
+        tcp_ignored: sum[7],
+        sctp_chunks: sum[8],
+        other_ip_proto: sum[9],
+        fragments: sum[10],
+        reassembled: sum[11],
+        fragments_dropped: sum[12],
+        tcp_sip_messages: sum[13],
+        tcp_skipped_bytes: sum[14],
+        tunnels: sum[15],
+        hep_unsupported: sum[16],
+    };
+}
+
+fn merge_rx(a: &mut RxStats, b: RxStats) {
+    a.sip_messages += b.sip_messages;
+    a.sip_unparsable += b.sip_unparsable;
+    a.media_packets += b.media_packets;
+    a.unknown_udp += b.unknown_udp;
+    a.media_parked += b.media_parked;
+    a.media_endpoints += b.media_endpoints;
+    a.media_table_evicted = a.media_table_evicted.max(b.media_table_evicted);
+    if a.ring_full_drops.len() < b.ring_full_drops.len() {
+        a.ring_full_drops.resize(b.ring_full_drops.len(), 0);
+    }
+    for (x, y) in a.ring_full_drops.iter_mut().zip(b.ring_full_drops) {
+        *x += y;
+    }
 }
 
 fn merge(a: &mut OwnerStats, b: OwnerStats) {

@@ -50,7 +50,7 @@ impl Call {
                     }
                     if !self.bye_confirmed {
                         self.last_ts = self.last_ts.max(ts);
-                        self.last_rtp = Some(ts);
+                        self.last_rtp = Some(self.last_rtp.map_or(ts, |l| l.max(ts)));
                     }
                     return MediaOutcome::Rtp;
                 }
@@ -84,9 +84,9 @@ impl Call {
         let Some(h) = header::parse_prefix(payload, wire_len, tail) else {
             return MediaOutcome::Ignored;
         };
-        self.first_rtp.get_or_insert(ts);
+        self.first_rtp = Some(self.first_rtp.map_or(ts, |f| f.min(ts)));
         if !self.bye_confirmed {
-            self.last_rtp = Some(ts);
+            self.last_rtp = Some(self.last_rtp.map_or(ts, |l| l.max(ts)));
         }
         let kind = self.pt_kind(h.pt);
         let idx = match self

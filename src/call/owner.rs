@@ -27,6 +27,8 @@ pub struct OwnerConfig {
     pub save_rtcp: bool,
     pub spooldir: PathBuf,
     pub utc: bool,
+    /// How many rx cores feed the owners (each sends its own ticks).
+    pub sources: usize,
     /// Files: wait for the slow side. Live sources: count a drop instead.
     pub blocking: bool,
 }
@@ -57,6 +59,8 @@ pub struct OwnerStats {
 
 pub struct Owner {
     cfg: OwnerConfig,
+    clocks: Vec<Nanos>,
+    fired: Nanos,
     calls: HashMap<u64, Box<Call>, BuildHasherDefault<KeyHasher>>,
     cdrs: Sender<Cdr>,
     spool: Option<Sender<Chunk>>,
@@ -65,7 +69,8 @@ pub struct Owner {
 
 impl Owner {
     pub fn new(cfg: OwnerConfig, cdrs: Sender<Cdr>, spool: Option<Sender<Chunk>>) -> Self {
-        Owner { cfg, calls: HashMap::default(), cdrs, spool, stats: OwnerStats::default() }
+        let clocks = vec![Nanos::MIN; cfg.sources.max(1)];
+        Owner { cfg, clocks, fired: Nanos::MIN, calls: HashMap::default(), cdrs, spool, stats: OwnerStats::default() }
     }
 
     /// The owner's loop: batches until `End`, then every open call is closed as a capture's end closes it.
@@ -107,7 +112,20 @@ impl Owner {
 
     fn item(&mut self, b: &Batch, it: &Item) {
         match it.kind {
-            ItemKind::Tick(at) => self.tick(at),
+            ItemKind::Tick { at, source } => {
+                // Timers run as of the slowest rx core's clock, so no core's packets arrive for a call that was
+                // already closed as of a later time.
+                let s = source as usize;
+                if s >= self.clocks.len() {
+                    self.clocks.resize(s + 1, Nanos::MIN);
+                }
+                self.clocks[s] = if at == Nanos::MAX { Nanos::MAX } else { at.max(self.clocks[s].min(at)) };
+                let effective = self.clocks.iter().copied().min().unwrap_or(at);
+                if effective != Nanos::MAX && effective > self.fired {
+                    self.fired = effective;
+                    self.tick(effective);
+                }
+            }
             ItemKind::Sip { call_key } => self.sip(b, it, call_key),
             ItemKind::Media(route) => {
                 let Some(call) = self.calls.get_mut(&route.call_key) else {

@@ -22,8 +22,12 @@ pub enum ItemKind {
         call_key: u64,
     },
     Media(MediaRoute),
-    /// Packet time reached this whole second: owners check their calls' timers as of this instant.
-    Tick(Nanos),
+    /// Packet time of rx core `source` reached this whole second; owners check their calls' timers once every
+    /// rx core has reached it. `at == Nanos::MAX`: that rx core has no more input for now.
+    Tick {
+        at: Nanos,
+        source: u16,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -137,11 +141,11 @@ impl Batch {
         });
     }
 
-    pub fn push_tick(&mut self, at: Nanos) {
+    pub fn push_tick(&mut self, at: Nanos, source: u16) {
         let unspecified = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
         self.items.push(Item {
             ts: at,
-            kind: ItemKind::Tick(at),
+            kind: ItemKind::Tick { at, source },
             src: unspecified,
             dst: unspecified,
             sport: 0,

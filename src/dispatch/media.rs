@@ -6,6 +6,8 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
+use std::sync::atomic::{AtomicI64, Ordering};
+
 use crate::time::Nanos;
 
 /// An endpoint as one 128-bit address (IPv4 mapped into IPv6) and a port: cheap to hash and compare.
@@ -23,10 +25,11 @@ impl Key {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+/// `last_use` is atomic so that rx cores sharing the table can mark use under a read lock.
+#[derive(Debug)]
 struct Entry {
     call_key: u64,
-    last_use: Nanos,
+    last_use: AtomicI64,
 }
 
 pub struct MediaTable {
@@ -35,11 +38,13 @@ pub struct MediaTable {
     cap: usize,
     last_sweep: Nanos,
     pub evicted: u64,
+    /// Bumped by every announcement: rx cores holding parked packets retry only when it moved.
+    pub generation: u64,
 }
 
 impl MediaTable {
     pub fn new(idle: Nanos, cap: usize) -> Self {
-        MediaTable { map: HashMap::default(), idle, cap, last_sweep: 0, evicted: 0 }
+        MediaTable { map: HashMap::default(), idle, cap, last_sweep: 0, evicted: 0, generation: 0 }
     }
 
     pub fn len(&self) -> usize {
@@ -59,14 +64,17 @@ impl MediaTable {
                 return;
             }
         }
-        self.map.insert(key, Entry { call_key, last_use: now });
+        self.map.insert(key, Entry { call_key, last_use: AtomicI64::new(now) });
+        self.generation += 1;
     }
 
     /// Looks up an endpoint and marks it used.
     #[inline]
-    pub fn lookup(&mut self, addr: IpAddr, port: u16, now: Nanos) -> Option<u64> {
-        let e = self.map.get_mut(&Key::new(addr, port))?;
-        e.last_use = now;
+    pub fn lookup(&self, addr: IpAddr, port: u16, now: Nanos) -> Option<u64> {
+        let e = self.map.get(&Key::new(addr, port))?;
+        if e.last_use.load(Ordering::Relaxed) < now {
+            e.last_use.store(now, Ordering::Relaxed);
+        }
         Some(e.call_key)
     }
 
@@ -80,7 +88,7 @@ impl MediaTable {
         self.last_sweep = now;
         let idle = self.idle;
         let before = self.map.len();
-        self.map.retain(|_, e| now - e.last_use <= idle);
+        self.map.retain(|_, e| now - e.last_use.load(Ordering::Relaxed) <= idle);
         self.evicted += (before - self.map.len()) as u64;
     }
 }

@@ -8,7 +8,12 @@ pub mod rss;
 
 use std::hash::BuildHasher;
 
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
 use crossbeam_channel::{Receiver, Sender, TrySendError};
+use parking_lot::RwLock;
 
 use crate::decode::{Datagram, Decoder, Transport};
 use crate::sip::{framing, msg, sdp};
@@ -34,6 +39,8 @@ pub struct RxStats {
     pub sip_unparsable: u64,
     pub media_packets: u64,
     pub unknown_udp: u64,
+    /// Media packets that waited for their SDP to reach the shared table (several rx cores).
+    pub media_parked: u64,
     pub media_endpoints: u64,
     pub media_table_evicted: u64,
     /// Batches dropped because an owner's ring was full (live sources only; files wait instead).
@@ -47,13 +54,88 @@ pub struct RxConfig {
     /// Files: wait for a busy owner. Live sources: drop and count, never wait.
     pub blocking: bool,
     pub media_idle: Nanos,
+    /// Which rx core this is (ticks carry it).
+    pub source: u16,
 }
+
+/// What several rx cores of one capture share: the media table (SDP seen on one queue, RTP on another) and
+/// the Call-ID hash key (so every core sends a call to the same owner).
+#[derive(Clone)]
+pub struct RxShared {
+    pub media: Arc<RwLock<MediaTable>>,
+    pub hasher: std::hash::RandomState,
+}
+
+impl RxShared {
+    pub fn new(media_idle: Nanos) -> RxShared {
+        RxShared {
+            media: Arc::new(RwLock::new(MediaTable::new(media_idle, 8 << 20))),
+            hasher: std::hash::RandomState::new(),
+        }
+    }
+}
+
+enum Media {
+    /// One rx core: the table is its own.
+    Local(MediaTable),
+    /// Several rx cores: a shared table; lookups take the read lock.
+    Shared(Arc<RwLock<MediaTable>>),
+}
+
+impl Media {
+    #[inline]
+    fn lookup(&self, addr: IpAddr, port: u16, now: Nanos) -> Option<u64> {
+        match self {
+            Media::Local(t) => t.lookup(addr, port, now),
+            Media::Shared(t) => t.read().lookup(addr, port, now),
+        }
+    }
+
+    fn generation(&self) -> u64 {
+        match self {
+            Media::Local(t) => t.generation,
+            Media::Shared(t) => t.read().generation,
+        }
+    }
+
+    fn with_mut<R>(&mut self, f: impl FnOnce(&mut MediaTable) -> R) -> R {
+        match self {
+            Media::Local(t) => f(t),
+            Media::Shared(t) => f(&mut t.write()),
+        }
+    }
+}
+
+/// A media packet whose endpoint was not (yet) in the table, waiting briefly: with several rx queues the SDP
+/// that announces it may be on another core a moment behind.
+struct Parked {
+    until: std::time::Instant,
+    ts: Nanos,
+    src: IpAddr,
+    dst: IpAddr,
+    sport: u16,
+    dport: u16,
+    vlan: Option<u16>,
+    payload: Vec<u8>,
+}
+
+const PARK_MAX: usize = 8192;
+/// How long a media packet waits for its SDP from another rx core: live skew between queues is microseconds to
+/// milliseconds; a replayed file's queues can drift further apart.
+const PARK_WAIT_LIVE: std::time::Duration = std::time::Duration::from_millis(50);
+const PARK_WAIT_REPLAY: std::time::Duration = std::time::Duration::from_secs(2);
+
+type Flow = (IpAddr, u16, IpAddr, u16);
 
 /// Routing state of one rx core (the decoder lives beside it so the two can be borrowed apart).
 pub struct Router {
     cfg: RxConfig,
     sip_ports: Box<[bool; 65536]>,
-    media: MediaTable,
+    media: Media,
+    parked: std::collections::VecDeque<Parked>,
+    /// Flows with packets parked: their later packets queue behind them, so a stream keeps its order.
+    parked_flows: HashMap<Flow, u32>,
+    parked_gen: u64,
     hasher: std::hash::RandomState,
     batches: Vec<Batch>,
     to_owner: Vec<Sender<ToOwner>>,
@@ -75,14 +157,21 @@ impl Rx {
         sip_ports: Box<[bool; 65536]>,
         to_owner: Vec<Sender<ToOwner>>,
         recycle: Receiver<Batch>,
+        shared: Option<&RxShared>,
     ) -> Self {
         let n = to_owner.len();
-        let media = MediaTable::new(cfg.media_idle, 8 << 20);
+        let (media, hasher) = match shared {
+            Some(s) => (Media::Shared(s.media.clone()), s.hasher.clone()),
+            None => (Media::Local(MediaTable::new(cfg.media_idle, 8 << 20)), std::hash::RandomState::new()),
+        };
         let router = Router {
             cfg,
             sip_ports,
             media,
-            hasher: std::hash::RandomState::new(),
+            parked: std::collections::VecDeque::new(),
+            parked_flows: HashMap::new(),
+            parked_gen: 0,
+            hasher,
             batches: (0..n).map(|_| Batch::with_capacity()).collect(),
             to_owner,
             recycle,
@@ -110,16 +199,47 @@ impl Rx {
         }
     }
 
+    /// This rx core has no input for now (its replay file is done): owners stop waiting for its clock.
+    pub fn mark_done(&mut self) {
+        let source = self.router.cfg.source;
+        for i in 0..self.router.batches.len() {
+            self.router.batches[i].push_tick(Nanos::MAX, source);
+            self.router.send(i);
+        }
+    }
+
+    /// A quiet live link: packet time is wall-clock time, so it advances without packets.
+    pub fn idle_clock(&mut self, now: Nanos) {
+        self.router.clock(now);
+        self.flush();
+    }
+
+    /// Media packets parked for a missing endpoint: route the ones whose SDP arrived, give up on the old ones.
+    pub fn retry_parked(&mut self, all: bool) {
+        self.router.retry_parked(all);
+    }
+
     /// Flushes everything and tells the owners the input is over.
-    pub fn finish(mut self) -> (Decoder, RxStats) {
-        let end = self.router.last_ts;
+    pub fn finish(self) -> (Decoder, RxStats) {
+        let (d, s, end, to_owner) = self.stop();
+        for tx in to_owner {
+            // End must arrive even on a live source whose ring is full.
+            let _ = tx.send(ToOwner::End(end));
+        }
+        (d, s)
+    }
+
+    /// Flushes everything without ending the owners (other rx cores may still be running); returns the last
+    /// packet time and the owner channels so the caller can end them once every rx core has stopped.
+    pub fn stop(mut self) -> (Decoder, RxStats, Nanos, Vec<Sender<ToOwner>>) {
+        self.router.retry_parked(true);
         for i in 0..self.router.batches.len() {
             self.router.send(i);
-            // End must arrive even on a live source whose ring is full.
-            let _ = self.router.to_owner[i].send(ToOwner::End(end));
         }
-        self.router.stats.media_table_evicted = self.router.media.evicted;
-        (self.decoder, self.router.stats)
+        self.router.stats.media_table_evicted = self.router.media.with_mut(|t| t.evicted);
+        let end = self.router.last_ts;
+        let to_owner = std::mem::take(&mut self.router.to_owner);
+        (self.decoder, self.router.stats, end, to_owner)
     }
 }
 
@@ -137,12 +257,12 @@ impl Router {
             Some(s) if sec > s => {
                 self.clock_sec = Some(sec);
                 for i in 0..self.batches.len() {
-                    self.batches[i].push_tick(sec * NANOS_PER_SEC);
+                    self.batches[i].push_tick(sec * NANOS_PER_SEC, self.cfg.source);
                     if self.batches[i].is_full() {
                         self.send(i);
                     }
                 }
-                self.media.maybe_sweep(ts);
+                self.media.with_mut(|t| t.maybe_sweep(ts));
                 return true;
             }
             _ => {}
@@ -159,13 +279,15 @@ impl Router {
         if d.transport != Transport::Udp {
             return;
         }
-        let now = d.ts;
-        let route = if let Some(k) = self.media.lookup(d.dst, d.dport, now) {
-            MediaRoute { call_key: k, via_dst: true }
-        } else if let Some(k) = self.media.lookup(d.src, d.sport, now) {
-            MediaRoute { call_key: k, via_dst: false }
-        } else {
-            self.stats.unknown_udp += 1;
+        let flow = (d.src, d.sport, d.dst, d.dport);
+        let behind = !self.parked_flows.is_empty() && self.parked_flows.contains_key(&flow);
+        let route = if behind { None } else { self.media_route(d.ts, d.src, d.sport, d.dst, d.dport) };
+        let Some(route) = route else {
+            if matches!(self.media, Media::Shared(_)) {
+                self.park(d, flow);
+            } else {
+                self.stats.unknown_udp += 1;
+            }
             return;
         };
         self.stats.media_packets += 1;
@@ -181,6 +303,115 @@ impl Router {
         self.push(o, d, ItemKind::Media(route), keep, limit);
     }
 
+    fn media_route(&self, now: Nanos, src: IpAddr, sport: u16, dst: IpAddr, dport: u16) -> Option<MediaRoute> {
+        if let Some(k) = self.media.lookup(dst, dport, now) {
+            Some(MediaRoute { call_key: k, via_dst: true })
+        } else {
+            self.media.lookup(src, sport, now).map(|k| MediaRoute { call_key: k, via_dst: false })
+        }
+    }
+
+    fn park(&mut self, d: &Datagram, flow: Flow) {
+        if self.parked.len() >= PARK_MAX {
+            if let Some(old) = self.parked.pop_front() {
+                self.unpark((old.src, old.sport, old.dst, old.dport));
+                self.stats.unknown_udp += 1;
+            }
+        }
+        self.stats.media_parked += 1;
+        *self.parked_flows.entry(flow).or_default() += 1;
+        let wait = if self.cfg.blocking { PARK_WAIT_REPLAY } else { PARK_WAIT_LIVE };
+        self.parked.push_back(Parked {
+            until: std::time::Instant::now() + wait,
+            ts: d.ts,
+            src: d.src,
+            dst: d.dst,
+            sport: d.sport,
+            dport: d.dport,
+            vlan: d.vlan,
+            payload: d.payload.to_vec(),
+        });
+    }
+
+    fn unpark(&mut self, flow: Flow) {
+        if let Some(n) = self.parked_flows.get_mut(&flow) {
+            *n -= 1;
+            if *n == 0 {
+                self.parked_flows.remove(&flow);
+            }
+        }
+    }
+
+    /// Routes parked packets whose endpoint has appeared (checked only when the table changed), in order, and
+    /// gives up on those that waited too long (`all`: on everything still unresolved).
+    fn retry_parked(&mut self, all: bool) {
+        if self.parked.is_empty() {
+            return;
+        }
+        let now = std::time::Instant::now();
+        let gen = self.media.generation();
+        if gen != self.parked_gen || all {
+            self.parked_gen = gen;
+            let mut keep = std::collections::VecDeque::new();
+            // Another core may announce an endpoint while this scan runs: once a flow has a packet that stays
+            // parked, its later packets stay too, so the flow is never reordered.
+            let mut blocked: std::collections::HashSet<Flow> = std::collections::HashSet::new();
+            while let Some(p) = self.parked.pop_front() {
+                let flow = (p.src, p.sport, p.dst, p.dport);
+                let route =
+                    if blocked.contains(&flow) { None } else { self.media_route(p.ts, p.src, p.sport, p.dst, p.dport) };
+                if route.is_none() && !all && !blocked.contains(&flow) {
+                    blocked.insert(flow);
+                }
+                match route {
+                    Some(route) => {
+                        self.unpark((p.src, p.sport, p.dst, p.dport));
+                        self.route_parked(p, route);
+                    }
+                    None if all => {
+                        self.unpark((p.src, p.sport, p.dst, p.dport));
+                        self.stats.unknown_udp += 1;
+                    }
+                    None => keep.push_back(p),
+                }
+            }
+            self.parked = keep;
+        }
+        while self.parked.front().is_some_and(|p| p.until <= now) {
+            if let Some(p) = self.parked.pop_front() {
+                self.unpark((p.src, p.sport, p.dst, p.dport));
+                self.stats.unknown_udp += 1;
+            }
+        }
+    }
+
+    fn route_parked(&mut self, p: Parked, route: MediaRoute) {
+        self.stats.media_packets += 1;
+        let o = self.owner_of(route.call_key);
+        let limit = if crate::rtp::header::looks_like_rtcp(&p.payload) {
+            usize::MAX
+        } else {
+            crate::rtp::header::header_len(&p.payload).map_or(MEDIA_PREFIX, |h| h + 4)
+        };
+        let b = &mut self.batches[o];
+        b.push(
+            p.ts,
+            ItemKind::Media(route),
+            p.src,
+            p.dst,
+            p.sport,
+            p.dport,
+            Transport::Udp,
+            p.vlan,
+            &p.payload,
+            limit,
+            None,
+        );
+        if b.is_full() {
+            self.send(o);
+        }
+    }
+
     fn sip(&mut self, d: &Datagram) {
         let m = match msg::parse(d.payload) {
             Ok(m) => m,
@@ -191,16 +422,26 @@ impl Router {
         };
         self.stats.sip_messages += 1;
         let key = self.hasher.hash_one(m.h.call_id);
-        if let Some(text) = sdp::sdp_part(m.h.content_type, m.body) {
-            let s = sdp::parse(text);
-            for a in sdp::announced(&s) {
-                self.media.announce(a.addr, a.port, key, d.ts);
-                self.stats.media_endpoints += 1;
-            }
-        }
         let o = self.owner_of(key);
         let keep = self.cfg.keep_sip_frames;
         self.push(o, d, ItemKind::Sip { call_key: key }, keep, usize::MAX);
+        if let Some(text) = sdp::sdp_part(m.h.content_type, m.body) {
+            let s = sdp::parse(text);
+            let announced = sdp::announced(&s);
+            if !announced.is_empty() {
+                if matches!(self.media, Media::Shared(_)) {
+                    // Another rx core may route this call's RTP as soon as the endpoints are in the table: the
+                    // SIP message must already be on its way to the owner, ahead of that RTP.
+                    self.send(o);
+                }
+                self.stats.media_endpoints += announced.len() as u64;
+                self.media.with_mut(|t| {
+                    for a in &announced {
+                        t.announce(a.addr, a.port, key, d.ts);
+                    }
+                });
+            }
+        }
     }
 
     fn push(&mut self, o: usize, d: &Datagram, kind: ItemKind, keep_frames: bool, limit: usize) {
