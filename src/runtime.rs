@@ -352,69 +352,107 @@ fn poll_queue(
 }
 
 /// Live capture with AF_PACKET (TPACKET_V3 rings) on the configured interfaces, until SIGTERM/SIGINT (or
-/// `exit_after_idle` seconds without packets). One rx thread reads every interface's ring in turn.
+/// `exit_after_idle` seconds without packets). With `rx_threads = N` every interface gets N rings joined in a
+/// PACKET_FANOUT group (the kernel's flow hash, the same for both directions of a flow) and N rx threads each
+/// read one ring per interface; they share the media table like DPDK rx cores.
 pub fn run_afpacket(cfg: &Config, workers: usize) -> Result<RunResult> {
     use crate::capture::afpacket::{Ring, RingStats};
-    use std::sync::atomic::Ordering;
 
     let workers = workers.clamp(1, 256);
+    let threads = cfg.rx_threads.clamp(1, 64) as usize;
     let started = Instant::now();
-    let mut rings = Vec::new();
-    for iface in &cfg.interface {
-        rings.push(Ring::open(iface, cfg.promisc, None)?);
+    // rings[t] = thread t's ring on every interface.
+    let mut rings: Vec<Vec<Ring>> = (0..threads).map(|_| Vec::new()).collect();
+    for (k, iface) in cfg.interface.iter().enumerate() {
+        // One fanout group per interface and process.
+        let group = ((std::process::id() as u16) ^ (k as u16).wrapping_mul(0x9e37)) | 1;
+        for t in rings.iter_mut() {
+            t.push(Ring::open(iface, cfg.promisc, (threads > 1).then_some(group))?);
+        }
     }
-    anyhow::ensure!(!rings.is_empty(), "no interface to capture on");
-    let pipeline = Pipeline::start(cfg, workers, false, 1)?;
+    anyhow::ensure!(!cfg.interface.is_empty(), "no interface to capture on");
+    let pipeline = Pipeline::start(cfg, workers, false, threads)?;
     install_stop_handlers();
-    let mut rx = pipeline.rx(cfg, false, None, 0);
-    tracing::info!(interfaces = ?cfg.interface, "AF_PACKET capture started");
+    tracing::info!(interfaces = ?cfg.interface, rx_threads = threads, "AF_PACKET capture started");
     let idle_limit = (cfg.exit_after_idle > 0).then(|| std::time::Duration::from_secs(cfg.exit_after_idle as u64));
+    let shared = (threads > 1)
+        .then(|| crate::dispatch::RxShared::new(secs(cfg.rtptimeout.max(cfg.sipwithoutrtptimeout) as i64)));
+    let mut handles = Vec::new();
+    for (t, mine) in rings.into_iter().enumerate() {
+        let mut rx = pipeline.rx(cfg, false, shared.as_ref(), t as u16);
+        handles.push(thread::Builder::new().name(format!("rx-{t}")).spawn(move || {
+            let stats = poll_rings(mine, &mut rx, idle_limit);
+            (rx, stats)
+        })?);
+    }
+    let mut rxs = Vec::new();
+    let mut totals = RingStats::default();
+    let mut per_thread = Vec::new();
+    for h in handles {
+        let (rx, s) = h.join().map_err(|_| anyhow::anyhow!("an rx thread panicked"))?;
+        totals.packets += s.packets;
+        totals.drops += s.drops;
+        per_thread.push(s.packets);
+        rxs.push(rx);
+    }
+    tracing::info!(
+        kernel_packets = totals.packets,
+        ?per_thread,
+        kernel_drops = totals.drops,
+        "AF_PACKET capture stopped"
+    );
+    let mut res = pipeline.finish_many(rxs, started, None)?;
+    res.kernel_drops = Some(totals.drops);
+    Ok(res)
+}
+
+/// One AF_PACKET rx thread: its rings (one per interface) in turn, until stop or the idle limit.
+fn poll_rings(
+    mut rings: Vec<crate::capture::afpacket::Ring>,
+    rx: &mut Rx,
+    idle_limit: Option<std::time::Duration>,
+) -> crate::capture::afpacket::RingStats {
+    use std::sync::atomic::Ordering;
+    let mut totals = crate::capture::afpacket::RingStats::default();
     let timeout = if rings.len() == 1 { 50 } else { 5 };
-    let mut totals = vec![RingStats::default(); rings.len()];
     let mut last_packet = Instant::now();
     let mut last_status = Instant::now();
+    let add = |totals: &mut crate::capture::afpacket::RingStats, rings: &[crate::capture::afpacket::Ring]| {
+        for r in rings {
+            let s = r.stats();
+            totals.packets += s.packets;
+            totals.drops += s.drops;
+            totals.freezes += s.freezes;
+        }
+    };
     while !STOP.load(Ordering::Relaxed) {
         let mut got = 0;
         for ring in rings.iter_mut() {
             got += ring.poll(timeout, &mut |p| rx.frame(p.ts, p.link_type, p.data));
         }
+        rx.retry_parked(false);
         if got > 0 {
             last_packet = Instant::now();
         } else {
-            rx.flush();
+            // A quiet link: packet time follows the host clock; partial batches go to the owners.
+            rx.idle_clock(wall_clock());
             if idle_limit.is_some_and(|l| last_packet.elapsed() >= l) {
                 break;
             }
         }
         if last_status.elapsed() >= std::time::Duration::from_secs(10) {
             last_status = Instant::now();
-            for (t, r) in totals.iter_mut().zip(&rings) {
-                let s = r.stats();
-                t.packets += s.packets;
-                t.drops += s.drops;
-                t.freezes += s.freezes;
-            }
+            add(&mut totals, &rings);
             tracing::info!(
-                per_interface = ?rings.iter().map(|r| r.iface()).zip(totals.iter().map(|t| (t.packets, t.drops))).collect::<Vec<_>>(),
+                interfaces = ?rings.iter().map(|r| r.iface()).collect::<Vec<_>>(),
+                kernel_packets = totals.packets, kernel_drops = totals.drops,
                 ring_full_drops = rx.router.stats.ring_full_drops.iter().sum::<u64>(),
                 decode_errors = rx.decoder.stats.errors, "status"
             );
         }
     }
-    for (t, r) in totals.iter_mut().zip(&rings) {
-        let s = r.stats();
-        t.packets += s.packets;
-        t.drops += s.drops;
-    }
-    let kernel_drops: u64 = totals.iter().map(|t| t.drops).sum();
-    tracing::info!(
-        kernel_packets = totals.iter().map(|t| t.packets).sum::<u64>(),
-        kernel_drops,
-        "AF_PACKET capture stopped"
-    );
-    let mut res = pipeline.finish(rx, started, None)?;
-    res.kernel_drops = Some(kernel_drops);
-    Ok(res)
+    add(&mut totals, &rings);
+    totals
 }
 
 fn merge_decode(a: &mut crate::decode::DecodeStats, b: &crate::decode::DecodeStats) {

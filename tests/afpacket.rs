@@ -69,6 +69,15 @@ fn projection(c: &Value) -> Value {
 
 #[test]
 fn live_capture_on_a_veth_matches_the_offline_result() {
+    live_capture(1);
+}
+
+#[test]
+fn two_rx_threads_with_fanout_match_the_offline_result() {
+    live_capture(2);
+}
+
+fn live_capture(rx_threads: u32) {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     if !(root && have("tcpreplay") && have("tcpdump")) {
@@ -76,7 +85,7 @@ fn live_capture_on_a_veth_matches_the_offline_result() {
         eprintln!("SKIPPED: needs root, tcpreplay and tcpdump");
         return;
     }
-    let id = std::process::id() % 100_000;
+    let id = (std::process::id() % 10_000) * 10 + rx_threads;
     let (ns, near, far) = (format!("vxt{id}"), format!("vxa{id}"), format!("vxb{id}"));
     sh(&format!("ip netns add {ns}"));
     let _guard = Netns(ns.clone());
@@ -84,14 +93,14 @@ fn live_capture_on_a_veth_matches_the_offline_result() {
     sh(&format!("sysctl -qw net.ipv6.conf.{near}.disable_ipv6=1 && ip link set {near} up"));
     sh(&format!("ip netns exec {ns} sh -c 'sysctl -qw net.ipv6.conf.{far}.disable_ipv6=1; ip link set {far} up'"));
 
-    let dir = std::env::temp_dir().join(format!("voxtap-af-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("voxtap-af-{}-{rx_threads}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let cap = dir.join("calls.pcap");
     voxgen(&cap, &["--calls", "16", "--cps", "8", "--duration", "2", "--mix", "--dtmf", "--rtcp", "--seed", "51"]);
     let seen = dir.join("seen.pcap");
 
     let conf = dir.join("live.conf");
-    std::fs::write(&conf, format!("interface = {near}\nsipport = 5060\n")).unwrap();
+    std::fs::write(&conf, format!("interface = {near}\nsipport = 5060\nrx_threads = {rx_threads}\n")).unwrap();
     let voxtap_child = voxtap()
         .args(["--config-file", conf.to_str().unwrap(), "--json", "--workers", "2"])
         .stdout(Stdio::piped())

@@ -65,6 +65,8 @@ pub struct Config {
     pub dpdk_lcores_affinity: Option<String>,
     /// voxtap's own: stop a live capture after this many seconds without packets (0 = never); for replays.
     pub exit_after_idle: u32,
+    /// voxtap's own: AF_PACKET rx threads (rings joined in a PACKET_FANOUT group per interface).
+    pub rx_threads: u16,
 }
 
 impl Default for Config {
@@ -96,6 +98,7 @@ impl Default for Config {
             dpdk_nb_mbufs: 1024,
             dpdk_lcores_affinity: None,
             exit_after_idle: 0,
+            rx_threads: 1,
         }
     }
 }
@@ -127,6 +130,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "dpdk_nb_mbufs",
     "dpdk_lcores_affinity",
     "exit_after_idle",
+    "rx_threads",
 ];
 
 const LIST_KEYS: &[&str] = &["interface", "sipport", "dpdk_vdev", "dpdk_pci_device"];
@@ -269,6 +273,7 @@ impl Config {
             "dpdk_pkt_burst" => self.dpdk_pkt_burst = number(e, 1, 512)? as u16,
             "dpdk_nb_mbufs" => self.dpdk_nb_mbufs = number(e, 1, 1 << 20)?,
             "exit_after_idle" => self.exit_after_idle = seconds(e)?,
+            "rx_threads" => self.rx_threads = number(e, 1, 64)? as u16,
             _ => {}
         }
         Ok(())
