@@ -118,6 +118,13 @@ pub fn summary(r: &RunResult) -> String {
             text.push_str(&format!(" {k}={v}"));
         }
     }
+    #[cfg(feature = "dpdk")]
+    if let Some(p) = &r.port {
+        text.push_str(&format!(
+            " port_ipackets={} port_imissed={} port_rx_nombuf={} port_ierrors={} port_queues={:?}",
+            p.ipackets, p.imissed, p.rx_nombuf, p.ierrors, p.q_ipackets
+        ));
+    }
     if r.spool.files > 0 || r.spool.errors > 0 {
         text.push_str(&format!(
             " spool_files={} spool_bytes={} spool_errors={}",

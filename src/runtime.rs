@@ -229,9 +229,9 @@ pub fn run_dpdk(cfg: &Config, workers: usize) -> Result<RunResult> {
     let workers = workers.clamp(1, 256);
     let started = Instant::now();
     let name = cfg.interface.first().map(|i| i.trim_start_matches("dpdk:").to_string()).unwrap_or_else(|| "0".into());
-    // A pcap virtual device replays a file: waiting for busy owners loses nothing there, so it behaves like
-    // `-r`. A real port never waits: a full ring is a counted drop.
-    let replay = name.starts_with("net_pcap");
+    if cfg.interface.len() > 1 {
+        tracing::warn!(interfaces = ?cfg.interface, "DPDK captures one port; only the first interface is used");
+    }
     // The EAL pins the thread that initialises it, and threads started later would inherit that: keep the
     // process's CPU set and give it back to this thread once the EAL is up.
     // SAFETY: cpu_set_t is plain data; sched_getaffinity/setaffinity on the calling thread (pid 0).
@@ -251,12 +251,16 @@ pub fn run_dpdk(cfg: &Config, workers: usize) -> Result<RunResult> {
     };
     let port = Port::start(&eal, port_id, &port_cfg, &pool)?;
     tracing::info!(port = port_id, name = %name, rx_queues = port.rx_queues, rss = port.rss, timestamps = port.timestamps, "DPDK port started");
+    // A pcap virtual device replays a file: waiting for busy owners loses nothing there, so it behaves like
+    // `-r`. A real port never waits: a full ring is a counted drop.
+    let replay = port.driver.starts_with("net_pcap");
     let pipeline = Pipeline::start(cfg, workers, replay, port.rx_queues as usize)?;
     install_stop_handlers();
     // Only a pcap virtual device stamps packets with wall-clock times (the file's, in microseconds); a NIC's
     // hardware timestamps run on its own clock, so live ports use the host clock.
-    let file_times = port.timestamps && name.starts_with("net_pcap");
+    let file_times = port.timestamps && port.driver.starts_with("net_pcap");
     let idle_limit = (cfg.exit_after_idle > 0).then(|| std::time::Duration::from_secs(cfg.exit_after_idle as u64));
+    let burst_size = cfg.dpdk_pkt_burst;
     // One rx core per queue; with several, they share the media table and the Call-ID hash key.
     let shared = (port.rx_queues > 1)
         .then(|| crate::dispatch::RxShared::new(secs(cfg.rtptimeout.max(cfg.sipwithoutrtptimeout) as i64)));
@@ -265,14 +269,14 @@ pub fn run_dpdk(cfg: &Config, workers: usize) -> Result<RunResult> {
         let mut rx = pipeline.rx(cfg, replay, shared.as_ref(), q);
         let mut queue = port.rx_queue(q);
         threads.push(thread::Builder::new().name(format!("rx-{q}")).spawn(move || {
-            poll_queue(&mut queue, &mut rx, file_times, idle_limit, &mut |_| {});
+            poll_queue(&mut queue, &mut rx, file_times, idle_limit, burst_size, &mut |_| {});
             rx
         })?);
     }
     let mut rx = pipeline.rx(cfg, replay, shared.as_ref(), 0);
     let mut queue = port.rx_queue(0);
     let mut last_status = Instant::now();
-    poll_queue(&mut queue, &mut rx, file_times, idle_limit, &mut |rx| {
+    poll_queue(&mut queue, &mut rx, file_times, idle_limit, burst_size, &mut |rx| {
         if last_status.elapsed() >= std::time::Duration::from_secs(10) {
             last_status = Instant::now();
             let st = port.stats();
@@ -303,14 +307,16 @@ fn poll_queue(
     rx: &mut Rx,
     file_times: bool,
     idle_limit: Option<std::time::Duration>,
+    burst_size: u16,
     periodic: &mut dyn FnMut(&Rx),
 ) {
     use std::sync::atomic::Ordering;
     let mut burst = crate::capture::dpdk::MbufBurst::default();
+    let mut jumbo = Vec::new();
     let mut last_packet = Instant::now();
     let mut idle_polls = 0u32;
     while !STOP.load(Ordering::Relaxed) {
-        let n = queue.poll(&mut burst);
+        let n = queue.poll(&mut burst, burst_size);
         let now = wall_clock();
         for i in 0..n {
             if let Some(p) = burst.get(i) {
@@ -318,7 +324,11 @@ fn poll_queue(
                     Some(t) if file_times => (t as i64).saturating_mul(1000),
                     _ => now,
                 };
-                rx.frame(ts, crate::decode::link::LINKTYPE_ETHERNET, p.data);
+                if p.chained && burst.copy_whole(i, &mut jumbo) {
+                    rx.frame(ts, crate::decode::link::LINKTYPE_ETHERNET, &jumbo);
+                } else {
+                    rx.frame(ts, crate::decode::link::LINKTYPE_ETHERNET, p.data);
+                }
             }
         }
         rx.retry_parked(false);

@@ -44,6 +44,21 @@ uint16_t vx_data_len(const struct rte_mbuf *m)
 	return m->data_len;
 }
 
+uint32_t vx_pkt_len(const struct rte_mbuf *m)
+{
+	return m->pkt_len;
+}
+
+int vx_read(const struct rte_mbuf *m, uint32_t len, void *buf)
+{
+	const void *p = rte_pktmbuf_read(m, 0, len, buf);
+	if (p == NULL)
+		return -1;
+	if (p != buf)
+		memcpy(buf, p, len);
+	return 0;
+}
+
 uint32_t vx_rss(const struct rte_mbuf *m, int *valid)
 {
 	*valid = (m->ol_flags & RTE_MBUF_F_RX_RSS_HASH) != 0;

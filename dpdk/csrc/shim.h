@@ -14,6 +14,9 @@ struct rte_mbuf *vx_alloc(struct rte_mempool *pool);
 int vx_fill(struct rte_mbuf *m, const void *data, uint16_t len);
 const uint8_t *vx_data(const struct rte_mbuf *m);
 uint16_t vx_data_len(const struct rte_mbuf *m);
+uint32_t vx_pkt_len(const struct rte_mbuf *m);
+/* Copies len bytes of a (possibly chained) packet into buf; returns 0 or -1. */
+int vx_read(const struct rte_mbuf *m, uint32_t len, void *buf);
 /* RSS hash of the packet when the device set one (flag), else returns 0 and *valid = 0. */
 uint32_t vx_rss(const struct rte_mbuf *m, int *valid);
 void vx_set_rss(struct rte_mbuf *m, uint32_t hash);

@@ -91,6 +91,10 @@ impl Eal {
     pub fn port_names(&self) -> Vec<String> {
         let mut out = Vec::new();
         for id in 0..sys::RTE_MAX_ETHPORTS as u16 {
+            // SAFETY: plain query; avoids DPDK's error log for ids that are not ports.
+            if unsafe { sys::rte_eth_dev_is_valid_port(id) } != 1 {
+                continue;
+            }
             let mut buf = [0 as c_char; 64];
             // SAFETY: the buffer is large enough (RTE_ETH_NAME_MAX_LEN is 64) and NUL-terminated on success.
             if unsafe { sys::rte_eth_dev_get_name_by_port(id, buf.as_mut_ptr()) } == 0 {
@@ -205,6 +209,8 @@ pub struct PortStats {
 /// A configured and started port.
 pub struct Port {
     pub id: u16,
+    /// The PMD's name (`net_pcap`, `net_ixgbe`…).
+    pub driver: String,
     pub rx_queues: u16,
     pub rss: bool,
     pub timestamps: bool,
@@ -221,6 +227,12 @@ impl Port {
             return Err(err("dev_info_get", rc));
         }
         let nq = cfg.rx_queues.clamp(1, info.max_rx_queues.max(1));
+        let driver = if info.driver_name.is_null() {
+            String::new()
+        } else {
+            // SAFETY: DPDK's driver name is a static NUL-terminated string.
+            unsafe { CStr::from_ptr(info.driver_name) }.to_string_lossy().into_owned()
+        };
         let mut conf: sys::rte_eth_conf = unsafe { std::mem::zeroed() };
         let rss_hf = info.flow_type_rss_offloads
             & (sys::RSS_IPV4
@@ -277,7 +289,7 @@ impl Port {
         // in any case; packets carry a timestamp only when the driver set the flag on them.
         // SAFETY: looks up DPDK's registered dynamic field; harmless if absent.
         let registered = unsafe { sys::vx_timestamp_init() } == 0;
-        Ok(Port { id, rx_queues: nq, rss, timestamps: timestamps || registered })
+        Ok(Port { id, driver, rx_queues: nq, rss, timestamps: timestamps || registered })
     }
 
     pub fn rx_queue(&self, q: u16) -> RxQueue {
@@ -331,18 +343,19 @@ impl RxQueue {
         self.queue
     }
 
-    /// Fills `burst` (emptied first) with up to its capacity of packets; returns how many.
+    /// Fills `burst` (emptied first) with up to `max` packets (at most `BURST_CAP`); returns how many.
     #[inline]
-    pub fn poll(&mut self, burst: &mut MbufBurst) -> usize {
+    pub fn poll(&mut self, burst: &mut MbufBurst, max: u16) -> usize {
         burst.clear();
-        // SAFETY: the array has room for CAP pointers; rx_burst writes at most that many owned mbufs.
-        let n = unsafe { sys::vx_rx_burst(self.port, self.queue, burst.ptrs.as_mut_ptr(), BURST_CAP as u16) };
+        let max = max.clamp(1, BURST_CAP as u16);
+        // SAFETY: the array has room for BURST_CAP pointers; rx_burst writes at most `max` owned mbufs.
+        let n = unsafe { sys::vx_rx_burst(self.port, self.queue, burst.ptrs.as_mut_ptr(), max) };
         burst.n = n as usize;
         burst.n
     }
 }
 
-pub const BURST_CAP: usize = 64;
+pub const BURST_CAP: usize = 512;
 
 /// Up to `BURST_CAP` received mbufs, freed in bulk when cleared or dropped.
 pub struct MbufBurst {
@@ -363,8 +376,10 @@ impl Default for MbufBurst {
 pub struct Packet<'a> {
     pub data: &'a [u8],
     pub rss: Option<u32>,
-    /// Receive timestamp from the device, in the device's unit (net_pcap: nanoseconds), if any.
+    /// Receive timestamp from the device, in the device's unit (net_pcap: microseconds), if any.
     pub timestamp: Option<u64>,
+    /// The frame continues in chained segments (jumbo frames): `data` is only the first one; use `copy_whole`.
+    pub chained: bool,
 }
 
 impl MbufBurst {
@@ -384,7 +399,20 @@ impl MbufBurst {
             let mut valid = 0;
             let h = sys::vx_rss(m, &mut valid);
             let ts = sys::vx_timestamp(m);
-            Some(Packet { data, rss: (valid != 0).then_some(h), timestamp: (ts != 0).then_some(ts) })
+            let chained = sys::vx_pkt_len(m) > data.len() as u32;
+            Some(Packet { data, rss: (valid != 0).then_some(h), timestamp: (ts != 0).then_some(ts), chained })
+        }
+    }
+
+    /// Copies the whole of packet `i` (all its segments) into `out`.
+    pub fn copy_whole(&self, i: usize, out: &mut Vec<u8>) -> bool {
+        let Some(&m) = self.ptrs[..self.n].get(i) else { return false };
+        // SAFETY: m is an owned mbuf; out is resized to the packet length before the copy.
+        unsafe {
+            let len = sys::vx_pkt_len(m);
+            out.clear();
+            out.resize(len as usize, 0);
+            sys::vx_read(m, len, out.as_mut_ptr().cast()) == 0
         }
     }
 
