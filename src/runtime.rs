@@ -269,6 +269,8 @@ pub fn run_dpdk(cfg: &Config, workers: usize) -> Result<RunResult> {
         let mut rx = pipeline.rx(cfg, replay, shared.as_ref(), q);
         let mut queue = port.rx_queue(q);
         threads.push(thread::Builder::new().name(format!("rx-{q}")).spawn(move || {
+            // An lcore id gives this rx core its own mempool cache for freeing mbufs.
+            let _lcore = crate::capture::dpdk::RegisteredThread::register(&eal);
             poll_queue(&mut queue, &mut rx, file_times, idle_limit, burst_size, &mut |_| {});
             rx
         })?);

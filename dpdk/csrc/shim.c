@@ -92,6 +92,16 @@ uint64_t vx_timestamp(const struct rte_mbuf *m)
 	return *RTE_MBUF_DYNFIELD(m, ts_offset, const rte_mbuf_timestamp_t *);
 }
 
+int vx_thread_register(void)
+{
+	return rte_thread_register();
+}
+
+void vx_thread_unregister(void)
+{
+	rte_thread_unregister();
+}
+
 int vx_errno(void)
 {
 	return rte_errno;

@@ -25,6 +25,9 @@ int vx_timestamp_init(void);
 /* The rx timestamp a device stored in the mbuf, or 0 when none. */
 uint64_t vx_timestamp(const struct rte_mbuf *m);
 int vx_errno(void);
+/* Registers the calling (non-EAL) thread with DPDK so it gets an lcore id and mempool caches. */
+int vx_thread_register(void);
+void vx_thread_unregister(void);
 unsigned int vx_lcore_id(void);
 uint32_t vx_softrss_v4(uint32_t src, uint32_t dst, uint16_t sport, uint16_t dport, const uint8_t *key);
 

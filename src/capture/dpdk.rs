@@ -38,6 +38,24 @@ fn last_error() -> String {
     rte_error(unsafe { sys::vx_errno() })
 }
 
+/// A thread registered with DPDK (an lcore id, and so mempool caches); unregistered on drop.
+pub struct RegisteredThread(std::marker::PhantomData<*const ()>);
+
+impl RegisteredThread {
+    /// Registers the calling thread; `None` when DPDK has no lcore left (the thread still works, uncached).
+    pub fn register(_eal: &Eal) -> Option<RegisteredThread> {
+        // SAFETY: registers the calling thread; paired with unregister in Drop on the same thread.
+        (unsafe { sys::vx_thread_register() } == 0).then_some(RegisteredThread(std::marker::PhantomData))
+    }
+}
+
+impl Drop for RegisteredThread {
+    fn drop(&mut self) {
+        // SAFETY: the same thread registered itself (the value is not Send).
+        unsafe { sys::vx_thread_unregister() };
+    }
+}
+
 /// The initialised Environment Abstraction Layer.
 #[derive(Debug, Clone, Copy)]
 pub struct Eal {
