@@ -1,7 +1,7 @@
 #!/bin/sh
 # Installs the Debian packages voxtap's build, demo and tests need, when they are missing (idempotent).
 set -eu
-want="python3 tshark tcpdump pkg-config libdpdk-dev libclang-dev"
+want="python3 tshark tcpdump pkg-config libpcap-dev libdpdk-dev libclang-dev"
 [ "${1:-}" = "--test" ] && want="$want sip-tester tcpreplay dpdk-dev"
 missing=""
 for p in $want; do

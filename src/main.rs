@@ -33,6 +33,9 @@ struct Cli {
     /// Sensor id written into every CDR (0–65535; negative = unset).
     #[arg(short = 's', long = "id-sensor", allow_negative_numbers = true)]
     id_sensor: Option<i64>,
+    /// BPF capture filter (tcpdump syntax) for live capture.
+    #[arg(short = 'f', long = "pcapfilter")]
+    filter: Option<String>,
     /// SIP ports, e.g. 5060,5070-5080.
     #[arg(short = 'Y', long = "sipports")]
     sipports: Option<String>,
@@ -131,6 +134,9 @@ fn run(cli: Cli) -> Result<()> {
             s if s < 0 => None,
             s => Some(u16::try_from(s).map_err(|_| anyhow::anyhow!("--id-sensor {s}: must be 0..65535"))?),
         };
+    }
+    if let Some(f) = &cli.filter {
+        cfg.filter = Some(f.clone());
     }
     if let Some(p) = &cli.sipports {
         cfg.sipport = parse::ports(p).map_err(|e| anyhow::anyhow!("--sipports: {e}"))?;

@@ -379,7 +379,11 @@ pub fn run_afpacket(cfg: &Config, workers: usize) -> Result<RunResult> {
         // One fanout group per interface and process.
         let group = ((std::process::id() as u16) ^ (k as u16).wrapping_mul(0x9e37)) | 1;
         for t in rings.iter_mut() {
-            t.push(Ring::open(iface, cfg.promisc, (threads > 1).then_some(group))?);
+            let ring = Ring::open(iface, cfg.promisc, (threads > 1).then_some(group))?;
+            if let Some(f) = cfg.filter.as_deref() {
+                ring.set_filter(f)?;
+            }
+            t.push(ring);
         }
     }
     anyhow::ensure!(!cfg.interface.is_empty(), "no interface to capture on");

@@ -69,15 +69,20 @@ fn projection(c: &Value) -> Value {
 
 #[test]
 fn live_capture_on_a_veth_matches_the_offline_result() {
-    live_capture(1);
+    live_capture(1, None);
+}
+
+#[test]
+fn a_bpf_filter_keeps_only_what_it_matches() {
+    live_capture(1, Some("udp port 5060"));
 }
 
 #[test]
 fn two_rx_threads_with_fanout_match_the_offline_result() {
-    live_capture(2);
+    live_capture(2, None);
 }
 
-fn live_capture(rx_threads: u32) {
+fn live_capture(rx_threads: u32, filter: Option<&str>) {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     if !(root && have("tcpreplay") && have("tcpdump")) {
@@ -85,7 +90,7 @@ fn live_capture(rx_threads: u32) {
         eprintln!("SKIPPED: needs root, tcpreplay and tcpdump");
         return;
     }
-    let id = (std::process::id() % 10_000) * 10 + rx_threads;
+    let id = (std::process::id() % 10_000) * 10 + rx_threads + if filter.is_some() { 5 } else { 0 };
     let (ns, near, far) = (format!("vxt{id}"), format!("vxa{id}"), format!("vxb{id}"));
     sh(&format!("ip netns add {ns}"));
     let _guard = Netns(ns.clone());
@@ -93,14 +98,16 @@ fn live_capture(rx_threads: u32) {
     sh(&format!("sysctl -qw net.ipv6.conf.{near}.disable_ipv6=1 && ip link set {near} up"));
     sh(&format!("ip netns exec {ns} sh -c 'sysctl -qw net.ipv6.conf.{far}.disable_ipv6=1; ip link set {far} up'"));
 
-    let dir = std::env::temp_dir().join(format!("voxtap-af-{}-{rx_threads}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("voxtap-af-{id}"));
     std::fs::create_dir_all(&dir).unwrap();
     let cap = dir.join("calls.pcap");
     voxgen(&cap, &["--calls", "16", "--cps", "8", "--duration", "2", "--mix", "--dtmf", "--rtcp", "--seed", "51"]);
     let seen = dir.join("seen.pcap");
 
     let conf = dir.join("live.conf");
-    std::fs::write(&conf, format!("interface = {near}\nsipport = 5060\nrx_threads = {rx_threads}\n")).unwrap();
+    let filter_line = filter.map(|f| format!("filter = {f}\n")).unwrap_or_default();
+    std::fs::write(&conf, format!("interface = {near}\nsipport = 5060\nrx_threads = {rx_threads}\n{filter_line}"))
+        .unwrap();
     let voxtap_child = voxtap()
         .args(["--config-file", conf.to_str().unwrap(), "--json", "--workers", "2"])
         .stdout(Stdio::piped())
@@ -126,8 +133,14 @@ fn live_capture(rx_threads: u32) {
     eprintln!("live summary: {}", stderr.lines().last().unwrap_or(""));
     let live: Vec<Value> =
         String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let offline = run_json(&seen, &["--sipports", "5060"]);
     assert_eq!(live.len(), 16, "{stderr}");
+    if filter.is_some() {
+        // Only SIP passed the kernel filter: every call is there, no media.
+        assert!(live.iter().all(|c| c["rtp"].as_array().unwrap().is_empty() && c["a_received"].is_null()), "{stderr}");
+        assert!(stderr.contains(" rtp=0 "), "{stderr}");
+        return;
+    }
+    let offline = run_json(&seen, &["--sipports", "5060"]);
     let p = |v: &[Value]| {
         let mut x: Vec<Value> = v.iter().map(projection).collect();
         x.sort_by_key(|c| c["callid"].as_str().unwrap().to_string());

@@ -67,6 +67,8 @@ pub struct Config {
     pub exit_after_idle: u32,
     /// voxtap's own: AF_PACKET rx threads (rings joined in a PACKET_FANOUT group per interface).
     pub rx_threads: u16,
+    /// BPF capture filter in tcpdump syntax (AF_PACKET).
+    pub filter: Option<String>,
 }
 
 impl Default for Config {
@@ -99,6 +101,7 @@ impl Default for Config {
             dpdk_lcores_affinity: None,
             exit_after_idle: 0,
             rx_threads: 1,
+            filter: None,
         }
     }
 }
@@ -131,6 +134,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "dpdk_lcores_affinity",
     "exit_after_idle",
     "rx_threads",
+    "filter",
 ];
 
 const LIST_KEYS: &[&str] = &["interface", "sipport", "dpdk_vdev", "dpdk_pci_device"];
@@ -274,6 +278,7 @@ impl Config {
             "dpdk_nb_mbufs" => self.dpdk_nb_mbufs = number(e, 1, 1 << 20)?,
             "exit_after_idle" => self.exit_after_idle = seconds(e)?,
             "rx_threads" => self.rx_threads = number(e, 1, 64)? as u16,
+            "filter" => self.filter = Some(v.to_string()),
             _ => {}
         }
         Ok(())
