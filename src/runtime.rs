@@ -261,9 +261,9 @@ pub fn run_dpdk(cfg: &Config, workers: usize) -> Result<RunResult> {
     let file_times = port.timestamps && port.driver.starts_with("net_pcap");
     let idle_limit = (cfg.exit_after_idle > 0).then(|| std::time::Duration::from_secs(cfg.exit_after_idle as u64));
     let burst_size = cfg.dpdk_pkt_burst;
-    // One rx core per queue; with several, they share the media table and the Call-ID hash key.
-    let shared = (port.rx_queues > 1)
-        .then(|| crate::dispatch::RxShared::new(secs(cfg.rtptimeout.max(cfg.sipwithoutrtptimeout) as i64)));
+    // One rx core per queue; with several, they tell each other the SDP endpoints they see and share the
+    // Call-ID hash key.
+    let shared = (port.rx_queues > 1).then(|| crate::dispatch::RxShared::new(port.rx_queues as usize));
     let mut threads = Vec::new();
     for q in 1..port.rx_queues {
         let mut rx = pipeline.rx(cfg, replay, shared.as_ref(), q);
@@ -391,8 +391,7 @@ pub fn run_afpacket(cfg: &Config, workers: usize) -> Result<RunResult> {
     install_stop_handlers();
     tracing::info!(interfaces = ?cfg.interface, rx_threads = threads, "AF_PACKET capture started");
     let idle_limit = (cfg.exit_after_idle > 0).then(|| std::time::Duration::from_secs(cfg.exit_after_idle as u64));
-    let shared = (threads > 1)
-        .then(|| crate::dispatch::RxShared::new(secs(cfg.rtptimeout.max(cfg.sipwithoutrtptimeout) as i64)));
+    let shared = (threads > 1).then(|| crate::dispatch::RxShared::new(threads));
     let mut handles = Vec::new();
     for (t, mine) in rings.into_iter().enumerate() {
         let mut rx = pipeline.rx(cfg, false, shared.as_ref(), t as u16);

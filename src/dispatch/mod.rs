@@ -10,10 +10,8 @@ use std::hash::BuildHasher;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
-use parking_lot::RwLock;
 
 use crate::decode::{Datagram, Decoder, Transport};
 use crate::sip::{framing, msg, sdp};
@@ -58,50 +56,68 @@ pub struct RxConfig {
     pub source: u16,
 }
 
-/// What several rx cores of one capture share: the media table (SDP seen on one queue, RTP on another) and
-/// the Call-ID hash key (so every core sends a call to the same owner).
+/// An SDP endpoint one rx core saw, for the other cores' tables.
+#[derive(Debug, Clone, Copy)]
+struct Announce {
+    addr: IpAddr,
+    port: u16,
+    call_key: u64,
+    ts: Nanos,
+}
+
+/// What several rx cores of one capture share: announcement inboxes (each core keeps its own media table and
+/// tells the others about the SDP endpoints it sees, so an RTP lookup takes no lock) and the Call-ID hash key
+/// (so every core sends a call to the same owner).
 #[derive(Clone)]
 pub struct RxShared {
-    pub media: Arc<RwLock<MediaTable>>,
+    inboxes: Vec<(Sender<Announce>, Receiver<Announce>)>,
     pub hasher: std::hash::RandomState,
 }
 
 impl RxShared {
-    pub fn new(media_idle: Nanos) -> RxShared {
+    pub fn new(cores: usize) -> RxShared {
         RxShared {
-            media: Arc::new(RwLock::new(MediaTable::new(media_idle, 8 << 20))),
+            inboxes: (0..cores.max(1)).map(|_| crossbeam_channel::unbounded()).collect(),
             hasher: std::hash::RandomState::new(),
         }
     }
 }
 
-enum Media {
-    /// One rx core: the table is its own.
-    Local(MediaTable),
-    /// Several rx cores: a shared table; lookups take the read lock.
-    Shared(Arc<RwLock<MediaTable>>),
+/// This rx core's media table, and (with several cores) the links to the others.
+struct Media {
+    table: MediaTable,
+    peers: Vec<Sender<Announce>>,
+    inbox: Option<Receiver<Announce>>,
 }
 
 impl Media {
     #[inline]
     fn lookup(&self, addr: IpAddr, port: u16, now: Nanos) -> Option<u64> {
-        match self {
-            Media::Local(t) => t.lookup(addr, port, now),
-            Media::Shared(t) => t.read().lookup(addr, port, now),
-        }
+        self.table.lookup(addr, port, now)
+    }
+
+    fn shared(&self) -> bool {
+        self.inbox.is_some()
     }
 
     fn generation(&self) -> u64 {
-        match self {
-            Media::Local(t) => t.generation,
-            Media::Shared(t) => t.read().generation,
+        self.table.generation
+    }
+
+    /// Applies the other cores' announcements.
+    fn drain(&mut self) {
+        if let Some(inbox) = &self.inbox {
+            while let Ok(a) = inbox.try_recv() {
+                self.table.announce(a.addr, a.port, a.call_key, a.ts);
+            }
         }
     }
 
-    fn with_mut<R>(&mut self, f: impl FnOnce(&mut MediaTable) -> R) -> R {
-        match self {
-            Media::Local(t) => f(t),
-            Media::Shared(t) => f(&mut t.write()),
+    fn announce(&mut self, addr: IpAddr, port: u16, call_key: u64, ts: Nanos) {
+        self.table.announce(addr, port, call_key, ts);
+        for p in &self.peers {
+            // Unbounded: announcements are rare (one per SDP endpoint) and must not be lost.
+            let _ = p.send(Announce { addr, port, call_key, ts });
         }
     }
 }
@@ -160,9 +176,24 @@ impl Rx {
         shared: Option<&RxShared>,
     ) -> Self {
         let n = to_owner.len();
+        let table = MediaTable::new(cfg.media_idle, 8 << 20);
+        let me = cfg.source as usize;
         let (media, hasher) = match shared {
-            Some(s) => (Media::Shared(s.media.clone()), s.hasher.clone()),
-            None => (Media::Local(MediaTable::new(cfg.media_idle, 8 << 20)), std::hash::RandomState::new()),
+            Some(s) => (
+                Media {
+                    table,
+                    peers: s
+                        .inboxes
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| *i != me)
+                        .map(|(_, (tx, _))| tx.clone())
+                        .collect(),
+                    inbox: s.inboxes.get(me).map(|(_, rx)| rx.clone()),
+                },
+                s.hasher.clone(),
+            ),
+            None => (Media { table, peers: Vec::new(), inbox: None }, std::hash::RandomState::new()),
         };
         let router = Router {
             cfg,
@@ -236,7 +267,7 @@ impl Rx {
         for i in 0..self.router.batches.len() {
             self.router.send(i);
         }
-        self.router.stats.media_table_evicted = self.router.media.with_mut(|t| t.evicted);
+        self.router.stats.media_table_evicted = self.router.media.table.evicted;
         let end = self.router.last_ts;
         let to_owner = std::mem::take(&mut self.router.to_owner);
         (self.decoder, self.router.stats, end, to_owner)
@@ -262,7 +293,7 @@ impl Router {
                         self.send(i);
                     }
                 }
-                self.media.with_mut(|t| t.maybe_sweep(ts));
+                self.media.table.maybe_sweep(ts);
                 return true;
             }
             _ => {}
@@ -281,9 +312,14 @@ impl Router {
         }
         let flow = (d.src, d.sport, d.dst, d.dport);
         let behind = !self.parked_flows.is_empty() && self.parked_flows.contains_key(&flow);
-        let route = if behind { None } else { self.media_route(d.ts, d.src, d.sport, d.dst, d.dport) };
+        let mut route = if behind { None } else { self.media_route(d.ts, d.src, d.sport, d.dst, d.dport) };
+        if route.is_none() && !behind && self.media.shared() {
+            // Perhaps another core has just announced it.
+            self.media.drain();
+            route = self.media_route(d.ts, d.src, d.sport, d.dst, d.dport);
+        }
         let Some(route) = route else {
-            if matches!(self.media, Media::Shared(_)) {
+            if self.media.shared() {
                 self.park(d, flow);
             } else {
                 self.stats.unknown_udp += 1;
@@ -345,6 +381,7 @@ impl Router {
     /// Routes parked packets whose endpoint has appeared (checked only when the table changed), in order, and
     /// gives up on those that waited too long (`all`: on everything still unresolved).
     fn retry_parked(&mut self, all: bool) {
+        self.media.drain();
         if self.parked.is_empty() {
             return;
         }
@@ -429,17 +466,15 @@ impl Router {
             let s = sdp::parse(text);
             let announced = sdp::announced(&s);
             if !announced.is_empty() {
-                if matches!(self.media, Media::Shared(_)) {
-                    // Another rx core may route this call's RTP as soon as the endpoints are in the table: the
-                    // SIP message must already be on its way to the owner, ahead of that RTP.
+                if self.media.shared() {
+                    // Another rx core may route this call's RTP as soon as it learns the endpoints: the SIP
+                    // message must already be on its way to the owner, ahead of that RTP.
                     self.send(o);
                 }
                 self.stats.media_endpoints += announced.len() as u64;
-                self.media.with_mut(|t| {
-                    for a in &announced {
-                        t.announce(a.addr, a.port, key, d.ts);
-                    }
-                });
+                for a in &announced {
+                    self.media.announce(a.addr, a.port, key, d.ts);
+                }
             }
         }
     }
