@@ -65,10 +65,15 @@ fn run(args: &[&str], file: Option<&Path>) -> Out {
 }
 
 fn sample_capture(dir: &Path) -> PathBuf {
+    // Shared by tests running in parallel: made once, and renamed into place only when complete.
+    static ONCE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _g = ONCE.lock().unwrap_or_else(|p| p.into_inner());
     let f = dir.join("sample.pcap");
     if !f.exists() {
+        let tmp = dir.join("sample.pcap.part");
         let args = ["--calls", "6", "--cps", "3", "--duration", "2", "--mix", "--dtmf", "--rtcp", "--seed", "5"];
-        voxgen(&f, &[&args[..], &["--sip-transport", "tcp", "--tcp-segment", "200"]].concat());
+        voxgen(&tmp, &[&args[..], &["--sip-transport", "tcp", "--tcp-segment", "200"]].concat());
+        std::fs::rename(&tmp, &f).unwrap();
     }
     f
 }

@@ -15,12 +15,18 @@ fn workdir() -> PathBuf {
 }
 
 fn generate(dir: &Path) -> (PathBuf, Value) {
+    // The tests of this file run in parallel and share one capture: make it once, and only ever let a reader
+    // see it complete (written under another name, then renamed).
+    static ONCE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _g = ONCE.lock().unwrap_or_else(|p| p.into_inner());
     let cap = dir.join("life.pcap");
     let truth = dir.join("life.truth.json");
     if !cap.exists() {
+        let tmp = dir.join("life.pcap.part");
         let truth_s = truth.to_str().unwrap();
         let args = ["--calls", "24", "--cps", "2", "--duration", "11", "--mix", "--rtcp", "--dtmf", "--seed", "31"];
-        voxgen(&cap, &[&args[..], &["--truth", truth_s]].concat());
+        voxgen(&tmp, &[&args[..], &["--truth", truth_s]].concat());
+        std::fs::rename(&tmp, &cap).unwrap();
     }
     (cap, load_json(&truth))
 }
