@@ -118,6 +118,15 @@ pub fn summary(r: &RunResult) -> String {
             text.push_str(&format!(" {k}={v}"));
         }
     }
+    if !r.rx.cpu_s.is_empty() {
+        let f = |v: &[f64]| v.iter().map(|x| format!("{x:.3}")).collect::<Vec<_>>().join(",");
+        text.push_str(&format!(
+            " rx_cpu_s=[{}] rx_frames={:?} owner_cpu_s=[{}]",
+            f(&r.rx.cpu_s),
+            r.rx.packets_per_core,
+            f(&r.owners.cpu_s)
+        ));
+    }
     #[cfg(feature = "dpdk")]
     if let Some(p) = &r.port {
         text.push_str(&format!(

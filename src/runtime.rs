@@ -258,7 +258,9 @@ pub fn run_dpdk(cfg: &Config, workers: usize) -> Result<RunResult> {
     install_stop_handlers();
     // Only a pcap virtual device stamps packets with wall-clock times (the file's, in microseconds); a NIC's
     // hardware timestamps run on its own clock, so live ports use the host clock.
-    let file_times = port.timestamps && port.driver.starts_with("net_pcap");
+    // A looped replay (infinite_rx) repeats the file's times, so it runs on the host clock instead.
+    let looped = cfg.dpdk_vdev.iter().any(|v| v.contains("infinite_rx=1"));
+    let file_times = port.timestamps && port.driver.starts_with("net_pcap") && !looped;
     let idle_limit = (cfg.exit_after_idle > 0).then(|| std::time::Duration::from_secs(cfg.exit_after_idle as u64));
     let burst_size = cfg.dpdk_pkt_burst;
     // One rx core per queue; with several, they tell each other the SDP endpoints they see and share the
@@ -317,6 +319,8 @@ fn poll_queue(
     let mut jumbo = Vec::new();
     let mut last_packet = Instant::now();
     let mut idle_polls = 0u32;
+    let cpu0 = crate::time::thread_cpu_secs();
+    let frames0 = rx.decoder.stats.frames;
     while !STOP.load(Ordering::Relaxed) {
         let n = queue.poll(&mut burst, burst_size);
         let now = wall_clock();
@@ -361,6 +365,8 @@ fn poll_queue(
         }
         periodic(rx);
     }
+    rx.router.stats.cpu_s.push(crate::time::thread_cpu_secs() - cpu0);
+    rx.router.stats.packets_per_core.push(rx.decoder.stats.frames - frames0);
 }
 
 /// Live capture with AF_PACKET (TPACKET_V3 rings) on the configured interfaces, until SIGTERM/SIGINT (or
@@ -432,6 +438,8 @@ fn poll_rings(
     let timeout = if rings.len() == 1 { 50 } else { 5 };
     let mut last_packet = Instant::now();
     let mut last_status = Instant::now();
+    let cpu0 = crate::time::thread_cpu_secs();
+    let frames0 = rx.decoder.stats.frames;
     let add = |totals: &mut crate::capture::afpacket::RingStats, rings: &[crate::capture::afpacket::Ring]| {
         for r in rings {
             let s = r.stats();
@@ -467,6 +475,8 @@ fn poll_rings(
         }
     }
     add(&mut totals, &rings);
+    rx.router.stats.cpu_s.push(crate::time::thread_cpu_secs() - cpu0);
+    rx.router.stats.packets_per_core.push(rx.decoder.stats.frames - frames0);
     totals
 }
 
@@ -521,6 +531,8 @@ fn merge_rx(a: &mut RxStats, b: RxStats) {
     a.unknown_udp += b.unknown_udp;
     a.media_parked += b.media_parked;
     a.media_endpoints += b.media_endpoints;
+    a.cpu_s.extend(b.cpu_s);
+    a.packets_per_core.extend(b.packets_per_core);
     a.media_table_evicted = a.media_table_evicted.max(b.media_table_evicted);
     if a.ring_full_drops.len() < b.ring_full_drops.len() {
         a.ring_full_drops.resize(b.ring_full_drops.len(), 0);
@@ -550,4 +562,5 @@ fn merge(a: &mut OwnerStats, b: OwnerStats) {
     a.streams += b.streams;
     a.packets_over_stream_limit += b.packets_over_stream_limit;
     a.active_calls_peak += b.active_calls_peak;
+    a.cpu_s.extend(b.cpu_s);
 }

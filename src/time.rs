@@ -21,6 +21,16 @@ pub fn as_millis_f64(n: Nanos) -> f64 {
     n as f64 / 1_000_000.0
 }
 
+/// CPU seconds the calling thread has used (CLOCK_THREAD_CPUTIME_ID), for per-core rates.
+pub fn thread_cpu_secs() -> f64 {
+    // SAFETY: clock_gettime writes into the timespec we pass.
+    let mut t: libc::timespec = unsafe { std::mem::zeroed() };
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) } != 0 {
+        return 0.0;
+    }
+    t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
+}
+
 /// A broken-down calendar time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Civil {

@@ -55,6 +55,8 @@ pub struct OwnerStats {
     /// RTP packets not analysed because their call already had the maximum number of streams.
     pub packets_over_stream_limit: u64,
     pub active_calls_peak: u64,
+    /// CPU seconds of each owner thread.
+    pub cpu_s: Vec<f64>,
 }
 
 pub struct Owner {
@@ -95,6 +97,7 @@ impl Owner {
                 }
             }
         }
+        self.stats.cpu_s = vec![crate::time::thread_cpu_secs()];
         self.stats
     }
 

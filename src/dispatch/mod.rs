@@ -41,6 +41,9 @@ pub struct RxStats {
     pub media_parked: u64,
     pub media_endpoints: u64,
     pub media_table_evicted: u64,
+    /// CPU seconds and frames of each rx thread (live sources; per-core rates).
+    pub cpu_s: Vec<f64>,
+    pub packets_per_core: Vec<u64>,
     /// Batches dropped because an owner's ring was full (live sources only; files wait instead).
     pub ring_full_drops: Vec<u64>,
 }
