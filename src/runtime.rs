@@ -246,6 +246,7 @@ pub fn run_dpdk(cfg: &Config, workers: usize) -> Result<RunResult> {
     let port_cfg = PortConfig {
         rx_queues: cfg.dpdk_nb_rxq,
         rx_descriptors: cfg.dpdk_nb_rx,
+        tx_queues: 1,
         timestamps: true,
         promiscuous: cfg.promisc,
     };

@@ -208,6 +208,8 @@ impl Drop for Mbuf {
 pub struct PortConfig {
     pub rx_queues: u16,
     pub rx_descriptors: u16,
+    /// Transmit queues (a capture port needs one; a test harness looping net_ring needs one per rx queue).
+    pub tx_queues: u16,
     /// Ask the device for receive timestamps (net_pcap gives the capture file's times).
     pub timestamps: bool,
     pub promiscuous: bool,
@@ -277,7 +279,8 @@ impl Port {
             conf.rxmode.offloads |= sys::RX_OFFLOAD_TIMESTAMP;
         }
         // SAFETY: conf is fully initialised; the port id came from DPDK.
-        let rc = unsafe { sys::rte_eth_dev_configure(id, nq, 1, &conf) };
+        let ntx = cfg.tx_queues.clamp(1, info.max_tx_queues.max(1));
+        let rc = unsafe { sys::rte_eth_dev_configure(id, nq, ntx, &conf) };
         if rc != 0 {
             return Err(err("configure", rc));
         }
@@ -291,9 +294,12 @@ impl Port {
                 return Err(err("rx_queue_setup", rc));
             }
         }
-        let rc = unsafe { sys::rte_eth_tx_queue_setup(id, 0, 512, socket, std::ptr::null()) };
-        if rc != 0 {
-            return Err(err("tx_queue_setup", rc));
+        for q in 0..ntx {
+            // SAFETY: NULL txconf selects the driver's defaults.
+            let rc = unsafe { sys::rte_eth_tx_queue_setup(id, q, 512, socket, std::ptr::null()) };
+            if rc != 0 {
+                return Err(err("tx_queue_setup", rc));
+            }
         }
         let rc = unsafe { sys::rte_eth_dev_start(id) };
         if rc != 0 {
