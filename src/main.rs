@@ -192,7 +192,9 @@ fn output(cli: &Cli, res: &voxtap::runtime::RunResult) -> Result<()> {
         other => other?,
     }
     if cli.json {
-        eprintln!("voxtap: {}", voxtap::report::summary(res));
+        // One write, so the line is not interleaved with a pipe reader's output.
+        let line = format!("voxtap: {}\n", voxtap::report::summary(res));
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
     }
     Ok(())
 }
