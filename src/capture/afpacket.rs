@@ -220,8 +220,12 @@ impl Ring {
                 // The sockaddr_ll after the header tells the link type of the packet's interface.
                 let sll_off = off + tpacket_align(std::mem::size_of::<libc::tpacket3_hdr>());
                 // SAFETY: the kernel places a sockaddr_ll there, inside the block.
-                let hatype = unsafe { (*(base.add(sll_off) as *const libc::sockaddr_ll)).sll_hatype };
+                let sll = unsafe { &*(base.add(sll_off) as *const libc::sockaddr_ll) };
+                let hatype = sll.sll_hatype;
+                // On loopback every packet shows up twice, outgoing and incoming: keep one (as libpcap does).
+                let loop_copy = hatype == ARPHRD_LOOPBACK && sll.sll_pkttype == libc::PACKET_OUTGOING;
                 let link_type = match hatype {
+                    _ if loop_copy => None,
                     ARPHRD_ETHER | ARPHRD_LOOPBACK => Some(LINKTYPE_ETHERNET),
                     ARPHRD_NONE => Some(LINKTYPE_RAW),
                     _ => None,
