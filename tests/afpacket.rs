@@ -82,7 +82,16 @@ fn two_rx_threads_with_fanout_match_the_offline_result() {
     live_capture(2, None);
 }
 
-fn live_capture(rx_threads: u32, filter: Option<&str>) {
+/// On a quiet live link packet time follows the host clock: an answered call whose media stopped and that never
+/// got a BYE ends by rtptimeout while the capture is still running.
+#[test]
+fn timers_fire_on_a_quiet_live_link() {
+    live_capture(1, Some("timers"));
+}
+
+fn live_capture(rx_threads: u32, mode: Option<&str>) {
+    let timers = mode == Some("timers");
+    let filter = mode.filter(|_| !timers);
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     if !(root && have("tcpreplay") && have("tcpdump")) {
@@ -90,7 +99,10 @@ fn live_capture(rx_threads: u32, filter: Option<&str>) {
         eprintln!("SKIPPED: needs root, tcpreplay and tcpdump");
         return;
     }
-    let id = (std::process::id() % 10_000) * 10 + rx_threads + if filter.is_some() { 5 } else { 0 };
+    let id = (std::process::id() % 10_000) * 10
+        + rx_threads
+        + if filter.is_some() { 5 } else { 0 }
+        + if timers { 7 } else { 0 };
     let (ns, near, far) = (format!("vxt{id}"), format!("vxa{id}"), format!("vxb{id}"));
     sh(&format!("ip netns add {ns}"));
     let _guard = Netns(ns.clone());
@@ -101,11 +113,16 @@ fn live_capture(rx_threads: u32, filter: Option<&str>) {
     let dir = std::env::temp_dir().join(format!("voxtap-af-{id}"));
     std::fs::create_dir_all(&dir).unwrap();
     let cap = dir.join("calls.pcap");
-    voxgen(&cap, &["--calls", "16", "--cps", "8", "--duration", "2", "--mix", "--dtmf", "--rtcp", "--seed", "51"]);
+    // Seed 52 has an answered call without BYE (for the timer test); 51 has none.
+    let seed = if timers { "52" } else { "51" };
+    voxgen(&cap, &["--calls", "16", "--cps", "8", "--duration", "2", "--mix", "--dtmf", "--rtcp", "--seed", seed]);
     let seen = dir.join("seen.pcap");
 
     let conf = dir.join("live.conf");
-    let filter_line = filter.map(|f| format!("filter = {f}\n")).unwrap_or_default();
+    let mut filter_line = filter.map(|f| format!("filter = {f}\n")).unwrap_or_default();
+    if timers {
+        filter_line.push_str("rtptimeout = 1\n");
+    }
     std::fs::write(&conf, format!("interface = {near}\nsipport = 5060\nrx_threads = {rx_threads}\n{filter_line}"))
         .unwrap();
     let voxtap_child = voxtap()
@@ -121,7 +138,7 @@ fn live_capture(rx_threads: u32, filter: Option<&str>) {
         .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
     sh(&format!("ip netns exec {ns} tcpreplay -q -i {far} --pps 4000 {} > /dev/null", cap.display()));
-    std::thread::sleep(Duration::from_millis(1000));
+    std::thread::sleep(Duration::from_millis(if timers { 4000 } else { 1000 }));
     for (pid, sig) in [(voxtap_child.id(), "-TERM"), (tcpdump.id(), "-INT")] {
         let _ = Command::new("kill").args([sig, &pid.to_string()]).status();
     }
@@ -134,6 +151,15 @@ fn live_capture(rx_threads: u32, filter: Option<&str>) {
     let live: Vec<Value> =
         String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(live.len(), 16, "{stderr}");
+    if timers {
+        let answered_no_bye: Vec<&Value> =
+            live.iter().filter(|c| c["lastSIPresponseNum"] == 200 && c["whohanged"].is_null()).collect();
+        assert!(!answered_no_bye.is_empty(), "the capture has no answered call without BYE");
+        for c in answered_no_bye {
+            assert_eq!(c["bye"], 104, "{} should have ended by rtptimeout: {stderr}", c["callid"]);
+        }
+        return;
+    }
     if filter.is_some() {
         // Only SIP passed the kernel filter: every call is there, no media.
         assert!(live.iter().all(|c| c["rtp"].as_array().unwrap().is_empty() && c["a_received"].is_null()), "{stderr}");
