@@ -89,7 +89,11 @@ impl Pipeline {
             to_owner.push(tx);
             let owner = Owner::new(owner_cfg.clone(), cdr_tx.clone(), spool_tx.clone());
             let recycle = recycle_tx.clone();
-            handles.push(thread::Builder::new().name(format!("owner-{i}")).spawn(move || owner.run(rx, recycle))?);
+            let cpus = cfg.owner_cpus.clone();
+            handles.push(thread::Builder::new().name(format!("owner-{i}")).spawn(move || {
+                pin_thread(&cpus, i);
+                owner.run(rx, recycle)
+            })?);
         }
         Ok(Pipeline { to_owner, recycle_rx, handles, collector, spooler, workers })
     }
@@ -179,6 +183,22 @@ pub fn run_file(opts: RunOptions) -> Result<RunResult> {
         warn!(file = %opts.read.display(), problem = %t, "capture file ends early; processed what was there");
     }
     pipeline.finish(rx, started, truncated)
+}
+
+/// Pins the calling thread to `cpus[index % len]` (no list: leaves it on every CPU of the process).
+fn pin_thread(cpus: &[usize], index: usize) {
+    if cpus.is_empty() {
+        return;
+    }
+    let cpu = cpus[index % cpus.len()];
+    // SAFETY: cpu_set_t is plain data; CPU_SET writes inside it; setaffinity applies to the calling thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            tracing::warn!(cpu, "cannot pin a thread to this CPU");
+        }
+    }
 }
 
 /// Set by SIGTERM/SIGINT: live sources stop, drain and close their calls as the end of a capture would.
@@ -271,7 +291,9 @@ pub fn run_dpdk(cfg: &Config, workers: usize) -> Result<RunResult> {
     for q in 1..port.rx_queues {
         let mut rx = pipeline.rx(cfg, replay, shared.as_ref(), q);
         let mut queue = port.rx_queue(q);
+        let cpus = cfg.rx_cpus.clone();
         threads.push(thread::Builder::new().name(format!("rx-{q}")).spawn(move || {
+            pin_thread(&cpus, q as usize);
             // An lcore id gives this rx core its own mempool cache for freeing mbufs.
             let _lcore = crate::capture::dpdk::RegisteredThread::register(&eal);
             poll_queue(&mut queue, &mut rx, file_times, idle_limit, burst_size, &mut |_| {});
@@ -280,6 +302,7 @@ pub fn run_dpdk(cfg: &Config, workers: usize) -> Result<RunResult> {
     }
     let mut rx = pipeline.rx(cfg, replay, shared.as_ref(), 0);
     let mut queue = port.rx_queue(0);
+    pin_thread(&cfg.rx_cpus, 0);
     let mut last_status = Instant::now();
     poll_queue(&mut queue, &mut rx, file_times, idle_limit, burst_size, &mut |rx| {
         if last_status.elapsed() >= std::time::Duration::from_secs(10) {
@@ -402,7 +425,9 @@ pub fn run_afpacket(cfg: &Config, workers: usize) -> Result<RunResult> {
     let mut handles = Vec::new();
     for (t, mine) in rings.into_iter().enumerate() {
         let mut rx = pipeline.rx(cfg, false, shared.as_ref(), t as u16);
+        let cpus = cfg.rx_cpus.clone();
         handles.push(thread::Builder::new().name(format!("rx-{t}")).spawn(move || {
+            pin_thread(&cpus, t);
             let stats = poll_rings(mine, &mut rx, idle_limit);
             (rx, stats)
         })?);

@@ -188,3 +188,39 @@ fn rss_sharded_queues_give_the_same_cdrs_for_any_queues_and_owners() {
         }
     }
 }
+
+#[test]
+fn rx_and_owner_threads_are_pinned_as_configured() {
+    let dir = tmp();
+    let cap = dir.join("pin.pcap");
+    voxgen(&cap, &["--calls", "4", "--cps", "4", "--duration", "1", "--seed", "71"]);
+    let c = conf(
+        &dir,
+        "pin.conf",
+        &cap,
+        "exit_after_idle = 3\ndpdk_read_thread_cpu_affinity = 1\ndpdk_worker_thread_cpu_affinity = 0\n",
+    );
+    let mut child = voxtap()
+        .args(["--config-file", c.to_str().unwrap(), "--json", "--workers", "2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut seen = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{}/task", child.id())).unwrap().flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default().trim().to_string();
+        let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+        let cpus = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default();
+        seen.push((comm, cpus));
+    }
+    assert!(child.wait().unwrap().success());
+    let owners: Vec<_> = seen.iter().filter(|(c, _)| c.starts_with("owner-")).collect();
+    assert_eq!(owners.len(), 2, "{seen:?}");
+    assert!(owners.iter().all(|(_, cpus)| cpus == "0"), "{seen:?}");
+    assert!(seen.iter().any(|(c, cpus)| c == "voxtap" && cpus == "1"), "the rx (main) thread: {seen:?}");
+}

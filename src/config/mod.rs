@@ -69,6 +69,10 @@ pub struct Config {
     pub rx_threads: u16,
     /// BPF capture filter in tcpdump syntax (AF_PACKET).
     pub filter: Option<String>,
+    /// CPUs for the rx threads (`dpdk_read_thread_cpu_affinity`) and the owner threads
+    /// (`dpdk_worker_thread_cpu_affinity`); thread i takes entry i modulo the list; empty: not pinned.
+    pub rx_cpus: Vec<usize>,
+    pub owner_cpus: Vec<usize>,
 }
 
 impl Default for Config {
@@ -102,6 +106,8 @@ impl Default for Config {
             exit_after_idle: 0,
             rx_threads: 1,
             filter: None,
+            rx_cpus: Vec::new(),
+            owner_cpus: Vec::new(),
         }
     }
 }
@@ -135,6 +141,8 @@ pub const KNOWN_KEYS: &[&str] = &[
     "exit_after_idle",
     "rx_threads",
     "filter",
+    "dpdk_read_thread_cpu_affinity",
+    "dpdk_worker_thread_cpu_affinity",
 ];
 
 const LIST_KEYS: &[&str] = &["interface", "sipport", "dpdk_vdev", "dpdk_pci_device"];
@@ -279,6 +287,8 @@ impl Config {
             "exit_after_idle" => self.exit_after_idle = seconds(e)?,
             "rx_threads" => self.rx_threads = number(e, 1, 64)? as u16,
             "filter" => self.filter = Some(v.to_string()),
+            "dpdk_read_thread_cpu_affinity" => self.rx_cpus = cpu_list(v).map_err(|why| bad(e, why))?,
+            "dpdk_worker_thread_cpu_affinity" => self.owner_cpus = cpu_list(v).map_err(|why| bad(e, why))?,
             _ => {}
         }
         Ok(())
@@ -313,6 +323,21 @@ fn prefix_of(v: &str, word: &str) -> bool {
 
 fn seconds(e: &Entry) -> Result<u32, ConfigError> {
     e.value.parse::<u32>().map_err(|_| bad(e, "expected a whole number of seconds".into()))
+}
+
+/// A CPU list as taskset and the kernel write it: `2,3`, `4-7`, `0-1,6`.
+pub fn cpu_list(v: &str) -> Result<Vec<usize>, String> {
+    let mut out = Vec::new();
+    for item in v.split([',', ' ']).map(str::trim).filter(|s| !s.is_empty()) {
+        let (a, b) = item.split_once('-').unwrap_or((item, item));
+        let a: usize = a.trim().parse().map_err(|_| format!("'{item}' is not a CPU number or range"))?;
+        let b: usize = b.trim().parse().map_err(|_| format!("'{item}' is not a CPU number or range"))?;
+        if a > b || b >= 1024 {
+            return Err(format!("CPU range '{item}' is not valid"));
+        }
+        out.extend(a..=b);
+    }
+    Ok(out)
 }
 
 fn number(e: &Entry, min: u32, max: u32) -> Result<u32, ConfigError> {
@@ -357,6 +382,13 @@ mod tests {
         assert_eq!(c.id_sensor, Some(7));
         assert_eq!(r.unknown_keys.len(), 1);
         assert_eq!(r.files.len(), 2);
+    }
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(cpu_list("0-2,5").unwrap(), vec![0, 1, 2, 5]);
+        assert_eq!(cpu_list("3").unwrap(), vec![3]);
+        assert!(cpu_list("2-1").is_err() && cpu_list("x").is_err() && cpu_list("5000").is_err());
     }
 
     #[test]
