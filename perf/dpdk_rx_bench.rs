@@ -185,6 +185,7 @@ fn main() -> anyhow::Result<()> {
                 empty = 0;
                 let t0 = thread_cpu_secs();
                 for i in 0..n {
+                    burst.prefetch(i);
                     if let Some(p) = burst.get(i) {
                         rx.frame(0, 1, p.data);
                     }

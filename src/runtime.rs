@@ -349,6 +349,7 @@ fn poll_queue(
         let n = queue.poll(&mut burst, burst_size);
         let now = wall_clock();
         for i in 0..n {
+            burst.prefetch(i);
             if let Some(p) = burst.get(i) {
                 let ts = match p.timestamp {
                     Some(t) if file_times => (t as i64).saturating_mul(1000),
