@@ -92,6 +92,16 @@ uint64_t vx_timestamp(const struct rte_mbuf *m)
 	return *RTE_MBUF_DYNFIELD(m, ts_offset, const rte_mbuf_timestamp_t *);
 }
 
+void vx_pkt_info(const struct rte_mbuf *m, struct vx_pkt *out)
+{
+	out->data = rte_pktmbuf_mtod(m, const uint8_t *);
+	out->data_len = m->data_len;
+	out->pkt_len = m->pkt_len;
+	out->rss_valid = (m->ol_flags & RTE_MBUF_F_RX_RSS_HASH) != 0;
+	out->rss = out->rss_valid ? m->hash.rss : 0;
+	out->timestamp = vx_timestamp(m);
+}
+
 int vx_thread_register(void)
 {
 	return rte_thread_register();

@@ -440,12 +440,15 @@ impl MbufBurst {
         let m = *self.ptrs[..self.n].get(i)?;
         // SAFETY: m is an owned, received mbuf; its data lives until the burst is cleared (borrow of self).
         unsafe {
-            let data = std::slice::from_raw_parts(sys::vx_data(m), sys::vx_data_len(m) as usize);
-            let mut valid = 0;
-            let h = sys::vx_rss(m, &mut valid);
-            let ts = sys::vx_timestamp(m);
-            let chained = sys::vx_pkt_len(m) > data.len() as u32;
-            Some(Packet { data, rss: (valid != 0).then_some(h), timestamp: (ts != 0).then_some(ts), chained })
+            let mut info: sys::vx_pkt = std::mem::zeroed();
+            sys::vx_pkt_info(m, &mut info);
+            let data = std::slice::from_raw_parts(info.data, info.data_len as usize);
+            Some(Packet {
+                data,
+                rss: (info.rss_valid != 0).then_some(info.rss),
+                timestamp: (info.timestamp != 0).then_some(info.timestamp),
+                chained: info.pkt_len > u32::from(info.data_len),
+            })
         }
     }
 
