@@ -19,9 +19,9 @@ use voxtap::call::Timeouts;
 use voxtap::capture::dpdk::{Eal, MbufBurst, Mempool, Port, PortConfig};
 use voxtap::capture::pcapfile::CaptureFile;
 use voxtap::config::{Config, SaveRtp};
-use voxtap::decode::{Decoder, DecoderConfig};
 use voxtap::dispatch::rss::{hash_v4, SYMMETRIC_KEY};
-use voxtap::dispatch::{Rx, RxConfig, RxShared, ToOwner};
+use voxtap::dispatch::{RxShared, ToOwner};
+use voxtap::runtime::rx_stage;
 use voxtap::time::thread_cpu_secs;
 
 fn queue_of(d: &[u8], n: usize) -> (usize, u32) {
@@ -149,21 +149,7 @@ fn main() -> anyhow::Result<()> {
     let shared = (queues > 1).then(|| RxShared::new(queues));
     let mut rx_threads = Vec::new();
     for q in 0..queues {
-        let dec = Decoder::new(DecoderConfig {
-            sip_ports: cfg.sip_port_matrix(),
-            keep_frames: false,
-            gtp_port: 2152,
-            hep_port: 9060,
-        });
-        let rcfg = RxConfig {
-            owners,
-            keep_sip_frames: false,
-            keep_media_frames: false,
-            blocking: true,
-            media_idle: voxtap::time::secs(3600),
-            source: q as u16,
-        };
-        let mut rx = Rx::new(dec, rcfg, cfg.sip_port_matrix(), to_owner.clone(), recycle_rx.clone(), shared.as_ref());
+        let mut rx = rx_stage(&cfg, true, to_owner.clone(), recycle_rx.clone(), shared.as_ref(), q as u16);
         let mut queue = port.rx_queue(q as u16);
         let done = done.clone();
         rx_threads.push(thread::spawn(move || {

@@ -100,22 +100,7 @@ impl Pipeline {
 
     /// An rx stage feeding these owners.
     fn rx(&self, cfg: &Config, blocking: bool, shared: Option<&crate::dispatch::RxShared>, source: u16) -> Rx {
-        let save_any = cfg.savesip || cfg.savertp != SaveRtp::No || cfg.savertcp;
-        let decoder = Decoder::new(DecoderConfig {
-            sip_ports: cfg.sip_port_matrix(),
-            keep_frames: save_any,
-            gtp_port: 2152,
-            hep_port: 9060,
-        });
-        let rx_cfg = RxConfig {
-            owners: self.workers,
-            keep_sip_frames: cfg.savesip,
-            keep_media_frames: cfg.savertp != SaveRtp::No || cfg.savertcp,
-            blocking,
-            media_idle: secs(cfg.rtptimeout.max(cfg.sipwithoutrtptimeout) as i64),
-            source,
-        };
-        Rx::new(decoder, rx_cfg, cfg.sip_port_matrix(), self.to_owner.clone(), self.recycle_rx.clone(), shared)
+        rx_stage(cfg, blocking, self.to_owner.clone(), self.recycle_rx.clone(), shared, source)
     }
 
     /// The rx stage is done: owners close their calls, CDRs are collected and sorted.
@@ -186,6 +171,34 @@ pub fn run_file(opts: RunOptions) -> Result<RunResult> {
 }
 
 /// Pins the calling thread to `cpus[index % len]` (no list: leaves it on every CPU of the process).
+/// An rx stage configured from `cfg` that hands its batches to `to_owner` (one sender per owner); also used by
+/// the benchmark harness, which wires its own owners.
+pub fn rx_stage(
+    cfg: &Config,
+    blocking: bool,
+    to_owner: Vec<crossbeam_channel::Sender<ToOwner>>,
+    recycle: crossbeam_channel::Receiver<crate::dispatch::batch::Batch>,
+    shared: Option<&crate::dispatch::RxShared>,
+    source: u16,
+) -> Rx {
+    let save_any = cfg.savesip || cfg.savertp != SaveRtp::No || cfg.savertcp;
+    let decoder = Decoder::new(DecoderConfig {
+        sip_ports: cfg.sip_port_matrix(),
+        keep_frames: save_any,
+        gtp_port: 2152,
+        hep_port: 9060,
+    });
+    let rx_cfg = RxConfig {
+        owners: to_owner.len(),
+        keep_sip_frames: cfg.savesip,
+        keep_media_frames: cfg.savertp != SaveRtp::No || cfg.savertcp,
+        blocking,
+        media_idle: secs(cfg.rtptimeout.max(cfg.sipwithoutrtptimeout) as i64),
+        source,
+    };
+    Rx::new(decoder, rx_cfg, cfg.sip_port_matrix(), to_owner, recycle, shared)
+}
+
 fn pin_thread(cpus: &[usize], index: usize) {
     if cpus.is_empty() {
         return;
