@@ -5,7 +5,9 @@
 //!
 //!   cargo run --release --example dpdk_rx_bench -- FILE.pcap [QUEUES] [OWNERS]
 //!
-//! The capture is held in memory; each rx queue's packets are fed in file order.
+//! The capture is held in memory and fed in file order across queues (a full queue holds the others up, as the
+//! wire's timing would keep queues in step). Rx CPU is the thread's CPU time while its queue has packets, less
+//! what it spent waiting for a full owner ring; the harness checks that every packet it sent was received.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,7 +18,7 @@ use crossbeam_channel::bounded;
 
 use voxtap::call::owner::{Owner, OwnerConfig};
 use voxtap::call::Timeouts;
-use voxtap::capture::dpdk::{Eal, MbufBurst, Mempool, Port, PortConfig};
+use voxtap::capture::dpdk::{Eal, MbufBurst, Mempool, Port, PortConfig, RegisteredThread};
 use voxtap::capture::pcapfile::CaptureFile;
 use voxtap::config::{Config, SaveRtp};
 use voxtap::dispatch::rss::{hash_v4, SYMMETRIC_KEY};
@@ -50,14 +52,14 @@ fn main() -> anyhow::Result<()> {
     let queues: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(1);
     let owners: usize = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(1);
 
-    // The capture, split per queue as a NIC's RSS would.
+    // The capture in file order, each packet with the queue a NIC's RSS would pick.
     let cap = CaptureFile::open(&file)?;
-    let mut per_queue: Vec<Vec<(Vec<u8>, u32)>> = (0..queues).map(|_| Vec::new()).collect();
+    let mut packets: Vec<(usize, Vec<u8>, u32)> = Vec::new();
     for f in cap.frames() {
         let (q, h) = queue_of(f.data, queues);
-        per_queue[q].push((f.data.to_vec(), h));
+        packets.push((q, f.data.to_vec(), h));
     }
-    let total: usize = per_queue.iter().map(Vec::len).sum();
+    let total = packets.len();
 
     let eal = Eal::init(&[
         "--no-pci".into(),
@@ -117,31 +119,44 @@ fn main() -> anyhow::Result<()> {
     let feeder = {
         let (port, pool, done) = (port.clone(), pool.clone(), done.clone());
         thread::spawn(move || {
-            let mut idx = vec![0usize; per_queue.len()];
-            loop {
-                let mut left = false;
-                for (q, pkts) in per_queue.iter().enumerate() {
-                    let mut burst = Vec::with_capacity(32);
-                    while burst.len() < 32 && idx[q] < pkts.len() {
-                        let (d, h) = &pkts[idx[q]];
-                        match pool.mbuf_with(d, Some(*h)) {
-                            Some(m) => {
-                                burst.push(m);
-                                idx[q] += 1;
-                            }
+            // An lcore id gives the thread a mempool cache: without one, every allocation and free goes to the
+            // pool's shared ring, whose waiters spin on each other when more threads than CPUs are busy.
+            let _lcore = RegisteredThread::register(&eal);
+            // Packets go out in file order, as they would arrive on the wire: a queue whose ring is full holds
+            // up the others (a real NIC would count drops instead), so no rx core runs far ahead of another
+            // and media is not parked for an SDP that another core has not read yet.
+            let mut pending: Vec<Vec<usize>> = (0..queues).map(|_| Vec::with_capacity(32)).collect();
+            let mut sent_total = vec![0u64; queues];
+            let flush = |q: usize, pending: &mut Vec<usize>, sent_total: &mut Vec<u64>| {
+                let mut from = 0;
+                while from < pending.len() {
+                    let mut burst = Vec::with_capacity(pending.len() - from);
+                    for &i in &pending[from..] {
+                        match pool.mbuf_with(&packets[i].1, Some(packets[i].2)) {
+                            Some(m) => burst.push(m),
                             None => break,
                         }
                     }
-                    let n = burst.len();
                     let sent = port.send(q as u16, burst);
-                    idx[q] -= n - sent;
-                    left |= idx[q] < pkts.len();
+                    from += sent;
+                    sent_total[q] += sent as u64;
+                    if sent == 0 {
+                        std::hint::spin_loop();
+                    }
                 }
-                if !left {
-                    break;
+                pending.clear();
+            };
+            for (i, (q, _, _)) in packets.iter().enumerate() {
+                pending[*q].push(i);
+                if pending[*q].len() == 32 {
+                    flush(*q, &mut pending[*q], &mut sent_total);
                 }
             }
-            done.store(true, Ordering::Relaxed);
+            for (q, p) in pending.iter_mut().enumerate() {
+                flush(q, p, &mut sent_total);
+            }
+            done.store(true, Ordering::Release);
+            sent_total
         })
     };
 
@@ -153,23 +168,33 @@ fn main() -> anyhow::Result<()> {
         let mut queue = port.rx_queue(q as u16);
         let done = done.clone();
         rx_threads.push(thread::spawn(move || {
+            let _lcore = RegisteredThread::register(&eal);
             let mut burst = MbufBurst::default();
-            // CPU time is counted around non-empty bursts only: polling an empty ring while the harness
-            // refills it is not the rx stage's cost.
+            // CPU time is counted over busy stretches (from the first non-empty poll to the next empty one), so
+            // the clock is read only when the ring runs dry, not per burst. An empty poll sleeps briefly so that on
+            // a machine with fewer CPUs than busy threads the rx core does not take the CPU from the harness and
+            // the owners only to spin (on a dedicated core it would poll without pause).
             let mut cpu = 0.0;
+            let mut busy_since: Option<f64> = None;
             let mut n_total = 0u64;
-            let mut empty = 0u32;
+            let mut bursts = 0u64;
             loop {
+                // Read before polling: once the harness has sent everything, an empty poll means drained.
+                let finished = done.load(Ordering::Acquire);
                 let n = queue.poll(&mut burst, 64);
                 if n == 0 {
-                    empty += 1;
-                    if done.load(Ordering::Relaxed) && empty > 10_000 {
+                    if let Some(t) = busy_since.take() {
+                        cpu += thread_cpu_secs() - t;
+                    }
+                    if finished {
                         break;
                     }
+                    thread::sleep(std::time::Duration::from_micros(20));
                     continue;
                 }
-                empty = 0;
-                let t0 = thread_cpu_secs();
+                if busy_since.is_none() {
+                    busy_since = Some(thread_cpu_secs());
+                }
                 for i in 0..n {
                     burst.prefetch(i);
                     if let Some(p) = burst.get(i) {
@@ -177,14 +202,16 @@ fn main() -> anyhow::Result<()> {
                     }
                 }
                 n_total += n as u64;
+                bursts += 1;
                 rx.retry_parked(false);
-                cpu += thread_cpu_secs() - t0;
             }
             let (_, stats, _, _) = rx.stop();
-            (n_total, cpu, stats.unknown_udp)
+            // Waiting for a full owner ring is the owners' pace, not the rx stage's cost.
+            let cpu = cpu - stats.owner_wait_cpu_s;
+            (n_total, cpu, stats.unknown_udp, stats.media_parked, bursts, stats.owner_wait_cpu_s)
         }));
     }
-    feeder.join().expect("feeder");
+    let sent = feeder.join().expect("feeder");
     let mut rx_results = Vec::new();
     for t in rx_threads {
         rx_results.push(t.join().expect("rx thread"));
@@ -203,10 +230,15 @@ fn main() -> anyhow::Result<()> {
     let cdrs = collector.join().expect("collector");
     port.stop();
     println!("file={} packets={total} queues={queues} owners={owners} cdrs={cdrs}", file.display());
-    for (q, (n, cpu, unknown)) in rx_results.iter().enumerate() {
+    for (q, (n, cpu, unknown, parked, bursts, wait)) in rx_results.iter().enumerate() {
+        if *n != sent[q] {
+            println!("rx{q}: MISSING {} of the {} packets the harness sent", sent[q] - n, sent[q]);
+        }
         println!(
-            "rx{q}: packets={n} cpu={cpu:.3}s {:.2} Mpps per rx core (unknown_udp={unknown})",
-            *n as f64 / cpu / 1e6
+            "rx{q}: packets={n} cpu={cpu:.3}s {:.2} Mpps per rx core (unknown_udp={unknown}, parked={parked}, {:.1} packets per burst, \
+             {wait:.3}s waiting for owners)",
+            *n as f64 / cpu / 1e6,
+            *n as f64 / (*bursts).max(1) as f64
         );
     }
     let ocpu: f64 = owner_cpu.iter().sum();

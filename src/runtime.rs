@@ -572,6 +572,7 @@ fn merge_rx(a: &mut RxStats, b: RxStats) {
     a.media_parked += b.media_parked;
     a.media_endpoints += b.media_endpoints;
     a.cpu_s.extend(b.cpu_s);
+    a.owner_wait_cpu_s += b.owner_wait_cpu_s;
     a.packets_per_core.extend(b.packets_per_core);
     a.media_table_evicted = a.media_table_evicted.max(b.media_table_evicted);
     if a.ring_full_drops.len() < b.ring_full_drops.len() {

@@ -9,6 +9,9 @@ pub mod rss;
 use std::hash::BuildHasher;
 
 use std::collections::HashMap;
+
+/// Flow keys are hashed on every media packet while anything is parked: a fast hasher, seeded per process.
+type FastHash = foldhash::fast::RandomState;
 use std::net::IpAddr;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
@@ -46,6 +49,9 @@ pub struct RxStats {
     pub packets_per_core: Vec<u64>,
     /// Batches dropped because an owner's ring was full (live sources only; files wait instead).
     pub ring_full_drops: Vec<u64>,
+    /// CPU seconds spent waiting for a full owner ring (files only): the owners, not the rx stage, set the pace
+    /// then, and a benchmark of the rx stage subtracts this.
+    pub owner_wait_cpu_s: f64,
 }
 
 pub struct RxConfig {
@@ -153,7 +159,10 @@ pub struct Router {
     media: Media,
     parked: std::collections::VecDeque<Parked>,
     /// Flows with packets parked: their later packets queue behind them, so a stream keeps its order.
-    parked_flows: HashMap<Flow, u32>,
+    parked_flows: HashMap<Flow, u32, FastHash>,
+    /// Scratch space of `retry_parked`, kept between calls so a retry allocates nothing.
+    parked_keep: std::collections::VecDeque<Parked>,
+    parked_blocked: std::collections::HashSet<Flow, FastHash>,
     parked_gen: u64,
     hasher: std::hash::RandomState,
     batches: Vec<Batch>,
@@ -203,7 +212,9 @@ impl Rx {
             sip_ports,
             media,
             parked: std::collections::VecDeque::new(),
-            parked_flows: HashMap::new(),
+            parked_flows: HashMap::default(),
+            parked_keep: std::collections::VecDeque::new(),
+            parked_blocked: std::collections::HashSet::default(),
             parked_gen: 0,
             hasher,
             batches: (0..n).map(|_| Batch::with_capacity()).collect(),
@@ -392,15 +403,16 @@ impl Router {
         let gen = self.media.generation();
         if gen != self.parked_gen || all {
             self.parked_gen = gen;
-            let mut keep = std::collections::VecDeque::new();
+            let mut keep = std::mem::take(&mut self.parked_keep);
             // Another core may announce an endpoint while this scan runs: once a flow has a packet that stays
             // parked, its later packets stay too, so the flow is never reordered.
-            let mut blocked: std::collections::HashSet<Flow> = std::collections::HashSet::new();
+            let mut blocked = std::mem::take(&mut self.parked_blocked);
+            blocked.clear();
             while let Some(p) = self.parked.pop_front() {
                 let flow = (p.src, p.sport, p.dst, p.dport);
                 let route =
                     if blocked.contains(&flow) { None } else { self.media_route(p.ts, p.src, p.sport, p.dst, p.dport) };
-                if route.is_none() && !all && !blocked.contains(&flow) {
+                if route.is_none() && !all {
                     blocked.insert(flow);
                 }
                 match route {
@@ -415,7 +427,9 @@ impl Router {
                     None => keep.push_back(p),
                 }
             }
-            self.parked = keep;
+            // The emptied queue becomes next call's scratch space, keeping its capacity.
+            self.parked_keep = std::mem::replace(&mut self.parked, keep);
+            self.parked_blocked = blocked;
         }
         while self.parked.front().is_some_and(|p| p.until <= now) {
             if let Some(p) = self.parked.pop_front() {
@@ -504,8 +518,16 @@ impl Router {
         };
         let full = std::mem::replace(&mut self.batches[o], fresh);
         if self.cfg.blocking {
-            if self.to_owner[o].send(ToOwner::Batch(full)).is_err() {
-                self.stats.ring_full_drops[o] += 1;
+            match self.to_owner[o].try_send(ToOwner::Batch(full)) {
+                Ok(()) => {}
+                Err(TrySendError::Full(full)) => {
+                    let t0 = crate::time::thread_cpu_secs();
+                    if self.to_owner[o].send(full).is_err() {
+                        self.stats.ring_full_drops[o] += 1;
+                    }
+                    self.stats.owner_wait_cpu_s += crate::time::thread_cpu_secs() - t0;
+                }
+                Err(TrySendError::Disconnected(_)) => self.stats.ring_full_drops[o] += 1,
             }
         } else {
             match self.to_owner[o].try_send(ToOwner::Batch(full)) {
