@@ -191,6 +191,9 @@ fn output(cli: &Cli, res: &voxtap::runtime::RunResult) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
         other => other?,
     }
+    if let Some(db) = res.db.as_ref().filter(|d| d.cdrs_unsent > 0) {
+        bail!("{} CDRs could not be stored: the database stayed unreachable (see the log)", db.cdrs_unsent);
+    }
     if cli.json {
         // One write, so the line is not interleaved with a pipe reader's output.
         let line = format!("voxtap: {}\n", voxtap::report::summary(res));

@@ -118,6 +118,12 @@ pub fn summary(r: &RunResult) -> String {
             text.push_str(&format!(" {k}={v}"));
         }
     }
+    if let Some(db) = &r.db {
+        text.push_str(&format!(
+            " db_stored={} db_duplicate={} db_rejected={} db_unreadable={} db_unsent={} db_retries={}",
+            db.cdrs_stored, db.cdrs_duplicate, db.cdrs_rejected, db.cdrs_unreadable, db.cdrs_unsent, db.retries
+        ));
+    }
     if !r.rx.cpu_s.is_empty() {
         let f = |v: &[f64]| v.iter().map(|x| format!("{x:.3}")).collect::<Vec<_>>().join(",");
         text.push_str(&format!(

@@ -22,6 +22,7 @@ use crate::capture::pcapfile::CaptureFile;
 use crate::config::{Config, SaveRtp};
 use crate::decode::{DecodeStats, Decoder, DecoderConfig};
 use crate::dispatch::{Rx, RxConfig, RxStats, ToOwner};
+use crate::store::mysql::{DbConfig, DbSink, DbStats};
 use crate::store::spool::{self, SpoolStats};
 use crate::time::secs;
 
@@ -43,6 +44,8 @@ pub struct RunResult {
     pub workers: usize,
     /// Packets the kernel dropped before voxtap read them (AF_PACKET).
     pub kernel_drops: Option<u64>,
+    /// What the MySQL writer did, when a database is configured.
+    pub db: Option<DbStats>,
     /// Counters of the capture port (live DPDK capture).
     #[cfg(feature = "dpdk")]
     pub port: Option<crate::capture::dpdk::PortStats>,
@@ -53,7 +56,7 @@ struct Pipeline {
     to_owner: Vec<crossbeam_channel::Sender<ToOwner>>,
     recycle_rx: crossbeam_channel::Receiver<crate::dispatch::batch::Batch>,
     handles: Vec<thread::JoinHandle<OwnerStats>>,
-    collector: thread::JoinHandle<Vec<Cdr>>,
+    collector: thread::JoinHandle<(Vec<Cdr>, Option<DbStats>)>,
     spooler: Option<thread::JoinHandle<SpoolStats>>,
     workers: usize,
 }
@@ -65,8 +68,18 @@ impl Pipeline {
         let (cdr_tx, cdr_rx) = bounded::<Cdr>(65_536);
         let (spool_tx, spool_rx) = bounded::<spool::Chunk>(4096);
         let spool_tx = save_any.then_some(spool_tx);
-        let collector =
-            thread::Builder::new().name("cdr-collector".into()).spawn(move || cdr_rx.iter().collect::<Vec<_>>())?;
+        // With a database, each CDR is also handed to the MySQL writer as it is finished.
+        let db = DbConfig::from_config(cfg).map(DbSink::start).transpose()?;
+        let collector = thread::Builder::new().name("cdr-collector".into()).spawn(move || {
+            let mut all = Vec::new();
+            for cdr in cdr_rx.iter() {
+                if let Some(db) = &db {
+                    db.push(cdr.json.clone());
+                }
+                all.push(cdr);
+            }
+            (all, db.map(DbSink::finish))
+        })?;
         let spooler = save_any
             .then(|| thread::Builder::new().name("spool-writer".into()).spawn(move || spool::run_writer(spool_rx)))
             .transpose()?;
@@ -129,7 +142,7 @@ impl Pipeline {
             let s = h.join().map_err(|_| anyhow::anyhow!("an owner thread panicked"))?;
             merge(&mut owners, s);
         }
-        let mut cdrs = self.collector.join().map_err(|_| anyhow::anyhow!("the CDR collector panicked"))?;
+        let (mut cdrs, db) = self.collector.join().map_err(|_| anyhow::anyhow!("the CDR collector panicked"))?;
         let spool = match self.spooler {
             Some(h) => h.join().map_err(|_| anyhow::anyhow!("the spool writer panicked"))?,
             None => SpoolStats::default(),
@@ -146,6 +159,7 @@ impl Pipeline {
             elapsed_s: started.elapsed().as_secs_f64(),
             workers: self.workers,
             kernel_drops: None,
+            db,
             #[cfg(feature = "dpdk")]
             port: None,
         })

@@ -57,6 +57,22 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
+/// The calendar day after (y, m, d).
+pub fn next_day(y: i32, m: u32, d: u32) -> (i32, u32, u32) {
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let days = match m {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    };
+    match (d >= days, m) {
+        (false, _) => (y, m, d + 1),
+        (true, 12) => (y + 1, 1, 1),
+        (true, _) => (y, m + 1, 1),
+    }
+}
+
 pub fn civil_utc(t: Nanos) -> Civil {
     let secs = t.div_euclid(NANOS_PER_SEC);
     let sub = t.rem_euclid(NANOS_PER_SEC);

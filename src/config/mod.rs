@@ -73,6 +73,19 @@ pub struct Config {
     /// (`dpdk_worker_thread_cpu_affinity`); thread i takes entry i modulo the list; empty: not pinned.
     pub rx_cpus: Vec<usize>,
     pub owner_cpus: Vec<usize>,
+    /// The CDR database: used when `mysqlhost` is set (in a file or on the command line), else none.
+    pub mysqlhost: Option<String>,
+    pub mysqlport: u16,
+    pub mysqlsocket: Option<String>,
+    pub mysqldb: String,
+    pub mysqlusername: String,
+    pub mysqlpassword: String,
+    /// IP columns as `varbinary(16)` (IPv6 addresses stored) instead of `int unsigned`.
+    pub ipv6: bool,
+    /// `datetime(3)` and `decimal(9,3)` columns instead of whole seconds.
+    pub time_precision_in_ms: bool,
+    /// Daily partitions of the CDR tables.
+    pub cdr_partition: bool,
 }
 
 impl Default for Config {
@@ -108,6 +121,15 @@ impl Default for Config {
             filter: None,
             rx_cpus: Vec::new(),
             owner_cpus: Vec::new(),
+            mysqlhost: None,
+            mysqlport: 3306,
+            mysqlsocket: None,
+            mysqldb: "voipmonitor".into(),
+            mysqlusername: "root".into(),
+            mysqlpassword: String::new(),
+            ipv6: false,
+            time_precision_in_ms: false,
+            cdr_partition: true,
         }
     }
 }
@@ -143,6 +165,15 @@ pub const KNOWN_KEYS: &[&str] = &[
     "filter",
     "dpdk_read_thread_cpu_affinity",
     "dpdk_worker_thread_cpu_affinity",
+    "mysqlhost",
+    "mysqlport",
+    "mysqlsocket",
+    "mysqldb",
+    "mysqlusername",
+    "mysqlpassword",
+    "ipv6",
+    "time_precision_in_ms",
+    "cdr_partition",
 ];
 
 const LIST_KEYS: &[&str] = &["interface", "sipport", "dpdk_vdev", "dpdk_pci_device"];
@@ -289,6 +320,16 @@ impl Config {
             "filter" => self.filter = Some(v.to_string()),
             "dpdk_read_thread_cpu_affinity" => self.rx_cpus = cpu_list(v).map_err(|why| bad(e, why))?,
             "dpdk_worker_thread_cpu_affinity" => self.owner_cpus = cpu_list(v).map_err(|why| bad(e, why))?,
+            "mysqlhost" => self.mysqlhost = Some(v.to_string()),
+            // 0 is the client library's default port.
+            "mysqlport" => self.mysqlport = Some(number(e, 0, 65535)? as u16).filter(|p| *p != 0).unwrap_or(3306),
+            "mysqlsocket" => self.mysqlsocket = Some(v.to_string()),
+            "mysqldb" => self.mysqldb = v.to_string(),
+            "mysqlusername" => self.mysqlusername = v.to_string(),
+            "mysqlpassword" => self.mysqlpassword = v.to_string(),
+            "ipv6" => self.ipv6 = parse::yes(v),
+            "time_precision_in_ms" => self.time_precision_in_ms = parse::yes(v),
+            "cdr_partition" => self.cdr_partition = parse::yes(v),
             _ => {}
         }
         Ok(())

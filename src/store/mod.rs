@@ -1,4 +1,4 @@
-//! The slow side's storage: per-call pcap files in the spool (MySQL and cleanspool arrive with the storage
-//! issue).
+//! The slow side's storage: CDRs in MySQL/MariaDB, per-call pcap files in the spool.
 
+pub mod mysql;
 pub mod spool;

@@ -1,0 +1,400 @@
+//! Writes batches of CDRs in one transaction each: dictionary ids from a cache (inserted when new), then
+//! multi-row INSERTs into `cdr`, `cdr_next`, `cdr_rtp`, `cdr_proxy` and voxtap's `voxtap_cdr_key`, whose primary
+//! key makes a replayed CDR a no-op.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, OptsBuilder, TxOpts, Value};
+use thiserror::Error;
+use tracing::{info, warn};
+
+use super::row::{cdr_columns, Cell, DbCdr, Dict, RTP_COLUMNS};
+use super::schema::{self, Shape, PARTITIONED};
+use super::DbConfig;
+
+#[derive(Debug, Error)]
+pub enum DbError {
+    /// The server or the connection is away: try the same batch again later.
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] mysql_async::Error),
+    /// The server refused the statement (a bad value): retrying it as it is will not help.
+    #[error("database refused the statement: {0}")]
+    Refused(#[source] mysql_async::Error),
+}
+
+impl From<mysql_async::Error> for DbError {
+    fn from(e: mysql_async::Error) -> Self {
+        match e {
+            // Deadlock, lock wait, too many connections, access or database refused, read-only server, server
+            // shutting down: the server is there but cannot take the batch now.
+            mysql_async::Error::Server(ref s)
+                if matches!(s.code, 1205 | 1213 | 1040 | 1044 | 1045 | 1049 | 1053 | 1290 | 1927) =>
+            {
+                DbError::Unavailable(e)
+            }
+            mysql_async::Error::Server(_) => DbError::Refused(e),
+            other => DbError::Unavailable(other),
+        }
+    }
+}
+
+/// Rows per multi-row INSERT: well under the placeholder and packet limits for `cdr`'s ~150 columns.
+const ROWS_PER_INSERT: usize = 250;
+
+/// A value as SQL text. Bytes that are not clean UTF-8 text (IPv6 columns, odd bytes in a header) go as a hex
+/// literal, which MySQL stores byte for byte.
+fn lit(v: &Value, out: &mut String) {
+    match v {
+        Value::Bytes(b) => match std::str::from_utf8(b) {
+            Ok(s) if !s.bytes().any(|c| c < 0x20) => out.push_str(&v.as_sql(false)),
+            _ => {
+                out.push_str("0x");
+                for c in b {
+                    out.push_str(&format!("{c:02X}"));
+                }
+            }
+        },
+        other => out.push_str(&other.as_sql(false)),
+    }
+}
+
+fn row(vals: impl IntoIterator<Item = Value>, out: &mut String) {
+    out.push('(');
+    for (i, v) in vals.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        lit(&v, out);
+    }
+    out.push(')');
+}
+
+pub struct Writer {
+    cfg: DbConfig,
+    conn: Option<Conn>,
+    dict: HashMap<Dict, u64>,
+    /// Upper bounds (exclusive days) of the partitions of `cdr`, when partitioned.
+    bounds: BTreeSet<(i32, u32, u32)>,
+    tables_ready: bool,
+    /// InnoDB gives one multi-row INSERT consecutive ids unless `innodb_autoinc_lock_mode = 2`.
+    consecutive_ids: bool,
+    columns: String,
+}
+
+/// What a batch came to.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Written {
+    pub inserted: u64,
+    /// Already in the database (a replay).
+    pub duplicates: u64,
+    /// Refused by the server; logged with the CDR.
+    pub rejected: u64,
+}
+
+impl Writer {
+    pub fn new(cfg: DbConfig) -> Self {
+        Writer {
+            cfg,
+            conn: None,
+            dict: HashMap::new(),
+            bounds: BTreeSet::new(),
+            tables_ready: false,
+            consecutive_ids: true,
+            columns: cdr_columns().join(","),
+        }
+    }
+
+    pub fn shape(&self) -> Shape {
+        self.cfg.shape
+    }
+
+    fn opts(&self, db: bool) -> OptsBuilder {
+        let mut o = OptsBuilder::default()
+            .ip_or_hostname(self.cfg.host.clone())
+            .tcp_port(self.cfg.port)
+            .user(Some(self.cfg.user.clone()))
+            .pass(Some(self.cfg.password.clone()))
+            .prefer_socket(false);
+        if let Some(s) = &self.cfg.socket {
+            o = o.socket(Some(s.clone()));
+        }
+        if db {
+            o = o.db_name(Some(self.cfg.db.clone()));
+        }
+        o
+    }
+
+    /// Connects, creating the database and the tables that do not depend on the data when they are missing,
+    /// and registers this sensor in `sensors`.
+    pub async fn connect(&mut self) -> Result<(), DbError> {
+        if self.conn.is_some() {
+            return Ok(());
+        }
+        let mut c = Conn::new(self.opts(false)).await.map_err(DbError::Unavailable)?;
+        c.query_drop(format!("CREATE DATABASE IF NOT EXISTS `{}`", self.cfg.db.replace('`', "``"))).await?;
+        c.query_drop(format!("USE `{}`", self.cfg.db.replace('`', "``"))).await?;
+        let mode: Option<i64> = c.query_first("SELECT @@innodb_autoinc_lock_mode").await.unwrap_or(None);
+        self.consecutive_ids = mode.is_none_or(|m| m < 2);
+        // Dictionaries and sensors never depend on a CDR's day.
+        for s in schema::create_statements(&self.cfg.shape, None) {
+            if !PARTITIONED.iter().any(|t| s.starts_with(&format!("CREATE TABLE IF NOT EXISTS {t} ("))) {
+                c.query_drop(s).await?;
+            }
+        }
+        if let Some(id) = self.cfg.id_sensor {
+            c.exec_drop(
+                "INSERT INTO sensors (id_sensor, name, host) VALUES (?, ?, ?) \
+                 ON DUPLICATE KEY UPDATE name = VALUES(name), host = VALUES(host)",
+                (id, self.cfg.sensor_name.clone(), self.cfg.sensor_host.clone()),
+            )
+            .await?;
+        }
+        info!(host = %self.cfg.host, db = %self.cfg.db, consecutive_ids = self.consecutive_ids, "database connected");
+        self.conn = Some(c);
+        Ok(())
+    }
+
+    /// Forgets the connection after an error, so the next attempt reconnects.
+    pub fn disconnect(&mut self) {
+        self.conn = None;
+        self.tables_ready = false;
+    }
+
+    async fn ensure_tables(&mut self, days: &BTreeSet<(i32, u32, u32)>) -> Result<(), DbError> {
+        let Some(c) = self.conn.as_mut() else {
+            return Err(DbError::Unavailable(mysql_async::Error::Other("no connection".into())));
+        };
+        let shape = self.cfg.shape;
+        if !self.tables_ready {
+            for s in schema::create_statements(&shape, days.first().copied()) {
+                if PARTITIONED.iter().any(|t| s.starts_with(&format!("CREATE TABLE IF NOT EXISTS {t} ("))) {
+                    c.query_drop(s).await?;
+                }
+            }
+            self.bounds.clear();
+            if shape.partition {
+                let rows: Vec<String> = c
+                    .query(
+                        "SELECT PARTITION_DESCRIPTION FROM information_schema.PARTITIONS WHERE TABLE_SCHEMA = DATABASE() \
+                         AND TABLE_NAME = 'cdr' AND PARTITION_DESCRIPTION IS NOT NULL",
+                    )
+                    .await?;
+                for r in rows {
+                    let d = r.trim_matches('\'');
+                    let p: Vec<&str> = d.get(..10).unwrap_or("").split('-').collect();
+                    if let [y, m, dd] = p[..] {
+                        if let (Ok(y), Ok(m), Ok(dd)) = (y.parse(), m.parse(), dd.parse()) {
+                            self.bounds.insert((y, m, dd));
+                        }
+                    }
+                }
+            }
+            self.tables_ready = true;
+        }
+        if shape.partition && !self.bounds.is_empty() {
+            // Days past the last partition get partitions of their own; earlier days fall into the partition
+            // whose range covers them (a replay of old captures lands in the first one).
+            for &(y, m, d) in days {
+                let upper = crate::time::next_day(y, m, d);
+                let last = *self.bounds.last().unwrap_or(&upper);
+                if (y, m, d) < last {
+                    continue;
+                }
+                for t in PARTITIONED {
+                    let q = format!(
+                        "ALTER TABLE {t} ADD PARTITION (PARTITION {} VALUES LESS THAN ('{:04}-{:02}-{:02}'))",
+                        schema::partition_name(y, m, d),
+                        upper.0,
+                        upper.1,
+                        upper.2
+                    );
+                    match c.query_drop(&q).await {
+                        Ok(()) => {}
+                        // Another writer added it first, or the table is not partitioned.
+                        Err(mysql_async::Error::Server(e)) if matches!(e.code, 1517 | 1493 | 1505) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                self.bounds.insert(upper);
+            }
+        }
+        Ok(())
+    }
+
+    async fn resolve(&mut self, batch: &[DbCdr]) -> Result<(), DbError> {
+        let Some(c) = self.conn.as_mut() else {
+            return Err(DbError::Unavailable(mysql_async::Error::Other("no connection".into())));
+        };
+        for cdr in batch {
+            for cell in &cdr.cdr {
+                let Cell::Id(d) = cell else { continue };
+                if self.dict.contains_key(d) {
+                    continue;
+                }
+                // LAST_INSERT_ID(id) makes the existing row's id the statement's insert id too.
+                let (q, params): (&str, Vec<Value>) = match d {
+                    Dict::SipResponse(s) => (
+                        "INSERT INTO cdr_sip_response (lastSIPresponse) VALUES (?) ON DUPLICATE KEY UPDATE id = LAST_INSERT_ID(id)",
+                        vec![Value::from(truncate(s, 255))],
+                    ),
+                    Dict::Ua(s) => (
+                        "INSERT INTO cdr_ua (ua) VALUES (?) ON DUPLICATE KEY UPDATE id = LAST_INSERT_ID(id)",
+                        vec![Value::from(truncate(s, 512))],
+                    ),
+                    Dict::Reason(t, s) => (
+                        "INSERT INTO cdr_reason (type, reason) VALUES (?, ?) ON DUPLICATE KEY UPDATE id = LAST_INSERT_ID(id)",
+                        vec![Value::from(*t), Value::from(truncate(s, 255))],
+                    ),
+                };
+                c.exec_drop(q, params).await?;
+                let id = c.last_insert_id().unwrap_or(0);
+                self.dict.insert(d.clone(), id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores a batch in one transaction. `Refused` means some CDR in it is bad: the caller retries them
+    /// one by one to find it.
+    pub async fn write(&mut self, batch: &[DbCdr]) -> Result<Written, DbError> {
+        self.connect().await?;
+        let days: BTreeSet<_> = batch.iter().map(|c| c.day).collect();
+        self.ensure_tables(&days).await?;
+        self.resolve(batch).await?;
+        let consecutive = self.consecutive_ids;
+        let columns = self.columns.clone();
+        let dict = &self.dict;
+        let Some(c) = self.conn.as_mut() else {
+            return Err(DbError::Unavailable(mysql_async::Error::Other("no connection".into())));
+        };
+        let mut tx = c.start_transaction(TxOpts::default()).await?;
+        // Already stored (a replay after a crash or an outage)?
+        let mut q = String::from("SELECT k FROM voxtap_cdr_key WHERE k IN (");
+        for (i, cdr) in batch.iter().enumerate() {
+            if i > 0 {
+                q.push(',');
+            }
+            lit(&Value::Bytes(cdr.key.to_vec()), &mut q);
+        }
+        q.push(')');
+        let stored: Vec<Vec<u8>> = tx.query(q).await?;
+        let mut seen: HashSet<[u8; 32]> = stored.into_iter().filter_map(|k| k.try_into().ok()).collect();
+        let todo: Vec<&DbCdr> = batch.iter().filter(|c| seen.insert(c.key)).collect();
+        let mut out = Written { duplicates: (batch.len() - todo.len()) as u64, ..Default::default() };
+        if todo.is_empty() {
+            tx.commit().await?;
+            return Ok(out);
+        }
+        let values = |cdr: &DbCdr| -> Vec<Value> {
+            cdr.cdr
+                .iter()
+                .map(|cell| match cell {
+                    Cell::V(v) => v.clone(),
+                    Cell::Id(d) => dict.get(d).map_or(Value::NULL, |id| Value::UInt(*id)),
+                })
+                .collect()
+        };
+        let mut ids = Vec::with_capacity(todo.len());
+        let chunk = if consecutive { ROWS_PER_INSERT } else { 1 };
+        for part in todo.chunks(chunk) {
+            let mut q = format!("INSERT INTO cdr ({columns}) VALUES ");
+            for (i, cdr) in part.iter().enumerate() {
+                if i > 0 {
+                    q.push(',');
+                }
+                row(values(cdr), &mut q);
+            }
+            tx.query_drop(q).await?;
+            let first = tx.last_insert_id().unwrap_or(0);
+            if tx.affected_rows() != part.len() as u64 || first == 0 {
+                return Err(DbError::Refused(mysql_async::Error::Other("cdr insert stored fewer rows".into())));
+            }
+            ids.extend((0..part.len() as u64).map(|i| first + i));
+        }
+        let pairs: Vec<(u64, &DbCdr)> = ids.iter().copied().zip(todo.iter().copied()).collect();
+        for part in pairs.chunks(ROWS_PER_INSERT * 4) {
+            let mut q = String::from("INSERT INTO cdr_next (cdr_ID, calldate, fbasename) VALUES ");
+            let mut keys = String::from("INSERT INTO voxtap_cdr_key (k, cdr_ID) VALUES ");
+            for (i, (id, cdr)) in part.iter().enumerate() {
+                if i > 0 {
+                    q.push(',');
+                    keys.push(',');
+                }
+                row(
+                    [Value::UInt(*id), Value::from(cdr.calldate.as_str()), Value::from(truncate(&cdr.fbasename, 255))],
+                    &mut q,
+                );
+                row([Value::Bytes(cdr.key.to_vec()), Value::UInt(*id)], &mut keys);
+            }
+            tx.query_drop(q).await?;
+            tx.query_drop(keys).await?;
+        }
+        let rtp_cols = RTP_COLUMNS.join(",");
+        let mut q = String::new();
+        let mut n = 0;
+        let mut pq = String::new();
+        let mut pn = 0;
+        for (id, cdr) in &pairs {
+            for r in &cdr.rtp {
+                if n == 0 {
+                    q = format!("INSERT INTO cdr_rtp (cdr_ID,calldate,{rtp_cols}) VALUES ");
+                } else {
+                    q.push(',');
+                }
+                let mut vals = vec![Value::UInt(*id), Value::from(cdr.calldate.as_str())];
+                vals.extend(r.iter().cloned());
+                row(vals, &mut q);
+                n += 1;
+                if n == ROWS_PER_INSERT * 4 {
+                    tx.query_drop(std::mem::take(&mut q)).await?;
+                    n = 0;
+                }
+            }
+            for p in &cdr.proxies {
+                if pn == 0 {
+                    pq = String::from("INSERT INTO cdr_proxy (cdr_ID, calldate, dst) VALUES ");
+                } else {
+                    pq.push(',');
+                }
+                row([Value::UInt(*id), Value::from(cdr.calldate.as_str()), p.clone()], &mut pq);
+                pn += 1;
+            }
+        }
+        if n > 0 {
+            tx.query_drop(q).await?;
+        }
+        if pn > 0 {
+            tx.query_drop(pq).await?;
+        }
+        tx.commit().await?;
+        out.inserted = pairs.len() as u64;
+        Ok(out)
+    }
+
+    /// Writes a batch; when the server refuses it, each CDR alone, so one bad CDR is logged and the rest stored.
+    pub async fn write_isolating(&mut self, batch: &[DbCdr]) -> Result<Written, DbError> {
+        match self.write(batch).await {
+            Err(DbError::Refused(e)) if batch.len() > 1 => {
+                warn!(error = %e, cdrs = batch.len(), "batch refused; storing its CDRs one by one");
+                let mut total = Written::default();
+                for one in batch {
+                    let w = Box::pin(self.write_isolating(std::slice::from_ref(one))).await?;
+                    total.inserted += w.inserted;
+                    total.duplicates += w.duplicates;
+                    total.rejected += w.rejected;
+                }
+                Ok(total)
+            }
+            Err(DbError::Refused(e)) => {
+                warn!(error = %e, fbasename = %batch[0].fbasename, calldate = %batch[0].calldate, "CDR refused by the database");
+                Ok(Written { rejected: 1, ..Default::default() })
+            }
+            other => other,
+        }
+    }
+}
+
+fn truncate(s: &str, chars: usize) -> String {
+    s.chars().take(chars).collect()
+}
