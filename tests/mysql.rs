@@ -1,0 +1,283 @@
+//! CDRs in MariaDB: for every corpus capture (and generated ones), the `cdr`, `cdr_next`, `cdr_rtp` and
+//! `cdr_proxy` rows equal the `--json` CDRs field for field; a second run stores nothing twice.
+
+mod common;
+#[path = "common/db.rs"]
+mod db;
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+use common::*;
+use serde_json::Value;
+
+/// JSON fields with no `cdr` column of the same name, and where they are checked instead.
+const ELSEWHERE: &[&str] = &[
+    "callid",          // cdr_next.fbasename (the file base name derived from it)
+    "fbasename",       // cdr_next
+    "transport",       // cdr.flags
+    "proxies",         // cdr_proxy
+    "rtp",             // cdr_rtp
+    "lastSIPresponse", // cdr_sip_response via lastSIPresponse_id
+    "a_ua",            // cdr_ua via a_ua_id
+    "b_ua",
+    "reason_sip_text", // cdr_reason via reason_*_text_id
+    "reason_q850_text",
+    "a_seq_errors", // no column in VoIPmonitor's schema
+    "b_seq_errors",
+];
+
+fn range(ty: &str) -> (f64, f64) {
+    let unsigned = ty.contains("unsigned");
+    let bits = match ty.split(['(', ' ']).next().unwrap_or("") {
+        "tinyint" => 8,
+        "smallint" => 16,
+        "mediumint" => 24,
+        "int" => 32,
+        _ => 63,
+    };
+    if unsigned {
+        (0.0, ((1u64 << bits) - 1) as f64)
+    } else {
+        (-((1u64 << (bits - 1)) as f64), ((1u64 << (bits - 1)) - 1) as f64)
+    }
+}
+
+/// `2023-11-14T22:13:20.250600Z` → `2023-11-14 22:13:20.250` (datetime(3) keeps milliseconds, cut).
+fn dt(s: &str) -> String {
+    format!("{} {}", &s[..10], &s[11..23])
+}
+
+fn num(s: &Option<String>) -> Option<f64> {
+    s.as_deref().and_then(|x| x.parse().ok())
+}
+
+/// Compares one CDR's rows with its JSON; returns the disagreements.
+fn compare(db: &db::Db, name: &str, cdr: &Value, types: &HashMap<String, String>) -> Vec<String> {
+    let mut bad = Vec::new();
+    let o = cdr.as_object().expect("object");
+    let fb = o["fbasename"].as_str().expect("fbasename");
+    let calldate = dt(o["calldate"].as_str().expect("calldate"));
+    let sel: Vec<String> = types
+        .iter()
+        .map(
+            |(c, t)| {
+                if t.starts_with("varbinary") {
+                    format!("INET6_NTOA(c.`{c}`) AS `{c}`")
+                } else {
+                    format!("c.`{c}`")
+                }
+            },
+        )
+        .collect();
+    let rows = db.query(
+        Some(name),
+        &format!(
+            "SELECT {}, r.lastSIPresponse AS x_resp, ua.ua AS x_a_ua, ub.ua AS x_b_ua, rs.reason AS x_rs, rq.reason AS x_rq \
+             FROM cdr c JOIN cdr_next n ON n.cdr_ID = c.ID AND n.calldate = c.calldate \
+             LEFT JOIN cdr_sip_response r ON r.id = c.lastSIPresponse_id LEFT JOIN cdr_ua ua ON ua.id = c.a_ua_id \
+             LEFT JOIN cdr_ua ub ON ub.id = c.b_ua_id LEFT JOIN cdr_reason rs ON rs.id = c.reason_sip_text_id AND rs.type = 1 \
+             LEFT JOIN cdr_reason rq ON rq.id = c.reason_q850_text_id AND rq.type = 2 \
+             WHERE n.fbasename = '{}' AND c.calldate = '{calldate}'",
+            sel.join(","),
+            fb.replace('\\', "\\\\").replace('\'', "''")
+        ),
+    );
+    if rows.len() != 2 {
+        return vec![format!("{name} {fb}: {} cdr rows", rows.len().saturating_sub(1))];
+    }
+    let row: HashMap<&str, &Option<String>> =
+        rows[0].iter().map(|h| h.as_deref().unwrap_or("")).zip(rows[1].iter()).collect();
+    let check = |bad: &mut Vec<String>, what: &str, ok: bool, got: &Option<String>, want: &Value| {
+        if !ok {
+            bad.push(format!("{name} {fb} {what}: db {got:?}, json {want}"));
+        }
+    };
+    for (k, v) in o {
+        if ELSEWHERE.contains(&k.as_str()) {
+            continue;
+        }
+        let Some(ty) = types.get(k) else {
+            bad.push(format!("{name}: JSON field {k} has no cdr column"));
+            continue;
+        };
+        let got = row[k.as_str()];
+        let ok = if v.is_null() {
+            got.is_none()
+        } else if ty.starts_with("datetime") {
+            got.as_deref() == Some(dt(v.as_str().unwrap_or("")).as_str())
+        } else if ty.starts_with("decimal") {
+            num(got).is_some_and(|g| (g - v.as_f64().unwrap_or(f64::NAN).max(0.0)).abs() <= 0.0005 + 1e-9)
+        } else if ty.contains("int") {
+            let (lo, hi) = range(ty);
+            num(got) == v.as_f64().map(|x| x.round().clamp(lo, hi))
+        } else {
+            got.as_deref() == v.as_str()
+        };
+        check(&mut bad, k, ok, got, v);
+    }
+    for (col, src) in [("caller_reverse", "caller"), ("callername_reverse", "callername"), ("called_reverse", "called")]
+    {
+        let want = o[src].as_str().map(|s| s.chars().rev().collect::<String>());
+        check(&mut bad, col, row[col].as_deref() == want.as_deref(), row[col], &o[src]);
+    }
+    for (col, src) in [
+        ("x_resp", "lastSIPresponse"),
+        ("x_a_ua", "a_ua"),
+        ("x_b_ua", "b_ua"),
+        ("x_rs", "reason_sip_text"),
+        ("x_rq", "reason_q850_text"),
+    ] {
+        let want = o[src].as_str().filter(|s| !s.is_empty());
+        check(&mut bad, src, row[col].as_deref() == want, row[col], &o[src]);
+    }
+    let flags = num(row["flags"]).unwrap_or(0.0) as u64;
+    let want = match o["transport"].as_str() {
+        Some("udp") => 1u64 << 32,
+        Some("tcp") | Some("ws") => 1 << 31,
+        Some("tls") | Some("wss") => 1 << 33,
+        _ => 0,
+    };
+    check(&mut bad, "flags", flags == want, row["flags"], &o["transport"]);
+    let id = row["ID"].clone().unwrap_or_default();
+
+    // One cdr_rtp row per stream, in order.
+    let rtp = db.query(
+        Some(name),
+        &format!(
+            "SELECT `index`, INET6_NTOA(saddr), sport, INET6_NTOA(daddr), dport, ssrc, received, loss, firsttime, payload, \
+             maxjitter_mult10, flags, duration FROM cdr_rtp WHERE cdr_ID = {id} ORDER BY `index`"
+        ),
+    );
+    let streams = o["rtp"].as_array().cloned().unwrap_or_default();
+    if rtp.len().saturating_sub(1) != streams.len() {
+        bad.push(format!("{name} {fb}: {} cdr_rtp rows for {} streams", rtp.len().saturating_sub(1), streams.len()));
+    } else {
+        for (i, (r, s)) in rtp.iter().skip(1).zip(&streams).enumerate() {
+            let f = |j: usize| num(&r[j]);
+            let ok = f(0) == Some(i as f64 + 1.0)
+                && r[1].as_deref() == s["saddr"].as_str()
+                && f(2) == s["sport"].as_f64()
+                && r[3].as_deref() == s["daddr"].as_str()
+                && f(4) == s["dport"].as_f64()
+                && f(5) == s["ssrc"].as_f64()
+                && f(6) == s["received"].as_f64()
+                && f(7) == s["lost"].as_f64().map(|x| x.max(0.0))
+                && f(8).zip(s["first_time"].as_f64()).is_some_and(|(a, b)| (a - b.max(0.0)).abs() <= 0.0005 + 1e-9)
+                && f(9) == s["payload"].as_f64()
+                && f(10) == s["maxjitter"].as_f64().map(|x| (x * 10.0).round().min(65535.0))
+                && f(12)
+                    .zip(s["first_time"].as_f64().zip(s["last_time"].as_f64()))
+                    .is_some_and(|(d, (a, b))| (d - (b - a)).abs() <= 0.0011);
+            if !ok {
+                bad.push(format!("{name} {fb} rtp[{i}]: db {r:?}, json {s}"));
+            }
+        }
+    }
+    let proxies: BTreeSet<String> = db
+        .query(Some(name), &format!("SELECT INET6_NTOA(dst) FROM cdr_proxy WHERE cdr_ID = {id}"))
+        .into_iter()
+        .skip(1)
+        .filter_map(|r| r[0].clone())
+        .collect();
+    let want: BTreeSet<String> = o["proxies"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|p| p.as_str().map(String::from)).collect())
+        .unwrap_or_default();
+    if proxies != want {
+        bad.push(format!("{name} {fb}: cdr_proxy {proxies:?}, json {want:?}"));
+    }
+    bad
+}
+
+/// Runs voxtap with the database on; returns the JSON CDRs and the summary line.
+fn run_with_db(db: &db::Db, dir: &Path, name: &str, capture: &Path, extra: &[&str]) -> (Vec<Value>, String) {
+    let conf = db.config(dir, name, "ipv6 = yes\ntime_precision_in_ms = yes\nutc = yes\nid_sensor = 9\n");
+    let out = voxtap()
+        .arg("--config-file")
+        .arg(&conf)
+        .arg("-r")
+        .arg(capture)
+        .arg("--json")
+        .args(extra)
+        .output()
+        .expect("run voxtap");
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "voxtap failed on {}: {stderr}", capture.display());
+    let cdrs =
+        String::from_utf8(out.stdout).expect("utf8").lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+    (cdrs, stderr)
+}
+
+fn check_capture(db: &db::Db, dir: &Path, name: &str, capture: &Path, extra: &[&str]) -> Vec<String> {
+    let dbname = db.fresh(name);
+    let (cdrs, summary) = run_with_db(db, dir, &dbname, capture, extra);
+    let mut bad = Vec::new();
+    if !summary.contains(&format!("db_stored={} ", cdrs.len())) {
+        bad.push(format!("{name}: summary does not report {} stored CDRs: {summary}", cdrs.len()));
+    }
+    let count = db.query(Some(&dbname), "SELECT COUNT(*) FROM cdr");
+    if count[1][0].as_deref() != Some(cdrs.len().to_string().as_str()) {
+        bad.push(format!("{name}: {:?} cdr rows for {} CDRs", count[1][0], cdrs.len()));
+    }
+    let types: HashMap<String, String> = db
+        .query(
+            Some(&dbname),
+            "SELECT COLUMN_NAME, COLUMN_TYPE FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'cdr'",
+        )
+        .into_iter()
+        .skip(1)
+        .map(|r| (r[0].clone().unwrap_or_default(), r[1].clone().unwrap_or_default()))
+        .collect();
+    for c in &cdrs {
+        bad.extend(compare(db, &dbname, c, &types));
+    }
+    bad
+}
+
+#[test]
+fn corpus_rows_equal_json_cdrs() {
+    let Some(corpus) = corpus_dir() else { return };
+    let db = db::server();
+    let tmp = tempdir("corpus");
+    let mut bad = Vec::new();
+    let mut n = 0;
+    for (i, (name, capture, _)) in oracles_with_calls(&corpus).into_iter().enumerate() {
+        let b = check_capture(&db, &tmp, &format!("voxtap_t_corpus{i}"), &capture, &["--sipports", CORPUS_SIPPORTS]);
+        bad.extend(b.into_iter().map(|x| format!("[{name}] {x}")));
+        n += 1;
+    }
+    assert!(n >= 20, "only {n} captures");
+    assert!(bad.is_empty(), "{} disagreements:\n{}", bad.len(), bad.join("\n"));
+}
+
+#[test]
+fn generated_rows_equal_json_and_replay_stores_nothing_twice() {
+    let db = db::server();
+    let tmp = tempdir("gen");
+    let cap = tmp.join("g.pcap");
+    let args =
+        ["--calls", "300", "--cps", "100", "--duration", "4", "--loss", "0.02", "--dup", "0.01", "--mix", "--rtcp"];
+    voxgen(&cap, &[&args[..], &["--dtmf", "--seed", "11"]].concat());
+    let mut bad = check_capture(&db, &tmp, "voxtap_t_gen", &cap, &[]);
+    let cap6 = tmp.join("g6.pcap");
+    voxgen(&cap6, &[&args[..], &["--ipv6", "--sip-transport", "tcp", "--seed", "12"]].concat());
+    bad.extend(check_capture(&db, &tmp, "voxtap_t_gen6", &cap6, &[]));
+    assert!(bad.is_empty(), "{} disagreements:\n{}", bad.len(), bad.join("\n"));
+    // The same capture again: every CDR is found already stored.
+    let (cdrs, summary) = run_with_db(&db, &tmp, "voxtap_t_gen", &cap, &[]);
+    assert!(summary.contains(&format!("db_stored=0 db_duplicate={} ", cdrs.len())), "{summary}");
+    let count = db.query(Some("voxtap_t_gen"), "SELECT COUNT(*), COUNT(DISTINCT ID) FROM cdr");
+    assert_eq!(count[1][0].as_deref(), Some(cdrs.len().to_string().as_str()));
+    assert_eq!(count[1][1].as_deref(), Some(cdrs.len().to_string().as_str()));
+    let sensors = db.query(Some("voxtap_t_gen"), "SELECT id_sensor FROM sensors");
+    assert_eq!(sensors[1][0].as_deref(), Some("9"));
+    let ids = db.query(Some("voxtap_t_gen"), "SELECT COUNT(*) FROM cdr WHERE id_sensor = 9");
+    assert_eq!(ids[1][0].as_deref(), Some(cdrs.len().to_string().as_str()));
+}
+
+fn tempdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("voxtap-mysql-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
+}
