@@ -69,11 +69,11 @@ impl Pipeline {
         let (spool_tx, spool_rx) = bounded::<spool::Chunk>(4096);
         let spool_tx = save_any.then_some(spool_tx);
         // With a database, each CDR is also handed to the MySQL writer as it is finished.
-        let db = DbConfig::from_config(cfg).map(DbSink::start).transpose()?;
+        let mut db = DbConfig::from_config(cfg).map(DbSink::start).transpose()?;
         let collector = thread::Builder::new().name("cdr-collector".into()).spawn(move || {
             let mut all = Vec::new();
             for cdr in cdr_rx.iter() {
-                if let Some(db) = &db {
+                if let Some(db) = &mut db {
                     db.push(cdr.json.clone());
                 }
                 all.push(cdr);

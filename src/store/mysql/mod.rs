@@ -77,36 +77,49 @@ const FINAL_WAIT: Duration = Duration::from_secs(20);
 
 /// The writer thread; `push` hands it CDRs.
 pub struct DbSink {
-    tx: Option<mpsc::Sender<String>>,
+    tx: Option<mpsc::Sender<row::DbCdr>>,
     handle: std::thread::JoinHandle<DbStats>,
+    shape: Shape,
+    utc: bool,
+    unreadable: u64,
 }
 
 impl DbSink {
     pub fn start(cfg: DbConfig) -> std::io::Result<DbSink> {
-        let (tx, rx) = mpsc::channel::<String>(100_000);
+        let (tx, rx) = mpsc::channel::<row::DbCdr>(100_000);
+        let (shape, utc) = (cfg.shape, cfg.utc);
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let handle =
             std::thread::Builder::new().name("mysql-writer".into()).spawn(move || rt.block_on(run(cfg, rx)))?;
-        Ok(DbSink { tx: Some(tx), handle })
+        Ok(DbSink { tx: Some(tx), handle, shape, utc, unreadable: 0 })
     }
 
-    /// Queues one CDR (its JSON); waits when the writer is 100,000 CDRs behind.
-    pub fn push(&self, json: String) {
-        if let Some(tx) = &self.tx {
-            let _ = tx.blocking_send(json);
+    /// Queues one CDR (its JSON), turned into rows here, in the caller's thread, so that the writer's thread
+    /// only talks to the database; waits when the writer is 100,000 CDRs behind.
+    pub fn push(&mut self, json: String) {
+        match row::from_json(&json, &self.shape, self.utc) {
+            Ok(r) => {
+                if let Some(tx) = &self.tx {
+                    let _ = tx.blocking_send(r);
+                }
+            }
+            Err(e) => {
+                self.unreadable += 1;
+                warn!(error = %e, cdr = %json, "CDR not stored");
+            }
         }
     }
 
     /// No more CDRs: the writer stores what it holds and stops.
     pub fn finish(mut self) -> DbStats {
         self.tx.take();
-        self.handle.join().unwrap_or_default()
+        let mut stats = self.handle.join().unwrap_or_default();
+        stats.cdrs_unreadable += self.unreadable;
+        stats
     }
 }
 
-async fn run(cfg: DbConfig, mut rx: mpsc::Receiver<String>) -> DbStats {
-    let shape = cfg.shape;
-    let utc = cfg.utc;
+async fn run(cfg: DbConfig, mut rx: mpsc::Receiver<row::DbCdr>) -> DbStats {
     let mut w = Writer::new(cfg);
     let mut stats = DbStats::default();
     let mut open = true;
@@ -128,13 +141,7 @@ async fn run(cfg: DbConfig, mut rx: mpsc::Receiver<String>) -> DbStats {
                     }
                 };
                 match next {
-                    Some(json) => match row::from_json(&json, &shape, utc) {
-                        Ok(r) => batch.push(r),
-                        Err(e) => {
-                            stats.cdrs_unreadable += 1;
-                            warn!(error = %e, cdr = %json, "CDR not stored");
-                        }
-                    },
+                    Some(r) => batch.push(r),
                     None => {
                         open = false;
                         break;
@@ -164,8 +171,7 @@ async fn run(cfg: DbConfig, mut rx: mpsc::Receiver<String>) -> DbStats {
                         warn!(error = %e, cdrs = batch.len(), "database still unavailable; giving up on these CDRs");
                         stats.cdrs_unsent += batch.len() as u64;
                         batch.clear();
-                        while let Ok(json) = rx.try_recv() {
-                            drop(json);
+                        while rx.try_recv().is_ok() {
                             stats.cdrs_unsent += 1;
                         }
                         break;

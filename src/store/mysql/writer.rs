@@ -39,9 +39,6 @@ impl From<mysql_async::Error> for DbError {
     }
 }
 
-/// Rows per multi-row INSERT: well under the placeholder and packet limits for `cdr`'s ~150 columns.
-const ROWS_PER_INSERT: usize = 250;
-
 /// A value as SQL text. Bytes that are not clean UTF-8 text (IPv6 columns, odd bytes in a header) go as a hex
 /// literal, which MySQL stores byte for byte.
 fn lit(v: &Value, out: &mut String) {
@@ -57,17 +54,6 @@ fn lit(v: &Value, out: &mut String) {
         },
         other => out.push_str(&other.as_sql(false)),
     }
-}
-
-fn row(vals: impl IntoIterator<Item = Value>, out: &mut String) {
-    out.push('(');
-    for (i, v) in vals.into_iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        lit(&v, out);
-    }
-    out.push(')');
 }
 
 pub struct Writer {
@@ -265,9 +251,7 @@ impl Writer {
         let consecutive = self.consecutive_ids;
         let columns = self.columns.clone();
         let dict = &self.dict;
-        let Some(c) = self.conn.as_mut() else {
-            return Err(DbError::Unavailable(mysql_async::Error::Other("no connection".into())));
-        };
+        let Some(c) = self.conn.as_mut() else { return Err(no_connection()) };
         let mut tx = c.start_transaction(TxOpts::default()).await?;
         // Already stored (a replay after a crash or an outage)?
         let mut q = String::from("SELECT k FROM voxtap_cdr_key WHERE k IN (");
@@ -286,87 +270,54 @@ impl Writer {
             tx.commit().await?;
             return Ok(out);
         }
-        let values = |cdr: &DbCdr| -> Vec<Value> {
-            cdr.cdr
-                .iter()
-                .map(|cell| match cell {
-                    Cell::V(v) => v.clone(),
-                    Cell::Id(d) => dict.get(d).map_or(Value::NULL, |id| Value::UInt(*id)),
-                })
-                .collect()
+        let rows: Vec<Vec<Value>> = todo
+            .iter()
+            .map(|cdr| {
+                cdr.cdr
+                    .iter()
+                    .map(|cell| match cell {
+                        Cell::V(v) => v.clone(),
+                        Cell::Id(d) => dict.get(d).map_or(Value::NULL, |id| Value::UInt(*id)),
+                    })
+                    .collect()
+            })
+            .collect();
+        let ids = if consecutive {
+            insert_rows(&mut tx, &format!("cdr ({columns})"), rows, true).await?
+        } else {
+            // Ids of one statement are not consecutive under innodb_autoinc_lock_mode = 2: one row each.
+            let mut ids = Vec::with_capacity(rows.len());
+            for r in rows {
+                ids.extend(insert_rows(&mut tx, &format!("cdr ({columns})"), vec![r], true).await?);
+            }
+            ids
         };
-        let mut ids = Vec::with_capacity(todo.len());
-        let chunk = if consecutive { ROWS_PER_INSERT } else { 1 };
-        for part in todo.chunks(chunk) {
-            let mut q = format!("INSERT INTO cdr ({columns}) VALUES ");
-            for (i, cdr) in part.iter().enumerate() {
-                if i > 0 {
-                    q.push(',');
-                }
-                row(values(cdr), &mut q);
-            }
-            tx.query_drop(q).await?;
-            let first = tx.last_insert_id().unwrap_or(0);
-            if tx.affected_rows() != part.len() as u64 || first == 0 {
-                return Err(DbError::Refused(mysql_async::Error::Other("cdr insert stored fewer rows".into())));
-            }
-            ids.extend((0..part.len() as u64).map(|i| first + i));
-        }
         let pairs: Vec<(u64, &DbCdr)> = ids.iter().copied().zip(todo.iter().copied()).collect();
-        for part in pairs.chunks(ROWS_PER_INSERT * 4) {
-            let mut q = String::from("INSERT INTO cdr_next (cdr_ID, calldate, fbasename) VALUES ");
-            let mut keys = String::from("INSERT INTO voxtap_cdr_key (k, cdr_ID) VALUES ");
-            for (i, (id, cdr)) in part.iter().enumerate() {
-                if i > 0 {
-                    q.push(',');
-                    keys.push(',');
-                }
-                row(
-                    [Value::UInt(*id), Value::from(cdr.calldate.as_str()), Value::from(truncate(&cdr.fbasename, 255))],
-                    &mut q,
-                );
-                row([Value::Bytes(cdr.key.to_vec()), Value::UInt(*id)], &mut keys);
-            }
-            tx.query_drop(q).await?;
-            tx.query_drop(keys).await?;
-        }
-        let rtp_cols = RTP_COLUMNS.join(",");
-        let mut q = String::new();
-        let mut n = 0;
-        let mut pq = String::new();
-        let mut pn = 0;
+        let next = pairs
+            .iter()
+            .map(|(id, cdr)| {
+                vec![Value::UInt(*id), Value::from(cdr.calldate.as_str()), Value::from(truncate(&cdr.fbasename, 255))]
+            })
+            .collect();
+        insert_rows(&mut tx, "cdr_next (cdr_ID, calldate, fbasename)", next, false).await?;
+        let mut rtp = Vec::new();
+        let mut proxies = Vec::new();
         for (id, cdr) in &pairs {
             for r in &cdr.rtp {
-                if n == 0 {
-                    q = format!("INSERT INTO cdr_rtp (cdr_ID,calldate,{rtp_cols}) VALUES ");
-                } else {
-                    q.push(',');
-                }
-                let mut vals = vec![Value::UInt(*id), Value::from(cdr.calldate.as_str())];
+                let mut vals = Vec::with_capacity(r.len() + 2);
+                vals.push(Value::UInt(*id));
+                vals.push(Value::from(cdr.calldate.as_str()));
                 vals.extend(r.iter().cloned());
-                row(vals, &mut q);
-                n += 1;
-                if n == ROWS_PER_INSERT * 4 {
-                    tx.query_drop(std::mem::take(&mut q)).await?;
-                    n = 0;
-                }
+                rtp.push(vals);
             }
             for p in &cdr.proxies {
-                if pn == 0 {
-                    pq = String::from("INSERT INTO cdr_proxy (cdr_ID, calldate, dst) VALUES ");
-                } else {
-                    pq.push(',');
-                }
-                row([Value::UInt(*id), Value::from(cdr.calldate.as_str()), p.clone()], &mut pq);
-                pn += 1;
+                proxies.push(vec![Value::UInt(*id), Value::from(cdr.calldate.as_str()), p.clone()]);
             }
         }
-        if n > 0 {
-            tx.query_drop(q).await?;
-        }
-        if pn > 0 {
-            tx.query_drop(pq).await?;
-        }
+        insert_rows(&mut tx, &format!("cdr_rtp (cdr_ID, calldate, {})", RTP_COLUMNS.join(",")), rtp, false).await?;
+        insert_rows(&mut tx, "cdr_proxy (cdr_ID, calldate, dst)", proxies, false).await?;
+        let keys = pairs.iter().map(|(id, cdr)| vec![Value::Bytes(cdr.key.to_vec()), Value::UInt(*id)]).collect();
+        insert_rows(&mut tx, "voxtap_cdr_key (k, cdr_ID)", keys, false).await?;
         tx.commit().await?;
         out.inserted = pairs.len() as u64;
         Ok(out)
@@ -393,6 +344,45 @@ impl Writer {
             other => other,
         }
     }
+}
+
+fn no_connection() -> DbError {
+    DbError::Unavailable(mysql_async::Error::Other("no connection".into()))
+}
+
+/// Rows per statement, largest first: a batch is stored with at most one statement of each size, and the same
+/// few prepared statements serve every batch (the server parses each once, not per row).
+const STATEMENT_ROWS: &[usize] = &[128, 64, 32, 16, 8, 4, 2, 1];
+
+/// Inserts rows with prepared multi-row statements. With `ids`, returns each row's auto-increment id (one
+/// statement's ids are consecutive unless `innodb_autoinc_lock_mode = 2`, which the caller handles).
+async fn insert_rows(
+    q: &mut mysql_async::Transaction<'_>,
+    table: &str,
+    rows: Vec<Vec<Value>>,
+    ids: bool,
+) -> Result<Vec<u64>, DbError> {
+    let mut out = Vec::new();
+    let Some(width) = rows.first().map(Vec::len) else { return Ok(out) };
+    let placeholders = format!("({})", vec!["?"; width].join(","));
+    let mut rows = rows.into_iter();
+    let mut left = rows.len();
+    for &size in STATEMENT_ROWS {
+        while left >= size {
+            let sql = format!("INSERT INTO {table} VALUES {}", vec![placeholders.as_str(); size].join(","));
+            let params: Vec<Value> = rows.by_ref().take(size).flatten().collect();
+            q.exec_drop(sql, params).await?;
+            if ids {
+                let first = q.last_insert_id().unwrap_or(0);
+                if first == 0 || q.affected_rows() != size as u64 {
+                    return Err(DbError::Refused(mysql_async::Error::Other("insert stored fewer rows".into())));
+                }
+                out.extend((0..size as u64).map(|i| first + i));
+            }
+            left -= size;
+        }
+    }
+    Ok(out)
 }
 
 fn truncate(s: &str, chars: usize) -> String {

@@ -1,0 +1,77 @@
+//! CDRs per second into MySQL/MariaDB through voxtap's writer (rows of `cdr`, `cdr_next`, `cdr_rtp`, `cdr_proxy`,
+//! one transaction per batch), from the JSON CDRs of a real run:
+//!
+//!   voxtap -r target/bench/g711-12k.pcap --json > target/bench/cdrs.jsonl
+//!   cargo run --release --example db_bench -- target/bench/cdrs.jsonl [COPIES] [HOST] [PORT]
+//!
+//! Each copy of the file is stored again under other Call-IDs (COPIES × lines CDRs in all). The database
+//! `voxtap_bench` is dropped first; the timer runs from the first CDR handed over until the writer has committed
+//! the last batch.
+
+use std::time::Instant;
+
+use voxtap::config::Config;
+use voxtap::store::mysql::{DbConfig, DbSink};
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let file = args.get(1).map(String::as_str).unwrap_or("target/bench/cdrs.jsonl");
+    let copies: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(5);
+    let host = args.get(3).cloned().unwrap_or_else(|| "127.0.0.1".into());
+    let port: u16 = args.get(4).and_then(|a| a.parse().ok()).unwrap_or(3306);
+
+    // VOXTAP_BENCH_KEEP=TAG keeps the database (and tags the Call-IDs so they are new): to measure a table
+    // that already holds rows, or one whose indexes were changed by hand.
+    let keep = std::env::var("VOXTAP_BENCH_KEEP").ok();
+    let tag = keep.clone().unwrap_or_default();
+    let text = std::fs::read_to_string(file)?;
+    let base: Vec<serde_json::Value> = text.lines().map(serde_json::from_str).collect::<Result<_, _>>()?;
+    let mut cdrs = Vec::with_capacity(base.len() * copies);
+    let mut streams = 0usize;
+    for k in 0..copies {
+        for c in &base {
+            let mut c = c.clone();
+            for f in ["callid", "fbasename"] {
+                if let Some(s) = c[f].as_str() {
+                    c[f] = serde_json::Value::from(format!("{s}-{tag}{k}"));
+                }
+            }
+            streams += c["rtp"].as_array().map_or(0, Vec::len);
+            cdrs.push(serde_json::to_string(&c)?);
+        }
+    }
+    let drop = if keep.is_some() { "SELECT 1" } else { "DROP DATABASE IF EXISTS voxtap_bench" };
+    let status = std::process::Command::new("mariadb")
+        .args(["--no-defaults", &format!("-h{host}"), &format!("-P{port}"), "-uroot", "-e", drop])
+        .status()?;
+    anyhow::ensure!(status.success(), "cannot reach MariaDB at {host}:{port}");
+
+    let cfg = Config {
+        mysqlhost: Some(host),
+        mysqlport: port,
+        mysqldb: "voxtap_bench".into(),
+        time_precision_in_ms: true,
+        id_sensor: Some(1),
+        ..Config::default()
+    };
+    let db = DbConfig::from_config(&cfg).expect("database configured");
+    let n = cdrs.len();
+    let t0 = Instant::now();
+    let mut sink = DbSink::start(db)?;
+    for c in cdrs {
+        sink.push(c);
+    }
+    let stats = sink.finish();
+    let secs = t0.elapsed().as_secs_f64();
+    println!(
+        "cdrs={n} cdr_rtp_rows={streams} stored={} duplicate={} rejected={} batches={} elapsed={secs:.2}s \
+         {:.0} CDRs/s ({:.0} cdr_rtp rows/s)",
+        stats.cdrs_stored,
+        stats.cdrs_duplicate,
+        stats.cdrs_rejected,
+        stats.batches,
+        n as f64 / secs,
+        streams as f64 / secs
+    );
+    Ok(())
+}
