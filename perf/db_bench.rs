@@ -5,7 +5,7 @@
 //!   cargo run --release --example db_bench -- target/bench/cdrs.jsonl [COPIES] [HOST] [PORT]
 //!
 //! Each copy of the file is stored again under other Call-IDs (COPIES × lines CDRs in all). The database
-//! `voxtap_bench` is dropped first; the timer runs from the first CDR handed over until the writer has committed
+//! `voxtap_bench` is dropped first (and the CDR queue in target/bench/cdrqueue emptied); the timer runs from the first CDR handed over until the writer has committed
 //! the last batch.
 
 use std::time::Instant;
@@ -52,9 +52,11 @@ fn main() -> anyhow::Result<()> {
         mysqldb: "voxtap_bench".into(),
         time_precision_in_ms: true,
         id_sensor: Some(1),
+        cdr_queue_dir: Some("target/bench/cdrqueue".into()),
         ..Config::default()
     };
     let db = DbConfig::from_config(&cfg).expect("database configured");
+    let _ = std::fs::remove_dir_all("target/bench/cdrqueue");
     let n = cdrs.len();
     let t0 = Instant::now();
     let mut sink = DbSink::start(db)?;

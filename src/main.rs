@@ -191,13 +191,16 @@ fn output(cli: &Cli, res: &voxtap::runtime::RunResult) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
         other => other?,
     }
-    if let Some(db) = res.db.as_ref().filter(|d| d.cdrs_unsent > 0) {
-        bail!("{} CDRs could not be stored: the database stayed unreachable (see the log)", db.cdrs_unsent);
-    }
     if cli.json {
         // One write, so the line is not interleaved with a pipe reader's output.
         let line = format!("voxtap: {}\n", voxtap::report::summary(res));
         let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+    }
+    if let Some(db) = res.db.as_ref().filter(|d| d.cdrs_queued > 0) {
+        bail!(
+            "{} CDRs are not in the database yet: it stayed unreachable; they wait in the CDR queue and are stored at the next start",
+            db.cdrs_queued
+        );
     }
     Ok(())
 }

@@ -120,9 +120,21 @@ pub fn summary(r: &RunResult) -> String {
     }
     if let Some(db) = &r.db {
         text.push_str(&format!(
-            " db_stored={} db_duplicate={} db_rejected={} db_unreadable={} db_unsent={} db_retries={}",
-            db.cdrs_stored, db.cdrs_duplicate, db.cdrs_rejected, db.cdrs_unreadable, db.cdrs_unsent, db.retries
+            " db_stored={} db_duplicate={} db_rejected={} db_unreadable={} db_queued={} db_replayed_at_start={} \
+             db_retries={}",
+            db.cdrs_stored,
+            db.cdrs_duplicate,
+            db.cdrs_rejected,
+            db.cdrs_unreadable,
+            db.cdrs_queued,
+            db.replayed_at_start,
+            db.retries
         ));
+        for (k, v) in [("db_queue_corrupt", db.queue_corrupt), ("db_queue_errors", db.queue_errors)] {
+            if v > 0 {
+                text.push_str(&format!(" {k}={v}"));
+            }
+        }
     }
     if !r.rx.cpu_s.is_empty() {
         let f = |v: &[f64]| v.iter().map(|x| format!("{x:.3}")).collect::<Vec<_>>().join(",");

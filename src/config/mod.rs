@@ -86,6 +86,8 @@ pub struct Config {
     pub time_precision_in_ms: bool,
     /// Daily partitions of the CDR tables.
     pub cdr_partition: bool,
+    /// voxtap's own: the on-disk CDR queue in front of the database (default `spooldir/cdrqueue`).
+    pub cdr_queue_dir: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -130,6 +132,7 @@ impl Default for Config {
             ipv6: false,
             time_precision_in_ms: false,
             cdr_partition: true,
+            cdr_queue_dir: None,
         }
     }
 }
@@ -174,6 +177,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "ipv6",
     "time_precision_in_ms",
     "cdr_partition",
+    "cdr_queue_dir",
 ];
 
 const LIST_KEYS: &[&str] = &["interface", "sipport", "dpdk_vdev", "dpdk_pci_device"];
@@ -330,6 +334,7 @@ impl Config {
             "ipv6" => self.ipv6 = parse::yes(v),
             "time_precision_in_ms" => self.time_precision_in_ms = parse::yes(v),
             "cdr_partition" => self.cdr_partition = parse::yes(v),
+            "cdr_queue_dir" => self.cdr_queue_dir = Some(PathBuf::from(v)),
             _ => {}
         }
         Ok(())

@@ -123,8 +123,10 @@ impl Db {
         std::fs::write(
             &p,
             format!(
-                "mysqlhost = {}\nmysqlport = {}\nmysqldb = {db}\nmysqlusername = root\n{extra}\n",
-                self.host, self.port
+                "mysqlhost = {}\nmysqlport = {}\nmysqldb = {db}\nmysqlusername = root\nspooldir = {}\n{extra}\n",
+                self.host,
+                self.port,
+                dir.join(format!("{db}-spool")).display()
             ),
         )
         .expect("write config");

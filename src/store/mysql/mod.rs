@@ -2,16 +2,20 @@
 //! runtime with one writer: CDRs arrive as their JSON text, are turned into rows, and are stored in batches, one
 //! transaction per batch. While the database is away the writer keeps the batch and retries with backoff.
 
+pub mod queue;
 pub mod row;
 pub mod schema;
 pub mod writer;
 
-use std::time::Duration;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::config::Config;
+use queue::{Appender, Pos, Reader};
 use schema::Shape;
 use writer::{DbError, Writer};
 
@@ -29,6 +33,8 @@ pub struct DbConfig {
     pub id_sensor: Option<u16>,
     pub sensor_name: String,
     pub sensor_host: String,
+    /// The on-disk CDR queue (`cdr_queue_dir`, default `SPOOLDIR/cdrqueue`).
+    pub queue_dir: PathBuf,
 }
 
 impl DbConfig {
@@ -49,6 +55,7 @@ impl DbConfig {
             id_sensor: cfg.id_sensor,
             sensor_name: hostname.clone(),
             sensor_host: hostname,
+            queue_dir: cfg.cdr_queue_dir.clone().unwrap_or_else(|| cfg.spooldir.join("cdrqueue")),
         })
     }
 }
@@ -62,8 +69,13 @@ pub struct DbStats {
     pub cdrs_rejected: u64,
     /// CDRs that could not be turned into rows (logged).
     pub cdrs_unreadable: u64,
-    /// CDRs still unstored when voxtap stopped because the database stayed away.
-    pub cdrs_unsent: u64,
+    /// CDRs left in the queue when voxtap stopped because the database stayed away (stored at the next start).
+    pub cdrs_queued: u64,
+    /// CDRs found in the queue at start, from an earlier run.
+    pub replayed_at_start: u64,
+    /// Queue records skipped as corrupt, and queue read/write errors.
+    pub queue_corrupt: u64,
+    pub queue_errors: u64,
     pub batches: u64,
     /// Failed attempts (connection lost, server away).
     pub retries: u64,
@@ -72,109 +84,217 @@ pub struct DbStats {
 /// CDRs per transaction, and how long the writer waits to fill a batch.
 const BATCH: usize = 500;
 const BATCH_WAIT: Duration = Duration::from_millis(200);
-/// Once the input has ended, how long the writer keeps trying an absent database before giving up.
+/// Once the input has ended, how long the writer keeps trying an absent database before it stops (what it
+/// could not store stays in the queue for the next start).
 const FINAL_WAIT: Duration = Duration::from_secs(20);
+/// The queue is forced to disk at most this long after a CDR is appended.
+const SYNC_EVERY: Duration = Duration::from_millis(200);
 
-/// The writer thread; `push` hands it CDRs.
+/// What the producer, the parser thread and the writer thread share.
+struct Shared {
+    closed: AtomicBool,
+    /// The writer gave up (database away after the input ended): the parser stops too.
+    stop: AtomicBool,
+}
+
+/// CDRs read from the queue and turned into rows, and the queue position just past them.
+struct Parsed {
+    rows: Vec<row::DbCdr>,
+    last: Pos,
+}
+
+/// The CDR queue and the threads behind it: `push` appends a CDR; a parser thread reads the queue and turns CDRs
+/// into rows while the writer thread's transaction runs; the writer stores them and moves the queue's position.
 pub struct DbSink {
-    tx: Option<mpsc::Sender<row::DbCdr>>,
-    handle: std::thread::JoinHandle<DbStats>,
-    shape: Shape,
-    utc: bool,
-    unreadable: u64,
+    queue: Appender,
+    dir: PathBuf,
+    shared: Arc<Shared>,
+    doorbell: crossbeam_channel::Sender<()>,
+    parser: std::thread::JoinHandle<u64>,
+    writer: std::thread::JoinHandle<DbStats>,
+    last_sync: Instant,
+    dirty: bool,
+    queue_errors: u64,
+    pending_at_start: u64,
 }
 
 impl DbSink {
+    /// Opens the queue (CDRs left by an earlier run are stored first) and starts the threads.
     pub fn start(cfg: DbConfig) -> std::io::Result<DbSink> {
-        let (tx, rx) = mpsc::channel::<row::DbCdr>(100_000);
-        let (shape, utc) = (cfg.shape, cfg.utc);
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        let handle =
-            std::thread::Builder::new().name("mysql-writer".into()).spawn(move || rt.block_on(run(cfg, rx)))?;
-        Ok(DbSink { tx: Some(tx), handle, shape, utc, unreadable: 0 })
-    }
-
-    /// Queues one CDR (its JSON), turned into rows here, in the caller's thread, so that the writer's thread
-    /// only talks to the database; waits when the writer is 100,000 CDRs behind.
-    pub fn push(&mut self, json: String) {
-        match row::from_json(&json, &self.shape, self.utc) {
-            Ok(r) => {
-                if let Some(tx) = &self.tx {
-                    let _ = tx.blocking_send(r);
-                }
-            }
-            Err(e) => {
-                self.unreadable += 1;
-                warn!(error = %e, cdr = %json, "CDR not stored");
-            }
+        let (queue, report) = Appender::open(&cfg.queue_dir)?;
+        if report.pending > 0 || report.torn_bytes > 0 {
+            info!(
+                dir = %cfg.queue_dir.display(),
+                pending = report.pending,
+                torn_bytes = report.torn_bytes,
+                "CDR queue holds CDRs from an earlier run; they are stored first"
+            );
         }
+        let reader = Reader::open(&cfg.queue_dir)?;
+        let shared = Arc::new(Shared { closed: AtomicBool::new(false), stop: AtomicBool::new(false) });
+        let (doorbell, ring) = crossbeam_channel::bounded(1);
+        let (tx, rx) = tokio::sync::mpsc::channel::<Parsed>(2);
+        let (shape, utc) = (cfg.shape, cfg.utc);
+        let sh = shared.clone();
+        let parser = std::thread::Builder::new()
+            .name("cdr-parser".into())
+            .spawn(move || parse_queue(reader, ring, tx, sh, shape, utc))?;
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let sh = shared.clone();
+        let dir = cfg.queue_dir.clone();
+        let writer =
+            std::thread::Builder::new().name("mysql-writer".into()).spawn(move || rt.block_on(run(cfg, rx, sh)))?;
+        Ok(DbSink {
+            queue,
+            dir,
+            shared,
+            doorbell,
+            parser,
+            writer,
+            last_sync: Instant::now(),
+            dirty: false,
+            queue_errors: 0,
+            pending_at_start: report.pending,
+        })
     }
 
-    /// No more CDRs: the writer stores what it holds and stops.
+    /// Appends one CDR (its JSON) to the queue; never waits for the database.
+    pub fn push(&mut self, json: String) {
+        if let Err(e) = self.queue.append(json.as_bytes()) {
+            self.queue_errors += 1;
+            warn!(error = %e, cdr = %json, "cannot append to the CDR queue; this CDR is not stored");
+            return;
+        }
+        self.dirty = true;
+        if self.last_sync.elapsed() >= SYNC_EVERY {
+            self.sync();
+        }
+        let _ = self.doorbell.try_send(());
+    }
+
+    fn sync(&mut self) {
+        if self.dirty {
+            if let Err(e) = self.queue.sync() {
+                warn!(error = %e, "cannot sync the CDR queue");
+            }
+            self.dirty = false;
+        }
+        self.last_sync = Instant::now();
+    }
+
+    /// No more CDRs: the writer stores what the queue holds (or gives up after FINAL_WAIT) and stops.
     pub fn finish(mut self) -> DbStats {
-        self.tx.take();
-        let mut stats = self.handle.join().unwrap_or_default();
-        stats.cdrs_unreadable += self.unreadable;
+        self.sync();
+        self.shared.closed.store(true, Ordering::Release);
+        let _ = self.doorbell.try_send(());
+        let unreadable = self.parser.join().unwrap_or(0);
+        let mut stats = self.writer.join().unwrap_or_default();
+        stats.cdrs_unreadable += unreadable;
+        stats.queue_errors += self.queue_errors;
+        stats.replayed_at_start = self.pending_at_start;
+        // What is still in the queue (the database stayed away) waits for the next start.
+        if let Ok(mut r) = Reader::open(&self.dir) {
+            while let Ok(more) = r.read(BATCH) {
+                if more.is_empty() {
+                    break;
+                }
+                stats.cdrs_queued += more.len() as u64;
+            }
+            stats.queue_corrupt = r.corrupt;
+        }
         stats
     }
 }
 
-async fn run(cfg: DbConfig, mut rx: mpsc::Receiver<row::DbCdr>) -> DbStats {
-    let mut w = Writer::new(cfg);
-    let mut stats = DbStats::default();
-    let mut open = true;
-    let mut batch = Vec::with_capacity(BATCH);
-    if let Err(e) = w.connect().await {
-        warn!(error = %e, "database not reachable yet; CDRs wait and the writer retries");
-    }
-    while open || !batch.is_empty() {
-        // Fill the batch: wait for the first CDR, then take what arrives within BATCH_WAIT.
-        if open && batch.len() < BATCH {
-            let deadline = tokio::time::Instant::now() + BATCH_WAIT;
-            while batch.len() < BATCH {
-                let next = if batch.is_empty() {
-                    rx.recv().await
-                } else {
-                    match tokio::time::timeout_at(deadline, rx.recv()).await {
-                        Ok(x) => x,
-                        Err(_) => break,
-                    }
-                };
-                match next {
-                    Some(r) => batch.push(r),
-                    None => {
-                        open = false;
-                        break;
-                    }
+/// The parser thread: reads the queue in batches, turns CDRs into rows, hands them to the writer. Returns the
+/// number of unreadable CDRs.
+fn parse_queue(
+    mut reader: Reader,
+    ring: crossbeam_channel::Receiver<()>,
+    tx: tokio::sync::mpsc::Sender<Parsed>,
+    shared: Arc<Shared>,
+    shape: Shape,
+    utc: bool,
+) -> u64 {
+    let mut unreadable = 0;
+    while !shared.stop.load(Ordering::Acquire) {
+        // Closed is read before the queue, so an empty read after it means everything has been seen.
+        let closed = shared.closed.load(Ordering::Acquire);
+        let mut recs = match reader.read(BATCH) {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(error = %e, "cannot read the CDR queue");
+                if closed {
+                    break;
+                }
+                let _ = ring.recv_timeout(BATCH_WAIT);
+                continue;
+            }
+        };
+        if recs.is_empty() {
+            if closed {
+                break;
+            }
+            let _ = ring.recv_timeout(BATCH_WAIT);
+            continue;
+        }
+        // A short batch while the input runs: wait a little for more, so transactions stay large.
+        if recs.len() < BATCH && !closed {
+            let deadline = Instant::now() + BATCH_WAIT;
+            while recs.len() < BATCH && ring.recv_deadline(deadline).is_ok() {
+                match reader.read(BATCH - recs.len()) {
+                    Ok(more) => recs.extend(more),
+                    Err(_) => break,
                 }
             }
         }
-        if batch.is_empty() {
-            continue;
+        let Some(last) = recs.last().map(|(_, p)| *p) else { continue };
+        let mut rows = Vec::with_capacity(recs.len());
+        for (p, _) in &recs {
+            let json = String::from_utf8_lossy(p);
+            match row::from_json(&json, &shape, utc) {
+                Ok(r) => rows.push(r),
+                Err(e) => {
+                    unreadable += 1;
+                    warn!(error = %e, cdr = %json, "CDR not stored");
+                }
+            }
         }
+        if tx.blocking_send(Parsed { rows, last }).is_err() {
+            break;
+        }
+    }
+    unreadable
+}
+
+async fn run(cfg: DbConfig, mut rx: tokio::sync::mpsc::Receiver<Parsed>, shared: Arc<Shared>) -> DbStats {
+    let dir = cfg.queue_dir.clone();
+    let mut w = Writer::new(cfg);
+    let mut stats = DbStats::default();
+    if let Err(e) = w.connect().await {
+        warn!(error = %e, "database not reachable yet; CDRs wait in the queue and the writer retries");
+    }
+    let mut closed_at: Option<tokio::time::Instant> = None;
+    while let Some(batch) = rx.recv().await {
         let mut delay = Duration::from_millis(250);
-        let gave_up_at = tokio::time::Instant::now() + FINAL_WAIT;
-        loop {
-            match w.write_isolating(&batch).await {
+        let stored = loop {
+            match w.write_isolating(&batch.rows).await {
                 Ok(done) => {
                     stats.cdrs_stored += done.inserted;
                     stats.cdrs_duplicate += done.duplicates;
                     stats.cdrs_rejected += done.rejected;
                     stats.batches += 1;
-                    batch.clear();
-                    break;
+                    break true;
                 }
                 Err(e) => {
                     stats.retries += 1;
                     w.disconnect();
-                    if !open && tokio::time::Instant::now() >= gave_up_at {
-                        warn!(error = %e, cdrs = batch.len(), "database still unavailable; giving up on these CDRs");
-                        stats.cdrs_unsent += batch.len() as u64;
-                        batch.clear();
-                        while rx.try_recv().is_ok() {
-                            stats.cdrs_unsent += 1;
-                        }
-                        break;
+                    if closed_at.is_none() && shared.closed.load(Ordering::Acquire) {
+                        closed_at = Some(tokio::time::Instant::now());
+                    }
+                    if closed_at.is_some_and(|t| t.elapsed() >= FINAL_WAIT) {
+                        warn!(error = %e, "database still unavailable; the CDRs stay in the queue for the next start");
+                        break false;
                     }
                     if matches!(e, DbError::Unavailable(_)) || stats.retries % 10 == 1 {
                         warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "database write failed; retrying");
@@ -183,6 +303,14 @@ async fn run(cfg: DbConfig, mut rx: mpsc::Receiver<row::DbCdr>) -> DbStats {
                     delay = (delay * 2).min(Duration::from_secs(5));
                 }
             }
+        };
+        if !stored {
+            shared.stop.store(true, Ordering::Release);
+            break;
+        }
+        if let Err(e) = queue::ack(&dir, batch.last) {
+            stats.queue_errors += 1;
+            warn!(error = %e, "cannot record the CDR queue position; a restart will find these CDRs already stored");
         }
     }
     stats
