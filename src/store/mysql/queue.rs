@@ -64,9 +64,12 @@ fn read_ack(dir: &Path) -> Option<Pos> {
     Some(Pos { seg: it.next()?.parse().ok()?, off: it.next()?.parse().ok()? })
 }
 
-/// Reads the valid records of a segment from `off`: (payload, end offset) each, and where valid data ends.
-/// Stops at a torn or corrupt record.
-fn scan(file: &mut File, mut off: u64, max: usize) -> io::Result<(Vec<(Vec<u8>, u64)>, u64, bool)> {
+/// Records read from a segment: each payload with the offset just past it.
+type Records = Vec<(Vec<u8>, u64)>;
+
+/// Reads the valid records of a segment from `off`, and returns where valid data ends and whether a corrupt
+/// record stopped the scan (else a torn one, or the end). Stops at a torn or corrupt record.
+fn scan(file: &mut File, mut off: u64, max: usize) -> io::Result<(Records, u64, bool)> {
     let len = file.metadata()?.len();
     file.seek(SeekFrom::Start(off))?;
     let mut out = Vec::new();
