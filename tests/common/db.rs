@@ -1,6 +1,7 @@
 //! A MariaDB server for the tests: the machine's (127.0.0.1:3306, root without a password) when it answers,
 //! else a private one started here (mariadb-install-db + mariadbd on 127.0.0.1:33306 in a temporary folder),
 //! which stops when the test process ends.
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -22,52 +23,94 @@ fn answers(port: u16) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-fn start_private(port: u16) -> Db {
-    // One folder per port, emptied first: what an earlier test process left there goes.
-    let dir = std::env::temp_dir().join(format!("voxtap-mariadb-{port}"));
-    let _ = std::fs::remove_dir_all(&dir);
-    let data = dir.join("data");
-    std::fs::create_dir_all(&data).expect("mariadb temp dir");
-    let st = Command::new("mariadb-install-db")
-        .args(["--no-defaults", "--auth-root-authentication-method=normal", "--user=root", "--skip-test-db"])
-        .arg(format!("--datadir={}", data.display()))
-        .stdout(Stdio::null())
-        .status()
-        .expect("mariadb-install-db (Debian package mariadb-server) must be installed");
-    assert!(st.success(), "mariadb-install-db failed");
-    let mut cmd = Command::new("mariadbd");
-    cmd.args(["--no-defaults", "--user=root", "--bind-address=127.0.0.1", "--skip-name-resolve"])
-        .arg(format!("--port={port}"))
-        .arg(format!("--datadir={}", data.display()))
-        .arg(format!("--socket={}", dir.join("sock").display()))
-        .arg(format!("--pid-file={}", dir.join("pid").display()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    // The server goes when this test process does: it is killed when the thread that started it ends, so a
-    // thread that lives as long as the process starts it (each test runs in a thread of its own).
-    unsafe {
-        use std::os::unix::process::CommandExt;
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
+/// A private server in a folder of its own, which a test can stop and start again.
+pub struct Private {
+    pub port: u16,
+    dir: PathBuf,
+    pid: Option<u32>,
+}
+
+impl Private {
+    /// Creates the data folder (emptied first: what an earlier test process left there goes) and starts it.
+    pub fn new(port: u16) -> Private {
+        let dir = std::env::temp_dir().join(format!("voxtap-mariadb-{port}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        let data = dir.join("data");
+        std::fs::create_dir_all(&data).expect("mariadb temp dir");
+        let st = Command::new("mariadb-install-db")
+            .args(["--no-defaults", "--auth-root-authentication-method=normal", "--user=root", "--skip-test-db"])
+            .arg(format!("--datadir={}", data.display()))
+            .stdout(Stdio::null())
+            .status()
+            .expect("mariadb-install-db (Debian package mariadb-server) must be installed");
+        assert!(st.success(), "mariadb-install-db failed");
+        let mut p = Private { port, dir, pid: None };
+        p.start();
+        p
     }
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let child = cmd.spawn();
-        let _ = tx.send(child.is_ok());
-        let _keep = child;
-        loop {
-            std::thread::park();
+
+    pub fn db(&self) -> Db {
+        Db { host: "127.0.0.1".into(), port: self.port }
+    }
+
+    pub fn start(&mut self) {
+        let mut cmd = Command::new("mariadbd");
+        cmd.args(["--no-defaults", "--user=root", "--bind-address=127.0.0.1", "--skip-name-resolve"])
+            .arg(format!("--port={}", self.port))
+            .arg(format!("--datadir={}", self.dir.join("data").display()))
+            .arg(format!("--socket={}", self.dir.join("sock").display()))
+            .arg(format!("--pid-file={}", self.dir.join("pid").display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // The server goes when this test process does: it is killed when the thread that started it ends, so a
+        // thread that lives as long as the process starts it (each test runs in a thread of its own).
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
         }
-    });
-    assert!(rx.recv().unwrap_or(false), "cannot start mariadbd");
-    let t0 = Instant::now();
-    while !answers(port) {
-        assert!(t0.elapsed() < Duration::from_secs(60), "private mariadbd did not come up on port {port}");
-        std::thread::sleep(Duration::from_millis(200));
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let child = cmd.spawn();
+            let _ = tx.send(child.as_ref().map(|c| c.id()).ok());
+            let _keep = child;
+            loop {
+                std::thread::park();
+            }
+        });
+        self.pid = rx.recv().ok().flatten();
+        assert!(self.pid.is_some(), "cannot start mariadbd");
+        let t0 = Instant::now();
+        while !answers(self.port) {
+            assert!(t0.elapsed() < Duration::from_secs(60), "private mariadbd did not come up on port {}", self.port);
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
-    Db { host: "127.0.0.1".into(), port }
+
+    /// Stops the server (SIGTERM, as a service stop does) and waits until it is gone.
+    pub fn stop(&mut self) {
+        if let Some(pid) = self.pid.take() {
+            unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+            let t0 = Instant::now();
+            while Path::new(&format!("/proc/{pid}")).exists() && !zombie(pid) {
+                assert!(t0.elapsed() < Duration::from_secs(60), "mariadbd did not stop");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+fn zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| s.contains(") Z ")).unwrap_or(true)
+}
+
+fn start_private(port: u16) -> Db {
+    let p = Private::new(port);
+    let db = p.db();
+    std::mem::forget(p);
+    db
 }
 
 /// The server for this test process.
