@@ -57,6 +57,9 @@ struct Cli {
     /// Print one CDR per line as JSON on stdout.
     #[arg(long)]
     json: bool,
+    /// Run one cleanspool pass over the spool (maxpool* limits, free-space floors) and exit.
+    #[arg(long = "run-cleanspool")]
+    run_cleanspool: bool,
     /// Number of owner workers (call-state cores).
     #[arg(long, default_value_t = 2)]
     workers: usize,
@@ -154,6 +157,19 @@ fn run(cli: Cli) -> Result<()> {
         cfg.rtptimeout = t;
     }
     let _ = cli.nodaemon;
+    if cli.run_cleanspool {
+        let c = voxtap::store::cleanspool::CleanConfig::from_config(&cfg);
+        let r = voxtap::store::cleanspool::run_once(&c)
+            .with_context(|| format!("cleaning the spool {}", cfg.spooldir.display()))?;
+        println!(
+            "cleanspool: {} folders removed, {} bytes removed, {} bytes left in {}",
+            r.folders_removed,
+            r.bytes_removed,
+            r.bytes_left,
+            cfg.spooldir.display()
+        );
+        return Ok(());
+    }
     let Some(read) = cli.read.clone() else {
         if cfg.interface.is_empty() && !cfg.dpdk {
             bail!("nothing to do: give -r FILE, or an interface with dpdk = yes");

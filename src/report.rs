@@ -118,6 +118,12 @@ pub fn summary(r: &RunResult) -> String {
             text.push_str(&format!(" {k}={v}"));
         }
     }
+    if let Some(l) = &r.cdr_log {
+        text.push_str(&format!(" cdr_log_written={}", l.written));
+        if l.errors > 0 {
+            text.push_str(&format!(" cdr_log_errors={}", l.errors));
+        }
+    }
     if let Some(db) = &r.db {
         text.push_str(&format!(
             " db_stored={} db_duplicate={} db_rejected={} db_unreadable={} db_queued={} db_replayed_at_start={} \

@@ -22,6 +22,8 @@ use crate::capture::pcapfile::CaptureFile;
 use crate::config::{Config, SaveRtp};
 use crate::decode::{DecodeStats, Decoder, DecoderConfig};
 use crate::dispatch::{Rx, RxConfig, RxStats, ToOwner};
+use crate::store::cdrlog::{CdrLog, CdrLogStats};
+use crate::store::cleanspool::CleanConfig;
 use crate::store::mysql::{DbConfig, DbSink, DbStats};
 use crate::store::spool::{self, SpoolStats};
 use crate::time::secs;
@@ -46,6 +48,8 @@ pub struct RunResult {
     pub kernel_drops: Option<u64>,
     /// What the MySQL writer did, when a database is configured.
     pub db: Option<DbStats>,
+    /// What the CDR log wrote, when it is on.
+    pub cdr_log: Option<CdrLogStats>,
     /// Counters of the capture port (live DPDK capture).
     #[cfg(feature = "dpdk")]
     pub port: Option<crate::capture::dpdk::PortStats>,
@@ -56,9 +60,48 @@ struct Pipeline {
     to_owner: Vec<crossbeam_channel::Sender<ToOwner>>,
     recycle_rx: crossbeam_channel::Receiver<crate::dispatch::batch::Batch>,
     handles: Vec<thread::JoinHandle<OwnerStats>>,
-    collector: thread::JoinHandle<(Vec<Cdr>, Option<DbStats>)>,
+    collector: thread::JoinHandle<(Vec<Cdr>, Option<DbStats>, Option<CdrLogStats>)>,
     spooler: Option<thread::JoinHandle<SpoolStats>>,
+    cleaner: Option<Cleaner>,
     workers: usize,
+}
+
+/// The periodic cleanspool thread of a live capture.
+struct Cleaner {
+    stop: crossbeam_channel::Sender<()>,
+    handle: thread::JoinHandle<()>,
+}
+
+impl Cleaner {
+    fn start(cfg: CleanConfig) -> std::io::Result<Cleaner> {
+        let (stop, rx) = bounded::<()>(1);
+        let handle = thread::Builder::new().name("cleanspool".into()).spawn(move || loop {
+            match crate::store::cleanspool::run_once(&cfg) {
+                Ok(r) if r.folders_removed > 0 => {
+                    tracing::info!(
+                        folders = r.folders_removed,
+                        bytes = r.bytes_removed,
+                        left = r.bytes_left,
+                        "cleanspool"
+                    )
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "cleanspool failed"),
+            }
+            if !matches!(
+                rx.recv_timeout(std::time::Duration::from_secs(60)),
+                Err(crossbeam_channel::RecvTimeoutError::Timeout)
+            ) {
+                break;
+            }
+        })?;
+        Ok(Cleaner { stop, handle })
+    }
+
+    fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.handle.join();
+    }
 }
 
 impl Pipeline {
@@ -69,17 +112,43 @@ impl Pipeline {
         let (spool_tx, spool_rx) = bounded::<spool::Chunk>(4096);
         let spool_tx = save_any.then_some(spool_tx);
         // With a database, each CDR is also handed to the MySQL writer as it is finished.
-        let mut db = DbConfig::from_config(cfg).map(DbSink::start).transpose()?;
+        let db_cfg = DbConfig::from_config(cfg);
+        // The CDR log: asked for, or (auto) a live capture without a database, whose CDRs would otherwise only
+        // reach standard output when it stops.
+        let log_dir = cfg.spooldir.join("cdrlog");
+        let mut log = match cfg.cdr_log {
+            Some(false) => None,
+            Some(true) => Some(
+                CdrLog::open(&log_dir, cfg.utc)
+                    .with_context(|| format!("creating the CDR log in {}", log_dir.display()))?,
+            ),
+            // Asked for by default only: a spool that cannot be written is a warning, not a reason to stop.
+            None if !blocking && db_cfg.is_none() => match CdrLog::open(&log_dir, cfg.utc) {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    tracing::warn!(error = %e, dir = %log_dir.display(), "no CDR log: the folder cannot be created");
+                    None
+                }
+            },
+            None => None,
+        };
+        let mut db = db_cfg.map(DbSink::start).transpose()?;
         let collector = thread::Builder::new().name("cdr-collector".into()).spawn(move || {
             let mut all = Vec::new();
             for cdr in cdr_rx.iter() {
                 if let Some(db) = &mut db {
                     db.push(cdr.json.clone());
                 }
+                if let Some(log) = &mut log {
+                    log.append(&cdr);
+                }
                 all.push(cdr);
             }
-            (all, db.map(DbSink::finish))
+            (all, db.map(DbSink::finish), log.map(CdrLog::finish))
         })?;
+        // cleanspool runs beside a live capture, once a minute; a capture file run leaves the spool alone.
+        let cleaner =
+            (!blocking && cfg.cleanspool).then(|| Cleaner::start(CleanConfig::from_config(cfg))).transpose()?;
         let spooler = save_any
             .then(|| thread::Builder::new().name("spool-writer".into()).spawn(move || spool::run_writer(spool_rx)))
             .transpose()?;
@@ -108,7 +177,7 @@ impl Pipeline {
                 owner.run(rx, recycle)
             })?);
         }
-        Ok(Pipeline { to_owner, recycle_rx, handles, collector, spooler, workers })
+        Ok(Pipeline { to_owner, recycle_rx, handles, collector, spooler, cleaner, workers })
     }
 
     /// An rx stage feeding these owners.
@@ -142,7 +211,11 @@ impl Pipeline {
             let s = h.join().map_err(|_| anyhow::anyhow!("an owner thread panicked"))?;
             merge(&mut owners, s);
         }
-        let (mut cdrs, db) = self.collector.join().map_err(|_| anyhow::anyhow!("the CDR collector panicked"))?;
+        if let Some(c) = self.cleaner {
+            c.stop();
+        }
+        let (mut cdrs, db, cdr_log) =
+            self.collector.join().map_err(|_| anyhow::anyhow!("the CDR collector panicked"))?;
         let spool = match self.spooler {
             Some(h) => h.join().map_err(|_| anyhow::anyhow!("the spool writer panicked"))?,
             None => SpoolStats::default(),
@@ -160,6 +233,7 @@ impl Pipeline {
             workers: self.workers,
             kernel_drops: None,
             db,
+            cdr_log,
             #[cfg(feature = "dpdk")]
             port: None,
         })

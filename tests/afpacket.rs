@@ -123,8 +123,15 @@ fn live_capture(rx_threads: u32, mode: Option<&str>) {
     if timers {
         filter_line.push_str("rtptimeout = 1\n");
     }
-    std::fs::write(&conf, format!("interface = {near}\nsipport = 5060\nrx_threads = {rx_threads}\n{filter_line}"))
-        .unwrap();
+    let spool = dir.join("spool");
+    std::fs::write(
+        &conf,
+        format!(
+            "interface = {near}\nsipport = 5060\nrx_threads = {rx_threads}\nspooldir = {}\n{filter_line}",
+            spool.display()
+        ),
+    )
+    .unwrap();
     let voxtap_child = voxtap()
         .args(["--config-file", conf.to_str().unwrap(), "--json", "--workers", "2"])
         .stdout(Stdio::piped())
@@ -151,6 +158,13 @@ fn live_capture(rx_threads: u32, mode: Option<&str>) {
     let live: Vec<Value> =
         String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(live.len(), 16, "{stderr}");
+    // A live capture without a database keeps its CDRs in the CDR log too.
+    let logged: usize = std::fs::read_dir(spool.join("cdrlog"))
+        .expect("the CDR log folder")
+        .flatten()
+        .map(|e| std::fs::read_to_string(e.path()).unwrap().lines().count())
+        .sum();
+    assert_eq!(logged, live.len(), "CDR log lines: {stderr}");
     if timers {
         let answered_no_bye: Vec<&Value> =
             live.iter().filter(|c| c["lastSIPresponseNum"] == 200 && c["whohanged"].is_null()).collect();

@@ -16,8 +16,9 @@ fn conf(dir: &Path, name: &str, capture: &Path, extra: &str) -> PathBuf {
     let p = dir.join(name);
     let text = format!(
         "dpdk = yes\ninterface = net_pcap0\ndpdk_vdev = net_pcap0:rx_pcap={}\ndpdk_eal_args = {EAL}\n\
-         dpdk_nb_mbufs = 8\ndpdk_nb_rxq = 1\nsipport = {CORPUS_SIPPORTS}\n{extra}",
-        capture.display()
+         dpdk_nb_mbufs = 8\ndpdk_nb_rxq = 1\nsipport = {CORPUS_SIPPORTS}\nspooldir = {}\n{extra}",
+        capture.display(),
+        dir.join("spool").display()
     );
     std::fs::write(&p, text).unwrap();
     p
@@ -171,8 +172,9 @@ fn rss_sharded_queues_give_the_same_cdrs_for_any_queues_and_owners() {
         let c = dir.join(format!("mq{queues}.conf"));
         let text = format!(
             "dpdk = yes\ninterface = net_pcap0\ndpdk_vdev = net_pcap0:{}\ndpdk_eal_args = {EAL}\n\
-             dpdk_nb_mbufs = 8\ndpdk_nb_rxq = {queues}\nexit_after_idle = 1\n",
-            rx_pcap.join(",")
+             dpdk_nb_mbufs = 8\ndpdk_nb_rxq = {queues}\nexit_after_idle = 1\nspooldir = {}\n",
+            rx_pcap.join(","),
+            dir.join("spool").display()
         );
         std::fs::write(&c, text).unwrap();
         for owners in ["1", "2", "4"] {

@@ -103,3 +103,47 @@ fn each_call_file_holds_exactly_its_packets() {
         );
     }
 }
+
+/// The CDR log: with `cdr_log = yes` every CDR is a line of `SPOOLDIR/cdrlog/YYYY-MM-DD.jsonl` (the day the call
+/// ended), the same JSON as the standard output; `-r` without the key writes no log.
+#[test]
+fn cdr_log_holds_every_cdr_once() {
+    let dir = std::env::temp_dir().join(format!("voxtap-cdrlog-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let cap = dir.join("calls.pcap");
+    // Calls ending on both sides of midnight (UTC): two log files.
+    voxgen(&cap, &["--calls", "40", "--cps", "4", "--duration", "2", "--mix", "--start", "1700006390", "--seed", "5"]);
+    let spool = dir.join("spool");
+    let conf = dir.join("v.conf");
+    std::fs::write(&conf, format!("spooldir = {}\nutc = yes\ncdr_log = yes\n", spool.display())).unwrap();
+    let out = voxtap().arg("--config-file").arg(&conf).arg("-r").arg(&cap).arg("--json").output().expect("run voxtap");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout: Vec<String> = String::from_utf8(out.stdout).unwrap().lines().map(String::from).collect();
+    assert!(!stdout.is_empty());
+    let mut files: Vec<PathBuf> =
+        std::fs::read_dir(spool.join("cdrlog")).unwrap().flatten().map(|e| e.path()).collect();
+    files.sort();
+    let names: Vec<String> = files.iter().map(|p| p.file_name().unwrap().to_string_lossy().to_string()).collect();
+    assert_eq!(names, ["2023-11-14.jsonl", "2023-11-15.jsonl"], "one file per day the calls ended");
+    let mut logged = Vec::new();
+    for f in &files {
+        let day = f.file_stem().unwrap().to_string_lossy().to_string();
+        for l in std::fs::read_to_string(f).unwrap().lines() {
+            let v: serde_json::Value = serde_json::from_str(l).expect("each line is a CDR");
+            assert!(v["callend"].as_str().unwrap().starts_with(&day), "{l} in {}", f.display());
+            logged.push(l.to_string());
+        }
+    }
+    let mut a = stdout.clone();
+    a.sort();
+    logged.sort();
+    assert_eq!(a, logged, "the log holds exactly the CDRs of the output");
+    let summary = String::from_utf8_lossy(&out.stderr);
+    assert!(summary.contains(&format!("cdr_log_written={}", stdout.len())), "{summary}");
+
+    // Without the key, a capture file run writes no log (its CDRs go to standard output).
+    let spool2 = dir.join("spool2");
+    run_json(&cap, &["-d", spool2.to_str().unwrap()]);
+    assert!(!spool2.join("cdrlog").exists());
+}

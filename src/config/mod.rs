@@ -88,6 +88,19 @@ pub struct Config {
     pub cdr_partition: bool,
     /// voxtap's own: the on-disk CDR queue in front of the database (default `spooldir/cdrqueue`).
     pub cdr_queue_dir: Option<PathBuf>,
+    /// voxtap's own: the JSON Lines CDR log in `spooldir/cdrlog`; `None` (auto): on for a live capture without a
+    /// database.
+    pub cdr_log: Option<bool>,
+    /// cleanspool limits: MB (0 = none) and days (0 = none); free-space floors.
+    pub cleanspool: bool,
+    pub maxpoolsize: u64,
+    pub maxpoolsipsize: u64,
+    pub maxpoolrtpsize: u64,
+    pub maxpooldays: u32,
+    pub maxpoolsipdays: u32,
+    pub maxpoolrtpdays: u32,
+    pub autocleanspoolminpercent: f64,
+    pub autocleanmingb: f64,
 }
 
 impl Default for Config {
@@ -133,6 +146,16 @@ impl Default for Config {
             time_precision_in_ms: false,
             cdr_partition: true,
             cdr_queue_dir: None,
+            cdr_log: None,
+            cleanspool: true,
+            maxpoolsize: 0,
+            maxpoolsipsize: 0,
+            maxpoolrtpsize: 0,
+            maxpooldays: 0,
+            maxpoolsipdays: 0,
+            maxpoolrtpdays: 0,
+            autocleanspoolminpercent: 1.0,
+            autocleanmingb: 5.0,
         }
     }
 }
@@ -178,6 +201,16 @@ pub const KNOWN_KEYS: &[&str] = &[
     "time_precision_in_ms",
     "cdr_partition",
     "cdr_queue_dir",
+    "cdr_log",
+    "cleanspool",
+    "maxpoolsize",
+    "maxpoolsipsize",
+    "maxpoolrtpsize",
+    "maxpooldays",
+    "maxpoolsipdays",
+    "maxpoolrtpdays",
+    "autocleanspoolminpercent",
+    "autocleanmingb",
 ];
 
 const LIST_KEYS: &[&str] = &["interface", "sipport", "dpdk_vdev", "dpdk_pci_device"];
@@ -335,6 +368,16 @@ impl Config {
             "time_precision_in_ms" => self.time_precision_in_ms = parse::yes(v),
             "cdr_partition" => self.cdr_partition = parse::yes(v),
             "cdr_queue_dir" => self.cdr_queue_dir = Some(PathBuf::from(v)),
+            "cleanspool" => self.cleanspool = parse::yes(v),
+            "maxpoolsize" => self.maxpoolsize = number(e, 0, u32::MAX)? as u64,
+            "maxpoolsipsize" => self.maxpoolsipsize = number(e, 0, u32::MAX)? as u64,
+            "maxpoolrtpsize" => self.maxpoolrtpsize = number(e, 0, u32::MAX)? as u64,
+            "maxpooldays" => self.maxpooldays = number(e, 0, 100_000)?,
+            "maxpoolsipdays" => self.maxpoolsipdays = number(e, 0, 100_000)?,
+            "maxpoolrtpdays" => self.maxpoolrtpdays = number(e, 0, 100_000)?,
+            "autocleanspoolminpercent" => self.autocleanspoolminpercent = fraction(e, 0.0, 100.0)?,
+            "autocleanmingb" => self.autocleanmingb = fraction(e, 0.0, 1e9)?,
+            "cdr_log" => self.cdr_log = if v.eq_ignore_ascii_case("auto") { None } else { Some(parse::yes(v)) },
             _ => {}
         }
         Ok(())
@@ -389,6 +432,14 @@ pub fn cpu_list(v: &str) -> Result<Vec<usize>, String> {
 fn number(e: &Entry, min: u32, max: u32) -> Result<u32, ConfigError> {
     let n: u32 = e.value.parse().map_err(|_| bad(e, "expected a whole number".into()))?;
     if n < min || n > max {
+        return Err(bad(e, format!("must be between {min} and {max}")));
+    }
+    Ok(n)
+}
+
+fn fraction(e: &Entry, min: f64, max: f64) -> Result<f64, ConfigError> {
+    let n: f64 = e.value.parse().map_err(|_| bad(e, "expected a number".into()))?;
+    if !(min..=max).contains(&n) {
         return Err(bad(e, format!("must be between {min} and {max}")));
     }
     Ok(n)
