@@ -149,8 +149,13 @@ impl Pipeline {
         // cleanspool runs beside a live capture, once a minute; a capture file run leaves the spool alone.
         let cleaner =
             (!blocking && cfg.cleanspool).then(|| Cleaner::start(CleanConfig::from_config(cfg))).transpose()?;
+        let spool_opts = spool::SpoolOptions { gzip_sip: cfg.pcap_dump_zip_sip, gzip_rtp: cfg.pcap_dump_zip_rtp };
         let spooler = save_any
-            .then(|| thread::Builder::new().name("spool-writer".into()).spawn(move || spool::run_writer(spool_rx)))
+            .then(|| {
+                thread::Builder::new()
+                    .name("spool-writer".into())
+                    .spawn(move || spool::run_writer(spool_rx, spool_opts))
+            })
             .transpose()?;
         let (recycle_tx, recycle_rx) = bounded(workers * 32);
         let owner_cfg = OwnerConfig {

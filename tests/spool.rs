@@ -147,3 +147,68 @@ fn cdr_log_holds_every_cdr_once() {
     run_json(&cap, &["-d", spool2.to_str().unwrap()]);
     assert!(!spool2.join("cdrlog").exists());
 }
+
+/// `pcap_dump_zip_sip`/`_rtp = gzip`: each file is a gzip stream (one member per piece written) whose content is
+/// byte for byte the uncompressed run's file, and tshark reads it as it is.
+#[test]
+fn gzip_files_hold_the_same_pcaps() {
+    let dir = std::env::temp_dir().join(format!("voxtap-gzip-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let cap = dir.join("calls.pcap");
+    // Ten seconds of RTP per call: its RTP file is written in several pieces (gzip members).
+    voxgen(&cap, &["--calls", "6", "--cps", "3", "--duration", "10", "--mix", "--seed", "8"]);
+    let run = |name: &str, extra: &str| -> PathBuf {
+        let spool = dir.join(name);
+        let conf = dir.join(format!("{name}.conf"));
+        std::fs::write(
+            &conf,
+            format!("spooldir = {}\nsavesip = yes\nsavertp = yes\nutc = yes\n{extra}\n", spool.display()),
+        )
+        .unwrap();
+        let out = voxtap().arg("--config-file").arg(&conf).arg("-r").arg(&cap).arg("--json").output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        spool
+    };
+    let plain = run("plain", "");
+    let zipped = run("zipped", "pcap_dump_zip = gzip");
+    let mut all = Vec::new();
+    all_files(&plain, &mut all);
+    assert!(all.len() >= 8, "{all:?}");
+    let mut multi_member = false;
+    for p in &all {
+        let rel = p.strip_prefix(&plain).unwrap();
+        let z = std::fs::read(zipped.join(rel)).unwrap();
+        assert_eq!(&z[..2], &[0x1f, 0x8b], "{} is not gzip", rel.display());
+        let mut d = flate2::read::MultiGzDecoder::new(&z[..]);
+        let mut content = Vec::new();
+        std::io::Read::read_to_end(&mut d, &mut content).unwrap();
+        assert_eq!(content, std::fs::read(p).unwrap(), "{} differs once decompressed", rel.display());
+        multi_member |= z.windows(3).skip(1).any(|w| w == [0x1f, 0x8b, 0x08]);
+        if Command::new("tshark").arg("-v").output().is_ok() {
+            let n = |f: &Path| {
+                let o = Command::new("tshark").arg("-r").arg(f).output().unwrap();
+                assert!(
+                    o.status.success(),
+                    "tshark cannot read {}: {}",
+                    f.display(),
+                    String::from_utf8_lossy(&o.stderr)
+                );
+                String::from_utf8_lossy(&o.stdout).lines().count()
+            };
+            assert_eq!(n(&zipped.join(rel)), n(p), "{}", rel.display());
+        }
+    }
+    assert!(multi_member, "no file was written in several pieces");
+}
+
+fn all_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            all_files(&p, out);
+        } else {
+            out.push(p);
+        }
+    }
+}

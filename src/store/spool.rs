@@ -58,6 +58,7 @@ impl FileKind {
 /// A piece of a call's file, sent from an owner to the spool writer.
 pub struct Chunk {
     pub path: PathBuf,
+    pub kind: FileKind,
     pub link_type: u16,
     pub data: Vec<u8>,
     /// The call ended: this is the file's last piece.
@@ -131,30 +132,50 @@ impl CallSpool {
         f.buf.extend_from_slice(&(frame.len() as u32).to_le_bytes());
         f.buf.extend_from_slice(&frame[..cap]);
         f.packets += 1;
-        (f.buf.len() >= CHUNK).then(|| take(f, false)).flatten()
+        (f.buf.len() >= CHUNK).then(|| take(f, kind, false)).flatten()
     }
 
     /// The call ended: the final pieces of its files.
     pub fn finish(&mut self) -> Vec<Chunk> {
-        [take(&mut self.sip, true), take(&mut self.rtp, true)].into_iter().flatten().collect()
+        [take(&mut self.sip, FileKind::Sip, true), take(&mut self.rtp, FileKind::Rtp, true)]
+            .into_iter()
+            .flatten()
+            .collect()
     }
 }
 
-fn take(f: &mut FileBuf, last: bool) -> Option<Chunk> {
+fn take(f: &mut FileBuf, kind: FileKind, last: bool) -> Option<Chunk> {
     let path = f.path.clone()?;
     let link_type = f.link_type?;
-    Some(Chunk { path, link_type, data: std::mem::take(&mut f.buf), last })
+    Some(Chunk { path, kind, link_type, data: std::mem::take(&mut f.buf), last })
 }
 
 #[derive(Debug, Default, Clone, Copy, serde::Serialize)]
 pub struct SpoolStats {
     pub files: u64,
+    /// pcap bytes written, and what they took on disk (less with compression).
     pub bytes: u64,
+    pub bytes_on_disk: u64,
     pub errors: u64,
 }
 
+/// Per-file compression of the spool's pcap files (`pcap_dump_zip_sip`, `pcap_dump_zip_rtp`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SpoolOptions {
+    pub gzip_sip: bool,
+    pub gzip_rtp: bool,
+}
+
+/// One gzip member holding `data`: a file made of such members is one valid gzip stream (RFC 1952 allows
+/// several members), readable up to its last complete chunk at any time, by tshark and zcat alike.
+fn gzip_member(data: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut e = flate2::write::GzEncoder::new(Vec::with_capacity(data.len() / 3), flate2::Compression::fast());
+    e.write_all(data)?;
+    e.finish()
+}
+
 /// The spool writer thread: appends chunks, creating each file with a pcap header on its first chunk.
-pub fn run_writer(rx: Receiver<Chunk>) -> SpoolStats {
+pub fn run_writer(rx: Receiver<Chunk>, opts: SpoolOptions) -> SpoolStats {
     let mut stats = SpoolStats::default();
     let mut open: HashSet<PathBuf> = HashSet::new();
     let mut warned = false;
@@ -167,11 +188,24 @@ pub fn run_writer(rx: Receiver<Chunk>) -> SpoolStats {
                 }
             }
             let mut f = OpenOptions::new().create(true).write(true).append(!fresh).truncate(fresh).open(&c.path)?;
+            let gzip = match c.kind {
+                FileKind::Sip => opts.gzip_sip,
+                FileKind::Rtp => opts.gzip_rtp,
+            };
+            let mut plain = Vec::new();
             if fresh {
-                f.write_all(&pcap_header(c.link_type))?;
+                plain.extend_from_slice(&pcap_header(c.link_type));
                 stats.bytes += 24;
             }
-            f.write_all(&c.data)?;
+            plain.extend_from_slice(&c.data);
+            if gzip {
+                let z = gzip_member(&plain)?;
+                stats.bytes_on_disk += z.len() as u64;
+                f.write_all(&z)?;
+            } else {
+                stats.bytes_on_disk += plain.len() as u64;
+                f.write_all(&plain)?;
+            }
             Ok(())
         })();
         match res {
