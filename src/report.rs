@@ -160,8 +160,8 @@ pub fn summary(r: &RunResult) -> String {
     }
     if r.spool.files > 0 || r.spool.errors > 0 {
         text.push_str(&format!(
-            " spool_files={} spool_bytes={} spool_errors={}",
-            r.spool.files, r.spool.bytes, r.spool.errors
+            " spool_files={} spool_bytes={} spool_bytes_on_disk={} spool_errors={}",
+            r.spool.files, r.spool.bytes, r.spool.bytes_on_disk, r.spool.errors
         ));
     }
     if let Some(t) = &r.truncated {
