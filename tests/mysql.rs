@@ -281,3 +281,51 @@ fn tempdir(tag: &str) -> PathBuf {
     std::fs::create_dir_all(&d).expect("temp dir");
     d
 }
+
+/// VoIPmonitor's default shape (`ipv6 = no`, `time_precision_in_ms = no`) and daily partitions: a capture whose
+/// calls start on both sides of midnight gets a partition per day in every partitioned table; times are whole
+/// seconds, durations cut to whole seconds, addresses `int unsigned`.
+#[test]
+fn default_shape_and_a_partition_per_day() {
+    let db = db::server();
+    let tmp = tempdir("parts");
+    let cap = tmp.join("midnight.pcap");
+    voxgen(&cap, &["--calls", "40", "--cps", "2", "--duration", "2", "--mix", "--start", "1700006390", "--seed", "5"]);
+    let name = db.fresh("voxtap_t_parts");
+    let conf = db.config(&tmp, &name, "utc = yes\n");
+    let out = voxtap().arg("--config-file").arg(&conf).arg("-r").arg(&cap).arg("--json").output().expect("run voxtap");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let cdrs: Vec<Value> =
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    for t in ["cdr", "cdr_next", "cdr_rtp", "cdr_proxy"] {
+        let parts = db.query(
+            None,
+            &format!(
+                "SELECT PARTITION_NAME FROM information_schema.PARTITIONS WHERE TABLE_SCHEMA = '{name}' AND TABLE_NAME = '{t}' \
+                 ORDER BY PARTITION_ORDINAL_POSITION"
+            ),
+        );
+        let names: Vec<String> = parts.iter().skip(1).filter_map(|r| r[0].clone()).collect();
+        assert_eq!(names, ["p231114", "p231115"], "{t}");
+    }
+    let per_day = db.query(Some(&name), "SELECT COUNT(*) FROM cdr PARTITION (p231115)");
+    let want = cdrs.iter().filter(|c| c["calldate"].as_str().unwrap().starts_with("2023-11-15")).count();
+    assert!(want > 0);
+    assert_eq!(per_day[1][0].as_deref(), Some(want.to_string().as_str()));
+    for c in &cdrs {
+        let fb = c["fbasename"].as_str().unwrap();
+        let r = db.query(
+            Some(&name),
+            &format!(
+                "SELECT c.calldate, c.duration, INET_NTOA(c.sipcallerip), COLUMN_TYPE FROM cdr c JOIN cdr_next n \
+                 ON n.cdr_ID = c.ID, information_schema.COLUMNS WHERE n.fbasename = '{fb}' AND TABLE_SCHEMA = '{name}' \
+                 AND TABLE_NAME = 'cdr' AND COLUMN_NAME = 'duration'"
+            ),
+        );
+        let calldate = c["calldate"].as_str().unwrap();
+        assert_eq!(r[1][0].as_deref(), Some(format!("{} {}", &calldate[..10], &calldate[11..19]).as_str()));
+        assert_eq!(r[1][1].as_deref(), Some((c["duration"].as_f64().unwrap().trunc() as u64).to_string().as_str()));
+        assert_eq!(r[1][2].as_deref(), c["sipcallerip"].as_str());
+        assert_eq!(r[1][3].as_deref(), Some("mediumint(8) unsigned"));
+    }
+}
