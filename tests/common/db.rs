@@ -28,11 +28,17 @@ pub struct Private {
     pub port: u16,
     dir: PathBuf,
     pid: Option<u32>,
+    args: Vec<String>,
 }
 
 impl Private {
     /// Creates the data folder (emptied first: what an earlier test process left there goes) and starts it.
     pub fn new(port: u16) -> Private {
+        Private::with_args(port, &[])
+    }
+
+    /// The same, with extra server options (e.g. `--innodb-autoinc-lock-mode=2`).
+    pub fn with_args(port: u16, args: &[&str]) -> Private {
         let dir = std::env::temp_dir().join(format!("voxtap-mariadb-{port}"));
         let _ = std::fs::remove_dir_all(&dir);
         let data = dir.join("data");
@@ -44,7 +50,7 @@ impl Private {
             .status()
             .expect("mariadb-install-db (Debian package mariadb-server) must be installed");
         assert!(st.success(), "mariadb-install-db failed");
-        let mut p = Private { port, dir, pid: None };
+        let mut p = Private { port, dir, pid: None, args: args.iter().map(|a| a.to_string()).collect() };
         p.start();
         p
     }
@@ -60,6 +66,7 @@ impl Private {
             .arg(format!("--datadir={}", self.dir.join("data").display()))
             .arg(format!("--socket={}", self.dir.join("sock").display()))
             .arg(format!("--pid-file={}", self.dir.join("pid").display()))
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         // The server goes when this test process does: it is killed when the thread that started it ends, so a
