@@ -149,7 +149,7 @@ impl Pipeline {
         // cleanspool runs beside a live capture, once a minute; a capture file run leaves the spool alone.
         let cleaner =
             (!blocking && cfg.cleanspool).then(|| Cleaner::start(CleanConfig::from_config(cfg))).transpose()?;
-        let spool_opts = spool::SpoolOptions { gzip_sip: cfg.pcap_dump_zip_sip, gzip_rtp: cfg.pcap_dump_zip_rtp };
+        let spool_opts = spool::SpoolOptions { sip: cfg.pcap_dump_zip_sip, rtp: cfg.pcap_dump_zip_rtp };
         let spooler = save_any
             .then(|| {
                 thread::Builder::new()

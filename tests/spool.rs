@@ -148,15 +148,15 @@ fn cdr_log_holds_every_cdr_once() {
     assert!(!spool2.join("cdrlog").exists());
 }
 
-/// `pcap_dump_zip_sip`/`_rtp = gzip`: each file is a gzip stream (one member per piece written) whose content is
-/// byte for byte the uncompressed run's file, and tshark reads it as it is.
+/// `pcap_dump_zip_sip`/`_rtp`: each file is a gzip or zstd stream (one member or frame per piece written) whose
+/// content is byte for byte the uncompressed run's file, and tshark reads it as it is. `lzo` is written as zstd.
 #[test]
-fn gzip_files_hold_the_same_pcaps() {
-    let dir = std::env::temp_dir().join(format!("voxtap-gzip-{}", std::process::id()));
+fn compressed_files_hold_the_same_pcaps() {
+    let dir = std::env::temp_dir().join(format!("voxtap-zip-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let cap = dir.join("calls.pcap");
-    // Ten seconds of RTP per call: its RTP file is written in several pieces (gzip members).
+    // Ten seconds of RTP per call: its RTP file is written in several pieces.
     voxgen(&cap, &["--calls", "6", "--cps", "3", "--duration", "10", "--mix", "--seed", "8"]);
     let run = |name: &str, extra: &str| -> PathBuf {
         let spool = dir.join(name);
@@ -171,35 +171,41 @@ fn gzip_files_hold_the_same_pcaps() {
         spool
     };
     let plain = run("plain", "");
-    let zipped = run("zipped", "pcap_dump_zip = gzip");
     let mut all = Vec::new();
     all_files(&plain, &mut all);
     assert!(all.len() >= 8, "{all:?}");
-    let mut multi_member = false;
-    for p in &all {
-        let rel = p.strip_prefix(&plain).unwrap();
-        let z = std::fs::read(zipped.join(rel)).unwrap();
-        assert_eq!(&z[..2], &[0x1f, 0x8b], "{} is not gzip", rel.display());
-        let mut d = flate2::read::MultiGzDecoder::new(&z[..]);
-        let mut content = Vec::new();
-        std::io::Read::read_to_end(&mut d, &mut content).unwrap();
-        assert_eq!(content, std::fs::read(p).unwrap(), "{} differs once decompressed", rel.display());
-        multi_member |= z.windows(3).skip(1).any(|w| w == [0x1f, 0x8b, 0x08]);
-        if Command::new("tshark").arg("-v").output().is_ok() {
-            let n = |f: &Path| {
-                let o = Command::new("tshark").arg("-r").arg(f).output().unwrap();
-                assert!(
-                    o.status.success(),
-                    "tshark cannot read {}: {}",
-                    f.display(),
-                    String::from_utf8_lossy(&o.stderr)
-                );
-                String::from_utf8_lossy(&o.stdout).lines().count()
+    let tshark = Command::new("tshark").arg("-v").output().is_ok();
+    let frames = |f: &Path| {
+        let o = Command::new("tshark").arg("-r").arg(f).output().unwrap();
+        assert!(o.status.success(), "tshark cannot read {}: {}", f.display(), String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).lines().count()
+    };
+    for (name, conf, magic) in [
+        ("gz", "pcap_dump_zip = gzip", [0x1f, 0x8b, 0x08, 0x00]),
+        ("zst", "pcap_dump_zip_sip = zstd\npcap_dump_zip_rtp = lzo", [0x28, 0xb5, 0x2f, 0xfd]),
+    ] {
+        let zipped = run(name, conf);
+        let mut several = false;
+        for p in &all {
+            let rel = p.strip_prefix(&plain).unwrap();
+            let z = std::fs::read(zipped.join(rel)).unwrap();
+            assert_eq!(&z[..3], &magic[..3], "{name}: {} is not compressed", rel.display());
+            let content = if name == "gz" {
+                let mut d = flate2::read::MultiGzDecoder::new(&z[..]);
+                let mut c = Vec::new();
+                std::io::Read::read_to_end(&mut d, &mut c).unwrap();
+                c
+            } else {
+                zstd::stream::decode_all(&z[..]).unwrap()
             };
-            assert_eq!(n(&zipped.join(rel)), n(p), "{}", rel.display());
+            assert_eq!(content, std::fs::read(p).unwrap(), "{name}: {} differs once decompressed", rel.display());
+            several |= z.windows(magic.len()).skip(1).any(|w| w == magic);
+            if tshark {
+                assert_eq!(frames(&zipped.join(rel)), frames(p), "{name}: {}", rel.display());
+            }
         }
+        assert!(several, "{name}: no file was written in several pieces");
     }
-    assert!(multi_member, "no file was written in several pieces");
 }
 
 fn all_files(dir: &Path, out: &mut Vec<PathBuf>) {

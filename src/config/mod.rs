@@ -25,6 +25,15 @@ pub enum ConfigError {
     BadValue { file: PathBuf, line: usize, key: String, why: String },
 }
 
+/// Compression of a spool file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compress {
+    None,
+    Gzip,
+    Zstd,
+}
+
 /// `savertp`: no, yes, or headers only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -101,9 +110,9 @@ pub struct Config {
     pub maxpoolrtpdays: u32,
     pub autocleanspoolminpercent: f64,
     pub autocleanmingb: f64,
-    /// Per-file gzip compression of the spool's SIP and RTP pcap files.
-    pub pcap_dump_zip_sip: bool,
-    pub pcap_dump_zip_rtp: bool,
+    /// Per-file compression of the spool's SIP and RTP pcap files.
+    pub pcap_dump_zip_sip: Compress,
+    pub pcap_dump_zip_rtp: Compress,
 }
 
 impl Default for Config {
@@ -159,8 +168,8 @@ impl Default for Config {
             maxpoolrtpdays: 0,
             autocleanspoolminpercent: 1.0,
             autocleanmingb: 5.0,
-            pcap_dump_zip_sip: false,
-            pcap_dump_zip_rtp: false,
+            pcap_dump_zip_sip: Compress::None,
+            pcap_dump_zip_rtp: Compress::None,
         }
     }
 }
@@ -451,16 +460,17 @@ fn number(e: &Entry, min: u32, max: u32) -> Result<u32, ConfigError> {
     Ok(n)
 }
 
-/// `pcap_dump_zip*`: gzip, or none. VoIPmonitor's other codecs (zstd, lzo, lz4) are written as gzip, with a
-/// warning: the files stay compressed and every pcap tool reads gzip.
-fn zip_value(e: &Entry) -> Result<bool, ConfigError> {
+/// `pcap_dump_zip*`: none, gzip or zstd. VoIPmonitor's own LZO and LZ4 formats are written as zstd (as fast,
+/// and readable by every pcap tool), with a warning.
+fn zip_value(e: &Entry) -> Result<Compress, ConfigError> {
     let v = e.value.to_ascii_lowercase();
     match v.as_str() {
-        "no" | "n" | "0" | "compress_na" | "false" => Ok(false),
-        "gzip" | "g" | "gz" | "zip" | "z" | "yes" | "y" | "1" => Ok(true),
-        "zstd" | "lzo" | "lz4" | "snappy" | "lzma" | "xz" => {
-            warn!(file = %e.file.display(), line = e.line, key = %e.key, value = %e.value, "not supported yet: files are gzip-compressed instead");
-            Ok(true)
+        "no" | "n" | "0" | "compress_na" | "false" => Ok(Compress::None),
+        "gzip" | "g" | "gz" | "zip" | "z" | "yes" | "y" | "1" => Ok(Compress::Gzip),
+        "zstd" => Ok(Compress::Zstd),
+        "lzo" | "lz4" | "snappy" => {
+            warn!(file = %e.file.display(), line = e.line, key = %e.key, value = %e.value, "not supported: files are zstd-compressed instead");
+            Ok(Compress::Zstd)
         }
         _ => Err(bad(e, "expected no, gzip, zstd, lzo or lz4".into())),
     }

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use crossbeam_channel::Receiver;
 use tracing::warn;
 
+use crate::config::Compress;
 use crate::time::{civil_local, civil_utc, Nanos};
 
 const CHUNK: usize = 64 * 1024;
@@ -160,10 +161,16 @@ pub struct SpoolStats {
 }
 
 /// Per-file compression of the spool's pcap files (`pcap_dump_zip_sip`, `pcap_dump_zip_rtp`).
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct SpoolOptions {
-    pub gzip_sip: bool,
-    pub gzip_rtp: bool,
+    pub sip: Compress,
+    pub rtp: Compress,
+}
+
+impl Default for SpoolOptions {
+    fn default() -> Self {
+        SpoolOptions { sip: Compress::None, rtp: Compress::None }
+    }
 }
 
 /// One gzip member holding `data`: a file made of such members is one valid gzip stream (RFC 1952 allows
@@ -188,9 +195,9 @@ pub fn run_writer(rx: Receiver<Chunk>, opts: SpoolOptions) -> SpoolStats {
                 }
             }
             let mut f = OpenOptions::new().create(true).write(true).append(!fresh).truncate(fresh).open(&c.path)?;
-            let gzip = match c.kind {
-                FileKind::Sip => opts.gzip_sip,
-                FileKind::Rtp => opts.gzip_rtp,
+            let how = match c.kind {
+                FileKind::Sip => opts.sip,
+                FileKind::Rtp => opts.rtp,
             };
             let mut plain = Vec::new();
             if fresh {
@@ -198,14 +205,14 @@ pub fn run_writer(rx: Receiver<Chunk>, opts: SpoolOptions) -> SpoolStats {
                 stats.bytes += 24;
             }
             plain.extend_from_slice(&c.data);
-            if gzip {
-                let z = gzip_member(&plain)?;
-                stats.bytes_on_disk += z.len() as u64;
-                f.write_all(&z)?;
-            } else {
-                stats.bytes_on_disk += plain.len() as u64;
-                f.write_all(&plain)?;
-            }
+            let out = match how {
+                Compress::None => plain,
+                Compress::Gzip => gzip_member(&plain)?,
+                // One zstd frame per piece: concatenated frames are one valid zstd stream (RFC 8878).
+                Compress::Zstd => zstd::bulk::compress(&plain, 1)?,
+            };
+            stats.bytes_on_disk += out.len() as u64;
+            f.write_all(&out)?;
             Ok(())
         })();
         match res {
