@@ -60,7 +60,7 @@ fn main() -> anyhow::Result<()> {
     let n = cdrs.len();
     let t0 = Instant::now();
     let mut sink = DbSink::start(db)?;
-    for c in cdrs {
+    for c in &cdrs {
         sink.push(c);
     }
     let stats = sink.finish();

@@ -158,8 +158,7 @@ fn run(cli: Cli) -> Result<()> {
     }
     let _ = cli.nodaemon;
     if cli.run_cleanspool {
-        let c = voxtap::store::cleanspool::CleanConfig::from_config(&cfg);
-        let r = voxtap::store::cleanspool::run_once(&c)
+        let r = voxtap::store::cleanspool::run_once(&cfg)
             .with_context(|| format!("cleaning the spool {}", cfg.spooldir.display()))?;
         println!(
             "cleanspool: {} folders removed, {} bytes removed, {} bytes left in {}",

@@ -23,7 +23,6 @@ use crate::config::{Config, SaveRtp};
 use crate::decode::{DecodeStats, Decoder, DecoderConfig};
 use crate::dispatch::{Rx, RxConfig, RxStats, ToOwner};
 use crate::store::cdrlog::{CdrLog, CdrLogStats};
-use crate::store::cleanspool::CleanConfig;
 use crate::store::mysql::{DbConfig, DbSink, DbStats};
 use crate::store::spool::{self, SpoolStats};
 use crate::time::secs;
@@ -73,7 +72,7 @@ struct Cleaner {
 }
 
 impl Cleaner {
-    fn start(cfg: CleanConfig) -> std::io::Result<Cleaner> {
+    fn start(cfg: Config) -> std::io::Result<Cleaner> {
         let (stop, rx) = bounded::<()>(1);
         let handle = thread::Builder::new().name("cleanspool".into()).spawn(move || loop {
             match crate::store::cleanspool::run_once(&cfg) {
@@ -137,7 +136,7 @@ impl Pipeline {
             let mut all = Vec::new();
             for cdr in cdr_rx.iter() {
                 if let Some(db) = &mut db {
-                    db.push(cdr.json.clone());
+                    db.push(&cdr.json);
                 }
                 if let Some(log) = &mut log {
                     log.append(&cdr);
@@ -147,8 +146,7 @@ impl Pipeline {
             (all, db.map(DbSink::finish), log.map(CdrLog::finish))
         })?;
         // cleanspool runs beside a live capture, once a minute; a capture file run leaves the spool alone.
-        let cleaner =
-            (!blocking && cfg.cleanspool).then(|| Cleaner::start(CleanConfig::from_config(cfg))).transpose()?;
+        let cleaner = (!blocking && cfg.cleanspool).then(|| Cleaner::start(cfg.clone())).transpose()?;
         let spool_opts = spool::SpoolOptions { sip: cfg.pcap_dump_zip_sip, rtp: cfg.pcap_dump_zip_rtp };
         let spooler = save_any
             .then(|| {

@@ -57,20 +57,21 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
+/// (year, month, day) → days since the epoch, the inverse of `civil_from_days` (Howard Hinnant's algorithm).
+pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m as i64 + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// The calendar day after (y, m, d).
 pub fn next_day(y: i32, m: u32, d: u32) -> (i32, u32, u32) {
-    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    let days = match m {
-        2 if leap => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    };
-    match (d >= days, m) {
-        (false, _) => (y, m, d + 1),
-        (true, 12) => (y + 1, 1, 1),
-        (true, _) => (y, m + 1, 1),
-    }
+    let (y, m, d) = civil_from_days(days_from_civil(y as i64, m, d) + 1);
+    (y as i32, m, d)
 }
 
 pub fn civil_utc(t: Nanos) -> Civil {
@@ -87,6 +88,16 @@ pub fn civil_utc(t: Nanos) -> Civil {
         minute: ((sod % 3600) / 60) as u32,
         second: (sod % 60) as u32,
         micros: (sub / 1000) as u32,
+    }
+}
+
+/// Calendar time in UTC (`utc = yes`) or in the host's local time, as the spool, the database and the CDR log
+/// name days and minutes.
+pub fn civil(t: Nanos, utc: bool) -> Civil {
+    if utc {
+        civil_utc(t)
+    } else {
+        civil_local(t)
     }
 }
 
@@ -132,6 +143,19 @@ pub fn dur_secs(n: Nanos) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn days_and_next_day() {
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        assert_eq!(days_from_civil(2023, 11, 14), 19_675);
+        for z in [-800_000, -1, 0, 59, 60, 19_675, 2_000_000] {
+            let (y, m, d) = civil_from_days(z);
+            assert_eq!(days_from_civil(y, m, d), z);
+        }
+        assert_eq!(next_day(2024, 2, 28), (2024, 2, 29));
+        assert_eq!(next_day(2023, 2, 28), (2023, 3, 1));
+        assert_eq!(next_day(2026, 12, 31), (2027, 1, 1));
+    }
 
     #[test]
     fn epoch_and_known_dates() {

@@ -26,9 +26,10 @@ pub enum ConfigError {
 }
 
 /// Compression of a spool file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Compress {
+    #[default]
     None,
     Gzip,
     Zstd,

@@ -41,12 +41,6 @@ impl CdrLog {
         })
     }
 
-    /// The file a CDR that ended at `t` goes to.
-    pub fn path_for(dir: &Path, utc: bool, t: crate::time::Nanos) -> PathBuf {
-        let c = if utc { crate::time::civil_utc(t) } else { crate::time::civil_local(t) };
-        dir.join(format!("{:04}-{:02}-{:02}.jsonl", c.year, c.month, c.day))
-    }
-
     pub fn append(&mut self, cdr: &Cdr) {
         if let Err(e) = self.write(cdr) {
             self.stats.errors += 1;
@@ -57,23 +51,24 @@ impl CdrLog {
     }
 
     fn write(&mut self, cdr: &Cdr) -> io::Result<()> {
-        let c = if self.utc { crate::time::civil_utc(cdr.callend) } else { crate::time::civil_local(cdr.callend) };
+        let c = crate::time::civil(cdr.callend, self.utc);
         let day = (c.year, c.month, c.day);
-        if self.day != Some(day) || self.file.is_none() {
-            self.sync();
-            let p = Self::path_for(&self.dir, self.utc, cdr.callend);
-            self.file = Some(OpenOptions::new().create(true).append(true).open(p)?);
-            self.day = Some(day);
-        }
-        if let Some(f) = self.file.as_mut() {
-            let mut line = Vec::with_capacity(cdr.json.len() + 1);
-            line.extend_from_slice(cdr.json.as_bytes());
-            line.push(b'\n');
-            // One write per line: a reader (tail -f, a log shipper) never sees half a CDR.
-            f.write_all(&line)?;
-            self.dirty = true;
-            self.stats.written += 1;
-        }
+        let f = match self.file.as_mut() {
+            Some(f) if self.day == Some(day) => f,
+            _ => {
+                self.sync();
+                let p = self.dir.join(format!("{:04}-{:02}-{:02}.jsonl", c.year, c.month, c.day));
+                self.day = Some(day);
+                self.file.insert(OpenOptions::new().create(true).append(true).open(p)?)
+            }
+        };
+        let mut line = Vec::with_capacity(cdr.json.len() + 1);
+        line.extend_from_slice(cdr.json.as_bytes());
+        line.push(b'\n');
+        // One write per line: a reader (tail -f, a log shipper) never sees half a CDR.
+        f.write_all(&line)?;
+        self.dirty = true;
+        self.stats.written += 1;
         if self.last_sync.elapsed() >= SYNC_EVERY {
             self.sync();
         }

@@ -10,39 +10,6 @@ use std::path::{Path, PathBuf};
 
 use crate::config::Config;
 
-#[derive(Debug, Clone)]
-pub struct CleanConfig {
-    pub spooldir: PathBuf,
-    /// MB; 0 = no limit.
-    pub maxpoolsize: u64,
-    pub maxpoolsipsize: u64,
-    pub maxpoolrtpsize: u64,
-    /// Days; 0 = no limit.
-    pub maxpooldays: u32,
-    pub maxpoolsipdays: u32,
-    pub maxpoolrtpdays: u32,
-    pub min_free_percent: f64,
-    pub min_free_gb: f64,
-    pub utc: bool,
-}
-
-impl CleanConfig {
-    pub fn from_config(c: &Config) -> CleanConfig {
-        CleanConfig {
-            spooldir: c.spooldir.clone(),
-            maxpoolsize: c.maxpoolsize,
-            maxpoolsipsize: c.maxpoolsipsize,
-            maxpoolrtpsize: c.maxpoolrtpsize,
-            maxpooldays: c.maxpooldays,
-            maxpoolsipdays: c.maxpoolsipdays,
-            maxpoolrtpdays: c.maxpoolrtpdays,
-            min_free_percent: c.autocleanspoolminpercent,
-            min_free_gb: c.autocleanmingb,
-            utc: c.utc,
-        }
-    }
-}
-
 #[derive(Debug, Default, Clone, Copy, serde::Serialize)]
 pub struct CleanReport {
     pub folders_removed: u64,
@@ -156,7 +123,7 @@ fn cutoff(days: u32, utc: bool) -> (u32, u32, u32) {
     let now =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0);
     let t = now - days as i64 * 86_400 * 1_000_000_000;
-    let c = if utc { crate::time::civil_utc(t) } else { crate::time::civil_local(t) };
+    let c = crate::time::civil(t, utc);
     (c.year as u32, c.month, c.day)
 }
 
@@ -171,7 +138,7 @@ fn remove_type(m: &mut Minute, t: &str, report: &mut CleanReport) {
 }
 
 /// One cleaning pass. The newest minute folder is never removed (calls may still be writing to it).
-pub fn run_once(cfg: &CleanConfig) -> io::Result<CleanReport> {
+pub fn run_once(cfg: &Config) -> io::Result<CleanReport> {
     let spool = cfg.spooldir.as_path();
     let mut report = CleanReport::default();
     let mut minutes = scan(spool);
@@ -216,7 +183,8 @@ pub fn run_once(cfg: &CleanConfig) -> io::Result<CleanReport> {
         match disk(spool) {
             Some((free, size)) => {
                 let free = free + freed;
-                (free as f64) < size as f64 * cfg.min_free_percent / 100.0 || (free as f64) < cfg.min_free_gb * 1e9
+                (free as f64) < size as f64 * cfg.autocleanspoolminpercent / 100.0
+                    || (free as f64) < cfg.autocleanmingb * 1e9
             }
             None => false,
         }

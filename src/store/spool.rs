@@ -14,7 +14,7 @@ use crossbeam_channel::Receiver;
 use tracing::warn;
 
 use crate::config::Compress;
-use crate::time::{civil_local, civil_utc, Nanos};
+use crate::time::{civil, Nanos};
 
 const CHUNK: usize = 64 * 1024;
 const PCAP_SNAPLEN: u32 = 262_144;
@@ -35,7 +35,7 @@ pub fn file_safe(callid: &str) -> String {
 
 /// `YYYY-MM-DD/HH/MM` of the call start.
 pub fn minute_dir(start: Nanos, utc: bool) -> PathBuf {
-    let c = if utc { civil_utc(start) } else { civil_local(start) };
+    let c = civil(start, utc);
     PathBuf::from(format!("{:04}-{:02}-{:02}", c.year, c.month, c.day))
         .join(format!("{:02}", c.hour))
         .join(format!("{:02}", c.minute))
@@ -161,16 +161,10 @@ pub struct SpoolStats {
 }
 
 /// Per-file compression of the spool's pcap files (`pcap_dump_zip_sip`, `pcap_dump_zip_rtp`).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct SpoolOptions {
     pub sip: Compress,
     pub rtp: Compress,
-}
-
-impl Default for SpoolOptions {
-    fn default() -> Self {
-        SpoolOptions { sip: Compress::None, rtp: Compress::None }
-    }
 }
 
 /// One gzip member holding `data`: a file made of such members is one valid gzip stream (RFC 1952 allows

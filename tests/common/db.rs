@@ -113,13 +113,6 @@ fn zombie(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| s.contains(") Z ")).unwrap_or(true)
 }
 
-fn start_private(port: u16) -> Db {
-    let p = Private::new(port);
-    let db = p.db();
-    std::mem::forget(p);
-    db
-}
-
 /// The server for this test process.
 pub fn server() -> Db {
     static DB: OnceLock<Db> = OnceLock::new();
@@ -129,7 +122,7 @@ pub fn server() -> Db {
             Db { host: "127.0.0.1".into(), port: 3306 }
         } else {
             eprintln!("no MariaDB on 127.0.0.1:3306: starting a private one on 33306");
-            start_private(33306 + (std::process::id() % 1000) as u16)
+            Private::new(33306 + (std::process::id() % 1000) as u16).db()
         }
     })
     .clone()

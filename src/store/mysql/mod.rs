@@ -159,7 +159,7 @@ impl DbSink {
     }
 
     /// Appends one CDR (its JSON) to the queue; never waits for the database.
-    pub fn push(&mut self, json: String) {
+    pub fn push(&mut self, json: &str) {
         if let Err(e) = self.queue.append(json.as_bytes()) {
             self.queue_errors += 1;
             warn!(error = %e, cdr = %json, "cannot append to the CDR queue; this CDR is not stored");

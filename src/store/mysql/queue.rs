@@ -240,11 +240,6 @@ impl Reader {
             }
         }
     }
-
-    /// Records up to `pos` are stored (see [`ack`]).
-    pub fn ack(&self, pos: Pos) -> io::Result<()> {
-        ack(&self.dir, pos)
-    }
 }
 
 /// Records up to `pos` are stored: persist the position and delete finished segments before it.
@@ -290,7 +285,7 @@ mod tests {
             got.iter().map(|(p, _)| String::from_utf8_lossy(p).to_string()).collect::<Vec<_>>(),
             ["cdr0", "cdr1", "cdr2", "cdr3"]
         );
-        r.ack(got[3].1).unwrap();
+        ack(&d, got[3].1).unwrap();
         drop((a, r));
         // A restart finds the 6 unacknowledged records first, then new ones.
         let (mut a, rep) = Appender::open(&d).unwrap();

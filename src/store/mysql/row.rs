@@ -199,20 +199,13 @@ fn parse_time(s: &str) -> Option<i64> {
         Some(f) if !f.is_empty() && f.len() <= 9 => f.parse::<i64>().ok()? * 10i64.pow(9 - f.len() as u32),
         _ => 0,
     };
-    // Days from civil (Howard Hinnant's algorithm).
-    let y2 = if mo <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let mp = (mo + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
+    let days = crate::time::days_from_civil(y, u32::try_from(mo).ok()?, u32::try_from(d).ok()?);
     Some(((days * 86_400 + h * 3600 + mi * 60 + se) * 1_000_000_000) + nanos)
 }
 
 /// A time as a `datetime` column gets it, in UTC or the host's local time.
 fn datetime(t: i64, utc: bool, ms: bool) -> (String, (i32, u32, u32)) {
-    let c = if utc { crate::time::civil_utc(t) } else { crate::time::civil_local(t) };
+    let c = crate::time::civil(t, utc);
     let day = (c.year as i32, c.month, c.day);
     let base = format!("{:04}-{:02}-{:02} {:02}:{:02}:{:02}", c.year, c.month, c.day, c.hour, c.minute, c.second);
     if ms {

@@ -10,7 +10,7 @@ use thiserror::Error;
 use tracing::{info, warn};
 
 use super::row::{cdr_columns, Cell, DbCdr, Dict, RTP_COLUMNS};
-use super::schema::{self, Shape, PARTITIONED};
+use super::schema::{self, PARTITIONED};
 use super::DbConfig;
 
 #[derive(Debug, Error)]
@@ -89,10 +89,6 @@ impl Writer {
             consecutive_ids: true,
             columns: cdr_columns().join(","),
         }
-    }
-
-    pub fn shape(&self) -> Shape {
-        self.cfg.shape
     }
 
     fn opts(&self, db: bool) -> OptsBuilder {
