@@ -110,7 +110,7 @@ pub struct DbSink {
     dir: PathBuf,
     shared: Arc<Shared>,
     doorbell: crossbeam_channel::Sender<()>,
-    parser: std::thread::JoinHandle<u64>,
+    parser: std::thread::JoinHandle<(u64, u64)>,
     writer: std::thread::JoinHandle<DbStats>,
     last_sync: Instant,
     dirty: bool,
@@ -187,11 +187,12 @@ impl DbSink {
         self.sync();
         self.shared.closed.store(true, Ordering::Release);
         let _ = self.doorbell.try_send(());
-        let unreadable = self.parser.join().unwrap_or(0);
+        let (unreadable, corrupt) = self.parser.join().unwrap_or_default();
         let mut stats = self.writer.join().unwrap_or_default();
         stats.cdrs_unreadable += unreadable;
         stats.queue_errors += self.queue_errors;
         stats.replayed_at_start = self.pending_at_start;
+        stats.queue_corrupt = corrupt;
         // What is still in the queue (the database stayed away) waits for the next start.
         if let Ok(mut r) = Reader::open(&self.dir) {
             while let Ok(more) = r.read(BATCH) {
@@ -200,14 +201,13 @@ impl DbSink {
                 }
                 stats.cdrs_queued += more.len() as u64;
             }
-            stats.queue_corrupt = r.corrupt;
         }
         stats
     }
 }
 
 /// The parser thread: reads the queue in batches, turns CDRs into rows, hands them to the writer. Returns the
-/// number of unreadable CDRs.
+/// number of unreadable CDRs and of corrupt queue records it skipped.
 fn parse_queue(
     mut reader: Reader,
     ring: crossbeam_channel::Receiver<()>,
@@ -215,7 +215,7 @@ fn parse_queue(
     shared: Arc<Shared>,
     shape: Shape,
     utc: bool,
-) -> u64 {
+) -> (u64, u64) {
     let mut unreadable = 0;
     while !shared.stop.load(Ordering::Acquire) {
         // Closed is read before the queue, so an empty read after it means everything has been seen.
@@ -264,7 +264,7 @@ fn parse_queue(
             break;
         }
     }
-    unreadable
+    (unreadable, reader.corrupt)
 }
 
 async fn run(cfg: DbConfig, mut rx: tokio::sync::mpsc::Receiver<Parsed>, shared: Arc<Shared>) -> DbStats {
