@@ -147,7 +147,7 @@ impl Pipeline {
         })?;
         // cleanspool runs beside a live capture, once a minute; a capture file run leaves the spool alone.
         let cleaner = (!blocking && cfg.cleanspool).then(|| Cleaner::start(cfg.clone())).transpose()?;
-        let spool_opts = spool::SpoolOptions { sip: cfg.pcap_dump_zip_sip, rtp: cfg.pcap_dump_zip_rtp };
+        let spool_opts = spool::SpoolOptions::from_config(cfg);
         let spooler = save_any
             .then(|| {
                 thread::Builder::new()

@@ -42,6 +42,9 @@ fn each_call_file_holds_exactly_its_packets() {
     voxgen(&cap, &[&args[..], &["--fragment-mtu", "500"]].concat());
     let spool = dir.join("spool");
     let cdrs = run_json(&cap, &["-S", "-R", "-d", spool.to_str().unwrap(), "--workers", "2"]);
+    // The default is VoIPmonitor's: per-minute archives. Unpacked with tar, they give the call files checked below.
+    let archives = unpack_archives(&spool);
+    assert!(archives.iter().any(|a| a.ends_with(".tar.zst")) && archives.iter().any(|a| a.ends_with(".tar")));
     let out = Command::new("python3")
         .arg(corpus.join("tools/oracle.py"))
         .arg("--file")
@@ -163,7 +166,7 @@ fn compressed_files_hold_the_same_pcaps() {
         let conf = dir.join(format!("{name}.conf"));
         std::fs::write(
             &conf,
-            format!("spooldir = {}\nsavesip = yes\nsavertp = yes\nutc = yes\n{extra}\n", spool.display()),
+            format!("spooldir = {}\nsavesip = yes\nsavertp = yes\nutc = yes\ntar = no\n{extra}\n", spool.display()),
         )
         .unwrap();
         let out = voxtap().arg("--config-file").arg(&conf).arg("-r").arg(&cap).arg("--json").output().unwrap();
@@ -216,5 +219,112 @@ fn all_files(dir: &Path, out: &mut Vec<PathBuf>) {
         } else {
             out.push(p);
         }
+    }
+}
+
+/// Unpacks every archive of the spool into its own directory with the system's tar (`--zstd`/`-z` as the suffix
+/// says), removes it, and returns the archive names. No spill file may be left behind.
+fn unpack_archives(spool: &Path) -> Vec<String> {
+    let mut all = Vec::new();
+    all_files(spool, &mut all);
+    let mut names = Vec::new();
+    for p in all {
+        let name = p.file_name().unwrap().to_string_lossy().to_string();
+        assert!(!name.ends_with(".part"), "spill file left behind: {}", p.display());
+        let how = if name.ends_with(".tar.zst") {
+            "--zstd"
+        } else if name.ends_with(".tar.gz") {
+            "-z"
+        } else if name.ends_with(".tar") {
+            "--no-auto-compress"
+        } else {
+            continue;
+        };
+        let out = Command::new("tar").arg("-C").arg(p.parent().unwrap()).arg(how).arg("-xf").arg(&p).output().unwrap();
+        assert!(out.status.success(), "tar {how} -xf {}: {}", p.display(), String::from_utf8_lossy(&out.stderr));
+        std::fs::remove_file(&p).unwrap();
+        names.push(name);
+    }
+    names
+}
+
+/// Tree of a spool: relative path → content.
+fn tree(spool: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    let mut all = Vec::new();
+    all_files(spool, &mut all);
+    all.into_iter().map(|p| (p.strip_prefix(spool).unwrap().to_path_buf(), std::fs::read(&p).unwrap())).collect()
+}
+
+/// `tar = yes` (the default) with each compression combination: the archives are named after their minute, sit
+/// in SIP/ and RTP/, open with the system's tar, and hold exactly the files a `tar = no` run writes, byte for
+/// byte (files written in several pieces included). A second run into the same spool keeps the first run's
+/// archives as `.1`.
+#[test]
+fn tar_archives_hold_the_per_file_spool() {
+    let dir = std::env::temp_dir().join(format!("voxtap-tar-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let cap = dir.join("calls.pcap");
+    // Ten seconds of RTP per call (several pieces per RTP file); calls in three minutes.
+    voxgen(
+        &cap,
+        &["--calls", "9", "--cps", "0.06", "--duration", "10", "--mix", "--start", "1700006300", "--seed", "8"],
+    );
+    let run = |name: &str, extra: &str| -> PathBuf {
+        let spool = dir.join(name);
+        let conf = dir.join(format!("{name}.conf"));
+        let base = format!("spooldir = {}\nsavesip = yes\nsavertp = yes\nutc = yes\n", spool.display());
+        std::fs::write(&conf, format!("{base}{extra}\n")).unwrap();
+        let out = voxtap().arg("--config-file").arg(&conf).arg("-r").arg(&cap).arg("--json").output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        spool
+    };
+    let plain = tree(&run("plain", "tar = no"));
+    let minutes: std::collections::BTreeSet<_> =
+        plain.keys().map(|p| p.parent().unwrap().parent().unwrap().to_path_buf()).collect();
+    assert!(minutes.len() >= 3, "{minutes:?}");
+    let zst_rtp = tree(&run("plain-zst", "tar = no\npcap_dump_zip_rtp = zstd"));
+    for (name, conf, sip_suffix, rtp_suffix, files) in [
+        ("default", "", ".tar.zst", ".tar", &plain),
+        ("compressed", "tar_compress_sip = gzipforce\ntar_compress_rtp = zstd", ".tar.gz", ".tar.zst", &plain),
+        ("plain", "tar_compress_sip = no\ntar_compress_rtp = no", ".tar", ".tar", &plain),
+        // RTP files compressed one by one go into a plain archive even when its compression is asked for.
+        ("per-file", "pcap_dump_zip_rtp = zstd\ntar_compress_rtp = zstd", ".tar.zst", ".tar", &zst_rtp),
+    ] {
+        let spool = run(&format!("tar-{name}"), conf);
+        let mut expected: Vec<String> = Vec::new();
+        for m in &minutes {
+            let stamp = m.to_string_lossy().replace('/', "-");
+            expected.push(format!("sip_{stamp}{sip_suffix}"));
+            if files.keys().any(|p| p.starts_with(m.join("RTP"))) {
+                expected.push(format!("rtp_{stamp}{rtp_suffix}"));
+            }
+        }
+        let mut got = unpack_archives(&spool);
+        got.sort();
+        expected.sort();
+        assert_eq!(got, expected, "{name}: archives");
+        let unpacked = tree(&spool);
+        assert_eq!(unpacked.keys().collect::<Vec<_>>(), files.keys().collect::<Vec<_>>(), "{name}: entries");
+        for (rel, content) in files.iter() {
+            assert!(unpacked[rel] == *content, "{name}: {} differs from the file written without tar", rel.display());
+        }
+    }
+    // Run again into a spool that has archives: the first run's are kept as .1, both complete.
+    let again = dir.join("again");
+    let conf = dir.join("again.conf");
+    std::fs::write(&conf, format!("spooldir = {}\nsavesip = yes\nsavertp = yes\nutc = yes\n", again.display()))
+        .unwrap();
+    for _ in 0..2 {
+        let out = voxtap().arg("--config-file").arg(&conf).arg("-r").arg(&cap).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let mut all = Vec::new();
+    all_files(&again, &mut all);
+    let rotated: Vec<_> = all.iter().filter(|p| p.to_string_lossy().ends_with(".1")).collect();
+    assert_eq!(rotated.len(), all.len() / 2, "{all:?}");
+    for p in &all {
+        let out = Command::new("tar").arg("-tf").arg(p).output().unwrap();
+        assert!(out.status.success() && !out.stdout.is_empty(), "tar -tf {}", p.display());
     }
 }

@@ -114,6 +114,11 @@ pub struct Config {
     /// Per-file compression of the spool's SIP and RTP pcap files.
     pub pcap_dump_zip_sip: Compress,
     pub pcap_dump_zip_rtp: Compress,
+    /// `tar`: a minute's call files go into per-minute tar archives (VoIPmonitor's default).
+    pub tar: bool,
+    /// Compression of the whole `sip_*.tar` / `rtp_*.tar` archive.
+    pub tar_compress_sip: Compress,
+    pub tar_compress_rtp: Compress,
 }
 
 impl Default for Config {
@@ -171,6 +176,9 @@ impl Default for Config {
             autocleanmingb: 5.0,
             pcap_dump_zip_sip: Compress::None,
             pcap_dump_zip_rtp: Compress::None,
+            tar: true,
+            tar_compress_sip: Compress::Zstd,
+            tar_compress_rtp: Compress::None,
         }
     }
 }
@@ -229,6 +237,9 @@ pub const KNOWN_KEYS: &[&str] = &[
     "pcap_dump_zip",
     "pcap_dump_zip_sip",
     "pcap_dump_zip_rtp",
+    "tar",
+    "tar_compress_sip",
+    "tar_compress_rtp",
 ];
 
 const LIST_KEYS: &[&str] = &["interface", "sipport", "dpdk_vdev", "dpdk_pci_device"];
@@ -401,6 +412,9 @@ impl Config {
             }
             "pcap_dump_zip_sip" => self.pcap_dump_zip_sip = zip_value(e)?,
             "pcap_dump_zip_rtp" => self.pcap_dump_zip_rtp = zip_value(e)?,
+            "tar" => self.tar = parse::yes(v),
+            "tar_compress_sip" => self.tar_compress_sip = tar_zip_value(e)?,
+            "tar_compress_rtp" => self.tar_compress_rtp = tar_zip_value(e)?,
             "cdr_log" => self.cdr_log = if v.eq_ignore_ascii_case("auto") { None } else { Some(parse::yes(v)) },
             _ => {}
         }
@@ -477,6 +491,22 @@ fn zip_value(e: &Entry) -> Result<Compress, ConfigError> {
     }
 }
 
+/// `tar_compress_*`: as VoIPmonitor reads it, `zip`/`gzip` mean zstd and only `gzipforce` gives a `.tar.gz`;
+/// `lzma` (`.tar.xz`) is written as zstd, with a warning.
+fn tar_zip_value(e: &Entry) -> Result<Compress, ConfigError> {
+    let v = e.value.to_ascii_lowercase();
+    match v.as_str() {
+        "no" | "n" | "0" | "false" => Ok(Compress::None),
+        "zstd" | "zip" | "z" | "gzip" | "g" | "yes" | "y" | "1" => Ok(Compress::Zstd),
+        "gzipforce" => Ok(Compress::Gzip),
+        "lzma" | "l" => {
+            warn!(file = %e.file.display(), line = e.line, key = %e.key, value = %e.value, "not supported: the archive is zstd-compressed (.tar.zst) instead");
+            Ok(Compress::Zstd)
+        }
+        _ => Err(bad(e, "expected no, zstd, gzipforce or lzma".into())),
+    }
+}
+
 fn fraction(e: &Entry, min: f64, max: f64) -> Result<f64, ConfigError> {
     let n: f64 = e.value.parse().map_err(|_| bad(e, "expected a number".into()))?;
     if !(min..=max).contains(&n) {
@@ -534,5 +564,21 @@ mod tests {
         std::fs::write(d.join("v.conf"), "\nrtptimeout = soon\n").unwrap();
         let err = Config::load(Some(&d.join("v.conf")), None).unwrap_err().to_string();
         assert!(err.contains("v.conf:2") && err.contains("rtptimeout"), "{err}");
+    }
+
+    #[test]
+    fn tar_keys_read_as_voipmonitor_does() {
+        let d = tmpdir("tar");
+        let c = Config::default();
+        assert!(c.tar && c.tar_compress_sip == Compress::Zstd && c.tar_compress_rtp == Compress::None);
+        for (v, want) in [("gzip", Compress::Zstd), ("gzipforce", Compress::Gzip), ("no", Compress::None)] {
+            std::fs::write(d.join("v.conf"), format!("tar = no\ntar_compress_sip = {v}\ntar_compress_rtp = l\n"))
+                .unwrap();
+            let (c, _) = Config::load(Some(&d.join("v.conf")), None).unwrap();
+            assert!(!c.tar);
+            assert_eq!((c.tar_compress_sip, c.tar_compress_rtp), (want, Compress::Zstd), "{v}");
+        }
+        std::fs::write(d.join("v.conf"), "tar_compress_rtp = bzip2\n").unwrap();
+        assert!(Config::load(Some(&d.join("v.conf")), None).is_err());
     }
 }

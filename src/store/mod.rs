@@ -4,3 +4,4 @@ pub mod cdrlog;
 pub mod cleanspool;
 pub mod mysql;
 pub mod spool;
+pub mod tar;

@@ -3,17 +3,19 @@
 //!
 //! Owners buffer a call's packets as pcap records and hand full buffers (and the last one when the call ends)
 //! to the spool writer thread, so the fast side never touches the disk and no file stays open between
-//! chunks: the number of open files is bounded by one, whatever the number of calls.
+//! chunks: the number of open files is bounded by one, whatever the number of calls. With `tar = yes` each
+//! finished file becomes an entry of its minute's archive (see `tar.rs`).
 
 use std::collections::HashSet;
-use std::fs::{self, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crossbeam_channel::Receiver;
 use tracing::warn;
 
-use crate::config::Compress;
+use crate::config::{Compress, Config};
+use crate::store::tar::{self, Archives};
 use crate::time::{civil, Nanos};
 
 const CHUNK: usize = 64 * 1024;
@@ -160,11 +162,37 @@ pub struct SpoolStats {
     pub errors: u64,
 }
 
-/// Per-file compression of the spool's pcap files (`pcap_dump_zip_sip`, `pcap_dump_zip_rtp`).
+/// How the spool writer lays files down.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SpoolOptions {
+    /// Per-file compression of SIP and RTP pcaps (`pcap_dump_zip_sip`, `pcap_dump_zip_rtp`).
     pub sip: Compress,
     pub rtp: Compress,
+    /// `tar = yes`: files go into per-minute archives, themselves compressed as given.
+    pub tar: Option<TarOptions>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TarOptions {
+    pub sip: Compress,
+    pub rtp: Compress,
+}
+
+impl SpoolOptions {
+    pub fn from_config(cfg: &Config) -> Self {
+        if !cfg.tar {
+            return SpoolOptions { sip: cfg.pcap_dump_zip_sip, rtp: cfg.pcap_dump_zip_rtp, tar: None };
+        }
+        // VoIPmonitor's rules: a compressed SIP archive holds plain pcaps; RTP pcaps compressed one by one go into
+        // a plain archive. Nothing is compressed twice.
+        let sip = if cfg.tar_compress_sip == Compress::None { cfg.pcap_dump_zip_sip } else { Compress::None };
+        let tar_rtp = if cfg.pcap_dump_zip_rtp == Compress::None { cfg.tar_compress_rtp } else { Compress::None };
+        SpoolOptions {
+            sip,
+            rtp: cfg.pcap_dump_zip_rtp,
+            tar: Some(TarOptions { sip: cfg.tar_compress_sip, rtp: tar_rtp }),
+        }
+    }
 }
 
 /// One gzip member holding `data`: a file made of such members is one valid gzip stream (RFC 1952 allows
@@ -175,49 +203,113 @@ fn gzip_member(data: &[u8]) -> std::io::Result<Vec<u8>> {
     e.finish()
 }
 
-/// The spool writer thread: appends chunks, creating each file with a pcap header on its first chunk.
-pub fn run_writer(rx: Receiver<Chunk>, opts: SpoolOptions) -> SpoolStats {
-    let mut stats = SpoolStats::default();
-    let mut open: HashSet<PathBuf> = HashSet::new();
-    let mut warned = false;
-    for c in rx {
-        let fresh = !open.contains(&c.path);
-        let res = (|| -> std::io::Result<()> {
-            if fresh {
-                if let Some(dir) = c.path.parent() {
+/// Where a call file's first pieces wait, in tar mode, until the call ends and the whole file becomes one entry:
+/// nothing of a long call is held in memory, and the archive gets one entry per file that any tar reader extracts
+/// whole (rather than VoIPmonitor's `name#1`, `name#2`, … pieces).
+fn spill_path(file: &Path) -> PathBuf {
+    let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    file.with_file_name(format!(".{name}.part"))
+}
+
+struct Writer {
+    opts: SpoolOptions,
+    stats: SpoolStats,
+    /// Files (per-file mode) or spill files (tar mode) that have their first piece.
+    started: HashSet<PathBuf>,
+    archives: Archives,
+}
+
+impl Writer {
+    /// A piece as it goes to disk: the pcap header first on a new file, compressed per file if asked.
+    fn piece(&mut self, c: &Chunk, fresh: bool) -> std::io::Result<Vec<u8>> {
+        let how = match c.kind {
+            FileKind::Sip => self.opts.sip,
+            FileKind::Rtp => self.opts.rtp,
+        };
+        let mut plain = Vec::new();
+        if fresh {
+            plain.extend_from_slice(&pcap_header(c.link_type));
+            self.stats.bytes += 24;
+        }
+        plain.extend_from_slice(&c.data);
+        Ok(match how {
+            Compress::None => plain,
+            Compress::Gzip => gzip_member(&plain)?,
+            // One zstd frame per piece: concatenated frames are one valid zstd stream (RFC 8878).
+            Compress::Zstd => zstd::bulk::compress(&plain, 1)?,
+        })
+    }
+
+    fn append(path: &Path, fresh: bool, bytes: &[u8]) -> std::io::Result<()> {
+        if fresh {
+            if let Some(dir) = path.parent() {
+                fs::create_dir_all(dir)?;
+            }
+        }
+        let open = || OpenOptions::new().create(true).write(true).append(!fresh).truncate(fresh).open(path);
+        let mut f = match open() {
+            // cleanspool may have taken the minute folder of a long call; its later pieces still get a file.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !fresh => {
+                if let Some(dir) = path.parent() {
                     fs::create_dir_all(dir)?;
                 }
+                open()?
             }
-            let mut f = OpenOptions::new().create(true).write(true).append(!fresh).truncate(fresh).open(&c.path)?;
-            let how = match c.kind {
-                FileKind::Sip => opts.sip,
-                FileKind::Rtp => opts.rtp,
-            };
-            let mut plain = Vec::new();
-            if fresh {
-                plain.extend_from_slice(&pcap_header(c.link_type));
-                stats.bytes += 24;
-            }
-            plain.extend_from_slice(&c.data);
-            let out = match how {
-                Compress::None => plain,
-                Compress::Gzip => gzip_member(&plain)?,
-                // One zstd frame per piece: concatenated frames are one valid zstd stream (RFC 8878).
-                Compress::Zstd => zstd::bulk::compress(&plain, 1)?,
-            };
-            stats.bytes_on_disk += out.len() as u64;
-            f.write_all(&out)?;
-            Ok(())
-        })();
+            r => r?,
+        };
+        f.write_all(bytes)
+    }
+
+    fn write_file(&mut self, c: &Chunk, fresh: bool) -> std::io::Result<()> {
+        let out = self.piece(c, fresh)?;
+        Self::append(&c.path, fresh, &out)?;
+        self.stats.bytes_on_disk += out.len() as u64;
+        if fresh {
+            self.stats.files += 1;
+        }
+        Ok(())
+    }
+
+    fn write_tar(&mut self, c: &Chunk, fresh: bool, tar: TarOptions) -> std::io::Result<()> {
+        let out = self.piece(c, fresh)?;
+        let spill = spill_path(&c.path);
+        if !c.last {
+            return Self::append(&spill, fresh, &out);
+        }
+        let (prefix, how) = match c.kind {
+            FileKind::Sip => ("sip", tar.sip),
+            FileKind::Rtp => ("rtp", tar.rtp),
+        };
+        let archive = tar::archive_path(&c.path, prefix, how)
+            .ok_or_else(|| std::io::Error::other("the file is not in a spool minute directory"))?;
+        let base = c.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = tar::entry_name(&base);
+        let mut spilled = if fresh { None } else { Some(File::open(&spill)?) };
+        let on_disk =
+            self.archives.append(&archive, how, tar::Entry { name: &name, spill: spilled.as_mut(), tail: &out })?;
+        if spilled.is_some() {
+            fs::remove_file(&spill)?;
+        }
+        self.stats.bytes_on_disk += on_disk;
+        self.stats.files += 1;
+        Ok(())
+    }
+}
+
+/// The spool writer thread: appends chunks, creating each file with a pcap header on its first chunk.
+pub fn run_writer(rx: Receiver<Chunk>, opts: SpoolOptions) -> SpoolStats {
+    let mut w = Writer { opts, stats: SpoolStats::default(), started: HashSet::new(), archives: Archives::default() };
+    let mut warned = false;
+    for c in rx {
+        let fresh = !w.started.contains(&c.path);
+        let res = match opts.tar {
+            None => w.write_file(&c, fresh),
+            Some(t) => w.write_tar(&c, fresh, t),
+        };
         match res {
-            Ok(()) => {
-                stats.bytes += c.data.len() as u64;
-                if fresh {
-                    stats.files += 1;
-                }
-            }
+            Ok(()) => w.stats.bytes += c.data.len() as u64,
             Err(e) => {
-                stats.errors += 1;
+                w.stats.errors += 1;
                 if !warned {
                     warn!(path = %c.path.display(), error = %e, "cannot write to the spool");
                     warned = true;
@@ -225,12 +317,12 @@ pub fn run_writer(rx: Receiver<Chunk>, opts: SpoolOptions) -> SpoolStats {
             }
         }
         if c.last {
-            open.remove(&c.path);
+            w.started.remove(&c.path);
         } else {
-            open.insert(c.path);
+            w.started.insert(c.path);
         }
     }
-    stats
+    w.stats
 }
 
 fn pcap_header(link_type: u16) -> [u8; 24] {
