@@ -5,7 +5,7 @@
 //!   cargo run --release --example db_bench -- target/bench/cdrs.jsonl [COPIES] [HOST] [PORT]
 //!
 //! Each copy of the file is stored again under other Call-IDs (COPIES × lines CDRs in all). The database
-//! `voxtap_bench` is dropped first (and the CDR queue in target/bench/cdrqueue emptied); the timer runs from the first CDR handed over until the writer has committed
+//! `voxtap_bench` is dropped first (and the CDR queue in target/bench/cdrqueue-voxtap_bench emptied); the timer runs from the first CDR handed over until the writer has committed
 //! the last batch.
 
 use std::time::Instant;
@@ -14,6 +14,10 @@ use voxtap::config::Config;
 use voxtap::store::mysql::{DbConfig, DbSink};
 
 fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("VOXTAP_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
     let args: Vec<String> = std::env::args().collect();
     let file = args.get(1).map(String::as_str).unwrap_or("target/bench/cdrs.jsonl");
     let copies: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(5);
@@ -40,23 +44,26 @@ fn main() -> anyhow::Result<()> {
             cdrs.push(serde_json::to_string(&c)?);
         }
     }
-    let drop = if keep.is_some() { "SELECT 1" } else { "DROP DATABASE IF EXISTS voxtap_bench" };
+    // VOXTAP_BENCH_DB=NAME: another database (and queue folder), to run several benches against one server.
+    let dbname = std::env::var("VOXTAP_BENCH_DB").unwrap_or_else(|_| "voxtap_bench".into());
+    let qdir = format!("target/bench/cdrqueue-{dbname}");
+    let drop = if keep.is_some() { "SELECT 1".to_string() } else { format!("DROP DATABASE IF EXISTS {dbname}") };
     let status = std::process::Command::new("mariadb")
-        .args(["--no-defaults", &format!("-h{host}"), &format!("-P{port}"), "-uroot", "-e", drop])
+        .args(["--no-defaults", &format!("-h{host}"), &format!("-P{port}"), "-uroot", "-e", &drop])
         .status()?;
     anyhow::ensure!(status.success(), "cannot reach MariaDB at {host}:{port}");
 
     let cfg = Config {
         mysqlhost: Some(host),
         mysqlport: port,
-        mysqldb: "voxtap_bench".into(),
+        mysqldb: dbname.clone(),
         time_precision_in_ms: true,
         id_sensor: Some(1),
-        cdr_queue_dir: Some("target/bench/cdrqueue".into()),
+        cdr_queue_dir: Some(qdir.clone().into()),
         ..Config::default()
     };
     let db = DbConfig::from_config(&cfg).expect("database configured");
-    let _ = std::fs::remove_dir_all("target/bench/cdrqueue");
+    let _ = std::fs::remove_dir_all(&qdir);
     let n = cdrs.len();
     let t0 = Instant::now();
     let mut sink = DbSink::start(db)?;

@@ -127,14 +127,15 @@ pub fn summary(r: &RunResult) -> String {
     if let Some(db) = &r.db {
         text.push_str(&format!(
             " db_stored={} db_duplicate={} db_rejected={} db_unreadable={} db_queued={} db_replayed_at_start={} \
-             db_retries={}",
+             db_retries={} db_bulk_loaded={}",
             db.cdrs_stored,
             db.cdrs_duplicate,
             db.cdrs_rejected,
             db.cdrs_unreadable,
             db.cdrs_queued,
             db.replayed_at_start,
-            db.retries
+            db.retries,
+            db.cdrs_bulk_loaded
         ));
         for (k, v) in [("db_queue_corrupt", db.queue_corrupt), ("db_queue_errors", db.queue_errors)] {
             if v > 0 {

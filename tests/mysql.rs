@@ -210,6 +210,11 @@ fn run_with_db(db: &db::Db, dir: &Path, name: &str, capture: &Path, extra: &[&st
 }
 
 fn check_capture(db: &db::Db, dir: &Path, name: &str, capture: &Path, extra: &[&str]) -> Vec<String> {
+    check_capture_summary(db, dir, name, capture, extra).0
+}
+
+/// `check_capture`, also returning voxtap's summary line.
+fn check_capture_summary(db: &db::Db, dir: &Path, name: &str, capture: &Path, extra: &[&str]) -> (Vec<String>, String) {
     let dbname = db.fresh(name);
     let (cdrs, summary) = run_with_db(db, dir, &dbname, capture, extra);
     let mut bad = Vec::new();
@@ -232,7 +237,7 @@ fn check_capture(db: &db::Db, dir: &Path, name: &str, capture: &Path, extra: &[&
     for c in &cdrs {
         bad.extend(compare(db, &dbname, c, &types));
     }
-    bad
+    (bad, summary)
 }
 
 #[test]
@@ -259,7 +264,9 @@ fn generated_rows_equal_json_and_replay_stores_nothing_twice() {
     let args =
         ["--calls", "300", "--cps", "100", "--duration", "4", "--loss", "0.02", "--dup", "0.01", "--mix", "--rtcp"];
     voxgen(&cap, &[&args[..], &["--dtmf", "--seed", "11"]].concat());
-    let mut bad = check_capture(&db, &tmp, "voxtap_t_gen", &cap, &[]);
+    let (mut bad, summary) = check_capture_summary(&db, &tmp, "voxtap_t_gen", &cap, &[]);
+    // The machine's server allows LOAD DATA LOCAL: every CDR went in that way.
+    assert!(summary.contains("db_bulk_loaded=300"), "{summary}");
     let cap6 = tmp.join("g6.pcap");
     voxgen(&cap6, &[&args[..], &["--ipv6", "--sip-transport", "tcp", "--seed", "12"]].concat());
     bad.extend(check_capture(&db, &tmp, "voxtap_t_gen6", &cap6, &[]));
@@ -343,4 +350,52 @@ fn interleaved_autoinc_mode_still_links_every_row() {
     voxgen(&cap, &["--calls", "60", "--cps", "30", "--duration", "2", "--mix", "--rtcp", "--seed", "13"]);
     let bad = check_capture(&db, &tmp, "voxtap_t_autoinc", &cap, &[]);
     assert!(bad.is_empty(), "{} disagreements:\n{}", bad.len(), bad.join("\n"));
+}
+
+/// A server that refuses LOAD DATA LOCAL INFILE (`local_infile = OFF`): the writer says so once and stores with
+/// prepared INSERTs; the rows still equal the JSON CDRs.
+#[test]
+fn without_local_infile_inserts_store_the_same_rows() {
+    let srv = db::Private::with_args(36000 + (std::process::id() % 1000) as u16, &["--local-infile=0"]);
+    let db = srv.db();
+    let tmp = tempdir("noinfile");
+    let cap = tmp.join("g.pcap");
+    voxgen(&cap, &["--calls", "60", "--cps", "30", "--duration", "2", "--mix", "--rtcp", "--seed", "14"]);
+    let (bad, summary) = check_capture_summary(&db, &tmp, "voxtap_t_noinfile", &cap, &[]);
+    assert!(bad.is_empty(), "{} disagreements:\n{}", bad.len(), bad.join("\n"));
+    assert!(summary.contains("db_stored=60 ") && summary.contains("db_bulk_loaded=0"), "{summary}");
+    assert!(summary.contains("refuses LOAD DATA LOCAL INFILE"), "{summary}");
+}
+
+/// A CDR the server refuses (here a CHECK constraint on `cdr_next.fbasename`, added by hand) is logged and counted and the
+/// others are stored: LOAD DATA LOCAL only warns about such a row, so its batch is rolled back and stored again
+/// with INSERTs, which refuse that CDR alone.
+#[test]
+fn a_refused_cdr_is_logged_and_the_rest_stored() {
+    let db = db::server();
+    let tmp = tempdir("refused");
+    let first = tmp.join("a.pcap");
+    voxgen(&first, &["--calls", "30", "--cps", "20", "--duration", "1", "--seed", "31"]);
+    let name = db.fresh("voxtap_t_refused");
+    let (a, summary) = run_with_db(&db, &tmp, &name, &first, &[]);
+    assert!(summary.contains(&format!("db_stored={} ", a.len())), "{summary}");
+    let second = tmp.join("b.pcap");
+    voxgen(&second, &["--calls", "30", "--cps", "20", "--duration", "1", "--seed", "32"]);
+    let b = run_json(&second, &[]);
+    let victim = b[3]["fbasename"].as_str().unwrap().to_string();
+    let refused = 1;
+    db.query(Some(&name), &format!("ALTER TABLE cdr_next ADD CONSTRAINT refuse_one CHECK (fbasename <> '{victim}')"));
+    let (b2, summary) = run_with_db(&db, &tmp, &name, &second, &[]);
+    assert_eq!(b2.len(), b.len());
+    let stored = b.len() - refused;
+    assert!(
+        summary.contains(&format!("db_stored={stored} db_duplicate=0 db_rejected={refused} ")),
+        "{refused} of {} should be refused: {summary}",
+        b.len()
+    );
+    assert!(summary.contains("CDR refused by the database"), "{summary}");
+    let count = db.query(Some(&name), "SELECT COUNT(*) FROM cdr");
+    assert_eq!(count[1][0].as_deref(), Some((a.len() + stored).to_string().as_str()));
+    let linked = db.query(Some(&name), "SELECT COUNT(*) FROM cdr JOIN cdr_next ON cdr_next.cdr_ID = cdr.ID");
+    assert_eq!(linked[1][0].as_deref(), Some((a.len() + stored).to_string().as_str()));
 }

@@ -77,6 +77,8 @@ pub struct DbStats {
     pub queue_corrupt: u64,
     pub queue_errors: u64,
     pub batches: u64,
+    /// Of the CDRs stored, those that went in through LOAD DATA LOCAL INFILE (the others through INSERTs).
+    pub cdrs_bulk_loaded: u64,
     /// Failed attempts (connection lost, server away).
     pub retries: u64,
 }
@@ -283,6 +285,7 @@ async fn run(cfg: DbConfig, mut rx: tokio::sync::mpsc::Receiver<Parsed>, shared:
                     stats.cdrs_stored += done.inserted;
                     stats.cdrs_duplicate += done.duplicates;
                     stats.cdrs_rejected += done.rejected;
+                    stats.cdrs_bulk_loaded += done.loaded;
                     stats.batches += 1;
                     break true;
                 }

@@ -16,25 +16,9 @@ const SEGMENT_BYTES: u64 = 64 << 20;
 /// A record longer than this is corruption, not a CDR.
 const MAX_RECORD: u32 = 16 << 20;
 
-fn crc_table() -> &'static [u32; 256] {
-    static T: std::sync::OnceLock<[u32; 256]> = std::sync::OnceLock::new();
-    T.get_or_init(|| {
-        let mut t = [0u32; 256];
-        for (i, e) in t.iter_mut().enumerate() {
-            let mut c = i as u32;
-            for _ in 0..8 {
-                c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
-            }
-            *e = c;
-        }
-        t
-    })
-}
-
 /// CRC-32 (IEEE 802.3, as zlib computes it).
 pub fn crc32(b: &[u8]) -> u32 {
-    let t = crc_table();
-    !b.iter().fold(!0u32, |c, &x| t[((c ^ x as u32) & 0xff) as usize] ^ (c >> 8))
+    crc32fast::hash(b)
 }
 
 fn segment_path(dir: &Path, seq: u64) -> PathBuf {

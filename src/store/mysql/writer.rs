@@ -7,7 +7,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder, TxOpts, Value};
 use thiserror::Error;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::row::{cdr_columns, Cell, DbCdr, Dict, RTP_COLUMNS};
 use super::schema::{self, PARTITIONED};
@@ -65,6 +65,8 @@ pub struct Writer {
     tables_ready: bool,
     /// InnoDB gives one multi-row INSERT consecutive ids unless `innodb_autoinc_lock_mode = 2`.
     consecutive_ids: bool,
+    /// `LOAD DATA LOCAL INFILE` is allowed by the server (cleared, with a warning, when it says no).
+    bulk_load: bool,
     columns: String,
 }
 
@@ -76,6 +78,8 @@ pub struct Written {
     pub duplicates: u64,
     /// Refused by the server; logged with the CDR.
     pub rejected: u64,
+    /// Of `inserted`, those stored through LOAD DATA.
+    pub loaded: u64,
 }
 
 impl Writer {
@@ -87,6 +91,7 @@ impl Writer {
             bounds: BTreeSet::new(),
             tables_ready: false,
             consecutive_ids: true,
+            bulk_load: true,
             columns: cdr_columns().join(","),
         }
     }
@@ -244,23 +249,51 @@ impl Writer {
         let days: BTreeSet<_> = batch.iter().map(|c| c.day).collect();
         self.ensure_tables(&days).await?;
         self.resolve(batch).await?;
+        // LOAD DATA hands out one statement's ids consecutively unless innodb_autoinc_lock_mode = 2.
+        if self.bulk_load && self.consecutive_ids {
+            match self.write_loaded(batch).await {
+                Ok(w) => return Ok(w),
+                Err(LoadError::Db(e)) => return Err(e),
+                Err(LoadError::NotAllowed(e)) => {
+                    warn!(error = %e, "the server refuses LOAD DATA LOCAL INFILE (local_infile = OFF?): storing with INSERTs");
+                    self.bulk_load = false;
+                }
+                // A value the server would refuse with an INSERT (LOAD DATA LOCAL only warns): the batch goes
+                // again through INSERTs, which refuse it and isolate the bad CDR.
+                Err(LoadError::NotClean(what)) => debug!(what, "bulk load rolled back; storing the batch with INSERTs"),
+            }
+        }
+        self.write_inserted(batch).await
+    }
+
+    /// The fast path: one `LOAD DATA LOCAL INFILE` per table in one transaction (no per-value parameter
+    /// handling on the server: about a third less of its CPU than prepared INSERTs, see docs/performance.md).
+    async fn write_loaded(&mut self, batch: &[DbCdr]) -> Result<Written, LoadError> {
+        let columns = self.columns.clone();
+        let dict = &self.dict;
+        let Some(c) = self.conn.as_mut() else { return Err(LoadError::Db(no_connection())) };
+        c.query_drop("START TRANSACTION").await.map_err(DbError::from)?;
+        let res = load_batch(c, batch, dict, &columns).await;
+        let res = match res {
+            Ok(w) => c.query_drop("COMMIT").await.map(|_| w).map_err(|e| LoadError::Db(e.into())),
+            Err(e) => Err(e),
+        };
+        if res.is_err() {
+            // Nothing of the batch stays; a broken connection is dropped by the caller anyway.
+            let _ = c.query_drop("ROLLBACK").await;
+        }
+        res
+    }
+
+    /// The path for servers without LOAD DATA LOCAL, for `innodb_autoinc_lock_mode = 2`, and for batches that
+    /// did not load cleanly: prepared multi-row INSERTs.
+    async fn write_inserted(&mut self, batch: &[DbCdr]) -> Result<Written, DbError> {
         let consecutive = self.consecutive_ids;
         let columns = self.columns.clone();
         let dict = &self.dict;
         let Some(c) = self.conn.as_mut() else { return Err(no_connection()) };
         let mut tx = c.start_transaction(TxOpts::default()).await?;
-        // Already stored (a replay after a crash or an outage)?
-        let mut q = String::from("SELECT k FROM voxtap_cdr_key WHERE k IN (");
-        for (i, cdr) in batch.iter().enumerate() {
-            if i > 0 {
-                q.push(',');
-            }
-            lit(&Value::Bytes(cdr.key.to_vec()), &mut q);
-        }
-        q.push(')');
-        let stored: Vec<Vec<u8>> = tx.query(q).await?;
-        let mut seen: HashSet<[u8; 32]> = stored.into_iter().filter_map(|k| k.try_into().ok()).collect();
-        let todo: Vec<&DbCdr> = batch.iter().filter(|c| seen.insert(c.key)).collect();
+        let todo = not_stored(&mut tx, batch).await?;
         let mut out = Written { duplicates: (batch.len() - todo.len()) as u64, ..Default::default() };
         if todo.is_empty() {
             tx.commit().await?;
@@ -330,6 +363,7 @@ impl Writer {
                     total.inserted += w.inserted;
                     total.duplicates += w.duplicates;
                     total.rejected += w.rejected;
+                    total.loaded += w.loaded;
                 }
                 Ok(total)
             }
@@ -338,6 +372,179 @@ impl Writer {
                 Ok(Written { rejected: 1, ..Default::default() })
             }
             other => other,
+        }
+    }
+}
+
+/// Why a bulk load did not store its batch.
+enum LoadError {
+    Db(DbError),
+    /// The server does not take LOAD DATA LOCAL at all.
+    NotAllowed(mysql_async::Error),
+    /// Rows skipped or values changed (warnings): rolled back.
+    NotClean(&'static str),
+}
+
+impl From<DbError> for LoadError {
+    fn from(e: DbError) -> Self {
+        LoadError::Db(e)
+    }
+}
+
+/// The CDRs of a batch not stored yet (a replay after a crash or an outage finds some already there).
+async fn not_stored<'a, Q: Queryable>(q: &mut Q, batch: &'a [DbCdr]) -> Result<Vec<&'a DbCdr>, DbError> {
+    let mut sql = String::from("SELECT k FROM voxtap_cdr_key WHERE k IN (");
+    for (i, cdr) in batch.iter().enumerate() {
+        if i > 0 {
+            sql.push(',');
+        }
+        lit(&Value::Bytes(cdr.key.to_vec()), &mut sql);
+    }
+    sql.push(')');
+    let stored: Vec<Vec<u8>> = q.query(sql).await?;
+    let mut seen: HashSet<[u8; 32]> = stored.into_iter().filter_map(|k| k.try_into().ok()).collect();
+    Ok(batch.iter().filter(|c| seen.insert(c.key)).collect())
+}
+
+/// The rows of a batch through LOAD DATA, inside the caller's transaction.
+async fn load_batch(
+    c: &mut Conn,
+    batch: &[DbCdr],
+    dict: &HashMap<Dict, u64>,
+    columns: &str,
+) -> Result<Written, LoadError> {
+    let todo = not_stored(c, batch).await?;
+    let mut out = Written { duplicates: (batch.len() - todo.len()) as u64, ..Default::default() };
+    if todo.is_empty() {
+        return Ok(out);
+    }
+    let mut t = Tsv::default();
+    for cdr in &todo {
+        t.row(cdr.cdr.iter().map(|cell| match cell {
+            Cell::V(v) => Field::V(v),
+            Cell::Id(d) => dict.get(d).map_or(Field::V(&Value::NULL), |id| Field::U(*id)),
+        }));
+    }
+    let first = load(c, "cdr", columns, t, todo.len()).await?;
+    let ids = first..first + todo.len() as u64;
+    let mut next = Tsv::default();
+    let mut rtp = Tsv::default();
+    let mut proxy = Tsv::default();
+    let mut keys = Tsv::default();
+    let (mut rtp_rows, mut proxy_rows) = (0, 0);
+    for (id, cdr) in ids.zip(todo.iter()) {
+        let date = Value::from(cdr.calldate.as_str());
+        let base = Value::from(truncate(&cdr.fbasename, 255));
+        next.row([Field::U(id), Field::V(&date), Field::V(&base)].into_iter());
+        for r in &cdr.rtp {
+            rtp.row([Field::U(id), Field::V(&date)].into_iter().chain(r.iter().map(Field::V)));
+            rtp_rows += 1;
+        }
+        for p in &cdr.proxies {
+            proxy.row([Field::U(id), Field::V(&date), Field::V(p)].into_iter());
+            proxy_rows += 1;
+        }
+        keys.row([Field::B(&cdr.key), Field::U(id)].into_iter());
+    }
+    load(c, "cdr_next", "cdr_ID,calldate,fbasename", next, todo.len()).await?;
+    load(c, "cdr_rtp", &format!("cdr_ID,calldate,{}", RTP_COLUMNS.join(",")), rtp, rtp_rows).await?;
+    load(c, "cdr_proxy", "cdr_ID,calldate,dst", proxy, proxy_rows).await?;
+    load(c, "voxtap_cdr_key", "k,cdr_ID", keys, todo.len()).await?;
+    out.inserted = todo.len() as u64;
+    out.loaded = out.inserted;
+    Ok(out)
+}
+
+/// One LOAD DATA LOCAL INFILE of `rows` rows; returns the first auto-increment id it gave.
+async fn load(c: &mut Conn, table: &str, columns: &str, data: Tsv, rows: usize) -> Result<u64, LoadError> {
+    if rows == 0 {
+        return Ok(0);
+    }
+    let payload = bytes::Bytes::from(data.0);
+    c.set_infile_handler(async move {
+        use futures_util::StreamExt;
+        Ok(futures_util::stream::once(async move { Ok(payload) }).boxed())
+    });
+    // CHARACTER SET binary: the bytes go into the columns as they are (text is UTF-8 already, IPv6 raw).
+    let sql = format!("LOAD DATA LOCAL INFILE 'voxtap-{table}' INTO TABLE {table} CHARACTER SET binary ({columns})");
+    match c.query_drop(sql).await {
+        Ok(()) => {}
+        // Not allowed by the server (MariaDB, MySQL) or disabled on the client side.
+        Err(mysql_async::Error::Server(ref e)) if matches!(e.code, 1148 | 3948 | 2068 | 4166) => {
+            return Err(LoadError::NotAllowed(mysql_async::Error::Server(e.clone())))
+        }
+        Err(e) => return Err(LoadError::Db(e.into())),
+    }
+    if c.affected_rows() != rows as u64 {
+        return Err(LoadError::NotClean("rows skipped"));
+    }
+    if c.get_warnings() > 0 {
+        return Err(LoadError::NotClean("values changed"));
+    }
+    if table != "cdr" {
+        return Ok(0);
+    }
+    // The OK packet of a LOAD DATA carries no insert id; LAST_INSERT_ID() has the first one.
+    let first: Option<u64> = c.query_first("SELECT LAST_INSERT_ID()").await.map_err(DbError::from)?;
+    match first {
+        Some(f) if f > 0 => Ok(f),
+        _ => Err(LoadError::NotClean("no insert id")),
+    }
+}
+
+/// A value for a LOAD DATA row.
+enum Field<'a> {
+    V(&'a Value),
+    U(u64),
+    B(&'a [u8]),
+}
+
+/// Rows in LOAD DATA's default format: tab-separated, one per line, `\N` for NULL, and `\`, tab, newline,
+/// carriage return and NUL escaped with a backslash.
+#[derive(Default)]
+struct Tsv(Vec<u8>);
+
+impl Tsv {
+    fn row<'a>(&mut self, fields: impl Iterator<Item = Field<'a>>) {
+        for (i, f) in fields.enumerate() {
+            if i > 0 {
+                self.0.push(b'\t');
+            }
+            match f {
+                Field::U(u) => self.0.extend_from_slice(itoa::Buffer::new().format(u).as_bytes()),
+                Field::B(b) => self.escaped(b),
+                Field::V(v) => self.value(v),
+            }
+        }
+        self.0.push(b'\n');
+    }
+
+    fn value(&mut self, v: &Value) {
+        match v {
+            Value::NULL => self.0.extend_from_slice(b"\\N"),
+            Value::Bytes(b) => self.escaped(b),
+            Value::Int(i) => self.0.extend_from_slice(itoa::Buffer::new().format(*i).as_bytes()),
+            Value::UInt(u) => self.0.extend_from_slice(itoa::Buffer::new().format(*u).as_bytes()),
+            Value::Float(f) => self.0.extend_from_slice(ryu::Buffer::new().format(*f).as_bytes()),
+            Value::Double(d) => self.0.extend_from_slice(ryu::Buffer::new().format(*d).as_bytes()),
+            // Dates and times as SQL literals, without the quotes.
+            other => {
+                let s = other.as_sql(false);
+                self.escaped(s.trim_matches('\'').as_bytes());
+            }
+        }
+    }
+
+    fn escaped(&mut self, b: &[u8]) {
+        for &c in b {
+            match c {
+                b'\\' => self.0.extend_from_slice(b"\\\\"),
+                b'\t' => self.0.extend_from_slice(b"\\t"),
+                b'\n' => self.0.extend_from_slice(b"\\n"),
+                b'\r' => self.0.extend_from_slice(b"\\r"),
+                0 => self.0.extend_from_slice(b"\\0"),
+                c => self.0.push(c),
+            }
         }
     }
 }
