@@ -337,8 +337,8 @@ fn default_shape_and_a_partition_per_day() {
     }
 }
 
-/// `innodb_autoinc_lock_mode = 2` (MySQL 8's default): one multi-row INSERT's ids need not be consecutive, so the
-/// writer stores `cdr` rows one statement each; the rows still equal the JSON CDRs.
+/// `innodb_autoinc_lock_mode = 2` (MySQL 8's default): one statement's ids need not be consecutive; the writer
+/// reads its rows' ids back, and the rows still equal the JSON CDRs.
 #[test]
 fn interleaved_autoinc_mode_still_links_every_row() {
     let srv = db::Private::with_args(35000 + (std::process::id() % 1000) as u16, &["--innodb-autoinc-lock-mode=2"]);
@@ -398,4 +398,56 @@ fn a_refused_cdr_is_logged_and_the_rest_stored() {
     assert_eq!(count[1][0].as_deref(), Some((a.len() + stored).to_string().as_str()));
     let linked = db.query(Some(&name), "SELECT COUNT(*) FROM cdr JOIN cdr_next ON cdr_next.cdr_ID = cdr.ID");
     assert_eq!(linked[1][0].as_deref(), Some((a.len() + stored).to_string().as_str()));
+}
+
+/// Several writer connections (`mysqlstore_max_threads_cdr`) store batches side by side, and the server may hand
+/// their rows interleaved ids: every `cdr` row must still get its own `cdr_next`, `cdr_rtp` and key rows. Checked
+/// for 4,000 CDRs (eight batches, four connections) against the JSON CDRs in one query.
+#[test]
+fn concurrent_writers_link_every_row() {
+    let db = db::server();
+    let tmp = tempdir("concurrent");
+    let cap = tmp.join("g.pcap");
+    voxgen(&cap, &["--calls", "4000", "--cps", "2000", "--duration", "1", "--mix", "--seed", "41"]);
+    let name = db.fresh("voxtap_t_concurrent");
+    let conf = db.config(&tmp, &name, "mysqlstore_max_threads_cdr = 4\ntime_precision_in_ms = yes\nutc = yes\n");
+    let out = voxtap().arg("--config-file").arg(&conf).arg("-r").arg(&cap).arg("--json").output().expect("run voxtap");
+    let summary = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{summary}");
+    let cdrs: Vec<Value> =
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(cdrs.len() >= 3900, "{}", cdrs.len());
+    assert!(summary.contains(&format!("db_stored={} ", cdrs.len())), "{summary}");
+    let expected: std::collections::BTreeMap<String, (String, String, String)> = cdrs
+        .iter()
+        .map(|c| {
+            let rtp = c["rtp"].as_array().unwrap();
+            let received: u64 = rtp.iter().map(|r| r["received"].as_u64().unwrap()).sum();
+            (
+                c["fbasename"].as_str().unwrap().to_string(),
+                (dt(c["calldate"].as_str().unwrap()), rtp.len().to_string(), received.to_string()),
+            )
+        })
+        .collect();
+    let rows = db.query(
+        Some(&name),
+        "SELECT n.fbasename, c.calldate, (SELECT COUNT(*) FROM cdr_rtp r WHERE r.cdr_ID = c.ID), \
+         (SELECT COALESCE(SUM(received), 0) FROM cdr_rtp r WHERE r.cdr_ID = c.ID) \
+         FROM cdr c JOIN cdr_next n ON n.cdr_ID = c.ID JOIN voxtap_cdr_key k ON k.cdr_ID = c.ID",
+    );
+    let got: std::collections::BTreeMap<String, (String, String, String)> = rows
+        .into_iter()
+        .skip(1)
+        .map(|r| {
+            let f = |i: usize| r[i].clone().unwrap_or_default();
+            (f(0), (f(1), f(2), f(3)))
+        })
+        .collect();
+    let wrong: Vec<_> = expected.iter().filter(|(k, v)| got.get(*k) != Some(v)).take(5).collect();
+    assert!(
+        wrong.is_empty() && got.len() == expected.len(),
+        "{} rows, {} CDRs; first wrong: {wrong:?}",
+        got.len(),
+        expected.len()
+    );
 }

@@ -88,6 +88,8 @@ pub struct Config {
     pub mysqlport: u16,
     pub mysqlsocket: Option<String>,
     pub mysqldb: String,
+    /// Connections storing CDR batches side by side.
+    pub mysqlstore_max_threads_cdr: u32,
     pub mysqlusername: String,
     pub mysqlpassword: String,
     /// IP columns as `varbinary(16)` (IPv6 addresses stored) instead of `int unsigned`.
@@ -158,6 +160,7 @@ impl Default for Config {
             mysqlport: 3306,
             mysqlsocket: None,
             mysqldb: "voipmonitor".into(),
+            mysqlstore_max_threads_cdr: 2,
             mysqlusername: "root".into(),
             mysqlpassword: String::new(),
             ipv6: false,
@@ -218,6 +221,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "mysqlport",
     "mysqlsocket",
     "mysqldb",
+    "mysqlstore_max_threads_cdr",
     "mysqlusername",
     "mysqlpassword",
     "ipv6",
@@ -391,6 +395,7 @@ impl Config {
             "mysqlport" => self.mysqlport = Some(number(e, 0, 65535)? as u16).filter(|p| *p != 0).unwrap_or(3306),
             "mysqlsocket" => self.mysqlsocket = Some(v.to_string()),
             "mysqldb" => self.mysqldb = v.to_string(),
+            "mysqlstore_max_threads_cdr" => self.mysqlstore_max_threads_cdr = number(e, 1, 16)?,
             "mysqlusername" => self.mysqlusername = v.to_string(),
             "mysqlpassword" => self.mysqlpassword = v.to_string(),
             "ipv6" => self.ipv6 = parse::yes(v),

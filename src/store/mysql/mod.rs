@@ -1,12 +1,14 @@
 //! CDRs into MySQL/MariaDB in VoIPmonitor's tables (reference §4). A thread of the slow side runs a tokio
-//! runtime with one writer: CDRs arrive as their JSON text, are turned into rows, and are stored in batches, one
-//! transaction per batch. While the database is away the writer keeps the batch and retries with backoff.
+//! runtime with the writers (one connection each): CDRs arrive as their JSON text, are turned into rows, and are
+//! stored in batches, one transaction per batch. While the database is away a writer keeps its batch and retries
+//! with backoff.
 
 pub mod queue;
 pub mod row;
 pub mod schema;
 pub mod writer;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -35,6 +37,8 @@ pub struct DbConfig {
     pub sensor_host: String,
     /// The on-disk CDR queue (`cdr_queue_dir`, default `SPOOLDIR/cdrqueue`).
     pub queue_dir: PathBuf,
+    /// Connections storing batches side by side (`mysqlstore_max_threads_cdr`).
+    pub writers: usize,
 }
 
 impl DbConfig {
@@ -56,6 +60,7 @@ impl DbConfig {
             sensor_name: hostname.clone(),
             sensor_host: hostname,
             queue_dir: cfg.cdr_queue_dir.clone().unwrap_or_else(|| cfg.spooldir.join("cdrqueue")),
+            writers: cfg.mysqlstore_max_threads_cdr as usize,
         })
     }
 }
@@ -253,7 +258,8 @@ fn parse_queue(
         let Some(last) = recs.last().map(|(_, p)| *p) else { continue };
         let mut rows = Vec::with_capacity(recs.len());
         for (p, _) in &recs {
-            let json = String::from_utf8_lossy(p);
+            // The producer writes UTF-8; a damaged record is read as far as it makes sense and reported.
+            let json = std::str::from_utf8(p).map_or_else(|_| String::from_utf8_lossy(p), std::borrow::Cow::Borrowed);
             match row::from_json(&json, &shape, utc) {
                 Ok(r) => rows.push(r),
                 Err(e) => {
@@ -271,50 +277,102 @@ fn parse_queue(
 
 async fn run(cfg: DbConfig, mut rx: tokio::sync::mpsc::Receiver<Parsed>, shared: Arc<Shared>) -> DbStats {
     let dir = cfg.queue_dir.clone();
-    let mut w = Writer::new(cfg);
-    let mut stats = DbStats::default();
-    if let Err(e) = w.connect().await {
+    let mut idle: Vec<Writer> = (0..cfg.writers.max(1)).map(|_| Writer::new(cfg.clone())).collect();
+    if let Err(e) = idle[0].connect().await {
         warn!(error = %e, "database not reachable yet; CDRs wait in the queue and the writer retries");
     }
-    let mut closed_at: Option<tokio::time::Instant> = None;
-    while let Some(batch) = rx.recv().await {
-        let mut delay = Duration::from_millis(250);
-        let stored = loop {
-            match w.write_isolating(&batch.rows).await {
-                Ok(done) => {
-                    stats.cdrs_stored += done.inserted;
-                    stats.cdrs_duplicate += done.duplicates;
-                    stats.cdrs_rejected += done.rejected;
-                    stats.cdrs_bulk_loaded += done.loaded;
-                    stats.batches += 1;
-                    break true;
+    let mut stats = DbStats::default();
+    let mut running = tokio::task::JoinSet::new();
+    // Batches are stored concurrently (one per connection) and may commit out of order; the queue's position
+    // moves only past batches all of whose predecessors are stored too. A crash in between replays a few
+    // stored batches, which the idempotency keys turn into no-ops.
+    let mut next_seq = 0u64;
+    let mut next_ack = 0u64;
+    let mut done: BTreeMap<u64, Pos> = BTreeMap::new();
+    let mut failed = false;
+    let mut input_open = true;
+    loop {
+        tokio::select! {
+            batch = rx.recv(), if input_open && !failed && !idle.is_empty() => {
+                let Some(batch) = batch else {
+                    input_open = false;
+                    continue;
+                };
+                let mut w = idle.pop().expect("an idle writer");
+                let (seq, sh) = (next_seq, shared.clone());
+                next_seq += 1;
+                running.spawn(async move {
+                    let outcome = store(&mut w, &batch.rows, &sh).await;
+                    (w, seq, batch.last, outcome)
+                });
+            }
+            Some(joined) = running.join_next(), if !running.is_empty() => {
+                let Ok((w, seq, last, outcome)) = joined else {
+                    warn!("a database writer task failed");
+                    failed = true;
+                    continue;
+                };
+                idle.push(w);
+                stats.retries += outcome.retries;
+                let Some(d) = outcome.written else {
+                    failed = true;
+                    shared.stop.store(true, Ordering::Release);
+                    continue;
+                };
+                stats.cdrs_stored += d.inserted;
+                stats.cdrs_duplicate += d.duplicates;
+                stats.cdrs_rejected += d.rejected;
+                stats.cdrs_bulk_loaded += d.loaded;
+                stats.batches += 1;
+                done.insert(seq, last);
+                let mut to = None;
+                while let Some(p) = done.remove(&next_ack) {
+                    to = Some(p);
+                    next_ack += 1;
                 }
-                Err(e) => {
-                    stats.retries += 1;
-                    w.disconnect();
-                    if closed_at.is_none() && shared.closed.load(Ordering::Acquire) {
-                        closed_at = Some(tokio::time::Instant::now());
+                if let Some(p) = to {
+                    if let Err(e) = queue::ack(&dir, p) {
+                        stats.queue_errors += 1;
+                        warn!(error = %e, "cannot record the CDR queue position; a restart will find these CDRs already stored");
                     }
-                    if closed_at.is_some_and(|t| t.elapsed() >= FINAL_WAIT) {
-                        warn!(error = %e, "database still unavailable; the CDRs stay in the queue for the next start");
-                        break false;
-                    }
-                    if matches!(e, DbError::Unavailable(_)) || stats.retries % 10 == 1 {
-                        warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "database write failed; retrying");
-                    }
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
                 }
             }
-        };
-        if !stored {
-            shared.stop.store(true, Ordering::Release);
-            break;
-        }
-        if let Err(e) = queue::ack(&dir, batch.last) {
-            stats.queue_errors += 1;
-            warn!(error = %e, "cannot record the CDR queue position; a restart will find these CDRs already stored");
+            else => break,
         }
     }
     stats
+}
+
+struct Outcome {
+    /// `None`: the database stayed away after the input ended; the batch stays in the queue.
+    written: Option<writer::Written>,
+    retries: u64,
+}
+
+/// Stores one batch, retrying with backoff while the database is away.
+async fn store(w: &mut Writer, rows: &[row::DbCdr], shared: &Shared) -> Outcome {
+    let mut delay = Duration::from_millis(250);
+    let mut retries = 0;
+    let mut closed_at: Option<tokio::time::Instant> = None;
+    loop {
+        match w.write_isolating(rows).await {
+            Ok(done) => return Outcome { written: Some(done), retries },
+            Err(e) => {
+                retries += 1;
+                w.disconnect();
+                if closed_at.is_none() && shared.closed.load(Ordering::Acquire) {
+                    closed_at = Some(tokio::time::Instant::now());
+                }
+                if closed_at.is_some_and(|t| t.elapsed() >= FINAL_WAIT) || shared.stop.load(Ordering::Acquire) {
+                    warn!(error = %e, "database still unavailable; the CDRs stay in the queue for the next start");
+                    return Outcome { written: None, retries };
+                }
+                if matches!(e, DbError::Unavailable(_)) || retries % 10 == 1 {
+                    warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "database write failed; retrying");
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
 }

@@ -5,7 +5,10 @@
 use std::net::IpAddr;
 
 use mysql_async::Value;
-use serde_json::{Map, Value as J};
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
@@ -140,22 +143,89 @@ fn range(ty: &str) -> (i64, i64) {
     }
 }
 
-fn int(v: Option<&J>, ty: &str) -> Value {
-    let Some(n) = v.and_then(|v| v.as_f64()) else { return Value::NULL };
+/// A JSON object whose values stay unparsed text until a column asks for one: a CDR has about 190 fields and
+/// the parser thread reads thousands of CDRs a second, so no tree of values is built.
+struct Obj<'a>(Fields<'a>);
+
+type Fields<'a> = HashMap<&'a str, &'a RawValue, foldhash::fast::RandomState>;
+
+impl<'a> Obj<'a> {
+    fn parse(json: &'a str) -> Result<Self, serde_json::Error> {
+        let mut de = serde_json::Deserializer::from_str(json);
+        let o = serde::Deserializer::deserialize_map(&mut de, ObjVisitor)?;
+        de.end()?;
+        Ok(o)
+    }
+
+    fn raw(&self, k: &str) -> Option<&'a RawValue> {
+        self.0.get(k).copied()
+    }
+
+    fn num(&self, k: &str) -> Option<f64> {
+        num(self.raw(k))
+    }
+
+    fn str(&self, k: &str) -> Option<Cow<'a, str>> {
+        string(self.raw(k))
+    }
+}
+
+/// Builds the map at its final size at once (JSON gives no size hint, and a CDR has some 190 fields).
+struct ObjVisitor;
+
+impl<'de> serde::de::Visitor<'de> for ObjVisitor {
+    type Value = Obj<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<M: serde::de::MapAccess<'de>>(self, mut m: M) -> Result<Obj<'de>, M::Error> {
+        let mut o = Fields::with_capacity_and_hasher(256, Default::default());
+        while let Some((k, v)) = m.next_entry::<&'de str, &'de RawValue>()? {
+            o.insert(k, v);
+        }
+        Ok(Obj(o))
+    }
+}
+
+/// A JSON number (anything else, `null` included, is no number).
+fn num(v: Option<&RawValue>) -> Option<f64> {
+    let t = v?.get();
+    if t.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
+        t.parse().ok()
+    } else {
+        None
+    }
+}
+
+/// A JSON string, borrowed from the text when it has no escapes.
+fn string(v: Option<&RawValue>) -> Option<Cow<'_, str>> {
+    let t = v?.get();
+    let inner = t.strip_prefix('"')?.strip_suffix('"')?;
+    if inner.contains('\\') {
+        serde_json::from_str::<String>(t).ok().map(Cow::Owned)
+    } else {
+        Some(Cow::Borrowed(inner))
+    }
+}
+
+fn int(v: Option<f64>, ty: &str) -> Value {
+    let Some(n) = v else { return Value::NULL };
     let (lo, hi) = range(ty);
     Value::Int((n.round() as i64).clamp(lo, hi))
 }
 
 /// Text columns are `varchar(255)`: longer values are cut (in characters) rather than refused.
-fn text(v: Option<&J>) -> Value {
-    match v.and_then(J::as_str) {
+fn text(v: Option<Cow<'_, str>>) -> Value {
+    match v {
         Some(s) => Value::Bytes(s.chars().take(255).collect::<String>().into_bytes()),
         None => Value::NULL,
     }
 }
 
-fn reversed(v: Option<&J>) -> Value {
-    match v.and_then(J::as_str) {
+fn reversed(v: Option<Cow<'_, str>>) -> Value {
+    match v {
         Some(s) => {
             Value::Bytes(s.chars().take(255).collect::<Vec<_>>().into_iter().rev().collect::<String>().into_bytes())
         }
@@ -164,8 +234,8 @@ fn reversed(v: Option<&J>) -> Value {
 }
 
 /// An address as its column holds it: `int unsigned` (IPv4 only) or `varbinary(16)`.
-pub fn ip(v: Option<&J>, shape: &Shape) -> Value {
-    let Some(a) = v.and_then(J::as_str).and_then(|s| s.parse::<IpAddr>().ok()) else { return Value::NULL };
+fn ip(v: Option<Cow<'_, str>>, shape: &Shape) -> Value {
+    let Some(a) = v.and_then(|s| s.parse::<IpAddr>().ok()) else { return Value::NULL };
     match (a, shape.ipv6) {
         (IpAddr::V4(x), false) => Value::UInt(u32::from(x) as u64),
         (IpAddr::V6(_), false) => Value::NULL,
@@ -175,8 +245,8 @@ pub fn ip(v: Option<&J>, shape: &Shape) -> Value {
 }
 
 /// A duration in seconds: `decimal(9,3)` text, or whole seconds (truncated, as VoIPmonitor does).
-fn dur(v: Option<&J>, shape: &Shape) -> Value {
-    let Some(s) = v.and_then(J::as_f64) else { return Value::NULL };
+fn dur(v: Option<f64>, shape: &Shape) -> Value {
+    let Some(s) = v else { return Value::NULL };
     let s = s.clamp(0.0, 999_999.999);
     if shape.ms {
         Value::Bytes(format!("{s:.3}").into_bytes())
@@ -215,16 +285,16 @@ fn datetime(t: i64, utc: bool, ms: bool) -> (String, (i32, u32, u32)) {
     }
 }
 
-fn dict(v: Option<&J>, f: impl Fn(String) -> Dict) -> Cell {
-    match v.and_then(J::as_str) {
-        Some(s) if !s.is_empty() => Cell::Id(f(s.to_string())),
+fn dict(v: Option<Cow<'_, str>>, f: impl Fn(String) -> Dict) -> Cell {
+    match v {
+        Some(s) if !s.is_empty() => Cell::Id(f(s.into_owned())),
         _ => Cell::V(Value::NULL),
     }
 }
 
 /// `cdr.flags` bits voxtap knows: the SIP transport (reference §4.2: 31 TCP, 32 UDP, 33 TLS).
-fn flags(o: &Map<String, J>) -> Value {
-    let bit = match o.get("transport").and_then(J::as_str) {
+fn flags(transport: Option<Cow<'_, str>>) -> Value {
+    let bit = match transport.as_deref() {
         Some("tcp") | Some("ws") => 1u64 << 31,
         Some("udp") => 1 << 32,
         Some("tls") | Some("wss") => 1 << 33,
@@ -233,121 +303,137 @@ fn flags(o: &Map<String, J>) -> Value {
     Value::UInt(bit)
 }
 
+/// The JSON names of the per-side columns, `a_…` and `b_…`, made once.
+fn side_keys() -> &'static [Vec<String>; 2] {
+    static K: std::sync::OnceLock<[Vec<String>; 2]> = std::sync::OnceLock::new();
+    K.get_or_init(|| {
+        ["a", "b"].map(|p| {
+            SIDE_COLUMNS
+                .iter()
+                .map(|(c, _)| format!("{p}_{c}"))
+                .chain(["saddr", "ua", "last_rtp_from_end"].iter().map(|c| format!("{p}_{c}")))
+                .collect()
+        })
+    })
+}
+
 pub fn from_json(json: &str, shape: &Shape, utc: bool) -> Result<DbCdr, RowError> {
-    let v: J = serde_json::from_str(json)?;
-    let o = v.as_object().ok_or(RowError::Missing("an object"))?;
-    let callid = o.get("callid").and_then(J::as_str).ok_or(RowError::Missing("callid"))?;
-    let start_s = o.get("calldate").and_then(J::as_str).ok_or(RowError::Missing("calldate"))?;
-    let start = parse_time(start_s).ok_or_else(|| RowError::Bad("calldate", start_s.into()))?;
-    let end_s = o.get("callend").and_then(J::as_str).ok_or(RowError::Missing("callend"))?;
-    let end = parse_time(end_s).ok_or_else(|| RowError::Bad("callend", end_s.into()))?;
+    let o = Obj::parse(json)?;
+    let callid = o.str("callid").ok_or(RowError::Missing("callid"))?;
+    let start_s = o.str("calldate").ok_or(RowError::Missing("calldate"))?;
+    let start = parse_time(&start_s).ok_or_else(|| RowError::Bad("calldate", start_s.to_string()))?;
+    let end_s = o.str("callend").ok_or(RowError::Missing("callend"))?;
+    let end = parse_time(&end_s).ok_or_else(|| RowError::Bad("callend", end_s.to_string()))?;
     let (calldate, day) = datetime(start, utc, shape.ms);
     let (callend, _) = datetime(end, utc, shape.ms);
-    let g = |k: &str| o.get(k);
     let mut h = Sha256::new();
-    h.update(g("id_sensor").and_then(J::as_u64).map_or(-1i64, |x| x as i64).to_le_bytes());
+    let sensor = o.raw("id_sensor").and_then(|r| r.get().parse::<u64>().ok());
+    h.update(sensor.map_or(-1i64, |x| x as i64).to_le_bytes());
     h.update(start.to_le_bytes());
     h.update(callid.as_bytes());
     let key: [u8; 32] = h.finalize().into();
 
-    let mut cdr: Vec<Cell> =
-        vec![Cell::V(Value::Bytes(calldate.clone().into_bytes())), Cell::V(Value::Bytes(callend.into_bytes()))];
+    let mut cdr: Vec<Cell> = Vec::with_capacity(160);
+    cdr.push(Cell::V(Value::Bytes(calldate.clone().into_bytes())));
+    cdr.push(Cell::V(Value::Bytes(callend.into_bytes())));
     for k in ["duration", "connect_duration", "progress_time", "first_rtp_time"] {
-        cdr.push(Cell::V(dur(g(k), shape)));
+        cdr.push(Cell::V(dur(o.num(k), shape)));
     }
     for k in ["caller", "caller_domain"] {
-        cdr.push(Cell::V(text(g(k))));
+        cdr.push(Cell::V(text(o.str(k))));
     }
-    cdr.push(Cell::V(reversed(g("caller"))));
-    cdr.push(Cell::V(text(g("callername"))));
-    cdr.push(Cell::V(reversed(g("callername"))));
+    cdr.push(Cell::V(reversed(o.str("caller"))));
+    cdr.push(Cell::V(text(o.str("callername"))));
+    cdr.push(Cell::V(reversed(o.str("callername"))));
     for k in ["called", "called_domain"] {
-        cdr.push(Cell::V(text(g(k))));
+        cdr.push(Cell::V(text(o.str(k))));
     }
-    cdr.push(Cell::V(reversed(g("called"))));
-    cdr.push(Cell::V(ip(g("sipcallerip"), shape)));
-    cdr.push(Cell::V(int(g("sipcallerport"), "smallint unsigned")));
-    cdr.push(Cell::V(ip(g("sipcalledip"), shape)));
-    cdr.push(Cell::V(int(g("sipcalledport"), "smallint unsigned")));
-    cdr.push(Cell::V(match g("whohanged").and_then(J::as_str) {
+    cdr.push(Cell::V(reversed(o.str("called"))));
+    cdr.push(Cell::V(ip(o.str("sipcallerip"), shape)));
+    cdr.push(Cell::V(int(o.num("sipcallerport"), "smallint unsigned")));
+    cdr.push(Cell::V(ip(o.str("sipcalledip"), shape)));
+    cdr.push(Cell::V(int(o.num("sipcalledport"), "smallint unsigned")));
+    cdr.push(Cell::V(match o.str("whohanged").as_deref() {
         Some(w @ ("caller" | "callee")) => Value::Bytes(w.as_bytes().to_vec()),
         _ => Value::NULL,
     }));
-    cdr.push(Cell::V(int(g("bye"), "tinyint unsigned")));
-    cdr.push(dict(g("lastSIPresponse"), Dict::SipResponse));
-    cdr.push(Cell::V(int(g("lastSIPresponseNum"), "smallint unsigned")));
-    cdr.push(Cell::V(int(g("reason_sip_cause"), "smallint unsigned")));
-    cdr.push(dict(g("reason_sip_text"), |s| Dict::Reason(1, s)));
-    cdr.push(Cell::V(int(g("reason_q850_cause"), "smallint unsigned")));
-    cdr.push(dict(g("reason_q850_text"), |s| Dict::Reason(2, s)));
-    for p in ["a", "b"] {
-        for (col, ty) in SIDE_COLUMNS {
-            cdr.push(Cell::V(int(g(&format!("{p}_{col}")), ty)));
+    cdr.push(Cell::V(int(o.num("bye"), "tinyint unsigned")));
+    cdr.push(dict(o.str("lastSIPresponse"), Dict::SipResponse));
+    cdr.push(Cell::V(int(o.num("lastSIPresponseNum"), "smallint unsigned")));
+    cdr.push(Cell::V(int(o.num("reason_sip_cause"), "smallint unsigned")));
+    cdr.push(dict(o.str("reason_sip_text"), |s| Dict::Reason(1, s)));
+    cdr.push(Cell::V(int(o.num("reason_q850_cause"), "smallint unsigned")));
+    cdr.push(dict(o.str("reason_q850_text"), |s| Dict::Reason(2, s)));
+    for keys in side_keys() {
+        for ((_, ty), k) in SIDE_COLUMNS.iter().zip(keys) {
+            cdr.push(Cell::V(int(o.num(k), ty)));
         }
-        cdr.push(Cell::V(ip(g(&format!("{p}_saddr")), shape)));
-        cdr.push(dict(g(&format!("{p}_ua")), Dict::Ua));
-        cdr.push(Cell::V(dur(g(&format!("{p}_last_rtp_from_end")), shape)));
+        let n = SIDE_COLUMNS.len();
+        cdr.push(Cell::V(ip(o.str(&keys[n]), shape)));
+        cdr.push(dict(o.str(&keys[n + 1]), Dict::Ua));
+        cdr.push(Cell::V(dur(o.num(&keys[n + 2]), shape)));
     }
-    cdr.push(Cell::V(int(g("payload"), "int")));
-    cdr.push(Cell::V(int(g("jitter_mult10"), "mediumint unsigned")));
-    cdr.push(Cell::V(int(g("mos_min_mult10"), "tinyint unsigned")));
-    cdr.push(Cell::V(int(g("packet_loss_perc_mult1000"), "mediumint unsigned")));
-    cdr.push(Cell::V(int(g("lost"), "mediumint unsigned")));
-    cdr.push(Cell::V(flags(o)));
-    cdr.push(Cell::V(int(g("vlan"), "smallint")));
-    cdr.push(Cell::V(int(g("id_sensor"), "smallint unsigned")));
+    cdr.push(Cell::V(int(o.num("payload"), "int")));
+    cdr.push(Cell::V(int(o.num("jitter_mult10"), "mediumint unsigned")));
+    cdr.push(Cell::V(int(o.num("mos_min_mult10"), "tinyint unsigned")));
+    cdr.push(Cell::V(int(o.num("packet_loss_perc_mult1000"), "mediumint unsigned")));
+    cdr.push(Cell::V(int(o.num("lost"), "mediumint unsigned")));
+    cdr.push(Cell::V(flags(o.str("transport"))));
+    cdr.push(Cell::V(int(o.num("vlan"), "smallint")));
+    cdr.push(Cell::V(int(o.num("id_sensor"), "smallint unsigned")));
 
-    let a_index = g("a_index").and_then(J::as_u64);
-    let b_index = g("b_index").and_then(J::as_u64);
-    let mut rtp = Vec::new();
-    for (i, s) in g("rtp").and_then(J::as_array).map(Vec::as_slice).unwrap_or(&[]).iter().enumerate() {
-        let sg = |k: &str| s.get(k);
+    let index_of = |k: &str| o.raw(k).and_then(|r| r.get().parse::<u64>().ok());
+    let (a_index, b_index) = (index_of("a_index"), index_of("b_index"));
+    let streams: Vec<Obj<'_>> = match o.raw("rtp") {
+        Some(r) if r.get().starts_with('[') => {
+            serde_json::from_str::<Vec<Fields<'_>>>(r.get())?.into_iter().map(Obj).collect()
+        }
+        _ => Vec::new(),
+    };
+    let mut rtp = Vec::with_capacity(streams.len());
+    for (i, s) in streams.iter().enumerate() {
         let index = i as u64 + 1;
         // cdr_rtp.flags: bit 1 the stream is the call's A or B, bit 2 sent by the caller, bit 3 by the callee.
         let mut fl = 0u64;
         if Some(index) == a_index || Some(index) == b_index {
             fl |= 1 << 1;
         }
-        match sg("sender").and_then(J::as_str) {
+        match s.str("sender").as_deref() {
             Some("caller") => fl |= 1 << 2,
             Some("callee") => fl |= 1 << 3,
             _ => {}
         }
-        let first = sg("first_time").and_then(J::as_f64);
-        let last = sg("last_time").and_then(J::as_f64);
-        let span = match (first, last) {
-            (Some(f), Some(l)) => Some(J::from(l - f)),
+        let first = s.num("first_time");
+        let span = match (first, s.num("last_time")) {
+            (Some(f), Some(l)) => Some(l - f),
             _ => None,
         };
         rtp.push(vec![
-            ip(sg("saddr"), shape),
-            int(sg("sport"), "smallint unsigned"),
-            ip(sg("daddr"), shape),
-            int(sg("dport"), "smallint unsigned"),
-            int(sg("ssrc"), "int unsigned"),
-            int(sg("received"), "mediumint unsigned"),
-            int(sg("lost"), "mediumint unsigned"),
-            dur(sg("first_time"), shape),
-            int(sg("payload"), "smallint unsigned"),
-            int(sg("maxjitter").and_then(J::as_f64).map(|x| J::from(x * 10.0)).as_ref(), "smallint unsigned"),
+            ip(s.str("saddr"), shape),
+            int(s.num("sport"), "smallint unsigned"),
+            ip(s.str("daddr"), shape),
+            int(s.num("dport"), "smallint unsigned"),
+            int(s.num("ssrc"), "int unsigned"),
+            int(s.num("received"), "mediumint unsigned"),
+            int(s.num("lost"), "mediumint unsigned"),
+            dur(first, shape),
+            int(s.num("payload"), "smallint unsigned"),
+            int(s.num("maxjitter").map(|x| x * 10.0), "smallint unsigned"),
             Value::UInt(index.min(255)),
             Value::UInt(fl),
-            dur(span.as_ref(), shape),
+            dur(span, shape),
         ]);
     }
-    let proxies = g("proxies")
-        .and_then(J::as_array)
-        .map(|a| a.iter().map(|p| ip(Some(p), shape)).filter(|v| *v != Value::NULL).collect())
-        .unwrap_or_default();
-    Ok(DbCdr {
-        key,
-        calldate,
-        day,
-        cdr,
-        fbasename: g("fbasename").and_then(J::as_str).unwrap_or(callid).to_string(),
-        rtp,
-        proxies,
-    })
+    let proxies = match o.raw("proxies") {
+        Some(r) if r.get().starts_with('[') => serde_json::from_str::<Vec<&RawValue>>(r.get())?
+            .into_iter()
+            .map(|p| ip(string(Some(p)), shape))
+            .filter(|v| *v != Value::NULL)
+            .collect(),
+        _ => Vec::new(),
+    };
+    let fbasename = o.str("fbasename").unwrap_or_else(|| callid.clone()).into_owned();
+    Ok(DbCdr { key, calldate, day, cdr, fbasename, rtp, proxies })
 }
 
 #[cfg(test)]

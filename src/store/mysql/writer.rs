@@ -63,8 +63,6 @@ pub struct Writer {
     /// Upper bounds (exclusive days) of the partitions of `cdr`, when partitioned.
     bounds: BTreeSet<(i32, u32, u32)>,
     tables_ready: bool,
-    /// InnoDB gives one multi-row INSERT consecutive ids unless `innodb_autoinc_lock_mode = 2`.
-    consecutive_ids: bool,
     /// `LOAD DATA LOCAL INFILE` is allowed by the server (cleared, with a warning, when it says no).
     bulk_load: bool,
     columns: String,
@@ -90,7 +88,6 @@ impl Writer {
             dict: HashMap::new(),
             bounds: BTreeSet::new(),
             tables_ready: false,
-            consecutive_ids: true,
             bulk_load: true,
             columns: cdr_columns().join(","),
         }
@@ -121,8 +118,8 @@ impl Writer {
         let mut c = Conn::new(self.opts(false)).await.map_err(DbError::Unavailable)?;
         c.query_drop(format!("CREATE DATABASE IF NOT EXISTS `{}`", self.cfg.db.replace('`', "``"))).await?;
         c.query_drop(format!("USE `{}`", self.cfg.db.replace('`', "``"))).await?;
-        let mode: Option<i64> = c.query_first("SELECT @@innodb_autoinc_lock_mode").await.unwrap_or(None);
-        self.consecutive_ids = mode.is_none_or(|m| m < 2);
+        // own_ids relies on it, whatever the server's default.
+        c.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ").await?;
         // Dictionaries and sensors never depend on a CDR's day.
         for s in schema::create_statements(&self.cfg.shape, None) {
             if !PARTITIONED.iter().any(|t| s.starts_with(&format!("CREATE TABLE IF NOT EXISTS {t} ("))) {
@@ -137,7 +134,7 @@ impl Writer {
             )
             .await?;
         }
-        info!(host = %self.cfg.host, db = %self.cfg.db, consecutive_ids = self.consecutive_ids, "database connected");
+        info!(host = %self.cfg.host, db = %self.cfg.db, "database connected");
         self.conn = Some(c);
         Ok(())
     }
@@ -249,8 +246,7 @@ impl Writer {
         let days: BTreeSet<_> = batch.iter().map(|c| c.day).collect();
         self.ensure_tables(&days).await?;
         self.resolve(batch).await?;
-        // LOAD DATA hands out one statement's ids consecutively unless innodb_autoinc_lock_mode = 2.
-        if self.bulk_load && self.consecutive_ids {
+        if self.bulk_load {
             match self.write_loaded(batch).await {
                 Ok(w) => return Ok(w),
                 Err(LoadError::Db(e)) => return Err(e),
@@ -285,10 +281,9 @@ impl Writer {
         res
     }
 
-    /// The path for servers without LOAD DATA LOCAL, for `innodb_autoinc_lock_mode = 2`, and for batches that
-    /// did not load cleanly: prepared multi-row INSERTs.
+    /// The path for servers without LOAD DATA LOCAL, and for batches that did not load cleanly: prepared
+    /// multi-row INSERTs.
     async fn write_inserted(&mut self, batch: &[DbCdr]) -> Result<Written, DbError> {
-        let consecutive = self.consecutive_ids;
         let columns = self.columns.clone();
         let dict = &self.dict;
         let Some(c) = self.conn.as_mut() else { return Err(no_connection()) };
@@ -311,16 +306,11 @@ impl Writer {
                     .collect()
             })
             .collect();
-        let ids = if consecutive {
-            insert_rows(&mut tx, &format!("cdr ({columns})"), rows, true).await?
-        } else {
-            // Ids of one statement are not consecutive under innodb_autoinc_lock_mode = 2: one row each.
-            let mut ids = Vec::with_capacity(rows.len());
-            for r in rows {
-                ids.extend(insert_rows(&mut tx, &format!("cdr ({columns})"), vec![r], true).await?);
-            }
-            ids
-        };
+        let n = rows.len();
+        let first = insert_rows(&mut tx, &format!("cdr ({columns})"), rows, true).await?;
+        let ids = own_ids(&mut tx, first.first().copied().unwrap_or(0), n)
+            .await?
+            .ok_or_else(|| DbError::Refused(mysql_async::Error::Other("cdr rows not found after the insert".into())))?;
         let pairs: Vec<(u64, &DbCdr)> = ids.iter().copied().zip(todo.iter().copied()).collect();
         let next = pairs
             .iter()
@@ -426,13 +416,15 @@ async fn load_batch(
         }));
     }
     let first = load(c, "cdr", columns, t, todo.len()).await?;
-    let ids = first..first + todo.len() as u64;
+    let Some(ids) = own_ids(c, first, todo.len()).await? else {
+        return Err(LoadError::NotClean("cdr rows not found after the load"));
+    };
     let mut next = Tsv::default();
     let mut rtp = Tsv::default();
     let mut proxy = Tsv::default();
     let mut keys = Tsv::default();
     let (mut rtp_rows, mut proxy_rows) = (0, 0);
-    for (id, cdr) in ids.zip(todo.iter()) {
+    for (&id, cdr) in ids.iter().zip(todo.iter()) {
         let date = Value::from(cdr.calldate.as_str());
         let base = Value::from(truncate(&cdr.fbasename, 255));
         next.row([Field::U(id), Field::V(&date), Field::V(&base)].into_iter());
@@ -453,6 +445,22 @@ async fn load_batch(
     out.inserted = todo.len() as u64;
     out.loaded = out.inserted;
     Ok(out)
+}
+
+/// The ids this transaction's `n` new `cdr` rows got, in row order, the first of them being `first`.
+///
+/// Ids are read back rather than computed: with several writers, a partitioned `cdr` can hand one statement
+/// ids that interleave with another connection's (MariaDB reserves auto-increment values for a partitioned
+/// table in growing intervals). The rows with an id from `first` on that this transaction sees are exactly its
+/// own: under REPEATABLE READ (set at connect) rows of others are invisible unless committed before this
+/// transaction's first read, and those got their ids before `first`. One statement, or several in a row,
+/// number rows in order, so sorted ids are in row order.
+async fn own_ids<Q: Queryable>(q: &mut Q, first: u64, n: usize) -> Result<Option<Vec<u64>>, DbError> {
+    if first == 0 {
+        return Ok(None);
+    }
+    let ids: Vec<u64> = q.query(format!("SELECT ID FROM cdr WHERE ID >= {first} ORDER BY ID LIMIT {n}")).await?;
+    Ok((ids.len() == n && ids[0] == first).then_some(ids))
 }
 
 /// One LOAD DATA LOCAL INFILE of `rows` rows; returns the first auto-increment id it gave.
@@ -557,8 +565,8 @@ fn no_connection() -> DbError {
 /// few prepared statements serve every batch (the server parses each once, not per row).
 const STATEMENT_ROWS: &[usize] = &[128, 64, 32, 16, 8, 4, 2, 1];
 
-/// Inserts rows with prepared multi-row statements. With `ids`, returns each row's auto-increment id (one
-/// statement's ids are consecutive unless `innodb_autoinc_lock_mode = 2`, which the caller handles).
+/// Inserts rows with prepared multi-row statements. With `ids`, returns the first auto-increment id of each
+/// statement (`own_ids` finds the others).
 async fn insert_rows(
     q: &mut mysql_async::Transaction<'_>,
     table: &str,
@@ -580,7 +588,7 @@ async fn insert_rows(
                 if first == 0 || q.affected_rows() != size as u64 {
                     return Err(DbError::Refused(mysql_async::Error::Other("insert stored fewer rows".into())));
                 }
-                out.extend((0..size as u64).map(|i| first + i));
+                out.push(first);
             }
             left -= size;
         }
