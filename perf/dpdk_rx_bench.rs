@@ -102,6 +102,7 @@ fn main() -> anyhow::Result<()> {
         utc: true,
         blocking: true,
         sources: queues,
+        gauge: Default::default(),
     };
     let mut to_owner = Vec::new();
     let mut owner_threads = Vec::new();

@@ -176,7 +176,7 @@ fn run(cli: Cli) -> Result<()> {
         if cfg.dpdk || cfg.interface.iter().any(|i| i.starts_with("dpdk:")) {
             return run_live(&cli, &cfg);
         }
-        let res = voxtap::runtime::run_afpacket(&cfg, cli.workers)?;
+        let res = voxtap::runtime::run_afpacket(&cfg, cli.workers, live_output(&cli))?;
         return output(&cli, &res);
     };
     check_readable(&read)?;
@@ -191,6 +191,14 @@ fn run(cli: Cli) -> Result<()> {
     );
     let res = run_file(RunOptions { config: cfg, read, workers: cli.workers })?;
     output(&cli, &res)
+}
+
+fn live_output(cli: &Cli) -> voxtap::runtime::LiveOutput {
+    if cli.json {
+        voxtap::runtime::LiveOutput::Json
+    } else {
+        voxtap::runtime::LiveOutput::Table
+    }
 }
 
 fn output(cli: &Cli, res: &voxtap::runtime::RunResult) -> Result<()> {
@@ -222,7 +230,7 @@ fn output(cli: &Cli, res: &voxtap::runtime::RunResult) -> Result<()> {
 
 #[cfg(feature = "dpdk")]
 fn run_live(cli: &Cli, cfg: &Config) -> Result<()> {
-    let res = voxtap::runtime::run_dpdk(cfg, cli.workers)?;
+    let res = voxtap::runtime::run_dpdk(cfg, cli.workers, live_output(cli))?;
     output(cli, &res)
 }
 

@@ -4,7 +4,8 @@ use std::io::Write;
 
 use serde_json::Value;
 
-use crate::runtime::RunResult;
+use crate::call::cdr::Cdr;
+use crate::runtime::{LiveOutput, RunResult};
 
 pub fn write_json(out: &mut impl Write, r: &RunResult) -> std::io::Result<()> {
     for c in &r.cdrs {
@@ -22,41 +23,104 @@ fn s(v: Option<&Value>) -> String {
     }
 }
 
-pub fn write_table(out: &mut impl Write, r: &RunResult) -> std::io::Result<()> {
+const TABLE_HEADER: [&str; 9] =
+    ["calldate", "duration", "caller", "called", "resp", "bye", "streams", "a:lost/j", "b:lost/j"];
+
+fn table_header(out: &mut impl Write) -> std::io::Result<()> {
+    let h = TABLE_HEADER;
     writeln!(
         out,
         "{:<26} {:>9} {:<22} {:<22} {:>4} {:>4} {:>7} {:>9} {:>9}  callid",
-        "calldate", "duration", "caller", "called", "resp", "bye", "streams", "a:lost/j", "b:lost/j"
-    )?;
-    for c in &r.cdrs {
-        let j: serde_json::Map<String, Value> = serde_json::from_str(&c.json).unwrap_or_default();
-        let j = &j;
-        let side = |p: &str| {
-            if j.get(&format!("{p}_received")).is_some_and(|v| !v.is_null()) {
-                format!("{}/{}", s(j.get(&format!("{p}_lost"))), s(j.get(&format!("{p}_maxjitter"))))
-            } else {
-                "-".into()
-            }
-        };
-        let who = |u: &str, ip: &str| format!("{}@{}", s(j.get(u)), s(j.get(ip)));
-        writeln!(
-            out,
-            "{:<26} {:>9} {:<22} {:<22} {:>4} {:>4} {:>7} {:>9} {:>9}  {}",
-            s(j.get("calldate")),
-            s(j.get("duration")),
-            who("caller", "sipcallerip"),
-            who("called", "sipcalledip"),
-            s(j.get("lastSIPresponseNum")),
-            s(j.get("bye")),
-            c.streams,
-            side("a"),
-            side("b"),
-            c.callid
-        )?;
+        h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7], h[8]
+    )
+}
+
+fn table_row(out: &mut impl Write, c: &Cdr) -> std::io::Result<()> {
+    let j: serde_json::Map<String, Value> = serde_json::from_str(&c.json).unwrap_or_default();
+    let j = &j;
+    let side = |p: &str| {
+        if j.get(&format!("{p}_received")).is_some_and(|v| !v.is_null()) {
+            format!("{}/{}", s(j.get(&format!("{p}_lost"))), s(j.get(&format!("{p}_maxjitter"))))
+        } else {
+            "-".into()
+        }
+    };
+    let who = |u: &str, ip: &str| format!("{}@{}", s(j.get(u)), s(j.get(ip)));
+    writeln!(
+        out,
+        "{:<26} {:>9} {:<22} {:<22} {:>4} {:>4} {:>7} {:>9} {:>9}  {}",
+        s(j.get("calldate")),
+        s(j.get("duration")),
+        who("caller", "sipcallerip"),
+        who("called", "sipcalledip"),
+        s(j.get("lastSIPresponseNum")),
+        s(j.get("bye")),
+        c.streams,
+        side("a"),
+        side("b"),
+        c.callid
+    )
+}
+
+pub fn write_table(out: &mut impl Write, r: &RunResult) -> std::io::Result<()> {
+    if !r.streamed {
+        table_header(out)?;
+        for c in &r.cdrs {
+            table_row(out, c)?;
+        }
     }
     writeln!(out)?;
     writeln!(out, "{}", summary(r))?;
     Ok(())
+}
+
+/// A live capture's CDRs on standard output as the calls end: JSON lines or table rows. A reader that goes
+/// away (`| head`) ends the output, not the capture.
+pub struct LiveWriter {
+    out: std::io::BufWriter<std::io::Stdout>,
+    format: LiveOutput,
+    broken: bool,
+}
+
+impl LiveWriter {
+    pub fn new(format: LiveOutput) -> LiveWriter {
+        let mut w = LiveWriter { out: std::io::BufWriter::new(std::io::stdout()), format, broken: false };
+        if format == LiveOutput::Table {
+            let r = table_header(&mut w.out);
+            w.check(r);
+        }
+        w
+    }
+
+    /// Writes one CDR; `flush` when no more are waiting, so a line is out as soon as its call ends.
+    pub fn write(&mut self, c: &Cdr, flush: bool) {
+        if self.broken {
+            return;
+        }
+        let r = match self.format {
+            LiveOutput::Json => self.out.write_all(c.json.as_bytes()).and_then(|_| self.out.write_all(b"\n")),
+            LiveOutput::Table => table_row(&mut self.out, c),
+        };
+        let r = r.and_then(|_| if flush { self.out.flush() } else { Ok(()) });
+        self.check(r);
+    }
+
+    fn check(&mut self, r: std::io::Result<()>) {
+        if let Err(e) = r {
+            if e.kind() != std::io::ErrorKind::BrokenPipe {
+                tracing::warn!(error = %e, "cannot write CDRs to standard output; they still go to the database and the CDR log");
+            }
+            self.broken = true;
+        }
+    }
+}
+
+impl Drop for LiveWriter {
+    fn drop(&mut self) {
+        if !self.broken {
+            let _ = self.out.flush();
+        }
+    }
 }
 
 /// One-paragraph summary: packets, calls, streams, drops, decode errors, non-call SIP.
@@ -74,7 +138,7 @@ pub fn summary(r: &RunResult) -> String {
         d.frames,
         d.bytes,
         o.calls,
-        r.cdrs.len(),
+        r.cdr_count,
         o.streams,
         o.rtp_packets,
         o.rtcp_packets,
@@ -90,7 +154,7 @@ pub fn summary(r: &RunResult) -> String {
         d.fragments,
         d.reassembled,
         d.tcp_sip_messages,
-        peak_concurrency(&r.cdrs),
+        r.concurrent_peak,
         r.workers,
         r.elapsed_s,
         pps

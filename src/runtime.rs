@@ -8,6 +8,8 @@
 //! full (nothing read from a file is ever dropped); a live source will count the drop instead.
 
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::thread;
 use std::time::Instant;
 
@@ -16,7 +18,7 @@ use crossbeam_channel::bounded;
 use tracing::warn;
 
 use crate::call::cdr::Cdr;
-use crate::call::owner::{Owner, OwnerConfig, OwnerStats};
+use crate::call::owner::{CallGauge, Owner, OwnerConfig, OwnerStats};
 use crate::call::Timeouts;
 use crate::capture::pcapfile::CaptureFile;
 use crate::config::{Config, SaveRtp};
@@ -33,9 +35,23 @@ pub struct RunOptions {
     pub workers: usize,
 }
 
-/// Everything a run produced: CDRs in output order, and the counters.
+/// Where a live capture's CDRs go on standard output, as the calls end (a live capture keeps none in memory).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LiveOutput {
+    Json,
+    Table,
+}
+
+/// Everything a run produced: CDRs in output order (none when a live capture wrote them as they came), and the
+/// counters.
 pub struct RunResult {
     pub cdrs: Vec<Cdr>,
+    /// The CDRs were written to standard output as they came, not kept in `cdrs`.
+    pub streamed: bool,
+    pub cdr_count: u64,
+    /// Most calls in progress at once: from the CDRs' times for a capture file; counted by the owners as calls
+    /// open and close for a live capture.
+    pub concurrent_peak: u64,
     pub decode: DecodeStats,
     pub rx: RxStats,
     pub owners: OwnerStats,
@@ -59,10 +75,21 @@ struct Pipeline {
     to_owner: Vec<crossbeam_channel::Sender<ToOwner>>,
     recycle_rx: crossbeam_channel::Receiver<crate::dispatch::batch::Batch>,
     handles: Vec<thread::JoinHandle<OwnerStats>>,
-    collector: thread::JoinHandle<(Vec<Cdr>, Option<DbStats>, Option<CdrLogStats>)>,
+    collector: thread::JoinHandle<Collected>,
     spooler: Option<thread::JoinHandle<SpoolStats>>,
     cleaner: Option<Cleaner>,
     workers: usize,
+    streamed: bool,
+    gauge: Arc<CallGauge>,
+}
+
+/// What the CDR collector ends with.
+struct Collected {
+    /// Kept for sorted output (a capture file); empty when they were written as they came.
+    cdrs: Vec<Cdr>,
+    count: u64,
+    db: Option<DbStats>,
+    cdr_log: Option<CdrLogStats>,
 }
 
 /// The periodic cleanspool thread of a live capture.
@@ -105,7 +132,13 @@ impl Cleaner {
 
 impl Pipeline {
     /// `blocking`: a file source waits for busy owners; a live source drops and counts instead.
-    fn start(cfg: &Config, workers: usize, blocking: bool, sources: usize) -> Result<Pipeline> {
+    fn start(
+        cfg: &Config,
+        workers: usize,
+        blocking: bool,
+        sources: usize,
+        live: Option<LiveOutput>,
+    ) -> Result<Pipeline> {
         let save_any = cfg.savesip || cfg.savertp != SaveRtp::No || cfg.savertcp;
         let (cdr_tx, cdr_rx) = bounded::<Cdr>(65_536);
         let (spool_tx, spool_rx) = bounded::<spool::Chunk>(4096);
@@ -113,7 +146,7 @@ impl Pipeline {
         // With a database, each CDR is also handed to the MySQL writer as it is finished.
         let db_cfg = DbConfig::from_config(cfg);
         // The CDR log: asked for, or (auto) a live capture without a database, whose CDRs would otherwise only
-        // reach standard output when it stops.
+        // reach standard output, where nothing may be keeping them.
         let log_dir = cfg.spooldir.join("cdrlog");
         let mut log = match cfg.cdr_log {
             Some(false) => None,
@@ -132,18 +165,27 @@ impl Pipeline {
             None => None,
         };
         let mut db = db_cfg.map(DbSink::start).transpose()?;
+        // A capture file's CDRs are sorted and printed at the end; a live capture's go out as they come, so memory
+        // stays flat however long it runs.
+        let mut out = (!blocking).then_some(live).flatten().map(crate::report::LiveWriter::new);
+        let streamed = out.is_some();
         let collector = thread::Builder::new().name("cdr-collector".into()).spawn(move || {
             let mut all = Vec::new();
+            let mut count = 0u64;
             for cdr in cdr_rx.iter() {
+                count += 1;
                 if let Some(db) = &mut db {
                     db.push(&cdr.json);
                 }
                 if let Some(log) = &mut log {
                     log.append(&cdr);
                 }
-                all.push(cdr);
+                match &mut out {
+                    Some(w) => w.write(&cdr, cdr_rx.is_empty()),
+                    None => all.push(cdr),
+                }
             }
-            (all, db.map(DbSink::finish), log.map(CdrLog::finish))
+            Collected { cdrs: all, count, db: db.map(DbSink::finish), cdr_log: log.map(CdrLog::finish) }
         })?;
         // cleanspool runs beside a live capture, once a minute; a capture file run leaves the spool alone.
         let cleaner = (!blocking && cfg.cleanspool).then(|| Cleaner::start(cfg.clone())).transpose()?;
@@ -156,6 +198,7 @@ impl Pipeline {
             })
             .transpose()?;
         let (recycle_tx, recycle_rx) = bounded(workers * 32);
+        let gauge = Arc::new(CallGauge::default());
         let owner_cfg = OwnerConfig {
             timeouts: Timeouts::from_config(cfg),
             id_sensor: cfg.id_sensor,
@@ -166,6 +209,7 @@ impl Pipeline {
             utc: cfg.utc,
             blocking,
             sources,
+            gauge: gauge.clone(),
         };
         let mut to_owner = Vec::new();
         let mut handles = Vec::new();
@@ -180,7 +224,7 @@ impl Pipeline {
                 owner.run(rx, recycle)
             })?);
         }
-        Ok(Pipeline { to_owner, recycle_rx, handles, collector, spooler, cleaner, workers })
+        Ok(Pipeline { to_owner, recycle_rx, handles, collector, spooler, cleaner, workers, streamed, gauge })
     }
 
     /// An rx stage feeding these owners.
@@ -217,16 +261,24 @@ impl Pipeline {
         if let Some(c) = self.cleaner {
             c.stop();
         }
-        let (mut cdrs, db, cdr_log) =
+        let Collected { mut cdrs, count: cdr_count, db, cdr_log } =
             self.collector.join().map_err(|_| anyhow::anyhow!("the CDR collector panicked"))?;
         let spool = match self.spooler {
             Some(h) => h.join().map_err(|_| anyhow::anyhow!("the spool writer panicked"))?,
             None => SpoolStats::default(),
         };
         cdrs.sort_by(|a, b| (a.callend, &a.callid).cmp(&(b.callend, &b.callid)));
-        tracing::info!(cdrs = cdrs.len(), elapsed_s = started.elapsed().as_secs_f64(), "input done");
+        tracing::info!(cdrs = cdr_count, elapsed_s = started.elapsed().as_secs_f64(), "input done");
+        let concurrent_peak = if self.streamed {
+            self.gauge.peak.load(Ordering::Relaxed).max(0) as u64
+        } else {
+            crate::report::peak_concurrency(&cdrs) as u64
+        };
         Ok(RunResult {
             cdrs,
+            streamed: self.streamed,
+            cdr_count,
+            concurrent_peak,
             decode: decoder_stats,
             rx: rx_stats,
             owners,
@@ -248,7 +300,7 @@ pub fn run_file(opts: RunOptions) -> Result<RunResult> {
     let workers = opts.workers.clamp(1, 256);
     let file = CaptureFile::open(&opts.read).with_context(|| format!("reading {}", opts.read.display()))?;
     let started = Instant::now();
-    let pipeline = Pipeline::start(cfg, workers, true, 1)?;
+    let pipeline = Pipeline::start(cfg, workers, true, 1, None)?;
     let mut rx = pipeline.rx(cfg, true, None, 0);
     let mut frames = file.frames();
     for f in frames.by_ref() {
@@ -347,7 +399,7 @@ pub fn eal_args(cfg: &Config) -> Vec<String> {
 
 /// Live capture from a DPDK port until SIGTERM/SIGINT (or `exit_after_idle` seconds without packets).
 #[cfg(feature = "dpdk")]
-pub fn run_dpdk(cfg: &Config, workers: usize) -> Result<RunResult> {
+pub fn run_dpdk(cfg: &Config, workers: usize, live: LiveOutput) -> Result<RunResult> {
     use crate::capture::dpdk::{Eal, Mempool, Port, PortConfig};
 
     let workers = workers.clamp(1, 256);
@@ -379,7 +431,7 @@ pub fn run_dpdk(cfg: &Config, workers: usize) -> Result<RunResult> {
     // A pcap virtual device replays a file: waiting for busy owners loses nothing there, so it behaves like
     // `-r`. A real port never waits: a full ring is a counted drop.
     let replay = port.driver.starts_with("net_pcap");
-    let pipeline = Pipeline::start(cfg, workers, replay, port.rx_queues as usize)?;
+    let pipeline = Pipeline::start(cfg, workers, replay, port.rx_queues as usize, Some(live))?;
     install_stop_handlers();
     // Only a pcap virtual device stamps packets with wall-clock times (the file's, in microseconds); a NIC's
     // hardware timestamps run on its own clock, so live ports use the host clock.
@@ -502,7 +554,7 @@ fn poll_queue(
 /// `exit_after_idle` seconds without packets). With `rx_threads = N` every interface gets N rings joined in a
 /// PACKET_FANOUT group (the kernel's flow hash, the same for both directions of a flow) and N rx threads each
 /// read one ring per interface; they share the media table like DPDK rx cores.
-pub fn run_afpacket(cfg: &Config, workers: usize) -> Result<RunResult> {
+pub fn run_afpacket(cfg: &Config, workers: usize, live: LiveOutput) -> Result<RunResult> {
     use crate::capture::afpacket::{Ring, RingStats};
 
     let workers = workers.clamp(1, 256);
@@ -522,7 +574,7 @@ pub fn run_afpacket(cfg: &Config, workers: usize) -> Result<RunResult> {
         }
     }
     anyhow::ensure!(!cfg.interface.is_empty(), "no interface to capture on");
-    let pipeline = Pipeline::start(cfg, workers, false, threads)?;
+    let pipeline = Pipeline::start(cfg, workers, false, threads, Some(live))?;
     install_stop_handlers();
     tracing::info!(interfaces = ?cfg.interface, rx_threads = threads, "AF_PACKET capture started");
     let idle_limit = (cfg.exit_after_idle > 0).then(|| std::time::Duration::from_secs(cfg.exit_after_idle as u64));

@@ -132,12 +132,23 @@ fn live_capture(rx_threads: u32, mode: Option<&str>) {
         ),
     )
     .unwrap();
-    let voxtap_child = voxtap()
+    let mut voxtap_child = voxtap()
         .args(["--config-file", conf.to_str().unwrap(), "--json", "--workers", "2"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // A live capture writes each CDR as its call ends: collect the lines as they come.
+    let stdout = voxtap_child.stdout.take().unwrap();
+    let streamed = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let reader = {
+        let streamed = streamed.clone();
+        std::thread::spawn(move || {
+            for l in std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok) {
+                streamed.lock().unwrap().push(l);
+            }
+        })
+    };
     let tcpdump = Command::new("tcpdump")
         .args(["-i", &near, "-s", "0", "-U", "-w", seen.to_str().unwrap()])
         .stderr(Stdio::null())
@@ -146,6 +157,7 @@ fn live_capture(rx_threads: u32, mode: Option<&str>) {
     std::thread::sleep(Duration::from_millis(1500));
     sh(&format!("ip netns exec {ns} tcpreplay -q -i {far} --pps 4000 {} > /dev/null", cap.display()));
     std::thread::sleep(Duration::from_millis(if timers { 4000 } else { 1000 }));
+    let before_stop: Vec<String> = streamed.lock().unwrap().clone();
     for (pid, sig) in [(voxtap_child.id(), "-TERM"), (tcpdump.id(), "-INT")] {
         let _ = Command::new("kill").args([sig, &pid.to_string()]).status();
     }
@@ -155,8 +167,8 @@ fn live_capture(rx_threads: u32, mode: Option<&str>) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     eprintln!("live summary: {}", stderr.lines().last().unwrap_or(""));
-    let live: Vec<Value> =
-        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    reader.join().unwrap();
+    let live: Vec<Value> = streamed.lock().unwrap().iter().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(live.len(), 16, "{stderr}");
     // A live capture without a database keeps its CDRs in the CDR log too.
     let logged: usize = std::fs::read_dir(spool.join("cdrlog"))
@@ -171,6 +183,13 @@ fn live_capture(rx_threads: u32, mode: Option<&str>) {
         assert!(!answered_no_bye.is_empty(), "the capture has no answered call without BYE");
         for c in answered_no_bye {
             assert_eq!(c["bye"], 104, "{} should have ended by rtptimeout: {stderr}", c["callid"]);
+            // Its CDR was on standard output while the capture was still running.
+            assert!(
+                before_stop.iter().any(|l| l.contains(c["callid"].as_str().unwrap())),
+                "{} was not written before the stop ({} lines were)",
+                c["callid"],
+                before_stop.len()
+            );
         }
         return;
     }
@@ -187,7 +206,11 @@ fn live_capture(rx_threads: u32, mode: Option<&str>) {
         x
     };
     assert_eq!(p(&live), p(&offline), "live CDRs differ from the offline result of the same packets");
-    for (l, o) in live.iter().zip(&offline) {
+    // Live CDRs come in the order calls ended, as each was written; pair them by Call-ID.
+    let by_id: std::collections::HashMap<&str, &Value> =
+        offline.iter().map(|c| (c["callid"].as_str().unwrap(), c)).collect();
+    for l in &live {
+        let o = by_id[l["callid"].as_str().unwrap()];
         let d = (l["duration"].as_f64().unwrap() - o["duration"].as_f64().unwrap()).abs();
         assert!(d < 0.001, "duration differs by {d}");
     }

@@ -31,6 +31,14 @@ pub struct OwnerConfig {
     pub sources: usize,
     /// Files: wait for the slow side. Live sources: count a drop instead.
     pub blocking: bool,
+    /// Calls open across all owners, and the most at once (shared; touched once per call, not per packet).
+    pub gauge: std::sync::Arc<CallGauge>,
+}
+
+#[derive(Debug, Default)]
+pub struct CallGauge {
+    pub open: std::sync::atomic::AtomicI64,
+    pub peak: std::sync::atomic::AtomicI64,
 }
 
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -206,6 +214,8 @@ impl Owner {
                 call.sip(&p);
                 self.calls.insert(key, call);
                 self.stats.calls += 1;
+                let open = self.cfg.gauge.open.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                self.cfg.gauge.peak.fetch_max(open, std::sync::atomic::Ordering::Relaxed);
                 self.stats.active_calls_peak = self.stats.active_calls_peak.max(self.calls.len() as u64);
             }
             None => {
@@ -256,6 +266,7 @@ impl Owner {
         let Some(mut call) = self.calls.remove(&key) else {
             return;
         };
+        self.cfg.gauge.open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         let cdr = cdr::build(&mut call, reason, self.cfg.id_sensor);
         self.stats.streams += cdr.streams as u64;
         self.stats.packets_over_stream_limit += call.packets_over_stream_limit as u64;
