@@ -164,8 +164,7 @@ pub fn summary(r: &RunResult) -> String {
         ("fragments_dropped", d.fragments_dropped),
         ("tcp_skipped_bytes", d.tcp_skipped_bytes),
         ("tcp_not_sip_port", d.tcp_ignored),
-        ("tunnels", d.tunnels),
-        ("hep_compressed_unsupported", d.hep_unsupported),
+        ("tunnels", d.tunnel.total()),
         ("non_rtp_media", o.non_rtp_media),
         ("media_ignored", o.media_ignored),
         ("packets_over_stream_limit", o.packets_over_stream_limit),
@@ -181,6 +180,9 @@ pub fn summary(r: &RunResult) -> String {
         if v > 0 {
             text.push_str(&format!(" {k}={v}"));
         }
+    }
+    for (k, v) in d.tunnel.nonzero() {
+        text.push_str(&format!(" {k}={v}"));
     }
     if let Some(l) = &r.cdr_log {
         text.push_str(&format!(" cdr_log_written={}", l.written));

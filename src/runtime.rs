@@ -328,8 +328,11 @@ pub fn rx_stage(
     let decoder = Decoder::new(DecoderConfig {
         sip_ports: cfg.sip_port_matrix(),
         keep_frames: save_any,
-        gtp_port: 2152,
-        hep_port: 9060,
+        gtp_port: cfg.udp_port_gtp,
+        hep_port: cfg.udp_port_hep,
+        vxlan_port: cfg.udp_port_vxlan,
+        tzsp_port: cfg.udp_port_tzsp,
+        l2tp_port: cfg.udp_port_l2tp,
     });
     let rx_cfg = RxConfig {
         owners: to_owner.len(),
@@ -681,11 +684,11 @@ fn merge_decode(a: &mut crate::decode::DecodeStats, b: &crate::decode::DecodeSta
             s.fragments_dropped,
             s.tcp_sip_messages,
             s.tcp_skipped_bytes,
-            s.tunnels,
-            s.hep_unsupported,
         ]
     };
     let sum: Vec<u64> = fields(a).iter().zip(fields(b)).map(|(x, y)| x + y).collect();
+    let mut tunnel = a.tunnel;
+    tunnel.add(&b.tunnel);
     *a = crate::decode::DecodeStats {
         frames: sum[0],
         bytes: sum[1],
@@ -702,8 +705,7 @@ fn merge_decode(a: &mut crate::decode::DecodeStats, b: &crate::decode::DecodeSta
         fragments_dropped: sum[12],
         tcp_sip_messages: sum[13],
         tcp_skipped_bytes: sum[14],
-        tunnels: sum[15],
-        hep_unsupported: sum[16],
+        tunnel,
     };
 }
 

@@ -14,7 +14,15 @@ use voxtap::sip::{framing, msg, sdp};
 fn decoder() -> Decoder {
     let mut ports = Box::new([false; 65536]);
     ports[5060] = true;
-    Decoder::new(DecoderConfig { sip_ports: ports, keep_frames: true, gtp_port: 2152, hep_port: 9060 })
+    Decoder::new(DecoderConfig {
+        sip_ports: ports,
+        keep_frames: true,
+        gtp_port: 2152,
+        hep_port: 9060,
+        vxlan_port: 4789,
+        tzsp_port: 37008,
+        l2tp_port: 1701,
+    })
 }
 
 fn sip_like() -> impl Strategy<Value = Vec<u8>> {
@@ -129,6 +137,54 @@ proptest! {
         let mut d = decoder();
         d.decode(0, 1, &f, &mut |_| {});
         d.decode(1, 1, &f, &mut |_| {});
+    }
+
+    #[test]
+    fn tunnels_on_their_ports_never_panic(
+        port in prop::sample::select(vec![4789u16, 37008, 1701, 2152, 9060]),
+        gre_proto in prop::sample::select(vec![0x88beu16, 0x22eb, 0x6558, 0x880b, 0x0800, 0x86dd, 0x8847]),
+        gre_flags in any::<u8>(),
+        head in prop::sample::select(vec![&b""[..], b"\x08\0\0\0", b"\x01\0\0\x01", b"\x4a\x02", b"\x34\xff", b"HEP3", b"\x02\x10\x02\x11"]),
+        body in prop::collection::vec(any::<u8>(), 0..200),
+        nested in any::<bool>(),
+    ) {
+        // UDP to an encapsulation port, and GRE with each payload type, carrying random bytes behind a plausible
+        // start; `nested` puts a second copy of the frame inside the first.
+        let mut payload = head.to_vec();
+        payload.extend_from_slice(&body);
+        let udp = |p: &[u8]| {
+            let mut u = vec![0x30, 0x39];
+            u.extend_from_slice(&port.to_be_bytes());
+            u.extend_from_slice(&((8 + p.len()) as u16).to_be_bytes());
+            u.extend_from_slice(&[0, 0]);
+            u.extend_from_slice(p);
+            u
+        };
+        let ip = |proto: u8, p: &[u8]| {
+            let mut h = vec![0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, proto, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2];
+            let total = (20 + p.len()) as u16;
+            h[2..4].copy_from_slice(&total.to_be_bytes());
+            h.extend_from_slice(p);
+            h
+        };
+        let eth = |p: &[u8]| {
+            let mut f = vec![0u8; 12];
+            f.extend_from_slice(&[0x08, 0x00]);
+            f.extend_from_slice(p);
+            f
+        };
+        let mut gre = vec![gre_flags & 0xb0, 0];
+        gre.extend_from_slice(&gre_proto.to_be_bytes());
+        gre.extend_from_slice(&payload);
+        let mut d = decoder();
+        for inner in [ip(17, &udp(&payload)), ip(47, &gre)] {
+            let frame = if nested { eth(&ip(17, &udp(&[&[0x08, 0, 0, 0, 0, 0, 0, 0][..], &eth(&inner)].concat()))) } else { eth(&inner) };
+            d.decode(0, 1, &frame, &mut |_| {});
+        }
+        let _ = voxtap::decode::hep::parse(&payload);
+        let _ = voxtap::decode::tunnel::tzsp(&payload);
+        let _ = voxtap::decode::tunnel::l2tp(&payload);
+        let _ = voxtap::decode::tunnel::erspan(gre_proto, nested, &payload);
     }
 
     #[test]

@@ -30,6 +30,8 @@ Options (see --help for defaults):
   --rtcp            RTCP SR+SDES on port+1, 1 s after a stream starts and then every 5 s
   --register N      N REGISTER/401/REGISTER/200 transactions besides the calls
   --linktype        eth|raw|null|sll|sll2    --nanosecond   --pcapng    --seed    --start EPOCH
+  --wrap LAYERS     re-encapsulate every frame (VXLAN, GRE, ERSPAN I-III, TZSP, L2TP, GTP-U, IP-in-IP, VLAN,
+                    QinQ, MPLS, nested; HEP v2/v3 replace each UDP datagram): see perf/gen/wrap.py
 
 Truth JSON: per call the Call-ID, scenario, users, INVITE addresses, final code, BYE and who sent it, number of
 SIP messages, and per RTP stream (a re-INVITE splits each direction into two streams; the callee gets a new SSRC)
@@ -696,6 +698,8 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--start", type=float, default=1700000000.0, help="epoch of the first packet")
     p.add_argument("--truth", metavar="OUT.json")
+    p.add_argument("--wrap", metavar="LAYERS",
+                   help="re-encapsulate every frame, layers outermost first (see wrap.py: vxlan, erspan2, gre, hep3, ...)")
     a = p.parse_args(argv)
     for name in ("loss", "reorder", "dup"):
         if not 0 <= getattr(a, name) <= 1:
@@ -704,6 +708,17 @@ def main(argv=None):
         p.error("--cps and --duration must be > 0, --calls and --jitter >= 0")
     if a.fragment_mtu and a.fragment_mtu < (96 if a.ipv6 else 68):
         p.error("--fragment-mtu must be >= 68 (IPv4) / 96 (IPv6)")
+    if a.wrap:
+        if a.pcapng or a.linktype not in ("eth", "raw"):
+            p.error("--wrap needs a pcap with --linktype eth or raw")
+        import os
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import wrap
+        out, a.o = a.o, a.o + ".plain"
+        generate(a)
+        wrap.main([a.o, out, "--wrap", a.wrap])
+        os.remove(a.o)
+        return
     generate(a)
 
 

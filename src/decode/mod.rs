@@ -1,9 +1,11 @@
 //! The rx stage's decoder: captured frame → innermost datagram (addresses, ports, transport, payload).
 //!
 //! Link layers, IPv4/IPv6 with fragment reassembly, UDP, TCP with SIP stream reassembly (and WebSocket),
-//! SCTP DATA chunks. Tunnels plug in between the IP layer and the transport (`ip_payload`), recursively.
+//! SCTP DATA chunks. Tunnels (`encap.rs`) plug in between the IP layer and the transport, recursively.
 
+pub mod encap;
 pub mod frag;
+pub mod hep;
 pub mod ip;
 pub mod link;
 pub mod tcp;
@@ -73,6 +75,21 @@ pub struct Datagram<'a> {
     pub frames: Frames<'a>,
 }
 
+/// The innermost IP header and transport header the last frame came down to, after every encapsulation (ports
+/// 0 where the innermost IP packet carries no UDP or TCP, or is a fragment): what tests compare with tshark's
+/// innermost fields, frame by frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Inner {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub proto: u8,
+    pub sport: u16,
+    pub dport: u16,
+    /// Transport payload bytes (a reassembled datagram's, on the frame that completed it); IP payload bytes
+    /// without a transport.
+    pub len: usize,
+}
+
 /// Counters of the decoder, reported in the summary and (later) by the manager port.
 #[derive(Debug, Default, Clone, Copy, serde::Serialize)]
 pub struct DecodeStats {
@@ -91,8 +108,7 @@ pub struct DecodeStats {
     pub fragments_dropped: u64,
     pub tcp_sip_messages: u64,
     pub tcp_skipped_bytes: u64,
-    pub tunnels: u64,
-    pub hep_unsupported: u64,
+    pub tunnel: encap::TunnelStats,
 }
 
 /// Which TCP ports carry SIP (both directions are checked), and other decoder settings.
@@ -103,6 +119,10 @@ pub struct DecoderConfig {
     pub gtp_port: u16,
     /// HEP port for HEP packets inside captures (voxtap's `udp_port_hep`, 9060); 0 disables.
     pub hep_port: u16,
+    /// `udp_port_vxlan`, `udp_port_tzsp`, `udp_port_l2tp` (source or destination port); 0 disables.
+    pub vxlan_port: u16,
+    pub tzsp_port: u16,
+    pub l2tp_port: u16,
 }
 
 pub struct Decoder {
@@ -112,8 +132,12 @@ pub struct Decoder {
     tcp_out: Vec<tcp::Message>,
     sctp_partial: std::collections::HashMap<(IpAddr, IpAddr, u16, u16, u16), Vec<u8>>,
     pub stats: DecodeStats,
+    /// Room for an inflated HEP payload.
+    scratch: Vec<u8>,
     /// The last decode error, for one-line diagnostics.
     pub last_error: Option<DecodeError>,
+    /// Where the last frame ended up (`None`: not IP, a fragment still waiting, or an error).
+    pub inner: Option<Inner>,
 }
 
 impl Decoder {
@@ -126,7 +150,9 @@ impl Decoder {
             tcp_out: Vec::new(),
             sctp_partial: Default::default(),
             stats: DecodeStats::default(),
+            scratch: Vec::new(),
             last_error: None,
+            inner: None,
         }
     }
 
@@ -134,6 +160,7 @@ impl Decoder {
     pub fn decode(&mut self, ts: Nanos, link_type: u16, data: &[u8], sink: &mut dyn FnMut(&Datagram)) {
         self.stats.frames += 1;
         self.stats.bytes += data.len() as u64;
+        self.inner = None;
         let l3 = match link::peel(link_type, data) {
             Ok(Some(l3)) => l3,
             Ok(None) => {
@@ -183,6 +210,8 @@ impl Decoder {
         if h.truncated {
             self.stats.truncated_ip += 1;
         }
+        let len = h.payload_end - h.payload_start;
+        self.inner = Some(Inner { src: h.src, dst: h.dst, proto: h.proto, sport: 0, dport: 0, len });
         let payload = &b[h.payload_start..h.payload_end];
         if let Some(fr) = h.fragment {
             self.stats.fragments += 1;
@@ -225,51 +254,9 @@ impl Decoder {
                 };
                 self.stats.udp += 1;
                 let body = &payload[u.payload_start..u.payload_end];
-                if depth < 8 && (u.dport == self.cfg.gtp_port || u.sport == self.cfg.gtp_port) && self.cfg.gtp_port != 0
-                {
-                    match tunnel::gtpu(body) {
-                        Ok(Some(off)) => {
-                            self.stats.tunnels += 1;
-                            let inner = &body[off..];
-                            let net = match inner.first().map(|b| b >> 4) {
-                                Some(4) => Network::Ipv4,
-                                Some(6) => Network::Ipv6,
-                                _ => return,
-                            };
-                            self.network(ts, net, inner, vlan, frames, depth + 1, sink);
-                            return;
-                        }
-                        Ok(None) => return,
-                        Err(_) => {} // not GTP after all: plain UDP
-                    }
-                }
-                if (u.dport == self.cfg.hep_port || u.sport == self.cfg.hep_port)
-                    && self.cfg.hep_port != 0
-                    && body.starts_with(b"HEP3")
-                {
-                    match tunnel::hep3(body) {
-                        Ok(hep) if hep.compressed => self.stats.hep_unsupported += 1,
-                        Ok(hep) => {
-                            self.stats.tunnels += 1;
-                            let d = Datagram {
-                                ts: hep.ts.unwrap_or(ts),
-                                src: hep.src,
-                                dst: hep.dst,
-                                sport: hep.sport,
-                                dport: hep.dport,
-                                transport: match hep.ip_proto {
-                                    6 => Transport::Tcp,
-                                    132 => Transport::Sctp,
-                                    _ => Transport::Udp,
-                                },
-                                payload: hep.payload,
-                                vlan,
-                                frames,
-                            };
-                            sink(&d);
-                        }
-                        Err(e) => self.error(e),
-                    }
+                self.inner =
+                    Some(Inner { src: h.src, dst: h.dst, proto: 17, sport: u.sport, dport: u.dport, len: body.len() });
+                if self.udp_encap(ts, u.sport, u.dport, body, vlan, frames, depth, sink) {
                     return;
                 }
                 let d = Datagram {
@@ -288,8 +275,7 @@ impl Decoder {
             47 if depth < 8 => self.gre(ts, payload, vlan, frames, depth, sink),
             PROTO_TCP => self.tcp(ts, h, payload, vlan, frames, sink),
             PROTO_SCTP => self.sctp(ts, h, payload, vlan, frames, sink),
-            4 if depth < 8 => self.network(ts, Network::Ipv4, payload, vlan, frames, depth + 1, sink),
-            41 if depth < 8 => self.network(ts, Network::Ipv6, payload, vlan, frames, depth + 1, sink),
+            4 | 41 if depth < 8 => self.ipip(ts, h.proto, payload, vlan, frames, depth, sink),
             _ => self.stats.other_ip_proto += 1,
         }
     }
@@ -311,6 +297,8 @@ impl Decoder {
             }
         };
         self.stats.tcp_segments += 1;
+        let len = payload.len().saturating_sub(t.payload_start);
+        self.inner = Some(Inner { src: h.src, dst: h.dst, proto: 6, sport: t.sport, dport: t.dport, len });
         if !self.cfg.sip_ports[t.sport as usize] && !self.cfg.sip_ports[t.dport as usize] {
             self.stats.tcp_ignored += 1;
             return;
@@ -418,35 +406,6 @@ impl Decoder {
                 sink(&d);
             }
             off += (clen + 3) & !3;
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn gre(
-        &mut self,
-        ts: Nanos,
-        b: &[u8],
-        vlan: Option<u16>,
-        frames: Frames<'_>,
-        depth: u8,
-        sink: &mut dyn FnMut(&Datagram),
-    ) {
-        let l3 = match tunnel::gre(b) {
-            Ok(tunnel::GreInner::EtherType(0x6558, off)) => link::peel(link::LINKTYPE_ETHERNET, &b[off..])
-                .map(|l| l.map(|l| link::L3 { offset: l.offset + off, vlan: vlan.or(l.vlan), ..l })),
-            Ok(tunnel::GreInner::EtherType(et, off)) => link::ethertype(et, b, off, vlan, 0),
-            Ok(tunnel::GreInner::Ppp(0x21, off)) => Ok(Some(link::L3 { network: Network::Ipv4, offset: off, vlan })),
-            Ok(tunnel::GreInner::Ppp(0x57, off)) => Ok(Some(link::L3 { network: Network::Ipv6, offset: off, vlan })),
-            Ok(tunnel::GreInner::Ppp(..)) => Ok(None),
-            Err(e) => Err(e),
-        };
-        match l3 {
-            Ok(Some(l3)) => {
-                self.stats.tunnels += 1;
-                self.network(ts, l3.network, &b[l3.offset..], l3.vlan, frames, depth + 1, sink);
-            }
-            Ok(None) => self.stats.not_ip += 1,
-            Err(e) => self.error(e),
         }
     }
 

@@ -1,7 +1,6 @@
-//! Tunnel headers peeled inside the decoder: GRE (RFC 2784/2890), GTP-U (3GPP TS 29.281) and HEP v3
-//! (captured on its UDP port). Each function reads a header view and says where the inner packet starts.
-
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+//! Tunnel headers peeled inside the decoder: GRE (RFC 2784/2890) with ERSPAN I/II/III, VXLAN, TZSP, L2TPv2
+//! with PPP, and GTP-U (3GPP TS 29.281). Each function reads a header view and says where the inner packet
+//! starts; a malformed header is an error the decoder counts, never a panic.
 
 use super::DecodeError;
 
@@ -92,67 +91,107 @@ pub fn gtpu(b: &[u8]) -> Result<Option<usize>, DecodeError> {
     Ok(Some(off))
 }
 
-/// A HEP v3 packet: the captured packet's addresses, ports, time and payload.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Hep<'a> {
-    pub src: IpAddr,
-    pub dst: IpAddr,
-    pub sport: u16,
-    pub dport: u16,
-    pub ip_proto: u8,
-    pub ts: Option<i64>,
-    pub payload: &'a [u8],
-    pub compressed: bool,
+/// ERSPAN inside GRE: returns where the mirrored Ethernet frame starts, counted from the end of the GRE header.
+/// Type I (0x88BE without a sequence number) has no header of its own; type II (0x88BE with one) has 8
+/// bytes; type III (0x22EB) has 12, plus an 8-byte platform sub-header when its O flag is set.
+pub fn erspan(proto: u16, gre_seq: bool, b: &[u8]) -> Result<usize, DecodeError> {
+    match proto {
+        0x88be if !gre_seq => Ok(0),
+        0x88be => {
+            if b.len() < 8 {
+                return Err(DecodeError::Truncated("erspan ii"));
+            }
+            if b[0] >> 4 != 1 {
+                return Err(DecodeError::Malformed("erspan ii version"));
+            }
+            Ok(8)
+        }
+        0x22eb => {
+            if b.len() < 12 {
+                return Err(DecodeError::Truncated("erspan iii"));
+            }
+            if b[0] >> 4 != 2 {
+                return Err(DecodeError::Malformed("erspan iii version"));
+            }
+            let off = if b[11] & 0x01 != 0 { 20 } else { 12 };
+            if b.len() < off {
+                return Err(DecodeError::Truncated("erspan iii platform header"));
+            }
+            Ok(off)
+        }
+        _ => Err(DecodeError::Malformed("erspan protocol")),
+    }
 }
 
-pub fn hep3(b: &[u8]) -> Result<Hep<'_>, DecodeError> {
-    if b.len() < 6 || &b[..4] != b"HEP3" {
-        return Err(DecodeError::Malformed("hep3 magic"));
+/// VXLAN (RFC 7348): 8 bytes, the I flag set; an Ethernet frame follows.
+pub fn vxlan(b: &[u8]) -> Result<usize, DecodeError> {
+    if b.len() < 8 {
+        return Err(DecodeError::Truncated("vxlan"));
     }
-    let total = (u16::from_be_bytes([b[4], b[5]]) as usize).min(b.len());
-    let mut off = 6;
-    let mut h = Hep {
-        src: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        dst: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        sport: 0,
-        dport: 0,
-        ip_proto: 17,
-        ts: None,
-        payload: &[],
-        compressed: false,
-    };
-    let (mut sec, mut usec) = (None, 0i64);
-    while off + 6 <= total {
-        let vendor = u16::from_be_bytes([b[off], b[off + 1]]);
-        let ctype = u16::from_be_bytes([b[off + 2], b[off + 3]]);
-        let len = u16::from_be_bytes([b[off + 4], b[off + 5]]) as usize;
-        if len < 6 || off + len > total {
-            return Err(DecodeError::Malformed("hep3 chunk length"));
-        }
-        let d = &b[off + 6..off + len];
-        if vendor == 0 {
-            match (ctype, d.len()) {
-                (2, 1) => h.ip_proto = d[0],
-                (3, 4) => h.src = IpAddr::V4(Ipv4Addr::new(d[0], d[1], d[2], d[3])),
-                (4, 4) => h.dst = IpAddr::V4(Ipv4Addr::new(d[0], d[1], d[2], d[3])),
-                (5, 16) => h.src = IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(d).expect("16 bytes"))),
-                (6, 16) => h.dst = IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(d).expect("16 bytes"))),
-                (7, 2) => h.sport = u16::from_be_bytes([d[0], d[1]]),
-                (8, 2) => h.dport = u16::from_be_bytes([d[0], d[1]]),
-                (9, 4) => sec = Some(u32::from_be_bytes([d[0], d[1], d[2], d[3]]) as i64),
-                (10, 4) => usec = u32::from_be_bytes([d[0], d[1], d[2], d[3]]) as i64,
-                (15, _) => h.payload = d,
-                (16, _) => {
-                    h.payload = d;
-                    h.compressed = true;
-                }
-                _ => {}
+    if b[0] & 0x08 == 0 {
+        return Err(DecodeError::Malformed("vxlan flags"));
+    }
+    Ok(8)
+}
+
+/// TZSP (TaZmen Sniffer Protocol): version 1, type, encapsulated protocol, then tagged fields up to the END
+/// tag. Returns the offset of the frame and its encapsulation (1 = Ethernet), or `None` for a message without
+/// a frame (keepalive).
+pub fn tzsp(b: &[u8]) -> Result<Option<(u16, usize)>, DecodeError> {
+    if b.len() < 4 {
+        return Err(DecodeError::Truncated("tzsp"));
+    }
+    if b[0] != 1 {
+        return Err(DecodeError::Malformed("tzsp version"));
+    }
+    // Types 0 (received), 1 (for transmit) carry a frame; 4 is the keepalive/port opener.
+    if b[1] > 1 {
+        return Ok(None);
+    }
+    let encap = u16::from_be_bytes([b[2], b[3]]);
+    let mut off = 4;
+    loop {
+        match *b.get(off).ok_or(DecodeError::Truncated("tzsp tags"))? {
+            0 => off += 1,
+            1 => return Ok(Some((encap, off + 1))),
+            _ => {
+                let len = *b.get(off + 1).ok_or(DecodeError::Truncated("tzsp tag"))? as usize;
+                off += 2 + len;
             }
         }
-        off += len;
     }
-    h.ts = sec.map(|s| s * 1_000_000_000 + usec.clamp(0, 999_999) * 1000);
-    Ok(h)
+}
+
+/// An L2TPv2 data message (RFC 2661 §3.1) with PPP inside: the PPP protocol and where its payload starts, or
+/// `None` for a control message.
+pub fn l2tp(b: &[u8]) -> Result<Option<(u16, usize)>, DecodeError> {
+    if b.len() < 6 {
+        return Err(DecodeError::Truncated("l2tp"));
+    }
+    let flags = u16::from_be_bytes([b[0], b[1]]);
+    if flags & 0x000f != 2 {
+        return Err(DecodeError::Malformed("l2tp version"));
+    }
+    if flags & 0x8000 != 0 {
+        return Ok(None);
+    }
+    let mut off = 2;
+    if flags & 0x4000 != 0 {
+        off += 2; // length
+    }
+    off += 4; // tunnel and session ids
+    if flags & 0x0800 != 0 {
+        off += 4; // Ns, Nr
+    }
+    if flags & 0x0200 != 0 {
+        let pad = b.get(off..off + 2).ok_or(DecodeError::Truncated("l2tp offset"))?;
+        off += 2 + u16::from_be_bytes([pad[0], pad[1]]) as usize;
+    }
+    if off > b.len() {
+        return Err(DecodeError::Truncated("l2tp header"));
+    }
+    let (proto, len) = ppp(&b[off..])?;
+    Ok(Some((proto, off + len)))
 }
 
 #[cfg(test)]
@@ -180,23 +219,31 @@ mod tests {
     }
 
     #[test]
-    fn hep3_chunks() {
-        let mut p = b"HEP3\0\0".to_vec();
-        let mut chunk = |t: u16, d: &[u8]| {
-            p.extend_from_slice(&0u16.to_be_bytes());
-            p.extend_from_slice(&t.to_be_bytes());
-            p.extend_from_slice(&((d.len() + 6) as u16).to_be_bytes());
-            p.extend_from_slice(d);
-        };
-        chunk(3, &[1, 2, 3, 4]);
-        chunk(7, &5060u16.to_be_bytes());
-        chunk(9, &100u32.to_be_bytes());
-        chunk(15, b"INVITE");
-        let n = p.len() as u16;
-        p[4..6].copy_from_slice(&n.to_be_bytes());
-        let h = hep3(&p).unwrap();
-        assert_eq!(h.src, IpAddr::V4(Ipv4Addr::new(1, 2, 3, 4)));
-        assert_eq!((h.sport, h.ts, h.payload), (5060, Some(100_000_000_000), &b"INVITE"[..]));
-        assert!(hep3(b"HEP3\0\x10\0\0\0\x01\0\x02").is_err());
+    fn erspan_types() {
+        assert_eq!(erspan(0x88be, false, &[]).unwrap(), 0);
+        assert_eq!(erspan(0x88be, true, &[0x10, 0, 0, 0, 0, 0, 0, 0]).unwrap(), 8);
+        let mut iii = [0u8; 20];
+        iii[0] = 0x20;
+        assert_eq!(erspan(0x22eb, false, &iii[..12]).unwrap(), 12);
+        iii[11] = 1;
+        assert_eq!(erspan(0x22eb, false, &iii).unwrap(), 20);
+        assert!(erspan(0x22eb, false, &iii[..12]).is_err());
+        assert!(erspan(0x88be, true, &[0x20, 0, 0, 0, 0, 0, 0, 0]).is_err());
+    }
+
+    #[test]
+    fn tzsp_tags_and_l2tp_options() {
+        // Received, Ethernet, a padding byte, tag 10 with 4 bytes, END.
+        let t = [1, 0, 0, 1, 0, 10, 4, 1, 2, 3, 4, 1, 0xaa];
+        assert_eq!(tzsp(&t).unwrap(), Some((1, 12)));
+        assert_eq!(tzsp(&[1, 4, 0, 0]).unwrap(), None);
+        assert!(tzsp(&[1, 0, 0, 1, 10, 200]).is_err());
+        // Length, sequence and offset (2 bytes of padding); PPP with address/control and IPv6.
+        let l = [0x4a, 0x02, 0, 30, 0, 1, 0, 2, 0, 0, 0, 0, 0, 2, 9, 9, 0xff, 0x03, 0x00, 0x57, 0x60];
+        assert_eq!(l2tp(&l).unwrap(), Some((0x57, 20)));
+        // Compressed protocol field, no options.
+        assert_eq!(l2tp(&[0x00, 0x02, 0, 1, 0, 2, 0x21, 0x45]).unwrap(), Some((0x21, 7)));
+        assert_eq!(l2tp(&[0xc8, 0x02, 0, 12, 0, 0, 0, 0, 0, 0, 0, 0]).unwrap(), None);
+        assert!(l2tp(&[0x00, 0x03, 0, 1, 0, 2]).is_err());
     }
 }
