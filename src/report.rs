@@ -181,6 +181,12 @@ pub fn summary(r: &RunResult) -> String {
             text.push_str(&format!(" {k}={v}"));
         }
     }
+    if let Some(h) = &r.hep {
+        text.push_str(&format!(
+            " hep_udp_packets={} hep_tcp_messages={} hep_tcp_connections={} hep_tcp_errors={} hep_oversized={}",
+            h.udp_packets, h.tcp_messages, h.tcp_connections, h.tcp_errors, h.oversized
+        ));
+    }
     for (k, v) in d.tunnel.nonzero() {
         text.push_str(&format!(" {k}={v}"));
     }

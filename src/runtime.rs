@@ -65,6 +65,8 @@ pub struct RunResult {
     pub db: Option<DbStats>,
     /// What the CDR log wrote, when it is on.
     pub cdr_log: Option<CdrLogStats>,
+    /// Counters of the live HEP listener.
+    pub hep: Option<crate::capture::hep::HepStats>,
     /// Counters of the capture port (live DPDK capture).
     #[cfg(feature = "dpdk")]
     pub port: Option<crate::capture::dpdk::PortStats>,
@@ -287,6 +289,7 @@ impl Pipeline {
             elapsed_s: started.elapsed().as_secs_f64(),
             workers: self.workers,
             kernel_drops: None,
+            hep: None,
             db,
             cdr_log,
             #[cfg(feature = "dpdk")]
@@ -610,6 +613,48 @@ pub fn run_afpacket(cfg: &Config, workers: usize, live: LiveOutput) -> Result<Ru
     );
     let mut res = pipeline.finish_many(rxs, started, None)?;
     res.kernel_drops = Some(totals.drops);
+    Ok(res)
+}
+
+/// Live HEP ingest: the listener (UDP and TCP) feeds one rx stage until SIGTERM/SIGINT or `exit_after_idle`.
+pub fn run_hep(cfg: &Config, workers: usize, live: LiveOutput) -> Result<RunResult> {
+    use crate::capture::hep::HepListener;
+
+    anyhow::ensure!(cfg.hep_bind_port != 0, "hep = yes needs hep_bind_port");
+    let workers = workers.clamp(1, 256);
+    let started = Instant::now();
+    let ip: std::net::IpAddr = cfg.hep_bind_ip.parse().context("hep_bind_ip")?;
+    // The listener's frames go to the decoder's HEP port; it must not be switched off.
+    let mut cfg = cfg.clone();
+    if cfg.udp_port_hep == 0 {
+        cfg.udp_port_hep = 9060;
+    }
+    let mut listener = HepListener::bind(std::net::SocketAddr::new(ip, cfg.hep_bind_port), cfg.udp_port_hep)
+        .with_context(|| format!("binding the HEP listener on {ip}:{}", cfg.hep_bind_port))?;
+    let pipeline = Pipeline::start(&cfg, workers, false, 1, Some(live))?;
+    install_stop_handlers();
+    tracing::info!(listen = %listener.local_addr(), "HEP listener started (UDP and TCP)");
+    let idle_limit = (cfg.exit_after_idle > 0).then(|| std::time::Duration::from_secs(cfg.exit_after_idle as u64));
+    let mut rx = pipeline.rx(&cfg, false, None, 0);
+    let cpu0 = crate::time::thread_cpu_secs();
+    let mut last_packet = Instant::now();
+    while !STOP.load(Ordering::Relaxed) {
+        let got = listener.poll(50, &mut |ts, lt, data| rx.frame(ts, lt, data));
+        rx.retry_parked(false);
+        if got > 0 {
+            last_packet = Instant::now();
+        } else {
+            rx.idle_clock(wall_clock());
+            if idle_limit.is_some_and(|l| last_packet.elapsed() >= l) {
+                break;
+            }
+        }
+    }
+    rx.router.stats.cpu_s.push(crate::time::thread_cpu_secs() - cpu0);
+    rx.router.stats.packets_per_core.push(rx.decoder.stats.frames);
+    tracing::info!(stats = ?listener.stats, "HEP listener stopped");
+    let mut res = pipeline.finish(rx, started, None)?;
+    res.hep = Some(listener.stats);
     Ok(res)
 }
 

@@ -2,6 +2,7 @@
 //! IPFIX, sensor links) plug in beside them.
 
 pub mod afpacket;
+pub mod hep;
 pub mod pcapfile;
 
 #[cfg(feature = "dpdk")]

@@ -123,6 +123,10 @@ pub struct Config {
     pub udp_port_vxlan: u16,
     pub udp_port_tzsp: u16,
     pub udp_port_l2tp: u16,
+    /// The live HEP listener (UDP and TCP on one address): on with `hep = yes` and a port.
+    pub hep: bool,
+    pub hep_bind_ip: String,
+    pub hep_bind_port: u16,
     /// `tar`: a minute's call files go into per-minute tar archives (VoIPmonitor's default).
     pub tar: bool,
     /// Compression of the whole `sip_*.tar` / `rtp_*.tar` archive.
@@ -191,6 +195,9 @@ impl Default for Config {
             udp_port_vxlan: 4789,
             udp_port_tzsp: 37008,
             udp_port_l2tp: 1701,
+            hep: false,
+            hep_bind_ip: "0.0.0.0".into(),
+            hep_bind_port: 0,
             tar: true,
             tar_compress_sip: Compress::Zstd,
             tar_compress_rtp: Compress::None,
@@ -258,6 +265,9 @@ pub const KNOWN_KEYS: &[&str] = &[
     "udp_port_vxlan",
     "udp_port_tzsp",
     "udp_port_l2tp",
+    "hep",
+    "hep_bind_ip",
+    "hep_bind_port",
     "tar",
     "tar_compress_sip",
     "tar_compress_rtp",
@@ -439,6 +449,12 @@ impl Config {
             "udp_port_vxlan" => self.udp_port_vxlan = number(e, 0, 65535)? as u16,
             "udp_port_tzsp" => self.udp_port_tzsp = number(e, 0, 65535)? as u16,
             "udp_port_l2tp" => self.udp_port_l2tp = number(e, 0, 65535)? as u16,
+            "hep" => self.hep = parse::yes(v),
+            "hep_bind_ip" => {
+                v.parse::<std::net::IpAddr>().map_err(|_| bad(e, "expected an IP address".into()))?;
+                self.hep_bind_ip = v.to_string();
+            }
+            "hep_bind_port" => self.hep_bind_port = number(e, 0, 65535)? as u16,
             "tar" => self.tar = parse::yes(v),
             "tar_compress_sip" => self.tar_compress_sip = tar_zip_value(e)?,
             "tar_compress_rtp" => self.tar_compress_rtp = tar_zip_value(e)?,
