@@ -170,15 +170,21 @@ fn run(cli: Cli) -> Result<()> {
         return Ok(());
     }
     let Some(read) = cli.read.clone() else {
-        if cfg.hep {
-            if !cfg.interface.is_empty() || cfg.dpdk {
-                bail!("hep = yes is a source of its own: leave interface and dpdk unset (one source per voxtap)");
+        if cfg.hep || cfg.ipfix {
+            if !cfg.interface.is_empty() || cfg.dpdk || (cfg.hep && cfg.ipfix) {
+                bail!("hep = yes and ipfix = yes are sources of their own: set one, and leave interface and dpdk unset (one source per voxtap)");
             }
-            let res = voxtap::runtime::run_hep(&cfg, cli.workers, live_output(&cli))?;
+            let res = if cfg.hep {
+                voxtap::runtime::run_hep(&cfg, cli.workers, live_output(&cli))?
+            } else {
+                voxtap::runtime::run_ipfix(&cfg, cli.workers, live_output(&cli))?
+            };
             return output(&cli, &res);
         }
         if cfg.interface.is_empty() && !cfg.dpdk {
-            bail!("nothing to do: give -r FILE, an interface (with dpdk = yes for a DPDK port), or hep = yes");
+            bail!(
+                "nothing to do: give -r FILE, an interface (with dpdk = yes for a DPDK port), hep = yes or ipfix = yes"
+            );
         }
         if cfg.dpdk || cfg.interface.iter().any(|i| i.starts_with("dpdk:")) {
             return run_live(&cli, &cfg);

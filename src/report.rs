@@ -187,6 +187,12 @@ pub fn summary(r: &RunResult) -> String {
             h.udp_packets, h.tcp_messages, h.tcp_connections, h.tcp_errors, h.oversized
         ));
     }
+    if let Some(x) = &r.ipfix {
+        text.push_str(&format!(
+            " ipfix_connections={} ipfix_handshakes={} ipfix_sip_messages={} ipfix_other_sets={} ipfix_errors={}",
+            x.connections, x.handshakes, x.sip_messages, x.other_sets, x.errors
+        ));
+    }
     for (k, v) in d.tunnel.nonzero() {
         text.push_str(&format!(" {k}={v}"));
     }

@@ -65,8 +65,9 @@ pub struct RunResult {
     pub db: Option<DbStats>,
     /// What the CDR log wrote, when it is on.
     pub cdr_log: Option<CdrLogStats>,
-    /// Counters of the live HEP listener.
+    /// Counters of the live HEP and IPFIX listeners.
     pub hep: Option<crate::capture::hep::HepStats>,
+    pub ipfix: Option<crate::capture::ipfix::IpfixStats>,
     /// Counters of the capture port (live DPDK capture).
     #[cfg(feature = "dpdk")]
     pub port: Option<crate::capture::dpdk::PortStats>,
@@ -290,6 +291,7 @@ impl Pipeline {
             workers: self.workers,
             kernel_drops: None,
             hep: None,
+            ipfix: None,
             db,
             cdr_log,
             #[cfg(feature = "dpdk")]
@@ -621,8 +623,6 @@ pub fn run_hep(cfg: &Config, workers: usize, live: LiveOutput) -> Result<RunResu
     use crate::capture::hep::HepListener;
 
     anyhow::ensure!(cfg.hep_bind_port != 0, "hep = yes needs hep_bind_port");
-    let workers = workers.clamp(1, 256);
-    let started = Instant::now();
     let ip: std::net::IpAddr = cfg.hep_bind_ip.parse().context("hep_bind_ip")?;
     // The listener's frames go to the decoder's HEP port; it must not be switched off.
     let mut cfg = cfg.clone();
@@ -631,15 +631,42 @@ pub fn run_hep(cfg: &Config, workers: usize, live: LiveOutput) -> Result<RunResu
     }
     let mut listener = HepListener::bind(std::net::SocketAddr::new(ip, cfg.hep_bind_port), cfg.udp_port_hep)
         .with_context(|| format!("binding the HEP listener on {ip}:{}", cfg.hep_bind_port))?;
-    let pipeline = Pipeline::start(&cfg, workers, false, 1, Some(live))?;
-    install_stop_handlers();
     tracing::info!(listen = %listener.local_addr(), "HEP listener started (UDP and TCP)");
+    let mut res = run_listener(&cfg, workers, live, &mut |t, f| listener.poll(t, f))?;
+    tracing::info!(stats = ?listener.stats, "HEP listener stopped");
+    res.hep = Some(listener.stats);
+    Ok(res)
+}
+
+/// Live IPFIX ingest from Oracle/Acme SBCs (TCP), until SIGTERM/SIGINT or `exit_after_idle`.
+pub fn run_ipfix(cfg: &Config, workers: usize, live: LiveOutput) -> Result<RunResult> {
+    use crate::capture::ipfix::IpfixListener;
+
+    anyhow::ensure!(cfg.ipfix_bind_port != 0, "ipfix = yes needs ipfix_bind_port");
+    let ip: std::net::IpAddr = cfg.ipfix_bind_ip.parse().context("ipfix_bind_ip")?;
+    let mut listener = IpfixListener::bind(std::net::SocketAddr::new(ip, cfg.ipfix_bind_port))
+        .with_context(|| format!("binding the IPFIX listener on {ip}:{}", cfg.ipfix_bind_port))?;
+    tracing::info!(listen = ?listener.local_addr().ok(), "IPFIX listener started (TCP)");
+    let mut res = run_listener(cfg, workers, live, &mut |t, f| listener.poll(t, f))?;
+    tracing::info!(stats = ?listener.stats, "IPFIX listener stopped");
+    res.ipfix = Some(listener.stats);
+    Ok(res)
+}
+
+/// A socket source feeding one rx stage: `poll(timeout_ms, frame)` hands over what arrived.
+type Poll<'a> = dyn FnMut(i32, &mut dyn FnMut(crate::time::Nanos, u16, &[u8])) -> usize + 'a;
+
+fn run_listener(cfg: &Config, workers: usize, live: LiveOutput, poll: &mut Poll<'_>) -> Result<RunResult> {
+    let workers = workers.clamp(1, 256);
+    let started = Instant::now();
+    let pipeline = Pipeline::start(cfg, workers, false, 1, Some(live))?;
+    install_stop_handlers();
     let idle_limit = (cfg.exit_after_idle > 0).then(|| std::time::Duration::from_secs(cfg.exit_after_idle as u64));
-    let mut rx = pipeline.rx(&cfg, false, None, 0);
+    let mut rx = pipeline.rx(cfg, false, None, 0);
     let cpu0 = crate::time::thread_cpu_secs();
     let mut last_packet = Instant::now();
     while !STOP.load(Ordering::Relaxed) {
-        let got = listener.poll(50, &mut |ts, lt, data| rx.frame(ts, lt, data));
+        let got = poll(50, &mut |ts, lt, data| rx.frame(ts, lt, data));
         rx.retry_parked(false);
         if got > 0 {
             last_packet = Instant::now();
@@ -652,10 +679,7 @@ pub fn run_hep(cfg: &Config, workers: usize, live: LiveOutput) -> Result<RunResu
     }
     rx.router.stats.cpu_s.push(crate::time::thread_cpu_secs() - cpu0);
     rx.router.stats.packets_per_core.push(rx.decoder.stats.frames);
-    tracing::info!(stats = ?listener.stats, "HEP listener stopped");
-    let mut res = pipeline.finish(rx, started, None)?;
-    res.hep = Some(listener.stats);
-    Ok(res)
+    pipeline.finish(rx, started, None)
 }
 
 /// One AF_PACKET rx thread: its rings (one per interface) in turn, until stop or the idle limit.

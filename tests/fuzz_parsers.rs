@@ -185,6 +185,18 @@ proptest! {
         let _ = voxtap::decode::tunnel::tzsp(&payload);
         let _ = voxtap::decode::tunnel::l2tp(&payload);
         let _ = voxtap::decode::tunnel::erspan(gre_proto, nested, &payload);
+        // An IPFIX message of each SIP set kind with this body.
+        for set in [256u16, 258, 259, 260, 261, 268] {
+            let mut m = vec![0, 10, 0, 0];
+            m.extend_from_slice(&[0; 12]);
+            m.extend_from_slice(&set.to_be_bytes());
+            m.extend_from_slice(&((4 + payload.len()) as u16).to_be_bytes());
+            m.extend_from_slice(&payload);
+            let n = m.len() as u16;
+            m[2..4].copy_from_slice(&n.to_be_bytes());
+            let _ = voxtap::capture::ipfix::parse(&m);
+            let _ = voxtap::capture::ipfix::parse(&m[..m.len().min(20 + payload.len() / 2)]);
+        }
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod afpacket;
 pub mod hep;
+pub mod ipfix;
 pub mod pcapfile;
 
 #[cfg(feature = "dpdk")]

@@ -127,6 +127,10 @@ pub struct Config {
     pub hep: bool,
     pub hep_bind_ip: String,
     pub hep_bind_port: u16,
+    /// The live IPFIX listener (TCP) for Oracle/Acme SBCs.
+    pub ipfix: bool,
+    pub ipfix_bind_ip: String,
+    pub ipfix_bind_port: u16,
     /// `tar`: a minute's call files go into per-minute tar archives (VoIPmonitor's default).
     pub tar: bool,
     /// Compression of the whole `sip_*.tar` / `rtp_*.tar` archive.
@@ -198,6 +202,9 @@ impl Default for Config {
             hep: false,
             hep_bind_ip: "0.0.0.0".into(),
             hep_bind_port: 0,
+            ipfix: false,
+            ipfix_bind_ip: "0.0.0.0".into(),
+            ipfix_bind_port: 0,
             tar: true,
             tar_compress_sip: Compress::Zstd,
             tar_compress_rtp: Compress::None,
@@ -268,6 +275,9 @@ pub const KNOWN_KEYS: &[&str] = &[
     "hep",
     "hep_bind_ip",
     "hep_bind_port",
+    "ipfix",
+    "ipfix_bind_ip",
+    "ipfix_bind_port",
     "tar",
     "tar_compress_sip",
     "tar_compress_rtp",
@@ -455,6 +465,12 @@ impl Config {
                 self.hep_bind_ip = v.to_string();
             }
             "hep_bind_port" => self.hep_bind_port = number(e, 0, 65535)? as u16,
+            "ipfix" => self.ipfix = parse::yes(v),
+            "ipfix_bind_ip" => {
+                v.parse::<std::net::IpAddr>().map_err(|_| bad(e, "expected an IP address".into()))?;
+                self.ipfix_bind_ip = v.to_string();
+            }
+            "ipfix_bind_port" => self.ipfix_bind_port = number(e, 0, 65535)? as u16,
             "tar" => self.tar = parse::yes(v),
             "tar_compress_sip" => self.tar_compress_sip = tar_zip_value(e)?,
             "tar_compress_rtp" => self.tar_compress_rtp = tar_zip_value(e)?,

@@ -1,0 +1,363 @@
+//! The live IPFIX source for Oracle (Acme Packet) SBCs (`ipfix = yes`, `ipfix_bind_ip`, `ipfix_bind_port`):
+//! the SBC's "comm-monitor" exports every SIP message it sends or receives over TCP, in fixed sets of its own
+//! rather than templated IPFIX records (reference: voipmonitor-links §4.10).
+//!
+//! Message: IPFIX header (version, length, export time, sequence, observation domain) and one set (id, length).
+//! Set 256 is the SBC's handshake, answered with the same message as set 257. Sets 258/259 carry a SIP message
+//! received/sent over UDP, 260/261 over TCP: the time (seconds, microseconds), the SBC interface, for "sent"
+//! messages the Call-ID, then the addresses and ports and the SIP text. Each message becomes a captured-looking
+//! frame (Ethernet, IPv4, UDP or a TCP segment of its flow) with the record's time, so the decoder and the calls
+//! treat it like any SIP on the wire. Other sets (QoS reports, raw UDP copies) are counted and skipped.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+
+use crate::time::Nanos;
+
+const STREAM_MAX: usize = 1 << 20;
+const MAX_CONNS: usize = 256;
+const HEADER: usize = 20;
+
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct IpfixStats {
+    pub connections: u64,
+    pub handshakes: u64,
+    pub sip_messages: u64,
+    /// Sets of other kinds (QoS, raw copies, keepalives), skipped.
+    pub other_sets: u64,
+    /// Messages that did not parse, and streams closed for it.
+    pub errors: u64,
+}
+
+/// A SIP message an IPFIX set carried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SipRecord<'a> {
+    pub ts: Nanos,
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub sport: u16,
+    pub dport: u16,
+    pub tcp: bool,
+    pub sip: &'a [u8],
+}
+
+/// What one IPFIX message is.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Message<'a> {
+    Handshake,
+    Sip(SipRecord<'a>),
+    Other(u16),
+}
+
+/// Total length of the message at the start of `b`, when its header is there.
+pub fn message_len(b: &[u8]) -> Option<usize> {
+    (b.len() >= 4).then(|| u16::from_be_bytes([b[2], b[3]]) as usize)
+}
+
+struct Cursor<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], &'static str> {
+        let s = self.b.get(self.at..self.at + n).ok_or("ipfix set truncated")?;
+        self.at += n;
+        Ok(s)
+    }
+    fn u8(&mut self) -> Result<u8, &'static str> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, &'static str> {
+        let s = self.take(2)?;
+        Ok(u16::from_be_bytes([s[0], s[1]]))
+    }
+    fn u32(&mut self) -> Result<u32, &'static str> {
+        let s = self.take(4)?;
+        Ok(u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
+    }
+    fn ip(&mut self) -> Result<Ipv4Addr, &'static str> {
+        let s = self.take(4)?;
+        Ok(Ipv4Addr::new(s[0], s[1], s[2], s[3]))
+    }
+}
+
+/// Parses one whole message (`b` is exactly its length).
+pub fn parse(b: &[u8]) -> Result<Message<'_>, &'static str> {
+    if b.len() < HEADER {
+        return Err("ipfix header truncated");
+    }
+    if u16::from_be_bytes([b[0], b[1]]) != 10 {
+        return Err("not ipfix version 10");
+    }
+    let set_id = u16::from_be_bytes([b[16], b[17]]);
+    let set_len = (u16::from_be_bytes([b[18], b[19]]) as usize).min(b.len() - 16);
+    let set = &b[..16 + set_len];
+    let mut c = Cursor { b: set, at: HEADER };
+    match set_id {
+        256 => Ok(Message::Handshake),
+        258..=261 => {
+            let sec = c.u32()? as i64;
+            let usec = (c.u32()? as i64).clamp(0, 999_999);
+            let (_slot, _port, _vlan) = (c.u8()?, c.u8()?, c.u16()?);
+            let out = set_id == 259 || set_id == 261;
+            let tcp = set_id >= 260;
+            let (src, dst, sport, dport);
+            if tcp {
+                dst = c.ip()?;
+                src = c.ip()?;
+                dport = c.u16()?;
+                sport = c.u16()?;
+                let _context = c.u32()?;
+                if out {
+                    let n = c.u8()? as usize;
+                    c.take(n)?;
+                }
+                let _end = c.u8()?;
+            } else {
+                if out {
+                    let n = c.u8()? as usize;
+                    c.take(n)?;
+                }
+                let _end = c.u8()?;
+                let _iplen = c.u16()?;
+                // An IPv4 header and a UDP header, as the SBC saw the packet; the first port is taken as the
+                // destination, as VoIPmonitor and the public decoders of this format read it.
+                c.take(12)?;
+                src = c.ip()?;
+                dst = c.ip()?;
+                dport = c.u16()?;
+                sport = c.u16()?;
+                let _udp_len = c.u16()?;
+            }
+            let n = c.u16()? as usize;
+            let rest = set.len() - c.at;
+            let sip = c.take(n.min(rest))?;
+            Ok(Message::Sip(SipRecord { ts: sec * 1_000_000_000 + usec * 1000, src, dst, sport, dport, tcp, sip }))
+        }
+        other => Ok(Message::Other(other)),
+    }
+}
+
+struct Conn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+pub struct IpfixListener {
+    tcp: TcpListener,
+    conns: Vec<Conn>,
+    pub stats: IpfixStats,
+    /// Next TCP sequence number per flow of synthesised segments.
+    seq: HashMap<(Ipv4Addr, Ipv4Addr, u16, u16), u32>,
+    frame: Vec<u8>,
+    rx: Vec<u8>,
+}
+
+impl IpfixListener {
+    pub fn bind(addr: SocketAddr) -> io::Result<IpfixListener> {
+        let tcp = TcpListener::bind(addr)?;
+        tcp.set_nonblocking(true)?;
+        Ok(IpfixListener {
+            tcp,
+            conns: Vec::new(),
+            stats: IpfixStats::default(),
+            seq: HashMap::new(),
+            frame: Vec::with_capacity(70_000),
+            rx: vec![0; 65_536],
+        })
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.tcp.local_addr()
+    }
+
+    /// Waits up to `timeout_ms`, then hands every SIP message that arrived to `f` as a frame. Returns how many.
+    pub fn poll(&mut self, timeout_ms: i32, f: &mut dyn FnMut(Nanos, u16, &[u8])) -> usize {
+        let mut fds: Vec<libc::pollfd> = std::iter::once(self.tcp.as_raw_fd())
+            .chain(self.conns.iter().map(|c| c.stream.as_raw_fd()))
+            .map(|fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 })
+            .collect();
+        // SAFETY: fds is a valid array of pollfd of the given length.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+        if n <= 0 {
+            return 0;
+        }
+        let mut got = 0;
+        if fds[0].revents != 0 {
+            while let Ok((stream, _)) = self.tcp.accept() {
+                if self.conns.len() >= MAX_CONNS || stream.set_nonblocking(true).is_err() {
+                    self.stats.errors += 1;
+                    continue;
+                }
+                self.stats.connections += 1;
+                self.conns.push(Conn { stream, buf: Vec::new() });
+            }
+        }
+        let ready: Vec<bool> = fds[1..].iter().map(|p| p.revents != 0).collect();
+        let mut keep = Vec::with_capacity(self.conns.len());
+        for (mut c, r) in
+            std::mem::take(&mut self.conns).into_iter().zip(ready.into_iter().chain(std::iter::repeat(false)))
+        {
+            if r && !self.read_stream(&mut c, f, &mut got) {
+                continue;
+            }
+            keep.push(c);
+        }
+        self.conns = keep;
+        got
+    }
+
+    fn read_stream(&mut self, c: &mut Conn, f: &mut dyn FnMut(Nanos, u16, &[u8]), got: &mut usize) -> bool {
+        let mut open = true;
+        loop {
+            match c.stream.read(&mut self.rx) {
+                Ok(0) => {
+                    open = false;
+                    break;
+                }
+                Ok(n) => c.buf.extend_from_slice(&self.rx[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    open = false;
+                    break;
+                }
+            }
+            if c.buf.len() > STREAM_MAX {
+                self.stats.errors += 1;
+                return false;
+            }
+        }
+        let mut at = 0;
+        while let Some(len) = message_len(&c.buf[at..]) {
+            if len < HEADER || u16::from_be_bytes([c.buf[at], c.buf[at + 1]]) != 10 {
+                // Lost framing: nothing after this can be trusted.
+                self.stats.errors += 1;
+                return false;
+            }
+            if c.buf.len() - at < len {
+                break;
+            }
+            let msg = c.buf[at..at + len].to_vec();
+            at += len;
+            match parse(&msg) {
+                Ok(Message::Handshake) => {
+                    self.stats.handshakes += 1;
+                    let mut reply = msg.clone();
+                    reply[16..18].copy_from_slice(&257u16.to_be_bytes());
+                    if c.stream.write_all(&reply).is_err() {
+                        return false;
+                    }
+                }
+                Ok(Message::Sip(r)) => {
+                    self.stats.sip_messages += 1;
+                    self.emit(&r, f);
+                    *got += 1;
+                }
+                Ok(Message::Other(_)) => self.stats.other_sets += 1,
+                Err(_) => self.stats.errors += 1,
+            }
+        }
+        c.buf.drain(..at);
+        open
+    }
+
+    /// A SIP record as an Ethernet/IPv4/UDP frame, or a TCP segment continuing its flow.
+    fn emit(&mut self, r: &SipRecord<'_>, f: &mut dyn FnMut(Nanos, u16, &[u8])) {
+        let l4 = if r.tcp { 20 } else { 8 };
+        let total = 20 + l4 + r.sip.len();
+        if total > 65_535 {
+            self.stats.errors += 1;
+            return;
+        }
+        let b = &mut self.frame;
+        b.clear();
+        b.extend_from_slice(&[2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00]);
+        let mut ip = [0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, if r.tcp { 6 } else { 17 }, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        ip[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+        ip[12..16].copy_from_slice(&r.src.octets());
+        ip[16..20].copy_from_slice(&r.dst.octets());
+        let sum = checksum(&ip);
+        ip[10..12].copy_from_slice(&sum.to_be_bytes());
+        b.extend_from_slice(&ip);
+        b.extend_from_slice(&r.sport.to_be_bytes());
+        b.extend_from_slice(&r.dport.to_be_bytes());
+        if r.tcp {
+            let seq = self.seq.entry((r.src, r.dst, r.sport, r.dport)).or_insert(1);
+            b.extend_from_slice(&seq.to_be_bytes());
+            *seq = seq.wrapping_add(r.sip.len() as u32);
+            // ack 0, header 20 bytes, PSH|ACK, window, checksum 0, urgent 0.
+            b.extend_from_slice(&[0, 0, 0, 0, 0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0]);
+        } else {
+            b.extend_from_slice(&((8 + r.sip.len()) as u16).to_be_bytes());
+            b.extend_from_slice(&[0, 0]);
+        }
+        b.extend_from_slice(r.sip);
+        f(r.ts, crate::decode::link::LINKTYPE_ETHERNET, b);
+    }
+}
+
+fn checksum(h: &[u8]) -> u16 {
+    let mut s: u32 = h.chunks(2).map(|c| u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32).sum();
+    while s >> 16 != 0 {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    !(s as u16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(set: u16, body: &[u8]) -> Vec<u8> {
+        let mut m = vec![0, 10, 0, 0];
+        m.extend_from_slice(&[0; 12]);
+        m.extend_from_slice(&set.to_be_bytes());
+        m.extend_from_slice(&((4 + body.len()) as u16).to_be_bytes());
+        m.extend_from_slice(body);
+        let n = m.len() as u16;
+        m[2..4].copy_from_slice(&n.to_be_bytes());
+        m
+    }
+
+    #[test]
+    fn sip_sets() {
+        let mut udp_out = Vec::new();
+        udp_out.extend_from_slice(&100u32.to_be_bytes());
+        udp_out.extend_from_slice(&5u32.to_be_bytes());
+        udp_out.extend_from_slice(&[1, 2, 0, 0]);
+        udp_out.extend_from_slice(&[3, b'a', b'b', b'c', 0]);
+        udp_out.extend_from_slice(&[0, 40, 0x45, 0, 0, 40, 0, 1, 0, 0, 64, 17, 0, 0]);
+        udp_out.extend_from_slice(&[10, 0, 0, 1, 10, 0, 0, 2]);
+        udp_out.extend_from_slice(&5060u16.to_be_bytes());
+        udp_out.extend_from_slice(&5070u16.to_be_bytes());
+        udp_out.extend_from_slice(&[0, 12, 0, 4]);
+        udp_out.extend_from_slice(b"BYE x");
+        let m = header(259, &udp_out);
+        assert_eq!(message_len(&m), Some(m.len()));
+        let Message::Sip(r) = parse(&m).unwrap() else { panic!() };
+        assert_eq!(
+            (r.src, r.dst, r.dport, r.sport, r.tcp),
+            (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2), 5060, 5070, false)
+        );
+        assert_eq!((r.ts, r.sip), (100_000_005_000, &b"BYE "[..]));
+        let mut tcp_in = Vec::new();
+        tcp_in.extend_from_slice(&[0, 0, 0, 7, 0, 0, 0, 0, 1, 2, 0, 0]);
+        tcp_in.extend_from_slice(&[10, 0, 0, 2, 10, 0, 0, 1]);
+        tcp_in.extend_from_slice(&[0x13, 0xc4, 0x13, 0xce, 0, 0, 0, 9, 0, 0, 3]);
+        tcp_in.extend_from_slice(b"ACK");
+        let m = header(260, &tcp_in);
+        let Message::Sip(r) = parse(&m).unwrap() else { panic!() };
+        assert_eq!(
+            (r.src, r.sport, r.dport, r.tcp, r.sip),
+            (Ipv4Addr::new(10, 0, 0, 1), 5070, 5060, true, &b"ACK"[..])
+        );
+        assert_eq!(parse(&header(256, &[0; 20])).unwrap(), Message::Handshake);
+        assert_eq!(parse(&header(268, &[0; 8])).unwrap(), Message::Other(268));
+        assert!(parse(&header(258, &[0; 8])).is_err());
+        assert!(parse(&[0, 9, 0, 20]).is_err());
+    }
+}

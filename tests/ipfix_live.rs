@@ -1,0 +1,203 @@
+//! Live IPFIX ingest from an Oracle/Acme SBC: voxtap listens (`ipfix = yes`), a capture's SIP messages arrive as
+//! the SBC's SIP sets (received and sent, over UDP and over TCP) after its handshake, which voxtap answers; voxtap
+//! is stopped with SIGTERM, and the CDRs equal those of reading the capture's SIP packets.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+use voxtap::capture::pcapfile::CaptureFile;
+use voxtap::decode::{Decoder, DecoderConfig, Transport};
+
+fn tmp() -> PathBuf {
+    let d = std::env::temp_dir().join(format!("voxtap-ipfix-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// The frames of `input` whose UDP or TCP port is 5060, as a new pcap: what an SBC sees of a call.
+fn sip_only(input: &Path, out: &Path) {
+    let mut w = Vec::new();
+    w.extend_from_slice(&0xa1b2c3d4u32.to_le_bytes());
+    w.extend_from_slice(&[2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0, 1, 0, 0, 0]);
+    for f in CaptureFile::open(input).unwrap().frames() {
+        let d = f.data;
+        let ihl = ((d[14] & 15) * 4) as usize;
+        let ports = [u16::from_be_bytes([d[14 + ihl], d[15 + ihl]]), u16::from_be_bytes([d[16 + ihl], d[17 + ihl]])];
+        if !ports.contains(&5060) {
+            continue;
+        }
+        w.extend_from_slice(&((f.ts / 1_000_000_000) as u32).to_le_bytes());
+        w.extend_from_slice(&((f.ts % 1_000_000_000 / 1000) as u32).to_le_bytes());
+        w.extend_from_slice(&(d.len() as u32).to_le_bytes());
+        w.extend_from_slice(&(d.len() as u32).to_le_bytes());
+        w.extend_from_slice(d);
+    }
+    std::fs::write(out, w).unwrap();
+}
+
+/// One IPFIX message: header, then one set.
+fn message(set: u16, body: &[u8], seq: u32) -> Vec<u8> {
+    let mut m = vec![0, 10, 0, 0, 0x65, 0x4a, 0x10, 0];
+    m.extend_from_slice(&seq.to_be_bytes());
+    m.extend_from_slice(&7u32.to_be_bytes());
+    m.extend_from_slice(&set.to_be_bytes());
+    m.extend_from_slice(&((4 + body.len()) as u16).to_be_bytes());
+    m.extend_from_slice(body);
+    let n = m.len() as u16;
+    m[2..4].copy_from_slice(&n.to_be_bytes());
+    m
+}
+
+/// The SIP messages of a capture as the SBC's sets: received (258/260) when sent to the proxy, else sent
+/// (259/261, with the Call-ID).
+fn sets(cap: &Path) -> Vec<Vec<u8>> {
+    let mut ports = Box::new([false; 65536]);
+    ports[5060] = true;
+    let mut d = Decoder::new(DecoderConfig {
+        sip_ports: ports,
+        keep_frames: false,
+        gtp_port: 0,
+        hep_port: 0,
+        vxlan_port: 0,
+        tzsp_port: 0,
+        l2tp_port: 0,
+    });
+    let mut out = Vec::new();
+    for f in CaptureFile::open(cap).unwrap().frames() {
+        d.decode(f.ts, f.link_type, f.data, &mut |dg| {
+            if dg.sport != 5060 && dg.dport != 5060 {
+                return;
+            }
+            let (IpAddr::V4(src), IpAddr::V4(dst)) = (dg.src, dg.dst) else { panic!("IPv4 only") };
+            let received = dst.octets()[1] == 0; // the proxy is 10.0.0.1
+            let tcp = dg.transport == Transport::Tcp;
+            let set = match (tcp, received) {
+                (false, true) => 258,
+                (false, false) => 259,
+                (true, true) => 260,
+                (true, false) => 261,
+            };
+            let callid = b"0123456789@sbc";
+            let mut b = Vec::new();
+            b.extend_from_slice(&((dg.ts / 1_000_000_000) as u32).to_be_bytes());
+            b.extend_from_slice(&((dg.ts % 1_000_000_000 / 1000) as u32).to_be_bytes());
+            b.extend_from_slice(&[1, 2, 0, 0]);
+            if tcp {
+                b.extend_from_slice(&dst.octets());
+                b.extend_from_slice(&src.octets());
+                b.extend_from_slice(&dg.dport.to_be_bytes());
+                b.extend_from_slice(&dg.sport.to_be_bytes());
+                b.extend_from_slice(&42u32.to_be_bytes());
+                if !received {
+                    b.push(callid.len() as u8);
+                    b.extend_from_slice(callid);
+                }
+                b.push(0);
+            } else {
+                if !received {
+                    b.push(callid.len() as u8);
+                    b.extend_from_slice(callid);
+                }
+                b.push(0);
+                let iplen = (28 + dg.payload.len()) as u16;
+                b.extend_from_slice(&iplen.to_be_bytes());
+                b.extend_from_slice(&[0x45, 0]);
+                b.extend_from_slice(&iplen.to_be_bytes());
+                b.extend_from_slice(&[0, 1, 0x40, 0, 64, 17, 0, 0]);
+                b.extend_from_slice(&src.octets());
+                b.extend_from_slice(&dst.octets());
+                b.extend_from_slice(&dg.dport.to_be_bytes());
+                b.extend_from_slice(&dg.sport.to_be_bytes());
+                b.extend_from_slice(&((8 + dg.payload.len()) as u16).to_be_bytes());
+            }
+            b.extend_from_slice(&(dg.payload.len() as u16).to_be_bytes());
+            b.extend_from_slice(dg.payload);
+            out.push(message(set, &b, out.len() as u32));
+        });
+    }
+    out
+}
+
+fn sorted(mut v: Vec<Value>) -> Vec<Value> {
+    v.sort_by_key(|c| c["callid"].as_str().unwrap().to_string());
+    v
+}
+
+fn live(dir: &Path, name: &str, msgs: &[Vec<u8>]) -> (Vec<Value>, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let conf = dir.join(format!("{name}.conf"));
+    std::fs::write(
+        &conf,
+        format!(
+            "ipfix = yes\nipfix_bind_ip = 127.0.0.1\nipfix_bind_port = {port}\nspooldir = {}\n",
+            dir.join("spool").display()
+        ),
+    )
+    .unwrap();
+    let mut child = voxtap()
+        .args(["--config-file", conf.to_str().unwrap(), "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || BufReader::new(out).lines().map_while(Result::ok).collect::<Vec<_>>());
+    let t0 = Instant::now();
+    let mut s = loop {
+        match TcpStream::connect(("127.0.0.1", port)) {
+            Ok(s) => break s,
+            Err(_) => {
+                assert!(t0.elapsed() < Duration::from_secs(10), "the IPFIX listener did not come up");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    };
+    // The SBC's handshake comes back as set 257.
+    let mut hs = vec![0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 30, 0, 0, 0, 9, 0, 1, 9, 2, 1, 3];
+    hs.extend_from_slice(b"sbc");
+    let hello = message(256, &hs, 0);
+    s.write_all(&hello).unwrap();
+    let mut reply = vec![0; hello.len()];
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.read_exact(&mut reply).unwrap();
+    assert_eq!(&reply[16..18], &257u16.to_be_bytes());
+    assert_eq!(reply[20..], hello[20..]);
+    s.write_all(&msgs.concat()).unwrap();
+    drop(s);
+    std::thread::sleep(Duration::from_millis(800));
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(status.success(), "{err}");
+    let cdrs = reader.join().unwrap().iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    (cdrs, err)
+}
+
+#[test]
+fn ipfix_sip_sets_give_the_captures_cdrs() {
+    let dir = tmp();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    for (name, extra) in [("udp", &[][..]), ("tcp", &["--sip-transport", "tcp"][..])] {
+        let base = dir.join(format!("{name}.pcap"));
+        let args = [&["--calls", "8", "--cps", "8", "--duration", "1", "--mix", "--seed", "81"][..], extra].concat();
+        voxgen(&base, &[&args[..], &["--start", &format!("{now:.3}")]].concat());
+        let sip = dir.join(format!("{name}-sip.pcap"));
+        sip_only(&base, &sip);
+        let expected = sorted(run_json(&sip, &[]));
+        assert!(expected.len() >= 6);
+        let msgs = sets(&base);
+        let (cdrs, summary) = live(&dir, name, &msgs);
+        assert_eq!(sorted(cdrs), expected, "{name}: {summary}");
+        assert!(summary.contains(&format!("ipfix_sip_messages={} ", msgs.len())), "{summary}");
+        assert!(summary.contains("ipfix_handshakes=1 ") && summary.contains("ipfix_errors=0"), "{summary}");
+    }
+}
