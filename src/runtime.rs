@@ -338,6 +338,7 @@ pub fn rx_stage(
         vxlan_port: cfg.udp_port_vxlan,
         tzsp_port: cfg.udp_port_tzsp,
         l2tp_port: cfg.udp_port_l2tp,
+        audiocodes_port: if cfg.audiocodes { cfg.udp_port_audiocodes } else { 0 },
     });
     let rx_cfg = RxConfig {
         owners: to_owner.len(),

@@ -22,6 +22,7 @@ fn decoder() -> Decoder {
         vxlan_port: 4789,
         tzsp_port: 37008,
         l2tp_port: 1701,
+        audiocodes_port: 925,
     })
 }
 
@@ -141,10 +142,10 @@ proptest! {
 
     #[test]
     fn tunnels_on_their_ports_never_panic(
-        port in prop::sample::select(vec![4789u16, 37008, 1701, 2152, 9060]),
+        port in prop::sample::select(vec![4789u16, 37008, 1701, 2152, 9060, 925]),
         gre_proto in prop::sample::select(vec![0x88beu16, 0x22eb, 0x6558, 0x880b, 0x0800, 0x86dd, 0x8847]),
         gre_flags in any::<u8>(),
-        head in prop::sample::select(vec![&b""[..], b"\x08\0\0\0", b"\x01\0\0\x01", b"\x4a\x02", b"\x34\xff", b"HEP3", b"\x02\x10\x02\x11"]),
+        head in prop::sample::select(vec![&b""[..], b"\x08\0\0\0", b"\x01\0\0\x01", b"\x4a\x02", b"\x34\xff", b"HEP3", b"\x02\x10\x02\x11", b"\x05\0\0\0\x01\0\x02"]),
         body in prop::collection::vec(any::<u8>(), 0..200),
         nested in any::<bool>(),
     ) {
@@ -184,6 +185,7 @@ proptest! {
         let _ = voxtap::decode::hep::parse(&payload);
         let _ = voxtap::decode::tunnel::tzsp(&payload);
         let _ = voxtap::decode::tunnel::l2tp(&payload);
+        let _ = voxtap::decode::tunnel::acdr(&payload);
         let _ = voxtap::decode::tunnel::erspan(gre_proto, nested, &payload);
         // An IPFIX message of each SIP set kind with this body.
         for set in [256u16, 258, 259, 260, 261, 268] {

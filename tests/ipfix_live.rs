@@ -69,6 +69,7 @@ fn sets(cap: &Path) -> Vec<Vec<u8>> {
         vxlan_port: 0,
         tzsp_port: 0,
         l2tp_port: 0,
+        audiocodes_port: 0,
     });
     let mut out = Vec::new();
     for f in CaptureFile::open(cap).unwrap().frames() {

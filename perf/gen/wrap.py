@@ -11,7 +11,9 @@ tzsp (with tagged fields); vlan, qinq and mpls add tags to the Ethernet frame th
 an IP packet: gre (checksum, key and sequence fields), gre-ppp, ipip (IPv4 in IPv4, IPv6 in IPv6 as the inner
 packet is; ip6 outer with --outer6), l2tp (L2TPv2 with length, sequence and offset fields, PPP), gtp (GTP-U with
 an extension header). hep3, hep3z (compressed payload) and hep2 replace each UDP datagram of the original by a HEP
-packet describing it (addresses, ports, the original time), sent from a capture agent 2 ms later.
+packet describing it (addresses, ports, the original time), sent from a capture agent 2 ms later. acdr replaces
+each IPv4/UDP datagram by an AudioCodes debug recording (v0.5) sent by the device to UDP 925: SIP with its IP
+header, RTP and RTCP bare with the far end in the header extension.
 
 Input: Ethernet (link type 1) or raw IP (101) pcap, microsecond or nanosecond. Output: Ethernet pcap, same
 timestamps (HEP: 2 ms later). Python 3 standard library only.
@@ -44,11 +46,11 @@ def ip_version(pkt):
     return pkt[0] >> 4
 
 
-def outer_ip(payload, proto, v6, ident):
+def outer_ip(payload, proto, v6, ident, src=None):
     if v6:
         return struct.pack(">IHBB16s16s", 0x60000000, len(payload), proto, 64, *OUTER6) + payload
     h = bytearray(struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), ident & 0xFFFF, 0x4000, 64, proto, 0,
-                              *OUTER4))
+                              src or OUTER4[0], OUTER4[1]))
     struct.pack_into(">H", h, 10, csum(bytes(h)))
     return bytes(h) + payload
 
@@ -154,6 +156,29 @@ def layer(name, kind, pkt, n, a):
     raise SystemExit(f"wrap: unknown layer {name}")
 
 
+def acdr_packet(ip, n, ts_us):
+    """An AudioCodes debug recording (version 0.5) of an IPv4/UDP packet, and the device address it comes from:
+    SIP with its IP header added; RTP/RTCP bare, the far end in the header extension, alternately recorded towards
+    the network (Dsp2Net) and towards the device (Net2Dsp)."""
+    if ip_version(ip) != 4 or ip[9] != 17:
+        return None
+    ihl = (ip[0] & 15) * 4
+    src, dst = ip[12:16], ip[16:20]
+    sport, dport, ulen = struct.unpack_from(">HHH", ip, ihl)
+    payload = ip[ihl + 8:ihl + ulen]
+    if 5060 in (sport, dport):
+        flags, tp, media, ext, body, device = 0x08, 6, 10, b"", ip, src
+    else:
+        media = 2 if (sport | dport) & 1 else 1
+        if n % 2:
+            tp, ext, device = 1, dst + struct.pack(">HHB", dport, sport, 0), src      # Dsp2Net: far end = dst
+        else:
+            tp, ext, device = 0, src + struct.pack(">HHB", sport, dport, 0), dst      # Net2Dsp: far end = src
+        flags, body = 0, payload
+    hdr = struct.pack(">BIHHHBBBBI", 0x05, ts_us & 0xFFFFFFFF, n & 0xFFFF, 1, 2, flags, tp, media, len(ext), n)
+    return hdr + ext + body, device
+
+
 def hep_packet(version, ip, ts_us, compress):
     """A HEP packet for an IP/UDP datagram, or None when it is not UDP."""
     v6 = ip_version(ip) == 6
@@ -195,11 +220,12 @@ def main(argv=None):
     p.add_argument("--tzsp-port", type=int, default=37008)
     p.add_argument("--l2tp-port", type=int, default=1701)
     p.add_argument("--hep-port", type=int, default=9060)
+    p.add_argument("--acdr-port", type=int, default=925)
     a = p.parse_args(argv)
     layers = [x.strip() for x in a.wrap.split(",") if x.strip()]
-    hep = [x for x in layers if x.startswith("hep")]
+    hep = [x for x in layers if x.startswith("hep") or x == "acdr"]
     if hep and len(layers) > 1:
-        p.error("a hep layer replaces the packets: use it alone")
+        p.error("a hep or acdr layer replaces the packets: use it alone")
     data = open(a.input, "rb").read()
     magic = struct.unpack_from("<I", data)[0]
     if magic not in (0xA1B2C3D4, 0xA1B23C4D):
@@ -216,7 +242,16 @@ def main(argv=None):
         off += 16 + incl
         n += 1
         kind = "eth" if lt == 1 else "ip"
-        if hep:
+        if hep == ["acdr"]:
+            ip = as_ip(kind, pkt)
+            r = acdr_packet(ip, n, sec * 1_000_000 + (frac // 1000 if nano else frac)) if ip else None
+            if r is None:
+                dropped += 1
+                continue
+            body, device = r
+            udp = struct.pack(">HHHH", 925, a.acdr_port, 8 + len(body), 0) + body
+            res = ("ip", outer_ip(udp, 17, False, n, device))
+        elif hep:
             ip = as_ip(kind, pkt)
             h = hep_packet(2 if hep[0] == "hep2" else 3, ip, sec * 1_000_000 + (frac // 1000 if nano else frac),
                            hep[0] == "hep3z") if ip else None

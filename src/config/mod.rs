@@ -123,6 +123,10 @@ pub struct Config {
     pub udp_port_vxlan: u16,
     pub udp_port_tzsp: u16,
     pub udp_port_l2tp: u16,
+    /// AudioCodes debug recordings (UDP; the TCP port is read but TCP recordings are not decoded).
+    pub audiocodes: bool,
+    pub udp_port_audiocodes: u16,
+    pub tcp_port_audiocodes: u16,
     /// The live HEP listener (UDP and TCP on one address): on with `hep = yes` and a port.
     pub hep: bool,
     pub hep_bind_ip: String,
@@ -199,6 +203,9 @@ impl Default for Config {
             udp_port_vxlan: 4789,
             udp_port_tzsp: 37008,
             udp_port_l2tp: 1701,
+            audiocodes: false,
+            udp_port_audiocodes: 925,
+            tcp_port_audiocodes: 925,
             hep: false,
             hep_bind_ip: "0.0.0.0".into(),
             hep_bind_port: 0,
@@ -272,6 +279,9 @@ pub const KNOWN_KEYS: &[&str] = &[
     "udp_port_vxlan",
     "udp_port_tzsp",
     "udp_port_l2tp",
+    "audiocodes",
+    "udp_port_audiocodes",
+    "tcp_port_audiocodes",
     "hep",
     "hep_bind_ip",
     "hep_bind_port",
@@ -459,6 +469,9 @@ impl Config {
             "udp_port_vxlan" => self.udp_port_vxlan = number(e, 0, 65535)? as u16,
             "udp_port_tzsp" => self.udp_port_tzsp = number(e, 0, 65535)? as u16,
             "udp_port_l2tp" => self.udp_port_l2tp = number(e, 0, 65535)? as u16,
+            "audiocodes" => self.audiocodes = parse::yes(v),
+            "udp_port_audiocodes" => self.udp_port_audiocodes = number(e, 0, 65535)? as u16,
+            "tcp_port_audiocodes" => self.tcp_port_audiocodes = number(e, 0, 65535)? as u16,
             "hep" => self.hep = parse::yes(v),
             "hep_bind_ip" => {
                 v.parse::<std::net::IpAddr>().map_err(|_| bad(e, "expected an IP address".into()))?;

@@ -1,9 +1,10 @@
 //! Encapsulations peeled by the decoder between an IP layer and the next: GRE (with ERSPAN and PPP), and those
-//! carried over UDP — VXLAN, TZSP, L2TPv2, GTP-U and HEP. Each is recognised by its configured port (VoIPmonitor's
+//! carried over UDP — VXLAN, TZSP, L2TPv2, GTP-U, HEP and AudioCodes debug recordings. Each is recognised by its configured port (VoIPmonitor's
 //! keys), decoded recursively, and counted per kind: packets peeled, headers that were malformed (skipped), and
 //! well-formed ones carrying nothing voxtap can use (a TZSP 802.11 frame, an L2TP control message).
 
 use std::io::Read;
+use std::net::IpAddr;
 
 use super::link::{self, Network, L3};
 use super::{hep, tunnel, Datagram, DecodeError, Decoder, Frames, Transport};
@@ -20,10 +21,20 @@ pub enum Tunnel {
     L2tp,
     Gtp,
     Hep,
+    AudioCodes,
 }
 
-pub const TUNNELS: [Tunnel; 8] =
-    [Tunnel::IpIp, Tunnel::Gre, Tunnel::Erspan, Tunnel::Vxlan, Tunnel::Tzsp, Tunnel::L2tp, Tunnel::Gtp, Tunnel::Hep];
+pub const TUNNELS: [Tunnel; 9] = [
+    Tunnel::IpIp,
+    Tunnel::Gre,
+    Tunnel::Erspan,
+    Tunnel::Vxlan,
+    Tunnel::Tzsp,
+    Tunnel::L2tp,
+    Tunnel::Gtp,
+    Tunnel::Hep,
+    Tunnel::AudioCodes,
+];
 
 impl Tunnel {
     pub fn name(self) -> &'static str {
@@ -36,6 +47,7 @@ impl Tunnel {
             Tunnel::L2tp => "l2tp",
             Tunnel::Gtp => "gtp",
             Tunnel::Hep => "hep",
+            Tunnel::AudioCodes => "audiocodes",
         }
     }
 }
@@ -43,9 +55,9 @@ impl Tunnel {
 /// Per-encapsulation counters, indexed like `TUNNELS`.
 #[derive(Debug, Default, Clone, Copy, serde::Serialize)]
 pub struct TunnelStats {
-    pub packets: [u64; 8],
-    pub errors: [u64; 8],
-    pub unsupported: [u64; 8],
+    pub packets: [u64; 9],
+    pub errors: [u64; 9],
+    pub unsupported: [u64; 9],
 }
 
 impl TunnelStats {
@@ -226,6 +238,7 @@ impl Decoder {
     pub(super) fn udp_encap(
         &mut self,
         ts: Nanos,
+        outer_src: IpAddr,
         sport: u16,
         dport: u16,
         body: &[u8],
@@ -284,11 +297,53 @@ impl Decoder {
             }
             return true;
         }
+        if on(self.cfg.audiocodes_port) && depth < 8 {
+            self.audiocodes(ts, outer_src, body, vlan, frames, depth, sink);
+            return true;
+        }
         if hep_port && hep::looks_like_hep(body) {
             self.hep(ts, body, vlan, frames, sink);
             return true;
         }
         false
+    }
+
+    /// An AudioCodes debug recording: the recorded IP packet when the device added its header, else the bare
+    /// media or signalling with the addresses of the header extension (the device's own address being the one
+    /// the recording came from).
+    #[allow(clippy::too_many_arguments)]
+    fn audiocodes(
+        &mut self,
+        ts: Nanos,
+        device: IpAddr,
+        body: &[u8],
+        vlan: Option<u16>,
+        frames: Frames<'_>,
+        depth: u8,
+        sink: &mut dyn FnMut(&Datagram),
+    ) {
+        let t = Tunnel::AudioCodes;
+        let (offset, src, dst, sport, dport) = match tunnel::acdr(body) {
+            Err(e) => return self.tunnel_error(t, e),
+            Ok(tunnel::Acdr::Ip(off)) => return self.inner_ip(t, ts, &body[off..], vlan, frames, depth, sink),
+            Ok(tunnel::Acdr::Other(_)) => {
+                self.count(t);
+                self.unsupported(t);
+                return;
+            }
+            Ok(tunnel::Acdr::Signalling { offset, src, dst, sport, dport }) => (offset, src, dst, sport, dport),
+            Ok(tunnel::Acdr::Bare { offset, trace_point, addr, first_port, second_port, .. }) => {
+                if tunnel::acdr_towards_device(trace_point) {
+                    (offset, addr, device, first_port, second_port)
+                } else {
+                    (offset, device, addr, second_port, first_port)
+                }
+            }
+        };
+        self.count(t);
+        let payload = &body[offset..];
+        self.inner = Some(super::Inner { src, dst, proto: 17, sport, dport, len: payload.len() });
+        sink(&Datagram { ts, src, dst, sport, dport, transport: Transport::Udp, payload, vlan, frames });
     }
 
     /// A HEP packet (any version): the datagram it describes, with HEP's addresses, ports and time. Compressed

@@ -123,6 +123,8 @@ pub struct DecoderConfig {
     pub vxlan_port: u16,
     pub tzsp_port: u16,
     pub l2tp_port: u16,
+    /// AudioCodes debug recordings on this UDP port (`audiocodes`, `udp_port_audiocodes`); 0 disables.
+    pub audiocodes_port: u16,
 }
 
 pub struct Decoder {
@@ -256,7 +258,7 @@ impl Decoder {
                 let body = &payload[u.payload_start..u.payload_end];
                 self.inner =
                     Some(Inner { src: h.src, dst: h.dst, proto: 17, sport: u.sport, dport: u.dport, len: body.len() });
-                if self.udp_encap(ts, u.sport, u.dport, body, vlan, frames, depth, sink) {
+                if self.udp_encap(ts, h.src, u.sport, u.dport, body, vlan, frames, depth, sink) {
                     return;
                 }
                 let d = Datagram {

@@ -2,6 +2,8 @@
 //! with PPP, and GTP-U (3GPP TS 29.281). Each function reads a header view and says where the inner packet
 //! starts; a malformed header is an error the decoder counts, never a panic.
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
 use super::DecodeError;
 
 /// What a GRE header carries.
@@ -194,6 +196,103 @@ pub fn l2tp(b: &[u8]) -> Result<Option<(u16, usize)>, DecodeError> {
     Ok(Some((proto, off + len)))
 }
 
+/// What an AudioCodes debug recording (ACDR) packet carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acdr {
+    /// The recorded packet with its IP header ("header added"): an IP packet at this offset.
+    Ip(usize),
+    /// Media or signalling without headers: where it starts, its media type, the trace point, and the one
+    /// address and two ports of the header extension (the device's own address is the sender of the recording).
+    Bare { offset: usize, media: u8, trace_point: u8, addr: IpAddr, first_port: u16, second_port: u16 },
+    /// Signalling recorded at the "System" trace point: both addresses and ports in the extension.
+    Signalling { offset: usize, src: IpAddr, dst: IpAddr, sport: u16, dport: u16 },
+    /// A recording voxtap has no use for (DSP traces, events, encrypted or fragmented packets…).
+    Other(u8),
+}
+
+/// ACDR media types (Wireshark's `packet-acdr.h`).
+pub const ACDR_RTP: u8 = 1;
+pub const ACDR_RTCP: u8 = 2;
+pub const ACDR_SIP: u8 = 10;
+
+/// An AudioCodes debug recording header (versions 0.0 to 0.9): version, time, sequence (0.4+), source and
+/// destination ids (4 bytes each from 0.9), extra-data flags, trace point, media type, header-extension length
+/// (0.5+), session id (0.5+), then the extension and the packet.
+pub fn acdr(b: &[u8]) -> Result<Acdr, DecodeError> {
+    let v = *b.first().ok_or(DecodeError::Truncated("acdr"))?;
+    let minor = v & 0x0f;
+    if v >> 4 != 0 || minor > 9 {
+        return Err(DecodeError::Malformed("acdr version"));
+    }
+    let ids = if minor >= 9 { 8 } else { 4 };
+    let mut off = 1 + if minor <= 3 { 6 } else { 4 } + if minor >= 4 { 2 } else { 0 } + ids;
+    let fixed = b.get(off..off + 4).ok_or(DecodeError::Truncated("acdr header"))?;
+    let (extra, trace_point, media, ext_or_offset) = (fixed[0], fixed[1], fixed[2], fixed[3] as usize);
+    off += 4;
+    let session = match minor {
+        0..=4 => 0,
+        5 | 6 => 4,
+        7 => 8,
+        _ => 9,
+    };
+    off += session;
+    // Before 0.5 the byte is the payload offset; from 0.5 the extension's length.
+    let (ext_start, payload) = if minor < 5 { (off, ext_or_offset.max(off)) } else { (off, off + ext_or_offset) };
+    let old_filler = extra == 0xaa && minor <= 3;
+    let flags = if old_filler { 0 } else { extra };
+    let mii = if minor >= 3 && flags & 0x01 != 0 { 4 } else { 0 };
+    let payload = payload + mii;
+    if payload > b.len() {
+        return Err(DecodeError::Truncated("acdr extension"));
+    }
+    // Fragmented (0x04) or encrypted (0x10) recordings are not the packet itself.
+    if flags & 0x14 != 0 {
+        return Ok(Acdr::Other(media));
+    }
+    if flags & 0x08 != 0 && matches!(media, ACDR_SIP | ACDR_RTP | ACDR_RTCP) {
+        return Ok(Acdr::Ip(payload));
+    }
+    if !matches!(media, ACDR_RTP | ACDR_RTCP | ACDR_SIP) {
+        return Ok(Acdr::Other(media));
+    }
+    let alen = if flags & 0x02 != 0 { 16 } else { 4 };
+    let ext = &b[ext_start..payload - mii];
+    let ip_at = |at: usize| -> IpAddr {
+        if alen == 4 {
+            IpAddr::V4(Ipv4Addr::new(ext[at], ext[at + 1], ext[at + 2], ext[at + 3]))
+        } else {
+            IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(&ext[at..at + 16]).unwrap_or([0; 16])))
+        }
+    };
+    if media == ACDR_SIP && trace_point == 6 {
+        if ext.len() < 2 * alen + 4 {
+            return Ok(Acdr::Other(media));
+        }
+        let p = 2 * alen;
+        return Ok(Acdr::Signalling {
+            offset: payload,
+            src: ip_at(0),
+            dst: ip_at(alen),
+            sport: u16::from_be_bytes([ext[p], ext[p + 1]]),
+            dport: u16::from_be_bytes([ext[p + 2], ext[p + 3]]),
+        });
+    }
+    if ext.len() < alen + 4 {
+        return Ok(Acdr::Other(media));
+    }
+    let addr = ip_at(0);
+    let first_port = u16::from_be_bytes([ext[alen], ext[alen + 1]]);
+    let second_port = u16::from_be_bytes([ext[alen + 2], ext[alen + 3]]);
+    Ok(Acdr::Bare { offset: payload, media, trace_point, addr, first_port, second_port })
+}
+
+/// Trace points at which the recorded packet travels towards the device (the extension's address is the
+/// sender's); the others travel towards the network (the address is the receiver's).
+pub fn acdr_towards_device(trace_point: u8) -> bool {
+    // Net2Dsp, Net2Host, Np2Dsp, Np2Host, Net, DspDecoder, VoipDecoder, Pstn2Host, Net2DspPing, AfterSrtpDecoder.
+    matches!(trace_point, 0 | 4 | 11 | 14 | 16 | 18 | 20 | 26 | 27 | 35)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,5 +344,39 @@ mod tests {
         assert_eq!(l2tp(&[0x00, 0x02, 0, 1, 0, 2, 0x21, 0x45]).unwrap(), Some((0x21, 7)));
         assert_eq!(l2tp(&[0xc8, 0x02, 0, 12, 0, 0, 0, 0, 0, 0, 0, 0]).unwrap(), None);
         assert!(l2tp(&[0x00, 0x03, 0, 1, 0, 2]).is_err());
+    }
+
+    #[test]
+    fn acdr_versions_and_layouts() {
+        // 0.5: time, seq, ids, flags, trace point, media, extension length, session id.
+        let head = |flags: u8, tp: u8, media: u8, ext: &[u8]| {
+            let mut h = vec![0x05, 0, 0, 0, 1, 0, 2, 0, 3, 0, 4, flags, tp, media, ext.len() as u8, 0, 0, 0, 9];
+            h.extend_from_slice(ext);
+            h
+        };
+        let ip = head(0x08, 6, ACDR_SIP, &[]);
+        assert_eq!(acdr(&ip).unwrap(), Acdr::Ip(19));
+        let rtp = head(0, 1, ACDR_RTP, &[10, 0, 0, 9, 0x4e, 0x20, 0x40, 0x02, 0xb8]);
+        assert_eq!(
+            acdr(&rtp).unwrap(),
+            Acdr::Bare {
+                offset: 28,
+                media: ACDR_RTP,
+                trace_point: 1,
+                addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 9)),
+                first_port: 20000,
+                second_port: 16386
+            }
+        );
+        let sys = head(0, 6, ACDR_SIP, &[1, 1, 1, 1, 2, 2, 2, 2, 0x13, 0xc4, 0x13, 0xc5, 17, 0]);
+        assert!(matches!(acdr(&sys).unwrap(), Acdr::Signalling { offset: 33, sport: 5060, dport: 5061, .. }));
+        assert_eq!(acdr(&head(0x04, 0, ACDR_RTP, &[0; 9])).unwrap(), Acdr::Other(ACDR_RTP));
+        assert_eq!(acdr(&head(0, 0, 4, &[])).unwrap(), Acdr::Other(4));
+        assert!(acdr(&[0x15, 0, 0]).is_err());
+        assert!(acdr(&head(0, 0, ACDR_RTP, &[0; 9])[..20]).is_err());
+        // 0.9: 4-byte ids and a 9-byte session id: 28 bytes before the extension.
+        let mut v9 = vec![0x09, 0, 0, 0, 1, 0, 2, 0, 0, 0, 3, 0, 0, 0, 4, 0x08, 6, ACDR_SIP, 0];
+        v9.extend_from_slice(&[0; 9]);
+        assert_eq!(acdr(&v9).unwrap(), Acdr::Ip(28));
     }
 }
