@@ -313,6 +313,7 @@ fn wrapped_generated_calls_give_the_same_cdrs() {
             ("tzsp", &["--tzsp-port", "31337"], None),
             ("gre", &[], None),
             ("gre-ppp", &["--outer6"], None),
+            ("gre-mpls", &[], None),
             ("ipip", &[], None),
             ("l2tp", &[], None),
             ("gtp", &[], None),

@@ -8,7 +8,7 @@ Ethernet / 802.1Q / MPLS / IPv4 / GRE / ERSPAN II / Ethernet / IPv4 / UDP 4789 /
 
 Layers that carry an Ethernet frame: vxlan, gre-teb, erspan1, erspan2, erspan3 (with the platform sub-header),
 tzsp (with tagged fields); vlan, qinq and mpls add tags to the Ethernet frame they are given. Layers that carry
-an IP packet: gre (checksum, key and sequence fields), gre-ppp, ipip (IPv4 in IPv4, IPv6 in IPv6 as the inner
+an IP packet: gre (checksum, key and sequence fields), gre-mpls, gre-ppp, ipip (IPv4 in IPv4, IPv6 in IPv6 as the inner
 packet is; ip6 outer with --outer6), l2tp (L2TPv2 with length, sequence and offset fields, PPP), gtp (GTP-U with
 an extension header). hep3, hep3z (compressed payload) and hep2 replace each UDP datagram of the original by a HEP
 packet describing it (addresses, ports, the original time), sent from a capture agent 2 ms later. acdr replaces
@@ -136,6 +136,9 @@ def layer(name, kind, pkt, n, a):
     inner6 = ip_version(ip) == 6
     if name == "gre":
         return "ip", outer_ip(gre(ETH_IP6 if inner6 else ETH_IP4, ip, key=9, seq=n, checksum=True), 47, v6, n)
+    if name == "gre-mpls":
+        # One MPLS label (bottom of stack) over GRE; the IP version nibble tells the payload.
+        return "ip", outer_ip(gre(0x8847, struct.pack(">I", (18 << 12) | 0x100 | 64) + ip, key=5), 47, v6, n)
     if name == "gre-ppp":
         return "ip", outer_ip(gre(0x880B, b"\xff\x03" + struct.pack(">H", 0x57 if inner6 else 0x21) + ip, seq=n),
                               47, v6, n)
