@@ -84,6 +84,30 @@ struct Pipeline {
     workers: usize,
     streamed: bool,
     gauge: Arc<CallGauge>,
+    /// The manager port of a live capture (dropped, and so closed, when the run ends).
+    manager: Option<crate::manager::Manager>,
+}
+
+/// The manager port beside a live capture; one that cannot bind is a warning (another sensor may hold the port).
+fn start_manager(cfg: &Config, calls: Arc<CallGauge>) -> Option<crate::manager::Manager> {
+    let ip: std::net::IpAddr = cfg.managerip.parse().ok()?;
+    let state = crate::manager::State {
+        started: Instant::now(),
+        spooldir: cfg.spooldir.clone(),
+        sipports: cfg.sipports_text(),
+        calls,
+        allow_remote: cfg.manager_enable_unencrypted,
+    };
+    match crate::manager::Manager::start(std::net::SocketAddr::new(ip, cfg.managerport), state) {
+        Ok(m) => {
+            tracing::info!(listen = %m.local_addr(), "manager port open");
+            Some(m)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, ip = %ip, port = cfg.managerport, "manager port not opened");
+            None
+        }
+    }
 }
 
 /// What the CDR collector ends with.
@@ -227,7 +251,8 @@ impl Pipeline {
                 owner.run(rx, recycle)
             })?);
         }
-        Ok(Pipeline { to_owner, recycle_rx, handles, collector, spooler, cleaner, workers, streamed, gauge })
+        let manager = (!blocking && cfg.managerport != 0).then(|| start_manager(cfg, gauge.clone())).flatten();
+        Ok(Pipeline { to_owner, recycle_rx, handles, collector, spooler, cleaner, workers, streamed, gauge, manager })
     }
 
     /// An rx stage feeding these owners.
@@ -264,6 +289,8 @@ impl Pipeline {
         if let Some(c) = self.cleaner {
             c.stop();
         }
+        // Every call is closed: the manager has nothing left to report.
+        drop(self.manager);
         let Collected { mut cdrs, count: cdr_count, db, cdr_log } =
             self.collector.join().map_err(|_| anyhow::anyhow!("the CDR collector panicked"))?;
         let spool = match self.spooler {

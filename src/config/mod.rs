@@ -123,6 +123,10 @@ pub struct Config {
     pub udp_port_vxlan: u16,
     pub udp_port_tzsp: u16,
     pub udp_port_l2tp: u16,
+    /// The manager port (0 = off) and whether peers other than the loopback may use it in plaintext.
+    pub managerip: String,
+    pub managerport: u16,
+    pub manager_enable_unencrypted: bool,
     /// AudioCodes debug recordings (UDP; the TCP port is read but TCP recordings are not decoded).
     pub audiocodes: bool,
     pub udp_port_audiocodes: u16,
@@ -203,6 +207,9 @@ impl Default for Config {
             udp_port_vxlan: 4789,
             udp_port_tzsp: 37008,
             udp_port_l2tp: 1701,
+            managerip: "127.0.0.1".into(),
+            managerport: 5029,
+            manager_enable_unencrypted: false,
             audiocodes: false,
             udp_port_audiocodes: 925,
             tcp_port_audiocodes: 925,
@@ -279,6 +286,9 @@ pub const KNOWN_KEYS: &[&str] = &[
     "udp_port_vxlan",
     "udp_port_tzsp",
     "udp_port_l2tp",
+    "managerip",
+    "managerport",
+    "manager_enable_unencrypted",
     "audiocodes",
     "udp_port_audiocodes",
     "tcp_port_audiocodes",
@@ -469,6 +479,12 @@ impl Config {
             "udp_port_vxlan" => self.udp_port_vxlan = number(e, 0, 65535)? as u16,
             "udp_port_tzsp" => self.udp_port_tzsp = number(e, 0, 65535)? as u16,
             "udp_port_l2tp" => self.udp_port_l2tp = number(e, 0, 65535)? as u16,
+            "managerip" => {
+                v.parse::<std::net::IpAddr>().map_err(|_| bad(e, "expected an IP address".into()))?;
+                self.managerip = v.to_string();
+            }
+            "managerport" => self.managerport = number(e, 0, 65535)? as u16,
+            "manager_enable_unencrypted" => self.manager_enable_unencrypted = parse::yes(v),
             "audiocodes" => self.audiocodes = parse::yes(v),
             "udp_port_audiocodes" => self.udp_port_audiocodes = number(e, 0, 65535)? as u16,
             "tcp_port_audiocodes" => self.tcp_port_audiocodes = number(e, 0, 65535)? as u16,
@@ -494,6 +510,11 @@ impl Config {
     }
 
     /// The 65536-entry SIP port matrix.
+    /// `sipport` as VoIPmonitor's manager prints it: `5060,5070-5080,`.
+    pub fn sipports_text(&self) -> String {
+        self.sipport.iter().map(|&(a, b)| if a == b { format!("{a},") } else { format!("{a}-{b},") }).collect()
+    }
+
     pub fn sip_port_matrix(&self) -> Box<[bool; 65536]> {
         let mut m = Box::new([false; 65536]);
         for &(a, b) in &self.sipport {

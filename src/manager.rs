@@ -1,0 +1,283 @@
+//! The manager port (`managerip:managerport`, default 127.0.0.1:5029), VoIPmonitor's text interface for its GUI and
+//! for scripts (reference core §2): one command per TCP connection, the reply written raw, then the connection is
+//! closed — so `echo getversion | nc 127.0.0.1 5029` works.
+//!
+//! A request is complete at `\r\n\r\n`, or at a line end once nothing more arrives for 500 ms; only its first line
+//! counts. The command is the first word, or else the first known command name found in the line. Peers other than
+//! the loopback are refused unless `manager_enable_unencrypted = yes` (there is no key-based mode yet). Files are
+//! served only from inside the spool folder.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::call::owner::CallGauge;
+
+/// Requests larger than this are cut (VoIPmonitor reads 4 KB).
+const REQUEST_MAX: usize = 4096;
+const IDLE: Duration = Duration::from_millis(500);
+/// Connections served at once; more wait in the kernel's backlog.
+const MAX_CLIENTS: usize = 64;
+
+/// What the manager reads from the running sensor.
+pub struct State {
+    pub started: Instant,
+    pub spooldir: PathBuf,
+    pub sipports: String,
+    pub calls: Arc<CallGauge>,
+    pub allow_remote: bool,
+}
+
+pub struct Manager {
+    stop: Arc<AtomicBool>,
+    handle: Option<std::thread::JoinHandle<()>>,
+    addr: SocketAddr,
+}
+
+impl Manager {
+    /// Binds and starts serving; the caller decides what a failure to bind means.
+    pub fn start(addr: SocketAddr, state: State) -> io::Result<Manager> {
+        let listener = TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let state = Arc::new(state);
+        let handle = std::thread::Builder::new().name("manager".into()).spawn(move || serve(listener, state, flag))?;
+        Ok(Manager { stop, handle: Some(handle), addr })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for Manager {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn serve(listener: TcpListener, state: Arc<State>, stop: Arc<AtomicBool>) {
+    let busy = Arc::new(AtomicUsize::new(0));
+    while !stop.load(Ordering::Relaxed) {
+        match listener.accept() {
+            Ok((stream, peer)) => {
+                if busy.load(Ordering::Relaxed) >= MAX_CLIENTS {
+                    drop(stream);
+                    continue;
+                }
+                busy.fetch_add(1, Ordering::Relaxed);
+                let (state, busy2) = (state.clone(), busy.clone());
+                let spawned = std::thread::Builder::new().name("manager-client".into()).spawn(move || {
+                    if let Err(e) = client(stream, peer, &state) {
+                        tracing::debug!(%peer, error = %e, "manager client");
+                    }
+                    busy2.fetch_sub(1, Ordering::Relaxed);
+                });
+                if spawned.is_err() {
+                    busy.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => {
+                tracing::warn!(error = %e, "manager port: accept failed");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+}
+
+fn client(mut s: TcpStream, peer: SocketAddr, state: &State) -> io::Result<()> {
+    s.set_nonblocking(false)?;
+    s.set_write_timeout(Some(Duration::from_secs(30)))?;
+    // Read the request even when refusing it: closing on unread data would reset the connection before the
+    // client sees why.
+    let line = read_request(&mut s)?;
+    if !peer.ip().is_loopback() && !state.allow_remote {
+        tracing::warn!(%peer, "manager port: remote client refused (manager_enable_unencrypted = no)");
+        return s.write_all(b"access denied: plaintext manager access is allowed from this host only\n");
+    }
+    let reply = handle(&line, state);
+    s.write_all(&reply)?;
+    s.flush()
+}
+
+/// The request's first line: read until `\r\n\r\n`, or a line end followed by 500 ms of quiet, or the end.
+fn read_request(s: &mut TcpStream) -> io::Result<String> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    s.set_read_timeout(Some(IDLE))?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                if buf.len() >= REQUEST_MAX || buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    break;
+                }
+            }
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                if buf.contains(&b'\n') || buf.contains(&b'\r') || Instant::now() >= deadline {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(REQUEST_MAX);
+    let first = buf.split(|&c| c == b'\r' || c == b'\n').next().unwrap_or(&[]);
+    Ok(String::from_utf8_lossy(first).trim().to_string())
+}
+
+/// Command names, in the order they are tried when the first word is not one of them.
+const COMMANDS: [&str; 10] = [
+    "file_exists",
+    "getbuild",
+    "getfile",
+    "getfile_zip",
+    "getverbuild",
+    "getversion",
+    "help",
+    "sipports",
+    "totalcalls",
+    "uptime",
+];
+
+/// Answers one request line.
+pub fn handle(line: &str, state: &State) -> Vec<u8> {
+    let first = line.split([' ', '\t']).next().unwrap_or("");
+    let cmd = if COMMANDS.contains(&first) {
+        first
+    } else {
+        match COMMANDS.iter().find(|c| line.contains(*c)) {
+            Some(c) => c,
+            None => return b"command not found\n".to_vec(),
+        }
+    };
+    let args: Vec<&str> = line.split_whitespace().skip(1).collect();
+    let version = env!("CARGO_PKG_VERSION");
+    match cmd {
+        "getversion" => version.as_bytes().to_vec(),
+        "getbuild" => b"voxtap".to_vec(),
+        "getverbuild" => format!("{version} (voxtap)").into_bytes(),
+        "help" => format!("commands: {}\n", COMMANDS.join(" ")).into_bytes(),
+        "totalcalls" => state.calls.open.load(Ordering::Relaxed).max(0).to_string().into_bytes(),
+        "uptime" => state.started.elapsed().as_secs().to_string().into_bytes(),
+        "sipports" => state.sipports.clone().into_bytes(),
+        "file_exists" => file_exists(args.first().copied().unwrap_or(""), &state.spooldir).into_bytes(),
+        "getfile" | "getfile_zip" => {
+            getfile(args.first().copied().unwrap_or(""), &state.spooldir, cmd == "getfile_zip")
+        }
+        _ => b"command not found\n".to_vec(),
+    }
+}
+
+/// A path inside the spool, or `None` for anything that could leave it.
+fn in_spool(rel: &str, spool: &Path) -> Option<PathBuf> {
+    let p = Path::new(rel);
+    if rel.is_empty() || p.components().any(|c| !matches!(c, Component::Normal(_))) {
+        return None;
+    }
+    let full = spool.join(p);
+    // A symbolic link inside the spool must not lead out of it either.
+    match (full.canonicalize(), spool.canonicalize()) {
+        (Ok(f), Ok(s)) if !f.starts_with(&s) => None,
+        _ => Some(full),
+    }
+}
+
+fn file_exists(arg: &str, spool: &Path) -> String {
+    let paths: Vec<&str> = arg.split('|').filter(|p| !p.is_empty()).collect();
+    let size = |rel: &str| -> Result<Option<u64>, ()> {
+        let p = in_spool(rel, spool).ok_or(())?;
+        Ok(std::fs::metadata(p).ok().filter(|m| m.is_file()).map(|m| m.len()))
+    };
+    if paths.len() == 1 {
+        return match size(paths[0]) {
+            Err(()) => "permission_denied".into(),
+            Ok(None) => "not_exists".into(),
+            Ok(Some(n)) => {
+                // Archives an earlier run left, renamed .1, .2, … (tar = yes).
+                let mut out = n.to_string();
+                for k in 1..=5 {
+                    let rotated = format!("{}.{k}", paths[0]);
+                    if let Ok(Some(m)) = size(&rotated) {
+                        let name = Path::new(&rotated).file_name().map(|f| f.to_string_lossy().into_owned());
+                        out.push_str(&format!(";{}:{m}", name.unwrap_or_default()));
+                    }
+                }
+                out
+            }
+        };
+    }
+    let mut out = String::from("ok\n");
+    for p in paths {
+        if let Ok(Some(n)) = size(p) {
+            out.push_str(&format!("{p}:{n}\n"));
+        }
+    }
+    out
+}
+
+fn getfile(rel: &str, spool: &Path, zip: bool) -> Vec<u8> {
+    let Some(path) = in_spool(rel, spool) else { return b"access denied".to_vec() };
+    let Ok(body) = std::fs::read(&path) else { return format!("error: cannot open file {rel}").into_bytes() };
+    if !zip || body.starts_with(&[0x1f, 0x8b]) {
+        return body;
+    }
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    match e.write_all(&body).and_then(|_| e.finish()) {
+        Ok(z) => z,
+        Err(_) => format!("error: cannot compress file {rel}").into_bytes(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(spool: &Path) -> State {
+        let calls = Arc::new(CallGauge::default());
+        calls.open.store(3, Ordering::Relaxed);
+        State { started: Instant::now(), spooldir: spool.into(), sipports: "5060,".into(), calls, allow_remote: false }
+    }
+
+    #[test]
+    fn commands_and_spool_confinement() {
+        let spool = std::env::temp_dir().join(format!("voxtap-mgr-unit-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&spool);
+        std::fs::create_dir_all(spool.join("2024-01-01/10/00/SIP")).unwrap();
+        std::fs::write(spool.join("2024-01-01/10/00/SIP/a.pcap"), b"abcd").unwrap();
+        std::fs::write(spool.join("2024-01-01/10/00/SIP/a.pcap.1"), b"ab").unwrap();
+        std::fs::write(spool.join("../voxtap-mgr-secret"), b"no").unwrap();
+        let st = state(&spool);
+        let s = |l: &str| String::from_utf8(handle(l, &st)).unwrap();
+        assert_eq!(s("totalcalls"), "3");
+        assert_eq!(s("getversion"), env!("CARGO_PKG_VERSION"));
+        assert_eq!(s("please totalcalls now"), "3");
+        assert_eq!(s("nonsense"), "command not found\n");
+        assert_eq!(s("file_exists 2024-01-01/10/00/SIP/a.pcap"), "4;a.pcap.1:2");
+        assert_eq!(s("file_exists 2024-01-01/10/00/SIP/b.pcap"), "not_exists");
+        assert_eq!(s("file_exists ../voxtap-mgr-secret"), "permission_denied");
+        assert_eq!(s("file_exists 2024-01-01/10/00/SIP/a.pcap|x"), "ok\n2024-01-01/10/00/SIP/a.pcap:4\n");
+        assert_eq!(s("getfile 2024-01-01/10/00/SIP/a.pcap"), "abcd");
+        assert_eq!(s("getfile /etc/passwd"), "access denied");
+        assert_eq!(s("getfile ../voxtap-mgr-secret"), "access denied");
+        assert!(s("getfile nothing").starts_with("error: cannot open file"));
+        let z = handle("getfile_zip 2024-01-01/10/00/SIP/a.pcap", &st);
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&z[..]).read_to_end(&mut out).unwrap();
+        assert_eq!(out, b"abcd");
+        let _ = std::fs::remove_file(spool.join("../voxtap-mgr-secret"));
+        let _ = std::fs::remove_dir_all(&spool);
+    }
+}

@@ -1,0 +1,102 @@
+//! The manager port beside a live source: a real TCP client (and `nc` when installed) gets answers while calls are
+//! in progress; one command per connection; a peer from another address is refused by default.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpStream, UdpSocket};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use voxtap::capture::pcapfile::CaptureFile;
+
+fn ask(addr: (&str, u16), request: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(request).unwrap();
+    let mut out = String::new();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// Two distinct free ports (both held while choosing, so they differ).
+fn free_ports() -> (u16, u16) {
+    let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let b = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    (a.local_addr().unwrap().port(), b.local_addr().unwrap().port())
+}
+
+#[test]
+fn manager_answers_while_calls_run() {
+    let dir = std::env::temp_dir().join(format!("voxtap-manager-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let base = dir.join("base.pcap");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    voxgen(&base, &["--calls", "6", "--cps", "6", "--duration", "1", "--seed", "91", "--start", &format!("{now:.3}")]);
+    let calls = run_json(&base, &[]).len();
+    let hep = dir.join("hep.pcap");
+    let w = Path::new(env!("CARGO_MANIFEST_DIR")).join("perf/gen/wrap.py");
+    assert!(Command::new("python3").arg(w).arg(&base).arg(&hep).args(["--wrap", "hep3"]).status().unwrap().success());
+    let (hep_port, mgr_port) = free_ports();
+    let conf = dir.join("v.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "hep = yes\nhep_bind_ip = 127.0.0.1\nhep_bind_port = {hep_port}\nmanagerip = 0.0.0.0\nmanagerport = {mgr_port}\n\
+             sipport = 5060,5070-5080\nspooldir = {}\n",
+            dir.join("spool").display()
+        ),
+    )
+    .unwrap();
+    let mut child = voxtap()
+        .args(["--config-file", conf.to_str().unwrap(), "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || BufReader::new(out).lines().map_while(Result::ok).count());
+    let t0 = Instant::now();
+    while TcpStream::connect(("127.0.0.1", mgr_port)).is_err() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "the manager port did not open");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(ask(("127.0.0.1", mgr_port), b"totalcalls\r\n\r\n"), "0");
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for f in CaptureFile::open(&hep).unwrap().frames() {
+        s.send_to(&f.data[42..], ("127.0.0.1", hep_port)).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    // The calls stay open (a BYE'd call waits for its timers); each question is a connection of its own.
+    assert_eq!(ask(("127.0.0.1", mgr_port), b"totalcalls\r\n\r\n"), calls.to_string());
+    // A bare line end, as `echo getversion | nc` sends: answered once nothing more comes.
+    assert_eq!(ask(("127.0.0.1", mgr_port), b"getversion\n"), env!("CARGO_PKG_VERSION"));
+    assert_eq!(ask(("127.0.0.1", mgr_port), b"sipports\r\n\r\n"), "5060,5070-5080,");
+    assert_eq!(ask(("127.0.0.1", mgr_port), b"no such thing\r\n\r\n"), "command not found\n");
+    assert_eq!(ask(("127.0.0.1", mgr_port), b"getfile ../../etc/passwd\r\n\r\n"), "access denied");
+    if Command::new("nc").arg("-h").output().is_ok() {
+        let nc = Command::new("sh")
+            .arg("-c")
+            .arg(format!("echo totalcalls | nc -q 2 127.0.0.1 {mgr_port} || echo totalcalls | nc 127.0.0.1 {mgr_port}"))
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&nc.stdout).trim(), calls.to_string());
+    }
+    // From another address of this host (if it has one): refused.
+    let other = Command::new("hostname").arg("-I").output().ok().and_then(|o| {
+        String::from_utf8_lossy(&o.stdout)
+            .split_whitespace()
+            .find(|a| a.parse::<std::net::Ipv4Addr>().is_ok())
+            .map(String::from)
+    });
+    if let Some(ip) = other {
+        let reply = ask((ip.as_str(), mgr_port), b"totalcalls\r\n\r\n");
+        assert!(reply.starts_with("access denied"), "{reply}");
+    }
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(reader.join().unwrap(), calls);
+}
