@@ -29,6 +29,10 @@ pub struct State {
     pub sipports: String,
     pub calls: Arc<CallGauge>,
     pub allow_remote: bool,
+    /// The owners, asked for their calls by `listcalls`.
+    pub owners: Vec<crossbeam_channel::Sender<crate::dispatch::ToOwner>>,
+    pub utc: bool,
+    pub id_sensor: Option<u16>,
 }
 
 pub struct Manager {
@@ -139,7 +143,7 @@ fn read_request(s: &mut TcpStream) -> io::Result<String> {
 }
 
 /// Command names, in the order they are tried when the first word is not one of them.
-const COMMANDS: [&str; 10] = [
+const COMMANDS: [&str; 11] = [
     "file_exists",
     "getbuild",
     "getfile",
@@ -147,6 +151,7 @@ const COMMANDS: [&str; 10] = [
     "getverbuild",
     "getversion",
     "help",
+    "listcalls",
     "sipports",
     "totalcalls",
     "uptime",
@@ -177,8 +182,99 @@ pub fn handle(line: &str, state: &State) -> Vec<u8> {
         "getfile" | "getfile_zip" => {
             getfile(args.first().copied().unwrap_or(""), &state.spooldir, cmd == "getfile_zip")
         }
+        "listcalls" => listcalls(state),
         _ => b"command not found\n".to_vec(),
     }
+}
+
+/// `listcalls` columns: VoIPmonitor's names, in its order, for the values voxtap has.
+pub const LISTCALLS_COLUMNS: [&str; 24] = [
+    "callreference",
+    "callid",
+    "calldate",
+    "calldate_num",
+    "lastpackettime",
+    "duration",
+    "connect_duration",
+    "caller",
+    "called",
+    "callername",
+    "callerdomain",
+    "calleddomain",
+    "calleragent",
+    "calledagent",
+    "callerip",
+    "calledip",
+    "lastSIPresponseNum",
+    "src_jitter_max",
+    "dst_jitter_max",
+    "src_received",
+    "dst_received",
+    "src_loss_abs",
+    "dst_loss_abs",
+    "id_sensor",
+];
+
+/// The calls in progress, newest first: a JSON array whose first element names the columns, then one array
+/// per call. Each owner copies its calls between two batches; one that does not answer within a second is
+/// left out (and logged).
+fn listcalls(state: &State) -> Vec<u8> {
+    let (tx, rx) = crossbeam_channel::bounded(state.owners.len().max(1));
+    let mut asked = 0;
+    for o in &state.owners {
+        if o.send_timeout(crate::dispatch::ToOwner::Snapshot(tx.clone()), Duration::from_secs(1)).is_ok() {
+            asked += 1;
+        }
+    }
+    let mut calls = Vec::new();
+    for _ in 0..asked {
+        match rx.recv_timeout(Duration::from_secs(2)) {
+            Ok(mut v) => calls.append(&mut v),
+            Err(_) => {
+                tracing::warn!("listcalls: an owner did not answer in time");
+                break;
+            }
+        }
+    }
+    calls.sort_by(|a, b| b.calldate.cmp(&a.calldate).then_with(|| a.callid.cmp(&b.callid)));
+    let ip = |a: std::net::IpAddr| match a {
+        std::net::IpAddr::V4(v) => serde_json::Value::from(u32::from(v)),
+        std::net::IpAddr::V6(v) => serde_json::Value::from(v.to_string()),
+    };
+    let secs = |t: crate::time::Nanos| t.div_euclid(1_000_000_000);
+    let mut out = vec![serde_json::Value::from(LISTCALLS_COLUMNS.to_vec())];
+    for c in calls {
+        let d = crate::time::civil(c.calldate, state.utc);
+        let side = |s: Option<(u32, i64, f64)>| s.map(|(r, l, j)| (r, l, (j * 10.0).round() as i64));
+        let (a, b) = (side(c.caller_rtp), side(c.called_rtp));
+        out.push(serde_json::json!([
+            format!("0x{:x}", c.key),
+            c.callid,
+            format!("{:04}-{:02}-{:02} {:02}:{:02}:{:02}", d.year, d.month, d.day, d.hour, d.minute, d.second),
+            secs(c.calldate),
+            secs(c.last_packet),
+            secs(c.last_packet - c.calldate),
+            c.connect.map(|t| secs(c.last_packet - t)),
+            c.caller,
+            c.called,
+            c.callername,
+            c.caller_domain,
+            c.called_domain,
+            c.caller_agent,
+            c.called_agent,
+            ip(c.caller_ip),
+            ip(c.called_ip),
+            c.last_response,
+            a.map(|x| x.2),
+            b.map(|x| x.2),
+            a.map(|x| x.0),
+            b.map(|x| x.0),
+            a.map(|x| x.1.max(0)),
+            b.map(|x| x.1.max(0)),
+            state.id_sensor,
+        ]));
+    }
+    serde_json::Value::from(out).to_string().into_bytes()
 }
 
 /// A path inside the spool, or `None` for anything that could leave it.
@@ -248,7 +344,16 @@ mod tests {
     fn state(spool: &Path) -> State {
         let calls = Arc::new(CallGauge::default());
         calls.open.store(3, Ordering::Relaxed);
-        State { started: Instant::now(), spooldir: spool.into(), sipports: "5060,".into(), calls, allow_remote: false }
+        State {
+            started: Instant::now(),
+            spooldir: spool.into(),
+            sipports: "5060,".into(),
+            calls,
+            allow_remote: false,
+            owners: Vec::new(),
+            utc: true,
+            id_sensor: None,
+        }
     }
 
     #[test]
@@ -265,6 +370,10 @@ mod tests {
         assert_eq!(s("getversion"), env!("CARGO_PKG_VERSION"));
         assert_eq!(s("please totalcalls now"), "3");
         assert_eq!(s("nonsense"), "command not found\n");
+        // No owners: the column row only.
+        let v: serde_json::Value = serde_json::from_str(&s("listcalls")).unwrap();
+        assert_eq!(v.as_array().unwrap().len(), 1);
+        assert_eq!(v[0][1], "callid");
         assert_eq!(s("file_exists 2024-01-01/10/00/SIP/a.pcap"), "4;a.pcap.1:2");
         assert_eq!(s("file_exists 2024-01-01/10/00/SIP/b.pcap"), "not_exists");
         assert_eq!(s("file_exists ../voxtap-mgr-secret"), "permission_denied");

@@ -89,7 +89,11 @@ struct Pipeline {
 }
 
 /// The manager port beside a live capture; one that cannot bind is a warning (another sensor may hold the port).
-fn start_manager(cfg: &Config, calls: Arc<CallGauge>) -> Option<crate::manager::Manager> {
+fn start_manager(
+    cfg: &Config,
+    calls: Arc<CallGauge>,
+    owners: Vec<crossbeam_channel::Sender<ToOwner>>,
+) -> Option<crate::manager::Manager> {
     let ip: std::net::IpAddr = cfg.managerip.parse().ok()?;
     let state = crate::manager::State {
         started: Instant::now(),
@@ -97,6 +101,9 @@ fn start_manager(cfg: &Config, calls: Arc<CallGauge>) -> Option<crate::manager::
         sipports: cfg.sipports_text(),
         calls,
         allow_remote: cfg.manager_enable_unencrypted,
+        owners,
+        utc: cfg.utc,
+        id_sensor: cfg.id_sensor,
     };
     match crate::manager::Manager::start(std::net::SocketAddr::new(ip, cfg.managerport), state) {
         Ok(m) => {
@@ -251,7 +258,8 @@ impl Pipeline {
                 owner.run(rx, recycle)
             })?);
         }
-        let manager = (!blocking && cfg.managerport != 0).then(|| start_manager(cfg, gauge.clone())).flatten();
+        let manager =
+            (!blocking && cfg.managerport != 0).then(|| start_manager(cfg, gauge.clone(), to_owner.clone())).flatten();
         Ok(Pipeline { to_owner, recycle_rx, handles, collector, spooler, cleaner, workers, streamed, gauge, manager })
     }
 

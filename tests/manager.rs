@@ -35,7 +35,10 @@ fn manager_answers_while_calls_run() {
     std::fs::create_dir_all(&dir).unwrap();
     let base = dir.join("base.pcap");
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
-    voxgen(&base, &["--calls", "6", "--cps", "6", "--duration", "1", "--seed", "91", "--start", &format!("{now:.3}")]);
+    voxgen(
+        &base,
+        &["--calls", "6", "--cps", "6", "--duration", "1", "--mix", "--seed", "91", "--start", &format!("{now:.3}")],
+    );
     let calls = run_json(&base, &[]).len();
     let hep = dir.join("hep.pcap");
     let w = Path::new(env!("CARGO_MANIFEST_DIR")).join("perf/gen/wrap.py");
@@ -74,6 +77,28 @@ fn manager_answers_while_calls_run() {
     assert_eq!(ask(("127.0.0.1", mgr_port), b"totalcalls\r\n\r\n"), calls.to_string());
     // A bare line end, as `echo getversion | nc` sends: answered once nothing more comes.
     assert_eq!(ask(("127.0.0.1", mgr_port), b"getversion\n"), env!("CARGO_PKG_VERSION"));
+    // listcalls: the column row, then one row per call whose BYE was not answered, each a call of the capture,
+    // with its caller and RTP counts so far.
+    let offline = run_json(&base, &[]);
+    let v: serde_json::Value = serde_json::from_str(&ask(("127.0.0.1", mgr_port), b"listcalls\r\n\r\n")).unwrap();
+    let rows = v.as_array().unwrap();
+    let cols: Vec<&str> = rows[0].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+    let col = |n: &str| cols.iter().position(|c| *c == n).unwrap();
+    let open: Vec<&serde_json::Value> = offline.iter().filter(|c| c["bye"].as_u64() != Some(3)).collect();
+    assert_eq!(rows.len() - 1, open.len(), "{v}");
+    for r in &rows[1..] {
+        let c = offline.iter().find(|c| c["callid"] == r[col("callid")]).expect("a call of the capture");
+        assert_eq!(r[col("caller")], c["caller"]);
+        assert_eq!(r[col("lastSIPresponseNum")], c["lastSIPresponseNum"]);
+        let received = c["rtp"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["sender"] == "caller")
+            .map(|s| s["received"].as_u64().unwrap())
+            .max();
+        assert_eq!(r[col("src_received")].as_u64(), received, "{r}");
+    }
     assert_eq!(ask(("127.0.0.1", mgr_port), b"sipports\r\n\r\n"), "5060,5070-5080,");
     assert_eq!(ask(("127.0.0.1", mgr_port), b"no such thing\r\n\r\n"), "command not found\n");
     assert_eq!(ask(("127.0.0.1", mgr_port), b"getfile ../../etc/passwd\r\n\r\n"), "access denied");

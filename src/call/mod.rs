@@ -3,6 +3,7 @@
 
 pub mod cdr;
 pub mod jsonw;
+pub mod live;
 mod media;
 pub mod owner;
 mod signaling;

@@ -103,6 +103,16 @@ impl Owner {
                     self.close_all(at);
                     break;
                 }
+                ToOwner::Snapshot(reply) => {
+                    // Calls whose BYE was answered are over for an operator, whatever their timers.
+                    let live = self
+                        .calls
+                        .values()
+                        .filter(|c| !c.bye_confirmed)
+                        .map(|c| super::live::LiveCall::of(c))
+                        .collect();
+                    let _ = reply.try_send(live);
+                }
             }
         }
         self.stats.cpu_s = vec![crate::time::thread_cpu_secs()];

@@ -32,6 +32,8 @@ pub enum ToOwner {
     Batch(Batch),
     /// No more input; close every call as of this packet time.
     End(Nanos),
+    /// The manager asks for the calls in progress.
+    Snapshot(crossbeam_channel::Sender<Vec<crate::call::live::LiveCall>>),
 }
 
 #[derive(Debug, Default, Clone, serde::Serialize)]
