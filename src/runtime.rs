@@ -417,10 +417,6 @@ fn install_stop_handlers() {
     }
 }
 
-fn wall_clock() -> crate::time::Nanos {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
-}
-
 /// EAL arguments from the configuration: `dpdk_eal_args`, then `-a` per PCI device, `--vdev` per virtual device
 /// (`name:args` or `name,args`) and `--lcores`.
 #[cfg(feature = "dpdk")]
@@ -547,7 +543,7 @@ fn poll_queue(
     let frames0 = rx.decoder.stats.frames;
     while !STOP.load(Ordering::Relaxed) {
         let n = queue.poll(&mut burst, burst_size);
-        let now = wall_clock();
+        let now = crate::time::wall_clock();
         for i in 0..n {
             burst.prefetch(i);
             if let Some(p) = burst.get(i) {
@@ -578,7 +574,7 @@ fn poll_queue(
                     rx.mark_done();
                 } else {
                     // Live: packet time is wall-clock time; it moves on even when the link is quiet.
-                    rx.idle_clock(wall_clock());
+                    rx.idle_clock(crate::time::wall_clock());
                 }
             }
             if idle_polls > 1024 {
@@ -669,8 +665,8 @@ pub fn run_hep(cfg: &Config, workers: usize, live: LiveOutput) -> Result<RunResu
         .with_context(|| format!("binding the HEP listener on {ip}:{}", cfg.hep_bind_port))?;
     tracing::info!(listen = %listener.local_addr(), "HEP listener started (UDP and TCP)");
     let mut res = run_listener(&cfg, workers, live, &mut |t, f| listener.poll(t, f))?;
-    tracing::info!(stats = ?listener.stats, "HEP listener stopped");
-    res.hep = Some(listener.stats);
+    tracing::info!(stats = ?listener.stats(), "HEP listener stopped");
+    res.hep = Some(listener.stats());
     Ok(res)
 }
 
@@ -684,8 +680,8 @@ pub fn run_ipfix(cfg: &Config, workers: usize, live: LiveOutput) -> Result<RunRe
         .with_context(|| format!("binding the IPFIX listener on {ip}:{}", cfg.ipfix_bind_port))?;
     tracing::info!(listen = ?listener.local_addr().ok(), "IPFIX listener started (TCP)");
     let mut res = run_listener(cfg, workers, live, &mut |t, f| listener.poll(t, f))?;
-    tracing::info!(stats = ?listener.stats, "IPFIX listener stopped");
-    res.ipfix = Some(listener.stats);
+    tracing::info!(stats = ?listener.stats(), "IPFIX listener stopped");
+    res.ipfix = Some(listener.stats());
     Ok(res)
 }
 
@@ -707,7 +703,7 @@ fn run_listener(cfg: &Config, workers: usize, live: LiveOutput, poll: &mut Poll<
         if got > 0 {
             last_packet = Instant::now();
         } else {
-            rx.idle_clock(wall_clock());
+            rx.idle_clock(crate::time::wall_clock());
             if idle_limit.is_some_and(|l| last_packet.elapsed() >= l) {
                 break;
             }
@@ -749,7 +745,7 @@ fn poll_rings(
             last_packet = Instant::now();
         } else {
             // A quiet link: packet time follows the host clock; partial batches go to the owners.
-            rx.idle_clock(wall_clock());
+            rx.idle_clock(crate::time::wall_clock());
             if idle_limit.is_some_and(|l| last_packet.elapsed() >= l) {
                 break;
             }

@@ -93,6 +93,11 @@ pub fn civil_utc(t: Nanos) -> Civil {
 
 /// Calendar time in UTC (`utc = yes`) or in the host's local time, as the spool, the database and the CDR log
 /// name days and minutes.
+/// The host clock, in nanoseconds since the epoch.
+pub fn wall_clock() -> Nanos {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+}
+
 pub fn civil(t: Nanos, utc: bool) -> Civil {
     if utc {
         civil_utc(t)

@@ -4,11 +4,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::{TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
@@ -24,11 +24,6 @@ fn tmp() -> PathBuf {
 /// The HEP messages of a wrap.py output (Ethernet / IPv4 / UDP / HEP).
 fn hep_messages(p: &Path) -> Vec<Vec<u8>> {
     CaptureFile::open(p).unwrap().frames().map(|f| f.data[42..].to_vec()).collect()
-}
-
-fn sorted(mut v: Vec<Value>) -> Vec<Value> {
-    v.sort_by_key(|c| c["callid"].as_str().unwrap().to_string());
-    v
 }
 
 fn free_port() -> u16 {
@@ -47,29 +42,10 @@ fn live(dir: &Path, name: &str, send: impl FnOnce(u16)) -> (Vec<Value>, String) 
         ),
     )
     .unwrap();
-    let mut child = voxtap()
-        .args(["--config-file", conf.to_str().unwrap(), "--json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || BufReader::new(out).lines().map_while(Result::ok).collect::<Vec<_>>());
-    // Listening once a TCP connection is accepted.
-    let t0 = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(t0.elapsed() < Duration::from_secs(10), "the HEP listener did not come up");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let run = LiveVoxtap::start(&conf, port);
     send(port);
     std::thread::sleep(Duration::from_millis(800));
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-    let status = child.wait().unwrap();
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
-    assert!(status.success(), "{err}");
-    let cdrs = reader.join().unwrap().iter().map(|l| serde_json::from_str(l).unwrap()).collect();
-    (cdrs, err)
+    run.stop()
 }
 
 fn send_udp(port: u16, msgs: &[Vec<u8>]) {
@@ -106,7 +82,7 @@ fn hep_over_udp_and_tcp_gives_the_captures_cdrs() {
             &format!("{now:.3}"),
         ],
     );
-    let expected = sorted(run_json(&base, &[]));
+    let expected = sorted_by_callid(run_json(&base, &[]));
     assert!(expected.len() >= 6);
     let wrap = |layer: &str| {
         let out = dir.join(format!("{layer}.pcap"));
@@ -119,11 +95,11 @@ fn hep_over_udp_and_tcp_gives_the_captures_cdrs() {
     let hep2 = wrap("hep2");
 
     let (cdrs, summary) = live(&dir, "udp3", |port| send_udp(port, &hep3));
-    assert_eq!(sorted(cdrs), expected, "HEP v3 over UDP: {summary}");
+    assert_eq!(sorted_by_callid(cdrs), expected, "HEP v3 over UDP: {summary}");
     assert!(summary.contains(&format!("hep_udp_packets={}", hep3.len())), "{summary}");
 
     let (cdrs, summary) = live(&dir, "udp2", |port| send_udp(port, &hep2));
-    assert_eq!(sorted(cdrs), expected, "HEP v2 over UDP: {summary}");
+    assert_eq!(sorted_by_callid(cdrs), expected, "HEP v2 over UDP: {summary}");
 
     let (cdrs, summary) = live(&dir, "tcp3", |port| {
         let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -139,7 +115,7 @@ fn hep_over_udp_and_tcp_gives_the_captures_cdrs() {
         }
         s.flush().unwrap();
     });
-    assert_eq!(sorted(cdrs), expected, "HEP v3 over TCP: {summary}");
+    assert_eq!(sorted_by_callid(cdrs), expected, "HEP v3 over TCP: {summary}");
     assert!(summary.contains(&format!("hep_tcp_messages={}", hep3.len())), "{summary}");
     assert!(summary.contains("hep_tcp_errors=0"), "{summary}");
 
@@ -150,6 +126,6 @@ fn hep_over_udp_and_tcp_gives_the_captures_cdrs() {
         std::thread::sleep(Duration::from_millis(200));
         send_udp(port, &hep3);
     });
-    assert_eq!(sorted(cdrs), expected, "after a junk TCP peer: {summary}");
+    assert_eq!(sorted_by_callid(cdrs), expected, "after a junk TCP peer: {summary}");
     assert!(summary.contains("hep_tcp_errors=1"), "{summary}");
 }

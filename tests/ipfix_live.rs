@@ -4,11 +4,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{IpAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
@@ -127,11 +126,6 @@ fn sets(cap: &Path) -> Vec<Vec<u8>> {
     out
 }
 
-fn sorted(mut v: Vec<Value>) -> Vec<Value> {
-    v.sort_by_key(|c| c["callid"].as_str().unwrap().to_string());
-    v
-}
-
 fn live(dir: &Path, name: &str, msgs: &[Vec<u8>]) -> (Vec<Value>, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let conf = dir.join(format!("{name}.conf"));
@@ -143,24 +137,8 @@ fn live(dir: &Path, name: &str, msgs: &[Vec<u8>]) -> (Vec<Value>, String) {
         ),
     )
     .unwrap();
-    let mut child = voxtap()
-        .args(["--config-file", conf.to_str().unwrap(), "--json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || BufReader::new(out).lines().map_while(Result::ok).collect::<Vec<_>>());
-    let t0 = Instant::now();
-    let mut s = loop {
-        match TcpStream::connect(("127.0.0.1", port)) {
-            Ok(s) => break s,
-            Err(_) => {
-                assert!(t0.elapsed() < Duration::from_secs(10), "the IPFIX listener did not come up");
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-    };
+    let run = LiveVoxtap::start(&conf, port);
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     // The SBC's handshake comes back as set 257.
     let mut hs = vec![0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 30, 0, 0, 0, 9, 0, 1, 9, 2, 1, 3];
     hs.extend_from_slice(b"sbc");
@@ -174,13 +152,7 @@ fn live(dir: &Path, name: &str, msgs: &[Vec<u8>]) -> (Vec<Value>, String) {
     s.write_all(&msgs.concat()).unwrap();
     drop(s);
     std::thread::sleep(Duration::from_millis(800));
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-    let status = child.wait().unwrap();
-    let mut err = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-    assert!(status.success(), "{err}");
-    let cdrs = reader.join().unwrap().iter().map(|l| serde_json::from_str(l).unwrap()).collect();
-    (cdrs, err)
+    run.stop()
 }
 
 #[test]
@@ -193,11 +165,11 @@ fn ipfix_sip_sets_give_the_captures_cdrs() {
         voxgen(&base, &[&args[..], &["--start", &format!("{now:.3}")]].concat());
         let sip = dir.join(format!("{name}-sip.pcap"));
         sip_only(&base, &sip);
-        let expected = sorted(run_json(&sip, &[]));
+        let expected = sorted_by_callid(run_json(&sip, &[]));
         assert!(expected.len() >= 6);
         let msgs = sets(&base);
         let (cdrs, summary) = live(&dir, name, &msgs);
-        assert_eq!(sorted(cdrs), expected, "{name}: {summary}");
+        assert_eq!(sorted_by_callid(cdrs), expected, "{name}: {summary}");
         assert!(summary.contains(&format!("ipfix_sip_messages={} ", msgs.len())), "{summary}");
         assert!(summary.contains("ipfix_handshakes=1 ") && summary.contains("ipfix_errors=0"), "{summary}");
     }

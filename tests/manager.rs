@@ -3,11 +3,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpStream, UdpSocket};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use common::*;
 use voxtap::capture::pcapfile::CaptureFile;
@@ -54,19 +54,7 @@ fn manager_answers_while_calls_run() {
         ),
     )
     .unwrap();
-    let mut child = voxtap()
-        .args(["--config-file", conf.to_str().unwrap(), "--json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || BufReader::new(out).lines().map_while(Result::ok).count());
-    let t0 = Instant::now();
-    while TcpStream::connect(("127.0.0.1", mgr_port)).is_err() {
-        assert!(t0.elapsed() < Duration::from_secs(10), "the manager port did not open");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let run = LiveVoxtap::start(&conf, mgr_port);
     assert_eq!(ask(("127.0.0.1", mgr_port), b"totalcalls\r\n\r\n"), "0");
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
     for f in CaptureFile::open(&hep).unwrap().frames() {
@@ -121,7 +109,5 @@ fn manager_answers_while_calls_run() {
         let reply = ask((ip.as_str(), mgr_port), b"totalcalls\r\n\r\n");
         assert!(reply.starts_with("access denied"), "{reply}");
     }
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-    assert!(child.wait().unwrap().success());
-    assert_eq!(reader.join().unwrap(), calls);
+    assert_eq!(run.stop().0.len(), calls);
 }

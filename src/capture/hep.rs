@@ -7,17 +7,13 @@
 //! TCP, HEP v3 messages follow each other and are cut by their length field; a stream that stops making sense is
 //! closed and counted. Nothing here blocks: one poll over every socket, then whatever is ready.
 
-use std::io::{self, Read};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 
+use super::socket::{synth_frame, Framing, Streams};
 use crate::decode::hep;
 use crate::time::Nanos;
-
-/// A TCP stream may hold this much of an unfinished HEP message.
-const STREAM_MAX: usize = 1 << 20;
-/// Connections beyond this are refused (closed at once).
-const MAX_CONNS: usize = 1024;
 
 #[derive(Debug, Default, Clone, Copy, serde::Serialize)]
 pub struct HepStats {
@@ -30,20 +26,13 @@ pub struct HepStats {
     pub oversized: u64,
 }
 
-struct Conn {
-    stream: TcpStream,
-    peer: SocketAddr,
-    buf: Vec<u8>,
-}
-
 pub struct HepListener {
     udp: UdpSocket,
-    tcp: TcpListener,
-    conns: Vec<Conn>,
+    tcp: Streams,
     local: SocketAddr,
     /// The UDP port synthetic frames are addressed to (the decoder's HEP port).
     port: u16,
-    pub stats: HepStats,
+    stats: HepStats,
     frame: Vec<u8>,
     rx: Vec<u8>,
 }
@@ -64,13 +53,11 @@ impl HepListener {
                 std::mem::size_of::<libc::c_int>() as libc::socklen_t,
             );
         }
-        let tcp = TcpListener::bind(udp.local_addr()?)?;
-        tcp.set_nonblocking(true)?;
         let local = udp.local_addr()?;
+        let tcp = Streams::bind(local)?;
         Ok(HepListener {
             udp,
             tcp,
-            conns: Vec::new(),
             local,
             port,
             stats: HepStats::default(),
@@ -83,154 +70,51 @@ impl HepListener {
         self.local
     }
 
+    pub fn stats(&self) -> HepStats {
+        HepStats { tcp_connections: self.tcp.counts.accepted, tcp_errors: self.tcp.counts.broken, ..self.stats }
+    }
+
     /// Waits up to `timeout_ms` for data, then hands every HEP message that arrived to `f` as a frame
     /// (receive time, Ethernet). Returns how many.
     pub fn poll(&mut self, timeout_ms: i32, f: &mut dyn FnMut(Nanos, u16, &[u8])) -> usize {
-        let mut fds: Vec<libc::pollfd> = [self.udp.as_raw_fd(), self.tcp.as_raw_fd()]
-            .into_iter()
-            .chain(self.conns.iter().map(|c| c.stream.as_raw_fd()))
-            .map(|fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 })
-            .collect();
+        let mut fds = vec![libc::pollfd { fd: self.udp.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
+        self.tcp.push_fds(&mut fds);
         // SAFETY: fds is a valid array of pollfd of the given length.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
         if n <= 0 {
             return 0;
         }
-        let now = wall_clock();
+        let now = crate::time::wall_clock();
+        let (local, port) = (self.local, self.port);
+        let (frame, stats) = (&mut self.frame, &mut self.stats);
         let mut got = 0;
+        let mut emit = |peer: SocketAddr, msg: &[u8]| {
+            if synth_frame(frame, peer.ip(), local.ip(), peer.port(), port, None, msg) {
+                f(now, crate::decode::link::LINKTYPE_ETHERNET, frame);
+                got += 1;
+            } else {
+                stats.oversized += 1;
+            }
+        };
+        let (mut udp, mut tcp) = (0, 0);
         if fds[0].revents != 0 {
             while let Ok((len, peer)) = self.udp.recv_from(&mut self.rx) {
-                self.stats.udp_packets += 1;
-                let msg = std::mem::take(&mut self.rx);
-                got += self.emit(peer, &msg[..len], now, f);
-                self.rx = msg;
+                udp += 1;
+                emit(peer, &self.rx[..len]);
             }
         }
-        if fds[1].revents != 0 {
-            while let Ok((stream, peer)) = self.tcp.accept() {
-                if self.conns.len() >= MAX_CONNS || stream.set_nonblocking(true).is_err() {
-                    self.stats.tcp_errors += 1;
-                    continue;
-                }
-                self.stats.tcp_connections += 1;
-                self.conns.push(Conn { stream, peer, buf: Vec::new() });
-            }
-        }
-        let ready: Vec<bool> = fds[2..].iter().map(|p| p.revents != 0).collect();
-        let mut keep = Vec::with_capacity(self.conns.len());
-        for (mut c, r) in
-            std::mem::take(&mut self.conns).into_iter().zip(ready.into_iter().chain(std::iter::repeat(false)))
-        {
-            if r && !self.read_stream(&mut c, now, f, &mut got) {
-                continue;
-            }
-            keep.push(c);
-        }
-        self.conns = keep;
+        // Over TCP, HEP v3 messages follow each other, cut by their length field.
+        let framing = |b: &[u8]| match hep::frame_len(b) {
+            _ if b.len() < 6 => Framing::Incomplete,
+            Some(len) if len >= 6 => Framing::Message(len),
+            _ => Framing::Broken,
+        };
+        self.tcp.service(&fds[1..], &framing, &mut |_, peer, msg| {
+            tcp += 1;
+            emit(peer, msg);
+        });
+        self.stats.udp_packets += udp;
+        self.stats.tcp_messages += tcp;
         got
     }
-
-    /// Reads what a connection has and hands on its complete messages; false when it is closed or broken.
-    fn read_stream(&mut self, c: &mut Conn, now: Nanos, f: &mut dyn FnMut(Nanos, u16, &[u8]), got: &mut usize) -> bool {
-        // A peer that sends and closes: what it sent before the close still counts.
-        let mut open = true;
-        loop {
-            match c.stream.read(&mut self.rx) {
-                Ok(0) => {
-                    open = false;
-                    break;
-                }
-                Ok(n) => c.buf.extend_from_slice(&self.rx[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    open = false;
-                    break;
-                }
-            }
-            if c.buf.len() > STREAM_MAX {
-                self.stats.tcp_errors += 1;
-                return false;
-            }
-        }
-        let mut at = 0;
-        while c.buf.len() - at >= 6 {
-            let Some(len) = hep::frame_len(&c.buf[at..]) else {
-                // Not HEP v3 where a message should start: the stream cannot be followed any further.
-                self.stats.tcp_errors += 1;
-                return false;
-            };
-            if len < 6 {
-                self.stats.tcp_errors += 1;
-                return false;
-            }
-            if c.buf.len() - at < len {
-                break;
-            }
-            self.stats.tcp_messages += 1;
-            let msg = c.buf[at..at + len].to_vec();
-            *got += self.emit(c.peer, &msg, now, f);
-            at += len;
-        }
-        c.buf.drain(..at);
-        open
-    }
-
-    /// One HEP message as an Ethernet/IP/UDP frame from `peer` to the listener's HEP port.
-    fn emit(&mut self, peer: SocketAddr, msg: &[u8], now: Nanos, f: &mut dyn FnMut(Nanos, u16, &[u8])) -> usize {
-        let udp_len = 8 + msg.len();
-        let f6 = matches!(peer.ip(), IpAddr::V6(a) if a.to_ipv4_mapped().is_none());
-        if udp_len > 65_535 - 40 {
-            self.stats.oversized += 1;
-            return 0;
-        }
-        let b = &mut self.frame;
-        b.clear();
-        b.extend_from_slice(&[2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1]);
-        let v4 = |ip: IpAddr| match ip {
-            IpAddr::V4(a) => a,
-            IpAddr::V6(a) => a.to_ipv4_mapped().unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
-        };
-        if f6 {
-            b.extend_from_slice(&0x86ddu16.to_be_bytes());
-            b.extend_from_slice(&[0x60, 0, 0, 0]);
-            b.extend_from_slice(&(udp_len as u16).to_be_bytes());
-            b.extend_from_slice(&[17, 64]);
-            let v6 = |ip: IpAddr| match ip {
-                IpAddr::V6(a) => a.octets(),
-                IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
-            };
-            b.extend_from_slice(&v6(peer.ip()));
-            b.extend_from_slice(&v6(self.local.ip()));
-        } else {
-            b.extend_from_slice(&0x0800u16.to_be_bytes());
-            let total = (20 + udp_len) as u16;
-            let mut ip = [0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-            ip[2..4].copy_from_slice(&total.to_be_bytes());
-            ip[12..16].copy_from_slice(&v4(peer.ip()).octets());
-            ip[16..20].copy_from_slice(&v4(self.local.ip()).octets());
-            let sum = checksum(&ip);
-            ip[10..12].copy_from_slice(&sum.to_be_bytes());
-            b.extend_from_slice(&ip);
-        }
-        b.extend_from_slice(&peer.port().to_be_bytes());
-        b.extend_from_slice(&self.port.to_be_bytes());
-        b.extend_from_slice(&(udp_len as u16).to_be_bytes());
-        b.extend_from_slice(&[0, 0]);
-        b.extend_from_slice(msg);
-        f(now, crate::decode::link::LINKTYPE_ETHERNET, b);
-        1
-    }
-}
-
-fn checksum(h: &[u8]) -> u16 {
-    let mut s: u32 = h.chunks(2).map(|c| u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32).sum();
-    while s >> 16 != 0 {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    !(s as u16)
-}
-
-fn wall_clock() -> Nanos {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
 }

@@ -10,14 +10,12 @@
 //! treat it like any SIP on the wire. Other sets (QoS reports, raw UDP copies) are counted and skipped.
 
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
+use std::io::{self, Write};
+use std::net::{Ipv4Addr, SocketAddr};
 
+use super::socket::{synth_frame, Framing, Streams};
 use crate::time::Nanos;
 
-const STREAM_MAX: usize = 1 << 20;
-const MAX_CONNS: usize = 256;
 const HEADER: usize = 20;
 
 #[derive(Debug, Default, Clone, Copy, serde::Serialize)]
@@ -141,32 +139,21 @@ pub fn parse(b: &[u8]) -> Result<Message<'_>, &'static str> {
     }
 }
 
-struct Conn {
-    stream: TcpStream,
-    buf: Vec<u8>,
-}
-
 pub struct IpfixListener {
-    tcp: TcpListener,
-    conns: Vec<Conn>,
-    pub stats: IpfixStats,
+    tcp: Streams,
+    stats: IpfixStats,
     /// Next TCP sequence number per flow of synthesised segments.
     seq: HashMap<(Ipv4Addr, Ipv4Addr, u16, u16), u32>,
     frame: Vec<u8>,
-    rx: Vec<u8>,
 }
 
 impl IpfixListener {
     pub fn bind(addr: SocketAddr) -> io::Result<IpfixListener> {
-        let tcp = TcpListener::bind(addr)?;
-        tcp.set_nonblocking(true)?;
         Ok(IpfixListener {
-            tcp,
-            conns: Vec::new(),
+            tcp: Streams::bind(addr)?,
             stats: IpfixStats::default(),
             seq: HashMap::new(),
             frame: Vec::with_capacity(70_000),
-            rx: vec![0; 65_536],
         })
     }
 
@@ -174,138 +161,59 @@ impl IpfixListener {
         self.tcp.local_addr()
     }
 
+    pub fn stats(&self) -> IpfixStats {
+        IpfixStats {
+            connections: self.tcp.counts.accepted,
+            errors: self.stats.errors + self.tcp.counts.broken,
+            ..self.stats
+        }
+    }
+
     /// Waits up to `timeout_ms`, then hands every SIP message that arrived to `f` as a frame. Returns how many.
     pub fn poll(&mut self, timeout_ms: i32, f: &mut dyn FnMut(Nanos, u16, &[u8])) -> usize {
-        let mut fds: Vec<libc::pollfd> = std::iter::once(self.tcp.as_raw_fd())
-            .chain(self.conns.iter().map(|c| c.stream.as_raw_fd()))
-            .map(|fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 })
-            .collect();
+        let mut fds = Vec::new();
+        self.tcp.push_fds(&mut fds);
         // SAFETY: fds is a valid array of pollfd of the given length.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
         if n <= 0 {
             return 0;
         }
+        let (stats, seq, frame) = (&mut self.stats, &mut self.seq, &mut self.frame);
         let mut got = 0;
-        if fds[0].revents != 0 {
-            while let Ok((stream, _)) = self.tcp.accept() {
-                if self.conns.len() >= MAX_CONNS || stream.set_nonblocking(true).is_err() {
-                    self.stats.errors += 1;
-                    continue;
+        // A header that is not version 10 means the framing is lost: nothing after it can be trusted.
+        let framing = |b: &[u8]| match message_len(b) {
+            None => Framing::Incomplete,
+            Some(len) if len >= HEADER && u16::from_be_bytes([b[0], b[1]]) == 10 => Framing::Message(len),
+            Some(_) => Framing::Broken,
+        };
+        self.tcp.service(&fds, &framing, &mut |stream, _, msg| match parse(msg) {
+            Ok(Message::Handshake) => {
+                stats.handshakes += 1;
+                let mut reply = msg.to_vec();
+                reply[16..18].copy_from_slice(&257u16.to_be_bytes());
+                // A peer that cannot take the answer is seen as closed at the next read.
+                let _ = stream.write_all(&reply);
+            }
+            Ok(Message::Sip(r)) => {
+                stats.sip_messages += 1;
+                let tcp_seq = r.tcp.then(|| {
+                    let next = seq.entry((r.src, r.dst, r.sport, r.dport)).or_insert(1);
+                    let this = *next;
+                    *next = next.wrapping_add(r.sip.len() as u32);
+                    this
+                });
+                if synth_frame(frame, r.src.into(), r.dst.into(), r.sport, r.dport, tcp_seq, r.sip) {
+                    f(r.ts, crate::decode::link::LINKTYPE_ETHERNET, frame);
+                    got += 1;
+                } else {
+                    stats.errors += 1;
                 }
-                self.stats.connections += 1;
-                self.conns.push(Conn { stream, buf: Vec::new() });
             }
-        }
-        let ready: Vec<bool> = fds[1..].iter().map(|p| p.revents != 0).collect();
-        let mut keep = Vec::with_capacity(self.conns.len());
-        for (mut c, r) in
-            std::mem::take(&mut self.conns).into_iter().zip(ready.into_iter().chain(std::iter::repeat(false)))
-        {
-            if r && !self.read_stream(&mut c, f, &mut got) {
-                continue;
-            }
-            keep.push(c);
-        }
-        self.conns = keep;
+            Ok(Message::Other(_)) => stats.other_sets += 1,
+            Err(_) => stats.errors += 1,
+        });
         got
     }
-
-    fn read_stream(&mut self, c: &mut Conn, f: &mut dyn FnMut(Nanos, u16, &[u8]), got: &mut usize) -> bool {
-        let mut open = true;
-        loop {
-            match c.stream.read(&mut self.rx) {
-                Ok(0) => {
-                    open = false;
-                    break;
-                }
-                Ok(n) => c.buf.extend_from_slice(&self.rx[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    open = false;
-                    break;
-                }
-            }
-            if c.buf.len() > STREAM_MAX {
-                self.stats.errors += 1;
-                return false;
-            }
-        }
-        let mut at = 0;
-        while let Some(len) = message_len(&c.buf[at..]) {
-            if len < HEADER || u16::from_be_bytes([c.buf[at], c.buf[at + 1]]) != 10 {
-                // Lost framing: nothing after this can be trusted.
-                self.stats.errors += 1;
-                return false;
-            }
-            if c.buf.len() - at < len {
-                break;
-            }
-            let msg = c.buf[at..at + len].to_vec();
-            at += len;
-            match parse(&msg) {
-                Ok(Message::Handshake) => {
-                    self.stats.handshakes += 1;
-                    let mut reply = msg.clone();
-                    reply[16..18].copy_from_slice(&257u16.to_be_bytes());
-                    if c.stream.write_all(&reply).is_err() {
-                        return false;
-                    }
-                }
-                Ok(Message::Sip(r)) => {
-                    self.stats.sip_messages += 1;
-                    self.emit(&r, f);
-                    *got += 1;
-                }
-                Ok(Message::Other(_)) => self.stats.other_sets += 1,
-                Err(_) => self.stats.errors += 1,
-            }
-        }
-        c.buf.drain(..at);
-        open
-    }
-
-    /// A SIP record as an Ethernet/IPv4/UDP frame, or a TCP segment continuing its flow.
-    fn emit(&mut self, r: &SipRecord<'_>, f: &mut dyn FnMut(Nanos, u16, &[u8])) {
-        let l4 = if r.tcp { 20 } else { 8 };
-        let total = 20 + l4 + r.sip.len();
-        if total > 65_535 {
-            self.stats.errors += 1;
-            return;
-        }
-        let b = &mut self.frame;
-        b.clear();
-        b.extend_from_slice(&[2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00]);
-        let mut ip = [0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, if r.tcp { 6 } else { 17 }, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-        ip[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-        ip[12..16].copy_from_slice(&r.src.octets());
-        ip[16..20].copy_from_slice(&r.dst.octets());
-        let sum = checksum(&ip);
-        ip[10..12].copy_from_slice(&sum.to_be_bytes());
-        b.extend_from_slice(&ip);
-        b.extend_from_slice(&r.sport.to_be_bytes());
-        b.extend_from_slice(&r.dport.to_be_bytes());
-        if r.tcp {
-            let seq = self.seq.entry((r.src, r.dst, r.sport, r.dport)).or_insert(1);
-            b.extend_from_slice(&seq.to_be_bytes());
-            *seq = seq.wrapping_add(r.sip.len() as u32);
-            // ack 0, header 20 bytes, PSH|ACK, window, checksum 0, urgent 0.
-            b.extend_from_slice(&[0, 0, 0, 0, 0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0]);
-        } else {
-            b.extend_from_slice(&((8 + r.sip.len()) as u16).to_be_bytes());
-            b.extend_from_slice(&[0, 0]);
-        }
-        b.extend_from_slice(r.sip);
-        f(r.ts, crate::decode::link::LINKTYPE_ETHERNET, b);
-    }
-}
-
-fn checksum(h: &[u8]) -> u16 {
-    let mut s: u32 = h.chunks(2).map(|c| u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32).sum();
-    while s >> 16 != 0 {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    !(s as u16)
 }
 
 #[cfg(test)]

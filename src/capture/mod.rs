@@ -5,6 +5,7 @@ pub mod afpacket;
 pub mod hep;
 pub mod ipfix;
 pub mod pcapfile;
+pub mod socket;
 
 #[cfg(feature = "dpdk")]
 pub mod dpdk;

@@ -26,7 +26,7 @@ pub enum ConfigError {
 }
 
 /// Compression of a spool file.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Compress {
     #[default]

@@ -144,6 +144,8 @@ struct Open {
 pub struct Archives {
     open: HashMap<PathBuf, Open>,
     appends: u64,
+    /// The end-of-archive frame of each compression, made once.
+    markers: HashMap<Compress, std::rc::Rc<[u8]>>,
 }
 
 /// One file to add: an optional spill file holding its first pieces, then the last piece.
@@ -172,16 +174,21 @@ impl Archives {
                 0
             }
         };
+        let marker = match self.markers.get(&how) {
+            Some(m) => m.clone(),
+            None => {
+                let m: std::rc::Rc<[u8]> = end_marker(how)?.into();
+                self.markers.insert(how, m.clone());
+                m
+            }
+        };
         let mut f = OpenOptions::new().create(true).write(true).truncate(false).open(archive)?;
-        let res = write_entry(&mut f, end, how, entry);
+        let res = write_entry(&mut f, end, how, &marker, entry);
         let new_end = match res {
             Ok(e) => e,
             Err(err) => {
                 // Leave the archive as it was: complete up to the previous entry.
-                let _ = f.set_len(end).and_then(|_| f.seek(SeekFrom::Start(end))).and_then(|_| {
-                    let m = end_marker(how)?;
-                    f.write_all(&m)
-                });
+                let _ = f.set_len(end).and_then(|_| f.seek(SeekFrom::Start(end))).and_then(|_| f.write_all(&marker));
                 if end == 0 {
                     self.open.insert(archive.to_path_buf(), Open { end, used: Instant::now() });
                 }
@@ -193,7 +200,7 @@ impl Archives {
     }
 }
 
-fn write_entry(f: &mut File, end: u64, how: Compress, entry: Entry<'_>) -> io::Result<u64> {
+fn write_entry(f: &mut File, end: u64, how: Compress, marker: &[u8], entry: Entry<'_>) -> io::Result<u64> {
     f.set_len(end)?;
     f.seek(SeekFrom::Start(end))?;
     let spill_len = match &entry.spill {
@@ -219,7 +226,7 @@ fn write_entry(f: &mut File, end: u64, how: Compress, entry: Entry<'_>) -> io::R
     out.flush()?;
     drop(out);
     let new_end = f.stream_position()?;
-    f.write_all(&end_marker(how)?)?;
+    f.write_all(marker)?;
     Ok(new_end)
 }
 

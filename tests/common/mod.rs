@@ -180,3 +180,48 @@ pub fn oracles_with_calls(dir: &Path) -> Vec<(String, PathBuf, PathBuf)> {
     }
     out
 }
+
+/// CDRs in Call-ID order (a live capture writes them in the order calls end).
+pub fn sorted_by_callid(mut v: Vec<Value>) -> Vec<Value> {
+    v.sort_by_key(|c| c["callid"].as_str().unwrap_or_default().to_string());
+    v
+}
+
+/// A live voxtap (a listener source) run with `--json`, its CDR lines collected as they come.
+pub struct LiveVoxtap {
+    child: std::process::Child,
+    lines: std::thread::JoinHandle<Vec<String>>,
+}
+
+impl LiveVoxtap {
+    /// Starts `voxtap --config-file conf --json` and waits until `port` (on the loopback) accepts connections.
+    pub fn start(conf: &Path, port: u16) -> LiveVoxtap {
+        use std::io::BufRead;
+        let mut child = voxtap()
+            .args(["--config-file", conf.to_str().unwrap(), "--json"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start voxtap");
+        let out = child.stdout.take().unwrap();
+        let lines =
+            std::thread::spawn(move || std::io::BufReader::new(out).lines().map_while(Result::ok).collect::<Vec<_>>());
+        let t0 = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(t0.elapsed() < std::time::Duration::from_secs(10), "voxtap did not listen on port {port}");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        LiveVoxtap { child, lines }
+    }
+
+    /// SIGTERM, then the CDRs and the summary line's standard error. voxtap must exit with status 0.
+    pub fn stop(mut self) -> (Vec<Value>, String) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let status = self.child.wait().unwrap();
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut self.child.stderr.take().unwrap(), &mut err).unwrap();
+        assert!(status.success(), "{err}");
+        let cdrs = self.lines.join().unwrap().iter().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
+        (cdrs, err)
+    }
+}
