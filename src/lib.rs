@@ -5,6 +5,7 @@ pub mod capture;
 pub mod config;
 pub mod decode;
 pub mod dispatch;
+pub mod link;
 pub mod manager;
 pub mod report;
 pub mod rtp;

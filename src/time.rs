@@ -134,6 +134,24 @@ pub fn rfc3339_utc(t: Nanos) -> String {
     format!("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z", c.year, c.month, c.day, c.hour, c.minute, c.second, c.micros)
 }
 
+/// RFC 3339 UTC (`2023-11-14T22:13:20.250000Z`) → nanoseconds since the epoch.
+pub fn parse_rfc3339_utc(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[10] != b'T' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let frac = s.get(19..)?.trim_end_matches('Z');
+    let nanos = match frac.strip_prefix('.') {
+        Some(f) if !f.is_empty() && f.len() <= 9 => f.parse::<i64>().ok()? * 10i64.pow(9 - f.len() as u32),
+        _ => 0,
+    };
+    let days = days_from_civil(y, u32::try_from(mo).ok()?, u32::try_from(d).ok()?);
+    Some(((days * 86_400 + h * 3600 + mi * 60 + se) * 1_000_000_000) + nanos)
+}
+
 /// Round nanoseconds to whole microseconds (CDR times and durations carry microseconds).
 pub fn round_micros(n: Nanos) -> Nanos {
     let us = (n as i128 * 2 + 1000).div_euclid(2000) as i64;

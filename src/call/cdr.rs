@@ -15,6 +15,31 @@ pub struct Cdr {
     pub streams: usize,
 }
 
+impl Cdr {
+    /// A CDR that another sensor built (its JSON, as it travels over the link); `None` when it is not one.
+    pub fn from_json(json: String) -> Option<Cdr> {
+        #[derive(serde::Deserialize)]
+        struct Head<'a> {
+            #[serde(borrow)]
+            callid: std::borrow::Cow<'a, str>,
+            #[serde(borrow)]
+            calldate: std::borrow::Cow<'a, str>,
+            #[serde(borrow)]
+            callend: std::borrow::Cow<'a, str>,
+            #[serde(default, borrow)]
+            rtp: Vec<&'a serde_json::value::RawValue>,
+        }
+        let h: Head = serde_json::from_str(&json).ok()?;
+        Some(Cdr {
+            calldate: crate::time::parse_rfc3339_utc(&h.calldate)?,
+            callend: crate::time::parse_rfc3339_utc(&h.callend)?,
+            callid: h.callid.into_owned(),
+            streams: h.rtp.len(),
+            json,
+        })
+    }
+}
+
 fn r3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }

@@ -144,6 +144,20 @@ pub struct Config {
     /// Compression of the whole `sip_*.tar` / `rtp_*.tar` archive.
     pub tar_compress_sip: Compress,
     pub tar_compress_rtp: Compress,
+    /// The central's link listener: on when `server_bind` is set and the port is not 0.
+    pub server_bind: String,
+    pub server_bind_port: u16,
+    /// Shared by the central and its remotes; never sent (SPAKE2).
+    pub server_password: String,
+    /// A remote's centrals, tried in order (failover).
+    pub server_destination: Vec<String>,
+    pub server_destination_port: u16,
+    /// A remote sends raw packets for the central to analyse, instead of its CDRs.
+    pub packetbuffer_sender: bool,
+    pub client_server_connect_maximum_time_diff_s: u32,
+    /// A remote's on-disk link queue (default SPOOLDIR/linkqueue) and its bound in MB.
+    pub link_queue_dir: Option<PathBuf>,
+    pub link_queue_maxsize: u64,
 }
 
 impl Default for Config {
@@ -222,6 +236,15 @@ impl Default for Config {
             tar: true,
             tar_compress_sip: Compress::Zstd,
             tar_compress_rtp: Compress::None,
+            server_bind: String::new(),
+            server_bind_port: 60024,
+            server_password: String::new(),
+            server_destination: Vec::new(),
+            server_destination_port: 60024,
+            packetbuffer_sender: false,
+            client_server_connect_maximum_time_diff_s: 2,
+            link_queue_dir: None,
+            link_queue_maxsize: 2048,
         }
     }
 }
@@ -301,6 +324,15 @@ pub const KNOWN_KEYS: &[&str] = &[
     "tar",
     "tar_compress_sip",
     "tar_compress_rtp",
+    "server_bind",
+    "server_bind_port",
+    "server_password",
+    "server_destination",
+    "server_destination_port",
+    "packetbuffer_sender",
+    "client_server_connect_maximum_time_diff_s",
+    "link_queue_dir",
+    "link_queue_maxsize",
 ];
 
 const LIST_KEYS: &[&str] = &["interface", "sipport", "dpdk_vdev", "dpdk_pci_device"];
@@ -503,6 +535,24 @@ impl Config {
             "tar" => self.tar = parse::yes(v),
             "tar_compress_sip" => self.tar_compress_sip = tar_zip_value(e)?,
             "tar_compress_rtp" => self.tar_compress_rtp = tar_zip_value(e)?,
+            "server_bind" => self.server_bind = v.to_string(),
+            "server_bind_port" => self.server_bind_port = number(e, 0, 65535)? as u16,
+            "server_password" => self.server_password = v.to_string(),
+            // A list in one value: `a,b;c`; VoIPmonitor drops a `/suffix` after a host.
+            "server_destination" => {
+                self.server_destination = v
+                    .split([',', ';'])
+                    .map(|h| h.split('/').next().unwrap_or("").trim().to_string())
+                    .filter(|h| !h.is_empty())
+                    .collect()
+            }
+            "server_destination_port" => self.server_destination_port = number(e, 1, 65535)? as u16,
+            "packetbuffer_sender" => self.packetbuffer_sender = parse::yes(v),
+            "client_server_connect_maximum_time_diff_s" => {
+                self.client_server_connect_maximum_time_diff_s = number(e, 0, 86_400)?
+            }
+            "link_queue_dir" => self.link_queue_dir = Some(PathBuf::from(v)),
+            "link_queue_maxsize" => self.link_queue_maxsize = number(e, 1, u32::MAX)? as u64,
             "cdr_log" => self.cdr_log = if v.eq_ignore_ascii_case("auto") { None } else { Some(parse::yes(v)) },
             _ => {}
         }

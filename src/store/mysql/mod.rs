@@ -3,7 +3,6 @@
 //! stored in batches, one transaction per batch. While the database is away a writer keeps its batch and retries
 //! with backoff.
 
-pub mod queue;
 pub mod row;
 pub mod schema;
 pub mod writer;
@@ -17,7 +16,7 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 use crate::config::Config;
-use queue::{Appender, Pos, Reader};
+use crate::store::queue::{self, Appender, Pos, Reader};
 use schema::Shape;
 use writer::{DbError, Writer};
 
@@ -63,6 +62,22 @@ impl DbConfig {
             writers: cfg.mysqlstore_max_threads_cdr as usize,
         })
     }
+}
+
+/// Registers another sensor (a remote of this central) in `sensors`, creating the database when it is missing.
+pub fn register_sensor(cfg: &DbConfig, id: u16, name: &str, host: &str) -> anyhow::Result<()> {
+    let mut c = cfg.clone();
+    c.id_sensor = Some(id);
+    c.sensor_name = name.to_string();
+    c.sensor_host = host.to_string();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let mut w = Writer::new(c);
+        let r = w.connect().await;
+        w.disconnect();
+        r
+    })?;
+    Ok(())
 }
 
 #[derive(Debug, Default, Clone, serde::Serialize)]

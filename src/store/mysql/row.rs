@@ -255,24 +255,6 @@ fn dur(v: Option<f64>, shape: &Shape) -> Value {
     }
 }
 
-/// RFC 3339 UTC (`2023-11-14T22:13:20.250000Z`) → nanoseconds since the epoch.
-fn parse_time(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[10] != b'T' {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    let frac = s.get(19..)?.trim_end_matches('Z');
-    let nanos = match frac.strip_prefix('.') {
-        Some(f) if !f.is_empty() && f.len() <= 9 => f.parse::<i64>().ok()? * 10i64.pow(9 - f.len() as u32),
-        _ => 0,
-    };
-    let days = crate::time::days_from_civil(y, u32::try_from(mo).ok()?, u32::try_from(d).ok()?);
-    Some(((days * 86_400 + h * 3600 + mi * 60 + se) * 1_000_000_000) + nanos)
-}
-
 /// A time as a `datetime` column gets it, in UTC or the host's local time.
 fn datetime(t: i64, utc: bool, ms: bool) -> (String, (i32, u32, u32)) {
     let c = crate::time::civil(t, utc);
@@ -321,9 +303,10 @@ pub fn from_json(json: &str, shape: &Shape, utc: bool) -> Result<DbCdr, RowError
     let o = Obj::parse(json)?;
     let callid = o.str("callid").ok_or(RowError::Missing("callid"))?;
     let start_s = o.str("calldate").ok_or(RowError::Missing("calldate"))?;
-    let start = parse_time(&start_s).ok_or_else(|| RowError::Bad("calldate", start_s.to_string()))?;
+    let start =
+        crate::time::parse_rfc3339_utc(&start_s).ok_or_else(|| RowError::Bad("calldate", start_s.to_string()))?;
     let end_s = o.str("callend").ok_or(RowError::Missing("callend"))?;
-    let end = parse_time(&end_s).ok_or_else(|| RowError::Bad("callend", end_s.to_string()))?;
+    let end = crate::time::parse_rfc3339_utc(&end_s).ok_or_else(|| RowError::Bad("callend", end_s.to_string()))?;
     let (calldate, day) = datetime(start, utc, shape.ms);
     let (callend, _) = datetime(end, utc, shape.ms);
     let mut h = Sha256::new();
@@ -442,11 +425,11 @@ mod tests {
 
     #[test]
     fn time_round_trips() {
-        let t = parse_time("2023-11-14T22:13:20.250000Z").unwrap();
+        let t = crate::time::parse_rfc3339_utc("2023-11-14T22:13:20.250000Z").unwrap();
         assert_eq!(crate::time::rfc3339_utc(t), "2023-11-14T22:13:20.250000Z");
         assert_eq!(datetime(t, true, true).0, "2023-11-14 22:13:20.250");
         assert_eq!(datetime(t, true, false).0, "2023-11-14 22:13:20");
-        assert!(parse_time("garbage").is_none());
+        assert!(crate::time::parse_rfc3339_utc("garbage").is_none());
     }
 
     #[test]

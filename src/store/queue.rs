@@ -1,6 +1,7 @@
-//! The on-disk CDR queue between the CDR collector and the MySQL writer, so that no CDR is lost while the
-//! database is away or when voxtap stops or dies: the producer appends every CDR before the writer sees it; the
-//! writer reads from its acknowledged position and moves that position on only after a batch is committed.
+//! The on-disk queue between a producer and a consumer that may be away: the CDR collector and the MySQL
+//! writer, or a remote sensor's capture and its link to the central. Nothing is lost while the consumer is away
+//! or when voxtap stops or dies: the producer appends every record before the consumer sees it; the consumer
+//! reads from its acknowledged position and moves that position on only once the records are safe elsewhere.
 //!
 //! Layout in the queue folder: segment files `NNNNNNNNNNNNNNNN.cdrq` (append-only records: u32 length, u32
 //! CRC-32 of the payload, both little-endian, then the CDR's JSON) and `ack` (`SEGMENT OFFSET`, replaced
@@ -240,6 +241,44 @@ pub fn ack(dir: &Path, pos: Pos) -> io::Result<()> {
     Ok(())
 }
 
+/// Bytes waiting in the queue (from the acknowledged position on): what a bound on its size is checked against.
+pub fn pending_bytes(dir: &Path) -> u64 {
+    let ack = read_ack(dir).unwrap_or_default();
+    segments(dir)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|s| *s >= ack.seg)
+        .map(|s| {
+            let len = fs::metadata(segment_path(dir, s)).map(|m| m.len()).unwrap_or(0);
+            if s == ack.seg {
+                len.saturating_sub(ack.off)
+            } else {
+                len
+            }
+        })
+        .sum()
+}
+
+/// The queue's identity (random, made on first use and kept in the folder): positions are only comparable
+/// within one queue, so a consumer that remembers positions keys them by this.
+pub fn queue_id(dir: &Path) -> io::Result<String> {
+    let p = dir.join("id");
+    if let Ok(s) = fs::read_to_string(&p) {
+        let s = s.trim();
+        if !s.is_empty() {
+            return Ok(s.to_string());
+        }
+    }
+    fs::create_dir_all(dir)?;
+    let mut b = [0u8; 16];
+    File::open("/dev/urandom")?.read_exact(&mut b)?;
+    let id: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    let tmp = dir.join("id.tmp");
+    fs::write(&tmp, &id)?;
+    fs::rename(&tmp, &p)?;
+    Ok(id)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,6 +318,10 @@ mod tests {
         let got: Vec<String> =
             r.read(100).unwrap().iter().map(|(p, _)| String::from_utf8_lossy(p).to_string()).collect();
         assert_eq!(got, ["cdr4", "cdr5", "cdr6", "cdr7", "cdr8", "cdr9", "new"]);
+        // 6 old records of 12 bytes and "new" (11) wait.
+        assert_eq!(pending_bytes(&d), 6 * 12 + 11);
+        let id = queue_id(&d).unwrap();
+        assert_eq!((id.len(), queue_id(&d).unwrap()), (32, id.clone()));
     }
 
     #[test]
