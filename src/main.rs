@@ -169,6 +169,36 @@ fn run(cli: Cli) -> Result<()> {
         );
         return Ok(());
     }
+    let central = !cfg.server_bind.is_empty() && cfg.server_bind_port != 0;
+    if central && !cfg.server_destination.is_empty() {
+        bail!("server_bind (a central) and server_destination (a remote) are both set: a sensor has one role");
+    }
+    if cfg.packetbuffer_sender && cfg.server_destination.is_empty() {
+        bail!("packetbuffer_sender = yes needs server_destination (the central that analyses the packets)");
+    }
+    if central {
+        if cli.read.is_some() || !cfg.interface.is_empty() || cfg.dpdk || cfg.hep || cfg.ipfix {
+            bail!("a central (server_bind) takes its packets and CDRs from its remotes: leave -r, interface, dpdk, hep and ipfix unset");
+        }
+        let res = voxtap::runtime::run_central(&cfg, cli.workers, live_output(&cli))?;
+        return output(&cli, &res);
+    }
+    if cfg.packetbuffer_sender {
+        let Some(read) = cli.read.clone() else {
+            bail!("packetbuffer_sender = yes forwards a capture file (-r FILE) in this version; live forwarding is not built yet");
+        };
+        check_readable(&read)?;
+        let stats = voxtap::runtime::send_packets_file(&cfg, &read)?;
+        eprintln!(
+            "voxtap: sent {} to the central: batches_sent={} batches_confirmed={} connects={} connect_failures={}",
+            read.display(),
+            stats.batches_sent,
+            stats.batches_confirmed,
+            stats.connects,
+            stats.connect_failures
+        );
+        return Ok(());
+    }
     let Some(read) = cli.read.clone() else {
         if cfg.hep || cfg.ipfix {
             if !cfg.interface.is_empty() || cfg.dpdk || (cfg.hep && cfg.ipfix) {
@@ -231,6 +261,12 @@ fn output(cli: &Cli, res: &voxtap::runtime::RunResult) -> Result<()> {
         // One write, so the line is not interleaved with a pipe reader's output.
         let line = format!("voxtap: {}\n", voxtap::report::summary(res));
         let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+    }
+    if let Some(l) = res.link.as_ref().filter(|l| l.left_bytes > 0) {
+        bail!(
+            "{} bytes of CDRs are not confirmed by the central yet: they wait in the link queue and are sent at the next start",
+            l.left_bytes
+        );
     }
     if let Some(db) = res.db.as_ref().filter(|d| d.cdrs_queued > 0) {
         bail!(

@@ -43,13 +43,12 @@ pub struct Manager {
 
 impl Manager {
     /// Binds and starts serving; the caller decides what a failure to bind means.
-    pub fn start(addr: SocketAddr, state: State) -> io::Result<Manager> {
+    pub fn start(addr: SocketAddr, state: Arc<State>) -> io::Result<Manager> {
         let listener = TcpListener::bind(addr)?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
-        let state = Arc::new(state);
         let handle = std::thread::Builder::new().name("manager".into()).spawn(move || serve(listener, state, flag))?;
         Ok(Manager { stop, handle: Some(handle), addr })
     }

@@ -196,6 +196,26 @@ pub fn summary(r: &RunResult) -> String {
     for (k, v) in d.tunnel.nonzero() {
         text.push_str(&format!(" {k}={v}"));
     }
+    if let Some(l) = &r.link {
+        text.push_str(&format!(
+            " link_queued={} link_batches_sent={} link_batches_confirmed={} link_connects={} link_connect_failures={} link_left_bytes={}",
+            l.queued, l.batches_sent, l.batches_confirmed, l.connects, l.connect_failures, l.left_bytes
+        ));
+        if l.dropped_queue_full > 0 {
+            text.push_str(&format!(" link_dropped_queue_full={}", l.dropped_queue_full));
+        }
+    }
+    if let Some(c) = &r.central {
+        text.push_str(&format!(
+            " central_connections={} central_registered={} central_cdrs={} central_packet_batches={} central_resent_skipped={} \
+             central_refused_auth={} central_refused_clock={} central_refused_duplicate_id={} central_refused_protocol={} central_links_lost={}",
+            c.connections, c.registered, c.cdrs, c.packet_batches, c.resent_batches_skipped, c.refused_auth,
+            c.refused_clock, c.refused_duplicate_id, c.refused_protocol, c.links_lost
+        ));
+    }
+    if let Some(m) = &r.merge {
+        text.push_str(&format!(" merge_frames={} merge_released_on_timeout={}", m.frames, m.released_on_timeout));
+    }
     if let Some(l) = &r.cdr_log {
         text.push_str(&format!(" cdr_log_written={}", l.written));
         if l.errors > 0 {

@@ -26,6 +26,10 @@ use crate::decode::{DecodeStats, Decoder, DecoderConfig};
 use crate::dispatch::{Rx, RxConfig, RxStats, ToOwner};
 use crate::store::cdrlog::{CdrLog, CdrLogStats};
 use crate::store::mysql::{DbConfig, DbSink, DbStats};
+
+mod collector;
+mod link;
+pub use link::{run_central, send_packets_file};
 use crate::store::spool::{self, SpoolStats};
 use crate::time::secs;
 
@@ -68,6 +72,10 @@ pub struct RunResult {
     /// Counters of the live HEP and IPFIX listeners.
     pub hep: Option<crate::capture::hep::HepStats>,
     pub ipfix: Option<crate::capture::ipfix::IpfixStats>,
+    /// A remote's link to its central, and a central's counters of its remotes and of their packets' merge.
+    pub link: Option<crate::link::remote::LinkStats>,
+    pub central: Option<crate::link::central::CentralStats>,
+    pub merge: Option<crate::link::merge::MergeStats>,
     /// Counters of the capture port (live DPDK capture).
     #[cfg(feature = "dpdk")]
     pub port: Option<crate::capture::dpdk::PortStats>,
@@ -78,7 +86,7 @@ struct Pipeline {
     to_owner: Vec<crossbeam_channel::Sender<ToOwner>>,
     recycle_rx: crossbeam_channel::Receiver<crate::dispatch::batch::Batch>,
     handles: Vec<thread::JoinHandle<OwnerStats>>,
-    collector: thread::JoinHandle<Collected>,
+    collector: thread::JoinHandle<collector::Collected>,
     spooler: Option<thread::JoinHandle<SpoolStats>>,
     cleaner: Option<Cleaner>,
     workers: usize,
@@ -89,22 +97,8 @@ struct Pipeline {
 }
 
 /// The manager port beside a live capture; one that cannot bind is a warning (another sensor may hold the port).
-fn start_manager(
-    cfg: &Config,
-    calls: Arc<CallGauge>,
-    owners: Vec<crossbeam_channel::Sender<ToOwner>>,
-) -> Option<crate::manager::Manager> {
+fn start_manager(cfg: &Config, state: Arc<crate::manager::State>) -> Option<crate::manager::Manager> {
     let ip: std::net::IpAddr = cfg.managerip.parse().ok()?;
-    let state = crate::manager::State {
-        started: Instant::now(),
-        spooldir: cfg.spooldir.clone(),
-        sipports: cfg.sipports_text(),
-        calls,
-        allow_remote: cfg.manager_enable_unencrypted,
-        owners,
-        utc: cfg.utc,
-        id_sensor: cfg.id_sensor,
-    };
     match crate::manager::Manager::start(std::net::SocketAddr::new(ip, cfg.managerport), state) {
         Ok(m) => {
             tracing::info!(listen = %m.local_addr(), "manager port open");
@@ -115,15 +109,6 @@ fn start_manager(
             None
         }
     }
-}
-
-/// What the CDR collector ends with.
-struct Collected {
-    /// Kept for sorted output (a capture file); empty when they were written as they came.
-    cdrs: Vec<Cdr>,
-    count: u64,
-    db: Option<DbStats>,
-    cdr_log: Option<CdrLogStats>,
 }
 
 /// The periodic cleanspool thread of a live capture.
@@ -172,6 +157,7 @@ impl Pipeline {
         blocking: bool,
         sources: usize,
         live: Option<LiveOutput>,
+        remote_cdrs: Option<crossbeam_channel::Receiver<crate::link::central::RemoteCdrs>>,
     ) -> Result<Pipeline> {
         let save_any = cfg.savesip || cfg.savertp != SaveRtp::No || cfg.savertcp;
         let (cdr_tx, cdr_rx) = bounded::<Cdr>(65_536);
@@ -198,29 +184,46 @@ impl Pipeline {
             },
             None => None,
         };
-        let mut db = db_cfg.map(DbSink::start).transpose()?;
+        // A remote sends its CDRs to the central, which stores them; it keeps no database of its own.
+        let link_cfg = crate::link::remote::RemoteConfig::from_config(cfg).filter(|_| !cfg.packetbuffer_sender);
+        if link_cfg.is_some() && db_cfg.is_some() {
+            tracing::warn!("server_destination is set: CDRs go to the central; mysqlhost is not used on a remote");
+        }
+        let db = match link_cfg {
+            Some(_) => None,
+            None => db_cfg.map(DbSink::start).transpose()?,
+        };
+        // Relayed manager commands (the GUI's getfile through the central) are answered once the owners run.
+        let manager_state = Arc::new(std::sync::OnceLock::<Arc<crate::manager::State>>::new());
+        let link = link_cfg
+            .map(|l| {
+                let st = manager_state.clone();
+                let handler: crate::link::remote::CommandHandler = Arc::new(move |cmd: &str| match st.get() {
+                    Some(s) => crate::manager::handle(cmd, s),
+                    None => b"starting\n".to_vec(),
+                });
+                crate::link::remote::LinkSink::start(l, Some(handler))
+            })
+            .transpose()
+            .context("opening the link queue")?;
+        if link.is_some() {
+            log = None;
+        }
         // A capture file's CDRs are sorted and printed at the end; a live capture's go out as they come, so memory
         // stays flat however long it runs.
-        let mut out = (!blocking).then_some(live).flatten().map(crate::report::LiveWriter::new);
+        let out = (!blocking).then_some(live).flatten().map(crate::report::LiveWriter::new);
         let streamed = out.is_some();
-        let collector = thread::Builder::new().name("cdr-collector".into()).spawn(move || {
-            let mut all = Vec::new();
-            let mut count = 0u64;
-            for cdr in cdr_rx.iter() {
-                count += 1;
-                if let Some(db) = &mut db {
-                    db.push(&cdr.json);
-                }
-                if let Some(log) = &mut log {
-                    log.append(&cdr);
-                }
-                match &mut out {
-                    Some(w) => w.write(&cdr, cdr_rx.is_empty()),
-                    None => all.push(cdr),
-                }
-            }
-            Collected { cdrs: all, count, db: db.map(DbSink::finish), cdr_log: log.map(CdrLog::finish) }
-        })?;
+        let sinks = collector::Sinks {
+            db,
+            log,
+            link,
+            // A capture file waits until the central has everything; a live sensor gives it 20 s, then keeps the
+            // rest queued for its next start.
+            link_wait: (!blocking).then_some(std::time::Duration::from_secs(20)),
+            out,
+        };
+        let collector =
+            thread::Builder::new().name("cdr-collector".into()).spawn(move || collector::run(cdr_rx, remote_cdrs, sinks))?;
         // cleanspool runs beside a live capture, once a minute; a capture file run leaves the spool alone.
         let cleaner = (!blocking && cfg.cleanspool).then(|| Cleaner::start(cfg.clone())).transpose()?;
         let spool_opts = spool::SpoolOptions::from_config(cfg);
@@ -258,8 +261,18 @@ impl Pipeline {
                 owner.run(rx, recycle)
             })?);
         }
-        let manager =
-            (!blocking && cfg.managerport != 0).then(|| start_manager(cfg, gauge.clone(), to_owner.clone())).flatten();
+        let state = Arc::new(crate::manager::State {
+            started: Instant::now(),
+            spooldir: cfg.spooldir.clone(),
+            sipports: cfg.sipports_text(),
+            calls: gauge.clone(),
+            allow_remote: cfg.manager_enable_unencrypted,
+            owners: to_owner.clone(),
+            utc: cfg.utc,
+            id_sensor: cfg.id_sensor,
+        });
+        let _ = manager_state.set(state.clone());
+        let manager = (!blocking && cfg.managerport != 0).then(|| start_manager(cfg, state)).flatten();
         Ok(Pipeline { to_owner, recycle_rx, handles, collector, spooler, cleaner, workers, streamed, gauge, manager })
     }
 
@@ -299,7 +312,7 @@ impl Pipeline {
         }
         // Every call is closed: the manager has nothing left to report.
         drop(self.manager);
-        let Collected { mut cdrs, count: cdr_count, db, cdr_log } =
+        let collector::Collected { mut cdrs, count: cdr_count, db, cdr_log, link } =
             self.collector.join().map_err(|_| anyhow::anyhow!("the CDR collector panicked"))?;
         let spool = match self.spooler {
             Some(h) => h.join().map_err(|_| anyhow::anyhow!("the spool writer panicked"))?,
@@ -329,6 +342,9 @@ impl Pipeline {
             ipfix: None,
             db,
             cdr_log,
+            link,
+            central: None,
+            merge: None,
             #[cfg(feature = "dpdk")]
             port: None,
         })
@@ -340,7 +356,7 @@ pub fn run_file(opts: RunOptions) -> Result<RunResult> {
     let workers = opts.workers.clamp(1, 256);
     let file = CaptureFile::open(&opts.read).with_context(|| format!("reading {}", opts.read.display()))?;
     let started = Instant::now();
-    let pipeline = Pipeline::start(cfg, workers, true, 1, None)?;
+    let pipeline = Pipeline::start(cfg, workers, true, 1, None, None)?;
     let mut rx = pipeline.rx(cfg, true, None, 0);
     let mut frames = file.frames();
     for f in frames.by_ref() {
@@ -471,7 +487,7 @@ pub fn run_dpdk(cfg: &Config, workers: usize, live: LiveOutput) -> Result<RunRes
     // A pcap virtual device replays a file: waiting for busy owners loses nothing there, so it behaves like
     // `-r`. A real port never waits: a full ring is a counted drop.
     let replay = port.driver.starts_with("net_pcap");
-    let pipeline = Pipeline::start(cfg, workers, replay, port.rx_queues as usize, Some(live))?;
+    let pipeline = Pipeline::start(cfg, workers, replay, port.rx_queues as usize, Some(live), None)?;
     install_stop_handlers();
     // Only a pcap virtual device stamps packets with wall-clock times (the file's, in microseconds); a NIC's
     // hardware timestamps run on its own clock, so live ports use the host clock.
@@ -614,7 +630,7 @@ pub fn run_afpacket(cfg: &Config, workers: usize, live: LiveOutput) -> Result<Ru
         }
     }
     anyhow::ensure!(!cfg.interface.is_empty(), "no interface to capture on");
-    let pipeline = Pipeline::start(cfg, workers, false, threads, Some(live))?;
+    let pipeline = Pipeline::start(cfg, workers, false, threads, Some(live), None)?;
     install_stop_handlers();
     tracing::info!(interfaces = ?cfg.interface, rx_threads = threads, "AF_PACKET capture started");
     let idle_limit = (cfg.exit_after_idle > 0).then(|| std::time::Duration::from_secs(cfg.exit_after_idle as u64));
@@ -689,9 +705,22 @@ pub fn run_ipfix(cfg: &Config, workers: usize, live: LiveOutput) -> Result<RunRe
 type Poll<'a> = dyn FnMut(i32, &mut dyn FnMut(crate::time::Nanos, u16, &[u8])) -> usize + 'a;
 
 fn run_listener(cfg: &Config, workers: usize, live: LiveOutput, poll: &mut Poll<'_>) -> Result<RunResult> {
+    drive(cfg, workers, live, None, poll, &mut |_| {})
+}
+
+/// A socket source feeding one rx stage until SIGTERM/SIGINT or `exit_after_idle`; `stopping` runs before the
+/// owners are told to end and may hand over what the source still holds.
+fn drive(
+    cfg: &Config,
+    workers: usize,
+    live: LiveOutput,
+    remote_cdrs: Option<crossbeam_channel::Receiver<crate::link::central::RemoteCdrs>>,
+    poll: &mut Poll<'_>,
+    stopping: &mut dyn FnMut(&mut dyn FnMut(crate::time::Nanos, u16, &[u8])),
+) -> Result<RunResult> {
     let workers = workers.clamp(1, 256);
     let started = Instant::now();
-    let pipeline = Pipeline::start(cfg, workers, false, 1, Some(live))?;
+    let pipeline = Pipeline::start(cfg, workers, false, 1, Some(live), remote_cdrs)?;
     install_stop_handlers();
     let idle_limit = (cfg.exit_after_idle > 0).then(|| std::time::Duration::from_secs(cfg.exit_after_idle as u64));
     let mut rx = pipeline.rx(cfg, false, None, 0);
@@ -709,6 +738,7 @@ fn run_listener(cfg: &Config, workers: usize, live: LiveOutput, poll: &mut Poll<
             }
         }
     }
+    stopping(&mut |ts, lt, data| rx.frame(ts, lt, data));
     rx.router.stats.cpu_s.push(crate::time::thread_cpu_secs() - cpu0);
     rx.router.stats.packets_per_core.push(rx.decoder.stats.frames);
     pipeline.finish(rx, started, None)

@@ -307,7 +307,9 @@ fn serve(s: TcpStream, peer: SocketAddr, st: &State) {
         });
     }
     let welcome = serde_json::json!({ "sensor": key, "version": secure::VERSIONS.last() }).to_string();
-    let result = tx.lock().send(msg::WELCOME, welcome.as_bytes()).and_then(|_| {
+    // The send lock is released before receiving: the receive loop sends acknowledgements with it.
+    let welcomed = tx.lock().send(msg::WELCOME, welcome.as_bytes());
+    let result = welcomed.and_then(|_| {
         let _ = rx.set_read_timeout(Some(SILENCE));
         receive(&mut rx, &tx, &hello.queue_id, conn, packets, &pending, st)
     });
@@ -321,7 +323,7 @@ fn serve(s: TcpStream, peer: SocketAddr, st: &State) {
         }
     }
     if packets {
-        let _ = st.packets.send(PacketEvent::Gone { conn });
+        let _ = st.packets.send_timeout(PacketEvent::Gone { conn }, Duration::from_secs(1));
     }
     let mut reg = st.registry.lock();
     if reg.get(&key).is_some_and(|e| e.conn == conn) {
@@ -356,9 +358,7 @@ fn receive(
                     if packets {
                         msg::frames(&raw).map_err(bad)?;
                         st.stats.lock().packet_batches += 1;
-                        st.packets
-                            .send(PacketEvent::Batch { conn, raw })
-                            .map_err(|_| LinkError::Protocol("the central is stopping".into()))?;
+                        hand_on(st, PacketEvent::Batch { conn, raw })?;
                     } else {
                         take_cdrs(&raw, st)?;
                     }
@@ -378,6 +378,18 @@ fn receive(
                 }
             }
             k => return Err(LinkError::Protocol(format!("unexpected record {k}"))),
+        }
+    }
+}
+
+/// Hands packets to the merge, waiting while it is busy, but not past the central's stop (the merge may no
+/// longer be read then).
+fn hand_on(st: &State, mut ev: PacketEvent) -> Result<(), LinkError> {
+    loop {
+        match st.packets.send_timeout(ev, Duration::from_millis(100)) {
+            Ok(()) => return Ok(()),
+            Err(crossbeam_channel::SendTimeoutError::Timeout(back)) if !st.stop.load(Ordering::Acquire) => ev = back,
+            Err(_) => return Err(LinkError::Protocol("the central is stopping".into())),
         }
     }
 }

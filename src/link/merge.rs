@@ -111,6 +111,12 @@ impl Merge {
             let waiting = self.sources.iter().any(|(c, s)| {
                 *c != conn && !s.gone && s.head().is_none() && s.last_heard.is_none_or(|h| h.elapsed() < HOLD)
             });
+            let stale = self.sources.iter().any(|(c, s)| {
+                *c != conn && !s.gone && s.head().is_none() && s.last_heard.is_some_and(|h| h.elapsed() >= HOLD)
+            });
+            if stale {
+                self.stats.released_on_timeout += 1;
+            }
             if waiting {
                 if self.held_bytes > BUFFER_MAX {
                     self.stats.released_on_memory += 1;

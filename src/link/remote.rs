@@ -157,14 +157,19 @@ impl LinkSink {
         })
     }
 
-    /// Appends one record (a CDR's JSON, or a packet batch); `false` when the queue is full and it was dropped.
-    pub fn push(&mut self, record: &[u8]) -> bool {
+    /// Whether a record of `len` bytes fits under `link_queue_maxsize` now.
+    pub fn room(&mut self, len: usize) -> bool {
         if self.size_at.elapsed() >= Duration::from_secs(1) {
             self.size = queue::pending_bytes(&self.dir);
             self.size_at = Instant::now();
             self.since_size = 0;
         }
-        if self.size + self.since_size + record.len() as u64 > self.max_bytes {
+        self.size + self.since_size + len as u64 <= self.max_bytes
+    }
+
+    /// Appends one record (a CDR's JSON, or a packet batch); `false` when the queue is full and it was dropped.
+    pub fn push(&mut self, record: &[u8]) -> bool {
+        if !self.room(record.len()) {
             self.shared.stats.lock().dropped_queue_full += 1;
             if self.last_full_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
                 self.last_full_warning = Some(Instant::now());

@@ -75,7 +75,7 @@ impl CdrLog {
         Ok(())
     }
 
-    fn sync(&mut self) {
+    pub fn sync(&mut self) {
         if self.dirty {
             if let Some(f) = &self.file {
                 if let Err(e) = f.sync_data() {

@@ -194,7 +194,7 @@ impl DbSink {
         let _ = self.doorbell.try_send(());
     }
 
-    fn sync(&mut self) {
+    pub fn sync(&mut self) {
         if self.dirty {
             if let Err(e) = self.queue.sync() {
                 warn!(error = %e, "cannot sync the CDR queue");
