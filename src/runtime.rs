@@ -29,9 +29,9 @@ use crate::store::mysql::{DbConfig, DbSink, DbStats};
 
 mod collector;
 mod link;
-pub use link::{run_central, send_packets_file};
 use crate::store::spool::{self, SpoolStats};
 use crate::time::secs;
+pub use link::{run_central, send_packets_file};
 
 pub struct RunOptions {
     pub config: Config,
@@ -222,8 +222,9 @@ impl Pipeline {
             link_wait: (!blocking).then_some(std::time::Duration::from_secs(20)),
             out,
         };
-        let collector =
-            thread::Builder::new().name("cdr-collector".into()).spawn(move || collector::run(cdr_rx, remote_cdrs, sinks))?;
+        let collector = thread::Builder::new()
+            .name("cdr-collector".into())
+            .spawn(move || collector::run(cdr_rx, remote_cdrs, sinks))?;
         // cleanspool runs beside a live capture, once a minute; a capture file run leaves the spool alone.
         let cleaner = (!blocking && cfg.cleanspool).then(|| Cleaner::start(cfg.clone())).transpose()?;
         let spool_opts = spool::SpoolOptions::from_config(cfg);
@@ -702,7 +703,9 @@ pub fn run_ipfix(cfg: &Config, workers: usize, live: LiveOutput) -> Result<RunRe
 }
 
 /// A socket source feeding one rx stage: `poll(timeout_ms, frame)` hands over what arrived.
-type Poll<'a> = dyn FnMut(i32, &mut dyn FnMut(crate::time::Nanos, u16, &[u8])) -> usize + 'a;
+type Poll<'a> = dyn FnMut(i32, &mut FrameSink<'_>) -> usize + 'a;
+/// Where a socket source hands its frames: time, link type, bytes.
+type FrameSink<'a> = dyn FnMut(crate::time::Nanos, u16, &[u8]) + 'a;
 
 fn run_listener(cfg: &Config, workers: usize, live: LiveOutput, poll: &mut Poll<'_>) -> Result<RunResult> {
     drive(cfg, workers, live, None, poll, &mut |_| {})
@@ -716,7 +719,7 @@ fn drive(
     live: LiveOutput,
     remote_cdrs: Option<crossbeam_channel::Receiver<crate::link::central::RemoteCdrs>>,
     poll: &mut Poll<'_>,
-    stopping: &mut dyn FnMut(&mut dyn FnMut(crate::time::Nanos, u16, &[u8])),
+    stopping: &mut dyn FnMut(&mut FrameSink<'_>),
 ) -> Result<RunResult> {
     let workers = workers.clamp(1, 256);
     let started = Instant::now();
@@ -726,13 +729,21 @@ fn drive(
     let mut rx = pipeline.rx(cfg, false, None, 0);
     let cpu0 = crate::time::thread_cpu_secs();
     let mut last_packet = Instant::now();
+    // Packet time while the source is quiet: the newest packet's time, moving on in real time. A replay (a remote
+    // sending an old capture, HEP from a recording) keeps its own times, which the wall clock would age at once.
+    let mut newest: Option<crate::time::Nanos> = None;
     while !STOP.load(Ordering::Relaxed) {
-        let got = poll(50, &mut |ts, lt, data| rx.frame(ts, lt, data));
+        let got = poll(50, &mut |ts, lt, data| {
+            newest = Some(newest.map_or(ts, |n| n.max(ts)));
+            rx.frame(ts, lt, data)
+        });
         rx.retry_parked(false);
         if got > 0 {
             last_packet = Instant::now();
         } else {
-            rx.idle_clock(crate::time::wall_clock());
+            if let Some(n) = newest {
+                rx.idle_clock(n.saturating_add(last_packet.elapsed().as_nanos() as i64));
+            }
             if idle_limit.is_some_and(|l| last_packet.elapsed() >= l) {
                 break;
             }

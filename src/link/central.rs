@@ -78,8 +78,40 @@ struct Entry {
     pending: Arc<Mutex<HashMap<u32, Sender<Vec<u8>>>>>,
 }
 
+/// Refusals of strangers are logged, but a scan or a flood cannot fill the log: at most `PER_MINUTE` lines a
+/// minute, then one line with how many were left out.
+struct LogLimit {
+    window: std::time::Instant,
+    logged: u32,
+    suppressed: u64,
+}
+
+impl LogLimit {
+    const PER_MINUTE: u32 = 20;
+
+    fn allow(&mut self) -> bool {
+        if self.window.elapsed() >= Duration::from_secs(60) {
+            if self.suppressed > 0 {
+                warn!(
+                    suppressed = self.suppressed,
+                    "more link connections were refused in the last minute (not logged one by one)"
+                );
+            }
+            self.window = std::time::Instant::now();
+            self.logged = 0;
+            self.suppressed = 0;
+        }
+        self.logged += 1;
+        if self.logged > Self::PER_MINUTE {
+            self.suppressed += 1;
+        }
+        self.logged <= Self::PER_MINUTE
+    }
+}
+
 struct State {
     cfg: CentralConfig,
+    refusals: Mutex<LogLimit>,
     registry: Mutex<HashMap<String, Entry>>,
     /// The newest position taken from each remote queue: a batch at or below it is a resend.
     taken: Mutex<HashMap<String, Pos>>,
@@ -119,6 +151,7 @@ impl Central {
         let state = Arc::new(State {
             cfg,
             registry: Mutex::new(HashMap::new()),
+            refusals: Mutex::new(LogLimit { window: std::time::Instant::now(), logged: 0, suppressed: 0 }),
             taken: Mutex::new(HashMap::new()),
             stats: Mutex::new(CentralStats::default()),
             cdrs,
@@ -232,7 +265,9 @@ fn serve(s: TcpStream, peer: SocketAddr, st: &State) {
                 _ => stats.refused_protocol += 1,
             }
             drop(stats);
-            warn!(%peer, error = %e, "link connection refused");
+            if st.refusals.lock().allow() {
+                warn!(%peer, error = %e, "link connection refused");
+            }
             return;
         }
     };

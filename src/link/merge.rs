@@ -44,6 +44,9 @@ pub struct MergeStats {
 
 pub struct Merge {
     events: Receiver<PacketEvent>,
+    /// When the first remote's packets came: nothing goes for `HOLD` after it, so remotes that connect at the
+    /// same time (a central starting, or coming back) are all heard before the first packets go on.
+    first: Option<Instant>,
     sources: HashMap<u64, Source>,
     held_bytes: usize,
     pub stats: MergeStats,
@@ -69,13 +72,14 @@ fn index(raw: &[u8]) -> Vec<(i64, u16, usize, usize)> {
 
 impl Merge {
     pub fn new(events: Receiver<PacketEvent>) -> Merge {
-        Merge { events, sources: HashMap::new(), held_bytes: 0, stats: MergeStats::default() }
+        Merge { events, first: None, sources: HashMap::new(), held_bytes: 0, stats: MergeStats::default() }
     }
 
     fn take(&mut self, ev: PacketEvent) {
         match ev {
             PacketEvent::Batch { conn, raw } => {
                 let frames = index(&raw);
+                self.first.get_or_insert_with(Instant::now);
                 let s = self.sources.entry(conn).or_default();
                 s.last_heard = Some(Instant::now());
                 if !frames.is_empty() {
@@ -93,15 +97,18 @@ impl Merge {
 
     /// Waits up to `timeout_ms` for packets, then hands on every frame that may go, oldest first.
     pub fn poll(&mut self, timeout_ms: i32, f: &mut dyn FnMut(crate::time::Nanos, u16, &[u8])) -> usize {
-        match self.events.recv_timeout(Duration::from_millis(timeout_ms.max(0) as u64)) {
-            Ok(ev) => self.take(ev),
-            Err(_) => {}
+        if let Ok(ev) = self.events.recv_timeout(Duration::from_millis(timeout_ms.max(0) as u64)) {
+            self.take(ev);
         }
         while let Ok(ev) = self.events.try_recv() {
             self.take(ev);
         }
         let mut n = 0;
+        let gathering = self.first.is_some_and(|t| t.elapsed() < HOLD);
         loop {
+            if gathering && self.held_bytes <= BUFFER_MAX && !self.sources.values().all(|s| s.gone) {
+                break;
+            }
             let Some((conn, ts)) =
                 self.sources.iter().filter_map(|(c, s)| s.head().map(|t| (*c, t))).min_by_key(|(c, t)| (*t, *c))
             else {
@@ -174,6 +181,9 @@ mod tests {
         let (_tx, rx) = crossbeam_channel::bounded(1);
         let mut m = Merge::new(rx);
         m.push(1, &[(10, b"a"), (30, b"c")]);
+        // The first packets wait while other remotes may still be connecting.
+        assert_eq!(collect(&mut m), Vec::<i64>::new());
+        m.first = Some(Instant::now() - HOLD);
         // Only one remote known: everything goes.
         assert_eq!(collect(&mut m), [10, 30]);
         m.push(1, &[(50, b"e")]);
@@ -191,6 +201,7 @@ mod tests {
         let mut m = Merge::new(rx);
         m.push(1, &[(10, b"a"), (20, b"b")]);
         m.push(2, &[(5, b"x")]);
+        m.first = Some(Instant::now() - HOLD);
         // Remote 2 has nothing more queued: 10 waits, in case its next packet is older.
         assert_eq!(collect(&mut m), [5]);
         assert_eq!(collect(&mut m), Vec::<i64>::new());

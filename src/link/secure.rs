@@ -251,8 +251,12 @@ pub fn connect(
     // The central proves itself first, so a remote never reveals anything to a wrong central.
     let mut proof = Vec::new();
     read_frame(&mut stream, HELLO_MAX, &mut proof)?;
-    let proof = unhex(std::str::from_utf8(&proof).unwrap_or("")).ok_or(LinkError::Auth)?;
-    mac(&keys.confirm_s, &th).verify_slice(&proof).map_err(|_| LinkError::Auth)?;
+    let proof = unhex(std::str::from_utf8(&proof).unwrap_or("")).unwrap_or_default();
+    if mac(&keys.confirm_s, &th).verify_slice(&proof).is_err() {
+        // Tell the central, so it counts and logs a failed authentication rather than a dropped connection.
+        let _ = write_frame(&mut stream, b"authentication failed");
+        return Err(LinkError::Auth);
+    }
     write_frame(&mut stream, hex(&mac(&keys.confirm_c, &th).finalize().into_bytes()).as_bytes())?;
     Ok((channel(stream, keys.c2s, keys.s2c, sh.version)?, sh))
 }
@@ -375,11 +379,10 @@ mod tests {
         }
     }
 
+    type Ends = (Result<(Channel, ServerHello), LinkError>, Result<(Channel, ClientHello), LinkError>);
+
     /// Runs a handshake with the two passwords; returns both ends' results.
-    fn pair(
-        cpw: &'static str,
-        spw: &'static str,
-    ) -> (Result<(Channel, ServerHello), LinkError>, Result<(Channel, ClientHello), LinkError>) {
+    fn pair(cpw: &'static str, spw: &'static str) -> Ends {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
         let t = std::thread::spawn(move || {
@@ -409,8 +412,8 @@ mod tests {
     fn wrong_password_fails_on_both_sides() {
         let (c, s) = pair("secret", "other");
         assert!(matches!(c, Err(LinkError::Auth)), "{:?}", c.err());
-        // The remote hangs up after the central's proof fails: the central sees a closed link, not a session.
-        assert!(s.is_err());
+        // The remote says so after the central's proof fails: the central knows it was the password.
+        assert!(matches!(s, Err(LinkError::Auth)), "{:?}", s.err());
     }
 
     #[test]

@@ -154,6 +154,23 @@ impl Db {
             .collect()
     }
 
+    /// Like `query`, but a failing statement (a table not created yet) gives no rows instead of a panic.
+    pub fn try_query(&self, db: &str, sql: &str) -> Vec<Vec<Option<String>>> {
+        let out = Command::new("mariadb")
+            .args(["--no-defaults", "--batch", &format!("-h{}", self.host), &format!("-P{}", self.port), "-uroot", db])
+            .arg("-e")
+            .arg(sql)
+            .output()
+            .expect("run mariadb client");
+        if !out.status.success() {
+            return Vec::new();
+        }
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| l.split('\t').map(|f| (f != "NULL").then(|| f.to_string())).collect())
+            .collect()
+    }
+
     /// A fresh, empty database name (dropped first).
     pub fn fresh(&self, name: &str) -> String {
         self.query(None, &format!("DROP DATABASE IF EXISTS `{name}`"));

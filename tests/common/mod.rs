@@ -191,6 +191,8 @@ pub fn sorted_by_callid(mut v: Vec<Value>) -> Vec<Value> {
 pub struct LiveVoxtap {
     child: std::process::Child,
     lines: std::thread::JoinHandle<Vec<String>>,
+    /// Standard error, read as it comes (a full pipe would stall voxtap's logging).
+    err: std::thread::JoinHandle<String>,
 }
 
 impl LiveVoxtap {
@@ -206,20 +208,29 @@ impl LiveVoxtap {
         let out = child.stdout.take().unwrap();
         let lines =
             std::thread::spawn(move || std::io::BufReader::new(out).lines().map_while(Result::ok).collect::<Vec<_>>());
+        let mut e = child.stderr.take().unwrap();
+        let err = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = std::io::Read::read_to_string(&mut e, &mut s);
+            s
+        });
         let t0 = std::time::Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(t0.elapsed() < std::time::Duration::from_secs(10), "voxtap did not listen on port {port}");
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        LiveVoxtap { child, lines }
+        LiveVoxtap { child, lines, err }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// SIGTERM, then the CDRs and the summary line's standard error. voxtap must exit with status 0.
     pub fn stop(mut self) -> (Vec<Value>, String) {
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
         let status = self.child.wait().unwrap();
-        let mut err = String::new();
-        std::io::Read::read_to_string(&mut self.child.stderr.take().unwrap(), &mut err).unwrap();
+        let err = self.err.join().unwrap();
         assert!(status.success(), "{err}");
         let cdrs = self.lines.join().unwrap().iter().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
         (cdrs, err)
