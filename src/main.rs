@@ -184,19 +184,30 @@ fn run(cli: Cli) -> Result<()> {
         return output(&cli, &res);
     }
     if cfg.packetbuffer_sender {
-        let Some(read) = cli.read.clone() else {
-            bail!("packetbuffer_sender = yes forwards a capture file (-r FILE) in this version; live forwarding is not built yet");
+        let (what, (fwd, link)) = match cli.read.clone() {
+            Some(read) => {
+                check_readable(&read)?;
+                (read.display().to_string(), voxtap::runtime::send_packets_file(&cfg, &read)?)
+            }
+            None => ("live capture".to_string(), voxtap::runtime::forward_live(&cfg)?),
         };
-        check_readable(&read)?;
-        let stats = voxtap::runtime::send_packets_file(&cfg, &read)?;
         eprintln!(
-            "voxtap: sent {} to the central: batches_sent={} batches_confirmed={} connects={} connect_failures={}",
-            read.display(),
-            stats.batches_sent,
-            stats.batches_confirmed,
-            stats.connects,
-            stats.connect_failures
+            "voxtap: forwarded {what} to the central: frames={} bytes={} batches={} compressed_bytes={} batches_dropped={} \
+             link_batches_sent={} link_batches_confirmed={} link_connects={} link_connect_failures={} link_left_bytes={}",
+            fwd.frames,
+            fwd.bytes,
+            fwd.batches,
+            fwd.compressed_bytes,
+            fwd.batches_dropped,
+            link.batches_sent,
+            link.batches_confirmed,
+            link.connects,
+            link.connect_failures,
+            link.left_bytes
         );
+        if link.left_bytes > 0 {
+            bail!("{} bytes of packets are not confirmed by the central yet: they wait in the link queue and are sent at the next start", link.left_bytes);
+        }
         return Ok(());
     }
     let Some(read) = cli.read.clone() else {

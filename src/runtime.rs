@@ -31,7 +31,7 @@ mod collector;
 mod link;
 use crate::store::spool::{self, SpoolStats};
 use crate::time::secs;
-pub use link::{run_central, send_packets_file};
+pub use link::{forward_live, run_central, send_packets_file};
 
 pub struct RunOptions {
     pub config: Config,

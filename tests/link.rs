@@ -466,3 +466,38 @@ fn run_json_text() -> String {
     voxgen(&f, &["--calls", "1", "--seed", "3"]);
     run_json(&f, &[])[0].to_string()
 }
+
+#[test]
+fn a_live_remote_forwards_what_it_captures() {
+    let dir = tmp("live");
+    let base = dir.join("base.pcap");
+    voxgen(&base, &["--calls", "10", "--cps", "10", "--duration", "1", "--mix", "--seed", "41"]);
+    let hep = dir.join("hep.pcap");
+    let w = Path::new(env!("CARGO_MANIFEST_DIR")).join("perf/gen/wrap.py");
+    assert!(Command::new("python3").arg(w).arg(&base).arg(&hep).args(["--wrap", "hep3"]).status().unwrap().success());
+    let [port, hep_port] = free_ports::<2>();
+    let conf = dir.join("central.conf");
+    std::fs::write(&conf, format!("{}spooldir = {}\ncdr_log = no\n", central_extra(port), dir.join("c").display()))
+        .unwrap();
+    let central = LiveVoxtap::start(&conf, port);
+    let rconf = remote_conf(
+        &dir,
+        "r",
+        port,
+        3,
+        &format!("packetbuffer_sender = yes\nhep = yes\nhep_bind_ip = 127.0.0.1\nhep_bind_port = {hep_port}"),
+    );
+    let remote = LiveVoxtap::start(&rconf, hep_port);
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for (i, f) in CaptureFile::open(&hep).unwrap().frames().enumerate() {
+        s.send_to(&f.data[42..], ("127.0.0.1", hep_port)).unwrap();
+        if i % 100 == 99 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let (_, rerr) = remote.stop();
+    assert!(rerr.contains("link_left_bytes=0"), "{rerr}");
+    let (cdrs, err) = central.stop();
+    assert_eq!(sorted_by_callid(cdrs), sorted_by_callid(run_json(&base, &[])), "{rerr}\n{err}");
+}

@@ -3,6 +3,7 @@
 //! `secure` is the authenticated, encrypted connection under both, `msg` what travels inside it.
 
 pub mod central;
+pub mod forward;
 pub mod merge;
 pub mod msg;
 pub mod remote;

@@ -12,8 +12,8 @@ use super::{drive, LiveOutput, RunResult};
 use crate::capture::pcapfile::CaptureFile;
 use crate::config::Config;
 use crate::link::central::{Central, CentralConfig};
+use crate::link::forward::{ForwardStats, Forwarder};
 use crate::link::merge::Merge;
-use crate::link::msg;
 use crate::link::remote::{LinkSink, LinkStats, RemoteConfig};
 use crate::store::mysql::DbConfig;
 
@@ -54,34 +54,74 @@ pub fn run_central(cfg: &Config, workers: usize, live: LiveOutput) -> Result<Run
 
 /// A remote with `packetbuffer_sender = yes` reading a capture file: its packets go to the central in
 /// compressed batches; returns once the central has confirmed all of them.
-pub fn send_packets_file(cfg: &Config, path: &Path) -> Result<LinkStats> {
-    let rc = RemoteConfig::from_config(cfg).context("packetbuffer_sender needs server_destination")?;
-    let mut sink = LinkSink::start(rc, None).context("opening the link queue")?;
+pub fn send_packets_file(cfg: &Config, path: &Path) -> Result<(ForwardStats, LinkStats)> {
+    let mut fwd = forwarder(cfg, true)?;
     let file = CaptureFile::open(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut raw = Vec::with_capacity(1 << 20);
     let mut frames = file.frames();
-    let flush = |raw: &mut Vec<u8>, sink: &mut LinkSink| -> Result<()> {
-        if raw.is_empty() {
-            return Ok(());
-        }
-        let z = zstd::bulk::compress(raw, 1).context("compressing a packet batch")?;
-        // A file loses nothing: wait for room while the central is away and the queue is full.
-        while !sink.room(z.len()) {
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        sink.push(&z);
-        raw.clear();
-        Ok(())
-    };
     for f in frames.by_ref() {
-        msg::push_frame(&mut raw, f.ts, f.link_type, f.data);
-        if raw.len() >= 1 << 20 {
-            flush(&mut raw, &mut sink)?;
-        }
+        fwd.frame(f.ts, f.link_type, f.data);
     }
-    flush(&mut raw, &mut sink)?;
     if let Some(t) = frames.trailer_problem() {
         tracing::warn!(file = %path.display(), problem = %t, "capture file ends early; sent what was there");
     }
-    Ok(sink.finish(None))
+    Ok(fwd.finish(None))
+}
+
+fn forwarder(cfg: &Config, wait_for_room: bool) -> Result<Forwarder> {
+    let rc = RemoteConfig::from_config(cfg).context("packetbuffer_sender needs server_destination")?;
+    let sink = LinkSink::start(rc, None).context("opening the link queue")?;
+    Ok(Forwarder::new(sink, wait_for_room))
+}
+
+/// A remote with `packetbuffer_sender = yes` capturing live (AF_PACKET interfaces, or a HEP or IPFIX
+/// listener): every frame goes to the central, until SIGTERM/SIGINT or `exit_after_idle`; then what is left is
+/// given 20 s to reach the central, and stays queued for the next start otherwise.
+pub fn forward_live(cfg: &Config) -> Result<(ForwardStats, LinkStats)> {
+    use crate::capture::afpacket::Ring;
+    type Source<'a> = Box<dyn FnMut(i32, &mut super::FrameSink<'_>) -> usize + 'a>;
+    let mut sources: Vec<Source> = Vec::new();
+    if cfg.hep {
+        let ip: IpAddr = cfg.hep_bind_ip.parse().context("hep_bind_ip")?;
+        let port = if cfg.udp_port_hep == 0 { 9060 } else { cfg.udp_port_hep };
+        let mut l = crate::capture::hep::HepListener::bind(SocketAddr::new(ip, cfg.hep_bind_port), port)
+            .with_context(|| format!("binding the HEP listener on {ip}:{}", cfg.hep_bind_port))?;
+        sources.push(Box::new(move |t, f| l.poll(t, f)));
+    } else if cfg.ipfix {
+        let ip: IpAddr = cfg.ipfix_bind_ip.parse().context("ipfix_bind_ip")?;
+        let mut l = crate::capture::ipfix::IpfixListener::bind(SocketAddr::new(ip, cfg.ipfix_bind_port))
+            .with_context(|| format!("binding the IPFIX listener on {ip}:{}", cfg.ipfix_bind_port))?;
+        sources.push(Box::new(move |t, f| l.poll(t, f)));
+    } else {
+        anyhow::ensure!(
+            !cfg.dpdk && !cfg.interface.iter().any(|i| i.starts_with("dpdk:")),
+            "packetbuffer_sender forwards AF_PACKET interfaces, HEP or IPFIX in this version, not a DPDK port"
+        );
+        anyhow::ensure!(!cfg.interface.is_empty(), "packetbuffer_sender needs an interface, hep or ipfix to forward");
+        let timeout = if cfg.interface.len() == 1 { 50 } else { 5 };
+        for iface in &cfg.interface {
+            let mut ring = Ring::open(iface, cfg.promisc, None)?;
+            if let Some(f) = cfg.filter.as_deref() {
+                ring.set_filter(f)?;
+            }
+            sources.push(Box::new(move |_, f| ring.poll(timeout, &mut |p| f(p.ts, p.link_type, p.data))));
+        }
+    }
+    let mut fwd = forwarder(cfg, false)?;
+    super::install_stop_handlers();
+    tracing::info!(central = ?cfg.server_destination, "forwarding packets to the central");
+    let idle_limit = (cfg.exit_after_idle > 0).then(|| std::time::Duration::from_secs(cfg.exit_after_idle as u64));
+    let mut last_packet = std::time::Instant::now();
+    while !super::STOP.load(std::sync::atomic::Ordering::Relaxed) {
+        let mut got = 0;
+        for s in sources.iter_mut() {
+            got += s(50, &mut |ts, lt, data| fwd.frame(ts, lt, data));
+        }
+        fwd.tick();
+        if got > 0 {
+            last_packet = std::time::Instant::now();
+        } else if idle_limit.is_some_and(|l| last_packet.elapsed() >= l) {
+            break;
+        }
+    }
+    Ok(fwd.finish(Some(std::time::Duration::from_secs(20))))
 }
