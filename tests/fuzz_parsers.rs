@@ -220,4 +220,41 @@ proptest! {
             let _ = cfg::yes(&e.value);
         }
     }
+
+    #[test]
+    fn link_batches_never_panic(items in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..64), 0..20), cut in any::<usize>(), junk in prop::collection::vec(any::<u8>(), 0..80)) {
+        use voxtap::link::msg as lm;
+        // A well-formed batch, the same cut anywhere, and raw junk: errors, never a panic.
+        let refs: Vec<&[u8]> = items.iter().map(|i| i.as_slice()).collect();
+        let z = lm::pack(&refs);
+        let raw = lm::inflate(&z).unwrap();
+        prop_assert_eq!(lm::items(&raw).unwrap().len(), items.len());
+        let _ = lm::frames(&raw);
+        let c = cut % (raw.len() + 1);
+        let _ = lm::items(&raw[..c]);
+        let _ = lm::frames(&raw[..c]);
+        let _ = lm::inflate(&z[..cut % (z.len() + 1)]);
+        let _ = lm::read_pos(&junk);
+        let _ = lm::inflate(&junk);
+        let _ = lm::frames(&junk);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// A stranger's first bytes on the central's port: the handshake ends with an error, never a panic or a hang.
+    #[test]
+    fn link_handshake_rejects_junk(first in prop::collection::vec(any::<u8>(), 0..64), len in 0u32..20_000) {
+        use std::io::Write;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let mut c = std::net::TcpStream::connect(addr).unwrap();
+        let mut frame = len.to_be_bytes().to_vec();
+        frame.extend_from_slice(&first);
+        c.write_all(&frame).unwrap();
+        c.shutdown(std::net::Shutdown::Write).unwrap();
+        let (s, _) = l.accept().unwrap();
+        prop_assert!(voxtap::link::secure::accept(s, "pw", 0).is_err());
+    }
 }
