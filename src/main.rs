@@ -183,6 +183,24 @@ fn run(cli: Cli) -> Result<()> {
         let res = voxtap::runtime::run_central(&cfg, cli.workers, live_output(&cli))?;
         return output(&cli, &res);
     }
+    if cfg.mirror_destination.is_some() {
+        if central || !cfg.server_destination.is_empty() || cfg.mirror_bind.is_some() {
+            bail!("mirror_destination sends packets to a mirror receiver: leave server_bind, server_destination and mirror_bind unset");
+        }
+        let st = voxtap::runtime::mirror_send(&cfg, cli.read.as_deref())?;
+        eprintln!(
+            "voxtap: mirrored packets={} blocks_sent={} blocks_dropped={} connects={} refused={}",
+            st.packets, st.blocks_sent, st.blocks_dropped, st.connects, st.refused
+        );
+        return Ok(());
+    }
+    if cfg.mirror_bind.is_some() {
+        if central || cli.read.is_some() || !cfg.interface.is_empty() || cfg.dpdk || cfg.hep || cfg.ipfix {
+            bail!("a mirror receiver (mirror_bind) takes its packets from its senders: leave -r, interface, dpdk, hep, ipfix and server_bind unset");
+        }
+        let res = voxtap::runtime::run_mirror(&cfg, cli.workers, live_output(&cli))?;
+        return output(&cli, &res);
+    }
     if cfg.packetbuffer_sender {
         let (what, (fwd, link)) = match cli.read.clone() {
             Some(read) => {

@@ -213,6 +213,12 @@ pub fn summary(r: &RunResult) -> String {
             c.refused_clock, c.refused_duplicate_id, c.refused_protocol, c.links_lost
         ));
     }
+    if let Some(m) = &r.mirror {
+        text.push_str(&format!(
+            " mirror_connections={} mirror_blocks={} mirror_packets={} mirror_block_errors={} mirror_duplicate_blocks={} mirror_refused_time={}",
+            m.connections, m.blocks, m.packets, m.block_errors, m.duplicate_blocks, m.refused_time
+        ));
+    }
     if let Some(m) = &r.merge {
         text.push_str(&format!(" merge_frames={} merge_released_on_timeout={}", m.frames, m.released_on_timeout));
     }

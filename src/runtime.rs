@@ -31,7 +31,7 @@ mod collector;
 mod link;
 use crate::store::spool::{self, SpoolStats};
 use crate::time::secs;
-pub use link::{forward_live, run_central, send_packets_file};
+pub use link::{forward_live, mirror_send, run_central, run_mirror, send_packets_file};
 
 pub struct RunOptions {
     pub config: Config,
@@ -76,6 +76,8 @@ pub struct RunResult {
     pub link: Option<crate::link::remote::LinkStats>,
     pub central: Option<crate::link::central::CentralStats>,
     pub merge: Option<crate::link::merge::MergeStats>,
+    /// A mirror receiver's counters.
+    pub mirror: Option<crate::link::mirror::MirrorStats>,
     /// Counters of the capture port (live DPDK capture).
     #[cfg(feature = "dpdk")]
     pub port: Option<crate::capture::dpdk::PortStats>,
@@ -346,6 +348,7 @@ impl Pipeline {
             link,
             central: None,
             merge: None,
+            mirror: None,
             #[cfg(feature = "dpdk")]
             port: None,
         })

@@ -501,3 +501,30 @@ fn a_live_remote_forwards_what_it_captures() {
     let (cdrs, err) = central.stop();
     assert_eq!(sorted_by_callid(cdrs), sorted_by_callid(run_json(&base, &[])), "{rerr}\n{err}");
 }
+
+#[test]
+fn mirror_mode_end_to_end() {
+    let dir = tmp("mirror");
+    let base = dir.join("base.pcap");
+    voxgen(&base, &["--calls", "20", "--cps", "10", "--duration", "2", "--mix", "--dtmf", "--seed", "51"]);
+    let [port] = free_ports::<1>();
+    let rconf = dir.join("receiver.conf");
+    std::fs::write(
+        &rconf,
+        format!(
+            "mirror_bind_ip = 127.0.0.1\nmirror_bind_port = {port}\nmanagerport = 0\ncdr_log = no\nspooldir = {}\n",
+            dir.join("r").display()
+        ),
+    )
+    .unwrap();
+    let receiver = LiveVoxtap::start(&rconf, port);
+    let sconf = dir.join("sender.conf");
+    std::fs::write(&sconf, format!("mirror_destination = 127.0.0.1:{port}\nid_sensor = 4\n")).unwrap();
+    let out = voxtap().args(["--config-file", sconf.to_str().unwrap(), "-r", base.to_str().unwrap()]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && err.contains("blocks_dropped=0"), "{err}");
+    std::thread::sleep(Duration::from_millis(300));
+    let (cdrs, rerr) = receiver.stop();
+    assert_eq!(sorted_by_callid(cdrs), sorted_by_callid(run_json(&base, &[])), "{rerr}");
+    assert!(rerr.contains("mirror_connections=2") && rerr.contains("mirror_block_errors=0"), "{rerr}");
+}

@@ -158,6 +158,10 @@ pub struct Config {
     /// A remote's on-disk link queue (default SPOOLDIR/linkqueue) and its bound in MB.
     pub link_queue_dir: Option<PathBuf>,
     pub link_queue_maxsize: u64,
+    /// VoIPmonitor's old mirror mode: a sender's receiver (`host:port`), a receiver's listening address.
+    pub mirror_destination: Option<String>,
+    pub mirror_bind: Option<String>,
+    pub mirror_connect_maximum_time_diff_s: u32,
 }
 
 impl Default for Config {
@@ -245,6 +249,9 @@ impl Default for Config {
             client_server_connect_maximum_time_diff_s: 2,
             link_queue_dir: None,
             link_queue_maxsize: 2048,
+            mirror_destination: None,
+            mirror_bind: None,
+            mirror_connect_maximum_time_diff_s: 2,
         }
     }
 }
@@ -333,6 +340,13 @@ pub const KNOWN_KEYS: &[&str] = &[
     "client_server_connect_maximum_time_diff_s",
     "link_queue_dir",
     "link_queue_maxsize",
+    "mirror_destination",
+    "mirror_destination_ip",
+    "mirror_destination_port",
+    "mirror_bind",
+    "mirror_bind_ip",
+    "mirror_bind_port",
+    "mirror_connect_maximum_time_diff_s",
 ];
 
 const LIST_KEYS: &[&str] = &["interface", "sipport", "dpdk_vdev", "dpdk_pci_device"];
@@ -553,6 +567,26 @@ impl Config {
             }
             "link_queue_dir" => self.link_queue_dir = Some(PathBuf::from(v)),
             "link_queue_maxsize" => self.link_queue_maxsize = number(e, 1, u32::MAX)? as u64,
+            "mirror_destination" | "mirror_bind" => {
+                let (ip, port) = v.rsplit_once(':').ok_or_else(|| bad(e, "expected IP:PORT".into()))?;
+                port.parse::<u16>().map_err(|_| bad(e, "expected IP:PORT".into()))?;
+                let slot = if e.key == "mirror_bind" { &mut self.mirror_bind } else { &mut self.mirror_destination };
+                *slot = Some(format!("{ip}:{port}"));
+            }
+            "mirror_destination_ip" | "mirror_bind_ip" => {
+                let slot = if e.key == "mirror_bind_ip" { &mut self.mirror_bind } else { &mut self.mirror_destination };
+                let port =
+                    slot.as_deref().and_then(|s| s.rsplit_once(':')).map(|p| p.1.to_string()).unwrap_or_default();
+                *slot = Some(format!("{v}:{port}"));
+            }
+            "mirror_destination_port" | "mirror_bind_port" => {
+                let p = number(e, 1, 65535)?;
+                let slot =
+                    if e.key == "mirror_bind_port" { &mut self.mirror_bind } else { &mut self.mirror_destination };
+                let ip = slot.as_deref().and_then(|s| s.rsplit_once(':')).map(|p| p.0.to_string()).unwrap_or_default();
+                *slot = Some(format!("{ip}:{p}"));
+            }
+            "mirror_connect_maximum_time_diff_s" => self.mirror_connect_maximum_time_diff_s = number(e, 0, 86_400)?,
             "cdr_log" => self.cdr_log = if v.eq_ignore_ascii_case("auto") { None } else { Some(parse::yes(v)) },
             _ => {}
         }

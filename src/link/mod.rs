@@ -5,6 +5,7 @@
 pub mod central;
 pub mod forward;
 pub mod merge;
+pub mod mirror;
 pub mod msg;
 pub mod remote;
 pub mod secure;

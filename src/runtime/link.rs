@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::link::central::{Central, CentralConfig};
 use crate::link::forward::{ForwardStats, Forwarder};
 use crate::link::merge::Merge;
+use crate::link::mirror::{MirrorReceiver, MirrorSendStats, MirrorSender};
 use crate::link::remote::{LinkSink, LinkStats, RemoteConfig};
 use crate::store::mysql::DbConfig;
 
@@ -73,12 +74,12 @@ fn forwarder(cfg: &Config, wait_for_room: bool) -> Result<Forwarder> {
     Ok(Forwarder::new(sink, wait_for_room))
 }
 
-/// A remote with `packetbuffer_sender = yes` capturing live (AF_PACKET interfaces, or a HEP or IPFIX
-/// listener): every frame goes to the central, until SIGTERM/SIGINT or `exit_after_idle`; then what is left is
-/// given 20 s to reach the central, and stays queued for the next start otherwise.
-pub fn forward_live(cfg: &Config) -> Result<(ForwardStats, LinkStats)> {
+/// One live source of frames: `poll(timeout_ms, sink)` hands over what arrived.
+type Source = Box<dyn FnMut(i32, &mut super::FrameSink<'_>) -> usize>;
+
+/// The live sources a forwarding sensor reads: AF_PACKET interfaces, or a HEP or IPFIX listener.
+fn live_sources(cfg: &Config, role: &str) -> Result<Vec<Source>> {
     use crate::capture::afpacket::Ring;
-    type Source<'a> = Box<dyn FnMut(i32, &mut super::FrameSink<'_>) -> usize + 'a>;
     let mut sources: Vec<Source> = Vec::new();
     if cfg.hep {
         let ip: IpAddr = cfg.hep_bind_ip.parse().context("hep_bind_ip")?;
@@ -94,9 +95,9 @@ pub fn forward_live(cfg: &Config) -> Result<(ForwardStats, LinkStats)> {
     } else {
         anyhow::ensure!(
             !cfg.dpdk && !cfg.interface.iter().any(|i| i.starts_with("dpdk:")),
-            "packetbuffer_sender forwards AF_PACKET interfaces, HEP or IPFIX in this version, not a DPDK port"
+            "{role} forwards AF_PACKET interfaces, HEP or IPFIX in this version, not a DPDK port"
         );
-        anyhow::ensure!(!cfg.interface.is_empty(), "packetbuffer_sender needs an interface, hep or ipfix to forward");
+        anyhow::ensure!(!cfg.interface.is_empty(), "{role} needs -r FILE, an interface, hep or ipfix to forward");
         let timeout = if cfg.interface.len() == 1 { 50 } else { 5 };
         for iface in &cfg.interface {
             let mut ring = Ring::open(iface, cfg.promisc, None)?;
@@ -106,22 +107,71 @@ pub fn forward_live(cfg: &Config) -> Result<(ForwardStats, LinkStats)> {
             sources.push(Box::new(move |_, f| ring.poll(timeout, &mut |p| f(p.ts, p.link_type, p.data))));
         }
     }
-    let mut fwd = forwarder(cfg, false)?;
+    Ok(sources)
+}
+
+/// Reads the sources until SIGTERM/SIGINT or `exit_after_idle`, handing every frame on; `tick` runs after each
+/// round (partial batches leave on time).
+fn pump(cfg: &Config, mut sources: Vec<Source>, frame: &mut super::FrameSink<'_>, tick: &mut dyn FnMut()) {
     super::install_stop_handlers();
-    tracing::info!(central = ?cfg.server_destination, "forwarding packets to the central");
     let idle_limit = (cfg.exit_after_idle > 0).then(|| std::time::Duration::from_secs(cfg.exit_after_idle as u64));
     let mut last_packet = std::time::Instant::now();
     while !super::STOP.load(std::sync::atomic::Ordering::Relaxed) {
         let mut got = 0;
         for s in sources.iter_mut() {
-            got += s(50, &mut |ts, lt, data| fwd.frame(ts, lt, data));
+            got += s(50, frame);
         }
-        fwd.tick();
+        tick();
         if got > 0 {
             last_packet = std::time::Instant::now();
         } else if idle_limit.is_some_and(|l| last_packet.elapsed() >= l) {
             break;
         }
     }
-    Ok(fwd.finish(Some(std::time::Duration::from_secs(20))))
+}
+
+/// A remote with `packetbuffer_sender = yes` capturing live (AF_PACKET interfaces, or a HEP or IPFIX
+/// listener): every frame goes to the central, until SIGTERM/SIGINT or `exit_after_idle`; then what is left is
+/// given 20 s to reach the central, and stays queued for the next start otherwise.
+pub fn forward_live(cfg: &Config) -> Result<(ForwardStats, LinkStats)> {
+    let sources = live_sources(cfg, "packetbuffer_sender")?;
+    let fwd = std::cell::RefCell::new(forwarder(cfg, false)?);
+    tracing::info!(central = ?cfg.server_destination, "forwarding packets to the central");
+    pump(cfg, sources, &mut |ts, lt, d| fwd.borrow_mut().frame(ts, lt, d), &mut || fwd.borrow_mut().tick());
+    Ok(fwd.into_inner().finish(Some(std::time::Duration::from_secs(20))))
+}
+
+/// VoIPmonitor's mirror mode, sending side (`mirror_destination`): a capture file (`-r`) or the live sources go
+/// to the receiver in packet-buffer blocks; returns once every block is confirmed.
+pub fn mirror_send(cfg: &Config, read: Option<&Path>) -> Result<MirrorSendStats> {
+    let dest = cfg.mirror_destination.clone().context("mirror_destination")?;
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_default();
+    let m = std::cell::RefCell::new(MirrorSender::start(dest.clone(), cfg.id_sensor, name, read.is_some())?);
+    match read {
+        Some(path) => {
+            let file = CaptureFile::open(path).with_context(|| format!("reading {}", path.display()))?;
+            for f in file.frames() {
+                m.borrow_mut().frame(f.ts, f.link_type, f.data);
+            }
+        }
+        None => {
+            let sources = live_sources(cfg, "mirror_destination")?;
+            tracing::info!(%dest, "mirroring packets");
+            pump(cfg, sources, &mut |ts, lt, d| m.borrow_mut().frame(ts, lt, d), &mut || m.borrow_mut().tick());
+        }
+    }
+    Ok(m.into_inner().finish())
+}
+
+/// VoIPmonitor's mirror mode, receiving side (`mirror_bind`): senders' packets are analysed here.
+pub fn run_mirror(cfg: &Config, workers: usize, live: LiveOutput) -> Result<RunResult> {
+    let bind = cfg.mirror_bind.as_deref().context("mirror_bind")?;
+    let addr: SocketAddr = bind.parse().with_context(|| format!("mirror_bind {bind}: expected IP:PORT"))?;
+    let mut r = MirrorReceiver::bind(addr, cfg.mirror_connect_maximum_time_diff_s)
+        .with_context(|| format!("binding the mirror receiver on {addr}"))?;
+    tracing::info!(listen = %r.local_addr(), "mirror receiver started (unencrypted; VoIPmonitor's mirror mode)");
+    let mut res = drive(cfg, workers, live, None, &mut |t, f| r.poll(t, f), &mut |_| {})?;
+    tracing::info!(stats = ?r.stats(), "mirror receiver stopped");
+    res.mirror = Some(r.stats());
+    Ok(res)
 }
