@@ -11,5 +11,6 @@ pub mod report;
 pub mod rtp;
 pub mod runtime;
 pub mod sip;
+pub mod stats;
 pub mod store;
 pub mod time;

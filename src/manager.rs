@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use crate::call::owner::CallGauge;
 
+mod stat;
+
 /// Requests larger than this are cut (VoIPmonitor reads 4 KB).
 const REQUEST_MAX: usize = 4096;
 const IDLE: Duration = Duration::from_millis(500);
@@ -33,27 +35,57 @@ pub struct State {
     pub owners: Vec<crossbeam_channel::Sender<crate::dispatch::ToOwner>>,
     pub utc: bool,
     pub id_sensor: Option<u16>,
+    /// Totals the rx cores, the collector and cleanspool publish (sniffer_stat).
+    pub live: Arc<crate::stats::Live>,
+    /// The on-disk CDR queue (database) and link queue (remote), whose backlog sniffer_stat reports.
+    pub cdr_queue_dir: Option<PathBuf>,
+    pub link_queue_dir: Option<PathBuf>,
 }
 
 pub struct Manager {
     stop: Arc<AtomicBool>,
-    handle: Option<std::thread::JoinHandle<()>>,
-    addr: SocketAddr,
+    handles: Vec<std::thread::JoinHandle<()>>,
+    addr: Option<SocketAddr>,
+    socket: Option<PathBuf>,
 }
 
 impl Manager {
-    /// Binds and starts serving; the caller decides what a failure to bind means.
-    pub fn start(addr: SocketAddr, state: Arc<State>) -> io::Result<Manager> {
-        let listener = TcpListener::bind(addr)?;
-        listener.set_nonblocking(true)?;
-        let addr = listener.local_addr()?;
+    /// Binds the TCP port and/or the Unix socket (`managersocket`, mode 0600) and starts serving; the caller
+    /// decides what a failure to bind means.
+    pub fn start(tcp: Option<SocketAddr>, unix: Option<&Path>, state: Arc<State>) -> io::Result<Manager> {
         let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let handle = std::thread::Builder::new().name("manager".into()).spawn(move || serve(listener, state, flag))?;
-        Ok(Manager { stop, handle: Some(handle), addr })
+        let mut m = Manager { stop: stop.clone(), handles: Vec::new(), addr: None, socket: None };
+        if let Some(addr) = tcp {
+            let listener = TcpListener::bind(addr)?;
+            listener.set_nonblocking(true)?;
+            m.addr = Some(listener.local_addr()?);
+            let (st, flag) = (state.clone(), stop.clone());
+            m.handles.push(
+                std::thread::Builder::new()
+                    .name("manager".into())
+                    .spawn(move || serve(|| listener.accept().map(|(s, p)| (s, Some(p))), st, flag))?,
+            );
+        }
+        if let Some(path) = unix {
+            use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+            // A socket left by a voxtap that died is replaced; any other file is not touched.
+            if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+                let _ = std::fs::remove_file(path);
+            }
+            let listener = std::os::unix::net::UnixListener::bind(path)?;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+            listener.set_nonblocking(true)?;
+            m.socket = Some(path.to_path_buf());
+            m.handles.push(
+                std::thread::Builder::new()
+                    .name("manager-unix".into())
+                    .spawn(move || serve(|| listener.accept().map(|(s, _)| (s, None)), state, stop))?,
+            );
+        }
+        Ok(m)
     }
 
-    pub fn local_addr(&self) -> SocketAddr {
+    pub fn local_addr(&self) -> Option<SocketAddr> {
         self.addr
     }
 }
@@ -61,16 +93,45 @@ impl Manager {
 impl Drop for Manager {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.handle.take() {
+        for h in self.handles.drain(..) {
             let _ = h.join();
+        }
+        if let Some(p) = &self.socket {
+            let _ = std::fs::remove_file(p);
         }
     }
 }
 
-fn serve(listener: TcpListener, state: Arc<State>, stop: Arc<AtomicBool>) {
+/// A manager client's connection: TCP, or the Unix socket.
+trait Conn: Read + Write + Send + 'static {
+    fn timeouts(&self, read: Option<Duration>, write: Option<Duration>) -> io::Result<()>;
+}
+
+impl Conn for TcpStream {
+    fn timeouts(&self, read: Option<Duration>, write: Option<Duration>) -> io::Result<()> {
+        self.set_nonblocking(false)?;
+        self.set_read_timeout(read)?;
+        self.set_write_timeout(write)
+    }
+}
+
+impl Conn for std::os::unix::net::UnixStream {
+    fn timeouts(&self, read: Option<Duration>, write: Option<Duration>) -> io::Result<()> {
+        self.set_nonblocking(false)?;
+        self.set_read_timeout(read)?;
+        self.set_write_timeout(write)
+    }
+}
+
+/// Accepts until stopped; `peer` is `None` for the Unix socket (local by construction, so never refused).
+fn serve<S: Conn>(
+    mut accept: impl FnMut() -> io::Result<(S, Option<SocketAddr>)>,
+    state: Arc<State>,
+    stop: Arc<AtomicBool>,
+) {
     let busy = Arc::new(AtomicUsize::new(0));
     while !stop.load(Ordering::Relaxed) {
-        match listener.accept() {
+        match accept() {
             Ok((stream, peer)) => {
                 if busy.load(Ordering::Relaxed) >= MAX_CLIENTS {
                     drop(stream);
@@ -80,7 +141,7 @@ fn serve(listener: TcpListener, state: Arc<State>, stop: Arc<AtomicBool>) {
                 let (state, busy2) = (state.clone(), busy.clone());
                 let spawned = std::thread::Builder::new().name("manager-client".into()).spawn(move || {
                     if let Err(e) = client(stream, peer, &state) {
-                        tracing::debug!(%peer, error = %e, "manager client");
+                        tracing::debug!(?peer, error = %e, "manager client");
                     }
                     busy2.fetch_sub(1, Ordering::Relaxed);
                 });
@@ -97,13 +158,12 @@ fn serve(listener: TcpListener, state: Arc<State>, stop: Arc<AtomicBool>) {
     }
 }
 
-fn client(mut s: TcpStream, peer: SocketAddr, state: &State) -> io::Result<()> {
-    s.set_nonblocking(false)?;
-    s.set_write_timeout(Some(Duration::from_secs(30)))?;
+fn client<S: Conn>(mut s: S, peer: Option<SocketAddr>, state: &State) -> io::Result<()> {
+    s.timeouts(Some(IDLE), Some(Duration::from_secs(30)))?;
     // Read the request even when refusing it: closing on unread data would reset the connection before the
     // client sees why.
     let line = read_request(&mut s)?;
-    if !peer.ip().is_loopback() && !state.allow_remote {
+    if let Some(peer) = peer.filter(|p| !p.ip().is_loopback() && !state.allow_remote) {
         tracing::warn!(%peer, "manager port: remote client refused (manager_enable_unencrypted = no)");
         return s.write_all(b"access denied: plaintext manager access is allowed from this host only\n");
     }
@@ -113,10 +173,9 @@ fn client(mut s: TcpStream, peer: SocketAddr, state: &State) -> io::Result<()> {
 }
 
 /// The request's first line: read until `\r\n\r\n`, or a line end followed by 500 ms of quiet, or the end.
-fn read_request(s: &mut TcpStream) -> io::Result<String> {
+fn read_request(s: &mut impl Read) -> io::Result<String> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 1024];
-    s.set_read_timeout(Some(IDLE))?;
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         match s.read(&mut chunk) {
@@ -142,7 +201,7 @@ fn read_request(s: &mut TcpStream) -> io::Result<String> {
 }
 
 /// Command names, in the order they are tried when the first word is not one of them.
-const COMMANDS: [&str; 11] = [
+const COMMANDS: [&str; 13] = [
     "file_exists",
     "getbuild",
     "getfile",
@@ -152,6 +211,8 @@ const COMMANDS: [&str; 11] = [
     "help",
     "listcalls",
     "sipports",
+    "sniffer_stat",
+    "sniffer_threads",
     "totalcalls",
     "uptime",
 ];
@@ -182,6 +243,8 @@ pub fn handle(line: &str, state: &State) -> Vec<u8> {
             getfile(args.first().copied().unwrap_or(""), &state.spooldir, cmd == "getfile_zip")
         }
         "listcalls" => listcalls(state),
+        "sniffer_stat" => stat::sniffer_stat(state, args.contains(&"plain")),
+        "sniffer_threads" => stat::sniffer_threads(state, &args),
         _ => b"command not found\n".to_vec(),
     }
 }
@@ -352,6 +415,9 @@ mod tests {
             owners: Vec::new(),
             utc: true,
             id_sensor: None,
+            live: Arc::new(crate::stats::Live::new(2)),
+            cdr_queue_dir: None,
+            link_queue_dir: None,
         }
     }
 

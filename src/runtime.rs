@@ -94,20 +94,25 @@ struct Pipeline {
     workers: usize,
     streamed: bool,
     gauge: Arc<CallGauge>,
+    /// Totals published for the manager port's sniffer_stat.
+    live: Arc<crate::stats::Live>,
     /// The manager port of a live capture (dropped, and so closed, when the run ends).
     manager: Option<crate::manager::Manager>,
 }
 
-/// The manager port beside a live capture; one that cannot bind is a warning (another sensor may hold the port).
+/// The manager port (and `managersocket`) beside a live capture; one that cannot bind is a warning (another
+/// sensor may hold the port).
 fn start_manager(cfg: &Config, state: Arc<crate::manager::State>) -> Option<crate::manager::Manager> {
     let ip: std::net::IpAddr = cfg.managerip.parse().ok()?;
-    match crate::manager::Manager::start(std::net::SocketAddr::new(ip, cfg.managerport), state) {
+    let tcp = (cfg.managerport != 0).then(|| std::net::SocketAddr::new(ip, cfg.managerport));
+    let unix = cfg.managersocket.as_deref();
+    match crate::manager::Manager::start(tcp, unix, state) {
         Ok(m) => {
-            tracing::info!(listen = %m.local_addr(), "manager port open");
+            tracing::info!(listen = ?m.local_addr(), socket = ?unix, "manager port open");
             Some(m)
         }
         Err(e) => {
-            tracing::warn!(error = %e, ip = %ip, port = cfg.managerport, "manager port not opened");
+            tracing::warn!(error = %e, ip = %ip, port = cfg.managerport, socket = ?unix, "manager port not opened");
             None
         }
     }
@@ -120,10 +125,14 @@ struct Cleaner {
 }
 
 impl Cleaner {
-    fn start(cfg: Config) -> std::io::Result<Cleaner> {
+    fn start(cfg: Config, live: Arc<crate::stats::Live>) -> std::io::Result<Cleaner> {
         let (stop, rx) = bounded::<()>(1);
         let handle = thread::Builder::new().name("cleanspool".into()).spawn(move || loop {
-            match crate::store::cleanspool::run_once(&cfg) {
+            let r = crate::store::cleanspool::run_once(&cfg);
+            if let Ok(r) = &r {
+                live.spool_bytes.store(r.bytes_left, Ordering::Relaxed);
+            }
+            match r {
                 Ok(r) if r.folders_removed > 0 => {
                     tracing::info!(
                         folders = r.folders_removed,
@@ -215,7 +224,9 @@ impl Pipeline {
         // stays flat however long it runs.
         let out = (!blocking).then_some(live).flatten().map(crate::report::LiveWriter::new);
         let streamed = out.is_some();
+        let live_counters = Arc::new(crate::stats::Live::new(sources));
         let sinks = collector::Sinks {
+            live: live_counters.clone(),
             db,
             log,
             link,
@@ -228,7 +239,8 @@ impl Pipeline {
             .name("cdr-collector".into())
             .spawn(move || collector::run(cdr_rx, remote_cdrs, sinks))?;
         // cleanspool runs beside a live capture, once a minute; a capture file run leaves the spool alone.
-        let cleaner = (!blocking && cfg.cleanspool).then(|| Cleaner::start(cfg.clone())).transpose()?;
+        let cleaner =
+            (!blocking && cfg.cleanspool).then(|| Cleaner::start(cfg.clone(), live_counters.clone())).transpose()?;
         let spool_opts = spool::SpoolOptions::from_config(cfg);
         let spooler = save_any
             .then(|| {
@@ -273,15 +285,34 @@ impl Pipeline {
             owners: to_owner.clone(),
             utc: cfg.utc,
             id_sensor: cfg.id_sensor,
+            live: live_counters.clone(),
+            cdr_queue_dir: DbConfig::from_config(cfg).map(|d| d.queue_dir),
+            link_queue_dir: crate::link::remote::RemoteConfig::from_config(cfg).map(|r| r.queue_dir),
         });
         let _ = manager_state.set(state.clone());
-        let manager = (!blocking && cfg.managerport != 0).then(|| start_manager(cfg, state)).flatten();
-        Ok(Pipeline { to_owner, recycle_rx, handles, collector, spooler, cleaner, workers, streamed, gauge, manager })
+        let manager = (!blocking && (cfg.managerport != 0 || cfg.managersocket.is_some()))
+            .then(|| start_manager(cfg, state))
+            .flatten();
+        Ok(Pipeline {
+            to_owner,
+            recycle_rx,
+            handles,
+            collector,
+            spooler,
+            cleaner,
+            workers,
+            streamed,
+            gauge,
+            live: live_counters,
+            manager,
+        })
     }
 
     /// An rx stage feeding these owners.
     fn rx(&self, cfg: &Config, blocking: bool, shared: Option<&crate::dispatch::RxShared>, source: u16) -> Rx {
-        rx_stage(cfg, blocking, self.to_owner.clone(), self.recycle_rx.clone(), shared, source)
+        let mut rx = rx_stage(cfg, blocking, self.to_owner.clone(), self.recycle_rx.clone(), shared, source);
+        rx.publish_to(self.live.clone());
+        rx
     }
 
     /// The rx stage is done: owners close their calls, CDRs are collected and sorted.

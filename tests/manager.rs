@@ -49,8 +49,9 @@ fn manager_answers_while_calls_run() {
         &conf,
         format!(
             "hep = yes\nhep_bind_ip = 127.0.0.1\nhep_bind_port = {hep_port}\nmanagerip = 0.0.0.0\nmanagerport = {mgr_port}\n\
-             sipport = 5060,5070-5080\nspooldir = {}\n",
-            dir.join("spool").display()
+             sipport = 5060,5070-5080\nspooldir = {}\nmanagersocket = {}\n",
+            dir.join("spool").display(),
+            dir.join("manager.sock").display()
         ),
     )
     .unwrap();
@@ -88,6 +89,37 @@ fn manager_answers_while_calls_run() {
         assert_eq!(r[col("src_received")].as_u64(), received, "{r}");
     }
     assert_eq!(ask(("127.0.0.1", mgr_port), b"sipports\r\n\r\n"), "5060,5070-5080,");
+    // sniffer_stat: the calls in progress and the packets the rx core has published (once a second of packet
+    // time, and when the link is quiet).
+    let t0 = std::time::Instant::now();
+    let packets = CaptureFile::open(&hep).unwrap().frames().count() as u64;
+    let stat = loop {
+        let v: serde_json::Value =
+            serde_json::from_str(&ask(("127.0.0.1", mgr_port), b"sniffer_stat\r\n\r\n")).unwrap();
+        if v["packets"].as_u64() == Some(packets) || t0.elapsed() > Duration::from_secs(5) {
+            break v;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(stat["packets"].as_u64(), Some(packets), "{stat}");
+    assert_eq!(stat["calls_active"].as_i64(), Some(calls as i64), "{stat}");
+    assert_eq!(stat["sources"][0]["owner_queue_drops"].as_u64(), Some(0), "{stat}");
+    assert_eq!(stat["version"], env!("CARGO_PKG_VERSION"));
+    assert!(stat["spool_fs_total_bytes"].as_u64().unwrap() > 0, "{stat}");
+    // The same over the Unix socket (managersocket, mode 0600), in plain form; and the thread table.
+    use std::os::unix::fs::PermissionsExt;
+    let sock = dir.join("manager.sock");
+    assert_eq!(std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777, 0o600);
+    let mut u = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    u.write_all(b"sniffer_stat plain\r\n\r\n").unwrap();
+    let mut plain = String::new();
+    u.read_to_string(&mut plain).unwrap();
+    assert!(
+        plain.contains(&format!("calls_active={calls}\n")) && plain.contains(&format!("packets={packets}\n")),
+        "{plain}"
+    );
+    let threads = ask(("127.0.0.1", mgr_port), b"sniffer_threads\r\n\r\n");
+    assert!(threads.contains("owner-0") && threads.contains("manager"), "{threads}");
     assert_eq!(ask(("127.0.0.1", mgr_port), b"no such thing\r\n\r\n"), "command not found\n");
     assert_eq!(ask(("127.0.0.1", mgr_port), b"getfile ../../etc/passwd\r\n\r\n"), "access denied");
     if Command::new("nc").arg("-h").output().is_ok() {
@@ -110,4 +142,5 @@ fn manager_answers_while_calls_run() {
         assert!(reply.starts_with("access denied"), "{reply}");
     }
     assert_eq!(run.stop().0.len(), calls);
+    assert!(!dir.join("manager.sock").exists(), "the socket is removed at exit");
 }

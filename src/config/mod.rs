@@ -127,6 +127,8 @@ pub struct Config {
     pub managerip: String,
     pub managerport: u16,
     pub manager_enable_unencrypted: bool,
+    /// A Unix socket for the manager (mode 0600; local clients only by construction).
+    pub managersocket: Option<PathBuf>,
     /// AudioCodes debug recordings (UDP; the TCP port is read but TCP recordings are not decoded).
     pub audiocodes: bool,
     pub udp_port_audiocodes: u16,
@@ -228,6 +230,7 @@ impl Default for Config {
             managerip: "127.0.0.1".into(),
             managerport: 5029,
             manager_enable_unencrypted: false,
+            managersocket: None,
             audiocodes: false,
             udp_port_audiocodes: 925,
             tcp_port_audiocodes: 925,
@@ -319,6 +322,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "managerip",
     "managerport",
     "manager_enable_unencrypted",
+    "managersocket",
     "audiocodes",
     "udp_port_audiocodes",
     "tcp_port_audiocodes",
@@ -531,6 +535,7 @@ impl Config {
             }
             "managerport" => self.managerport = number(e, 0, 65535)? as u16,
             "manager_enable_unencrypted" => self.manager_enable_unencrypted = parse::yes(v),
+            "managersocket" => self.managersocket = (!v.is_empty()).then(|| PathBuf::from(v)),
             "audiocodes" => self.audiocodes = parse::yes(v),
             "udp_port_audiocodes" => self.udp_port_audiocodes = number(e, 0, 65535)? as u16,
             "tcp_port_audiocodes" => self.tcp_port_audiocodes = number(e, 0, 65535)? as u16,

@@ -173,6 +173,8 @@ pub struct Router {
     clock_sec: Option<i64>,
     last_ts: Nanos,
     pub stats: RxStats,
+    /// Where this core's totals are published for the manager port.
+    live: Option<std::sync::Arc<crate::stats::Live>>,
 }
 
 pub struct Rx {
@@ -225,8 +227,25 @@ impl Rx {
             clock_sec: None,
             last_ts: 0,
             stats: RxStats { ring_full_drops: vec![0; n], ..Default::default() },
+            live: None,
         };
         Rx { decoder, router }
+    }
+
+    /// Publishes this core's totals to `live` from now on (about once a second).
+    pub fn publish_to(&mut self, live: std::sync::Arc<crate::stats::Live>) {
+        self.router.live = Some(live);
+    }
+
+    fn publish(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let Some(live) = &self.router.live else { return };
+        let Some(c) = live.sources.get(self.router.cfg.source as usize) else { return };
+        let d = &self.decoder.stats;
+        c.packets.store(d.frames, Relaxed);
+        c.bytes.store(d.bytes, Relaxed);
+        c.decode_errors.store(d.errors, Relaxed);
+        c.owner_queue_drops.store(self.router.stats.ring_full_drops.iter().sum(), Relaxed);
     }
 
     /// One captured frame.
@@ -234,6 +253,7 @@ impl Rx {
     pub fn frame(&mut self, ts: Nanos, link_type: u16, data: &[u8]) {
         if self.router.clock(ts) {
             self.decoder.sweep(ts);
+            self.publish();
         }
         let router = &mut self.router;
         self.decoder.decode(ts, link_type, data, &mut |d| router.route(d));
@@ -259,6 +279,7 @@ impl Rx {
     pub fn idle_clock(&mut self, now: Nanos) {
         self.router.clock(now);
         self.flush();
+        self.publish();
     }
 
     /// Media packets parked for a missing endpoint: route the ones whose SDP arrived, give up on the old ones.

@@ -14,6 +14,7 @@ use crate::store::cdrlog::{CdrLog, CdrLogStats};
 use crate::store::mysql::{DbSink, DbStats};
 
 pub(super) struct Sinks {
+    pub live: std::sync::Arc<crate::stats::Live>,
     pub db: Option<DbSink>,
     pub log: Option<CdrLog>,
     pub link: Option<LinkSink>,
@@ -35,6 +36,7 @@ pub(super) struct Collected {
 
 impl Sinks {
     fn take(&mut self, cdr: Cdr, last: bool, all: &mut Vec<Cdr>) {
+        self.live.cdr_stored();
         if let Some(db) = &mut self.db {
             db.push(&cdr.json);
         }
