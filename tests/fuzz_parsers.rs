@@ -238,6 +238,29 @@ proptest! {
         let _ = lm::inflate(&junk);
         let _ = lm::frames(&junk);
     }
+
+    #[test]
+    fn mirror_blocks_never_panic(frames in prop::collection::vec((any::<i64>(), prop::collection::vec(any::<u8>(), 0..80)), 0..12), flip in any::<usize>(), junk in prop::collection::vec(any::<u8>(), 0..200)) {
+        use voxtap::link::mirror::{decode_body, encode_block, BlockHead};
+        let refs: Vec<(i64, &[u8])> = frames.iter().map(|(t, d)| (*t, d.as_slice())).collect();
+        let b = encode_block(&refs, 1, 3, 9, true);
+        let head = BlockHead::parse(&b).unwrap();
+        prop_assert_eq!(decode_body(&head, &b[64..]).unwrap().len(), frames.len());
+        // Any flipped byte of the body: an error or (a flip the 16-bit sum misses) frames; never a panic.
+        let mut bad = b.clone();
+        let i = 64 + flip % (bad.len() - 63).max(1);
+        if i < bad.len() {
+            bad[i] ^= 0xa5;
+        }
+        let _ = decode_body(&head, &bad[64..]);
+        // Junk as a header and a body.
+        let mut h = b[..64].to_vec();
+        h[28..32].copy_from_slice(&(junk.len() as u32 / 4).to_le_bytes());
+        if let Ok(hd) = BlockHead::parse(&h) {
+            let _ = decode_body(&hd, &junk);
+        }
+        let _ = BlockHead::parse(&junk);
+    }
 }
 
 proptest! {

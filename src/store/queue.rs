@@ -91,6 +91,25 @@ pub struct Appender {
     seq: u64,
     file: File,
     len: u64,
+    /// Held open with an exclusive lock: two processes appending to one queue would corrupt it.
+    _lock: File,
+}
+
+/// Locks the queue folder for this process, or says which folder is in use.
+fn lock(dir: &Path) -> io::Result<File> {
+    use std::os::unix::io::AsRawFd;
+    let f = OpenOptions::new().create(true).truncate(false).write(true).open(dir.join("lock"))?;
+    // SAFETY: flock on a descriptor this function owns.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::WouldBlock,
+            format!(
+                "the queue {} is in use by another voxtap: give each instance its own spooldir (or cdr_queue_dir / link_queue_dir)",
+                dir.display()
+            ),
+        ));
+    }
+    Ok(f)
 }
 
 /// What opening the queue found.
@@ -106,6 +125,7 @@ impl Appender {
     /// Opens (creating) the queue folder; repairs a torn tail; appends go to a new segment.
     pub fn open(dir: &Path) -> io::Result<(Appender, OpenReport)> {
         fs::create_dir_all(dir)?;
+        let lock = lock(dir)?;
         let segs = segments(dir)?;
         let mut report = OpenReport::default();
         let ack = read_ack(dir).unwrap_or_default();
@@ -134,7 +154,7 @@ impl Appender {
         }
         let seq = segs.last().map_or(1, |s| s + 1);
         let file = OpenOptions::new().create(true).append(true).open(segment_path(dir, seq))?;
-        Ok((Appender { dir: dir.to_path_buf(), seq, file, len: 0 }, report))
+        Ok((Appender { dir: dir.to_path_buf(), seq, file, len: 0, _lock: lock }, report))
     }
 
     /// Appends one CDR; it is in the page cache (safe from a crash of voxtap) when this returns.
@@ -318,6 +338,9 @@ mod tests {
         let got: Vec<String> =
             r.read(100).unwrap().iter().map(|(p, _)| String::from_utf8_lossy(p).to_string()).collect();
         assert_eq!(got, ["cdr4", "cdr5", "cdr6", "cdr7", "cdr8", "cdr9", "new"]);
+        // A second producer on the same folder is refused while the first holds it.
+        let e = Appender::open(&d).err().expect("locked");
+        assert!(e.to_string().contains("in use by another voxtap"), "{e}");
         // 6 old records of 12 bytes and "new" (11) wait.
         assert_eq!(pending_bytes(&d), 6 * 12 + 11);
         let id = queue_id(&d).unwrap();
