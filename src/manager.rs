@@ -242,7 +242,7 @@ pub fn handle(line: &str, state: &State) -> Vec<u8> {
         "getfile" | "getfile_zip" => {
             getfile(args.first().copied().unwrap_or(""), &state.spooldir, cmd == "getfile_zip")
         }
-        "listcalls" => listcalls(state),
+        "listcalls" => listcalls(line, state),
         "sniffer_stat" => stat::sniffer_stat(state, args.contains(&"plain")),
         "sniffer_threads" => stat::sniffer_threads(state, &args),
         _ => b"command not found\n".to_vec(),
@@ -250,7 +250,7 @@ pub fn handle(line: &str, state: &State) -> Vec<u8> {
 }
 
 /// `listcalls` columns: VoIPmonitor's names, in its order, for the values voxtap has.
-pub const LISTCALLS_COLUMNS: [&str; 24] = [
+pub const LISTCALLS_COLUMNS: [&str; 41] = [
     "callreference",
     "callid",
     "calldate",
@@ -268,19 +268,87 @@ pub const LISTCALLS_COLUMNS: [&str; 24] = [
     "callerip",
     "calledip",
     "lastSIPresponseNum",
+    "src_mosf1_avg",
+    "src_mosf1_min",
+    "src_mosf2_avg",
+    "src_mosf2_min",
+    "src_mosAD_avg",
+    "src_mosAD_min",
+    "dst_mosf1_avg",
+    "dst_mosf1_min",
+    "dst_mosf2_avg",
+    "dst_mosf2_min",
+    "dst_mosAD_avg",
+    "dst_mosAD_min",
+    "src_jitter_avg",
     "src_jitter_max",
+    "dst_jitter_avg",
     "dst_jitter_max",
     "src_received",
     "dst_received",
     "src_loss_abs",
     "dst_loss_abs",
+    "src_loss",
+    "dst_loss",
     "id_sensor",
+    "vlan",
 ];
 
-/// The calls in progress, newest first: a JSON array whose first element names the columns, then one array
-/// per call. Each owner copies its calls between two batches; one that does not answer within a second is
-/// left out (and logged).
-fn listcalls(state: &State) -> Vec<u8> {
+/// `listcalls [JSON]` parameters (VoIPmonitor's): `limit`, `sort_field` (a column), `sort_dir` (`asc`/`desc`),
+/// `zip` (`yes`). Unknown ones are ignored.
+#[derive(Debug, Default)]
+struct ListParams {
+    given: bool,
+    limit: Option<usize>,
+    sort_field: Option<String>,
+    ascending: bool,
+    zip: bool,
+}
+
+fn list_params(line: &str) -> Result<ListParams, String> {
+    let Some(at) = line.find('{') else { return Ok(ListParams::default()) };
+    let v: serde_json::Value =
+        serde_json::from_str(line[at..].trim()).map_err(|e| format!("bad listcalls parameters: {e}"))?;
+    let text = |k: &str| match &v[k] {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    };
+    let sort_field = text("sort_field").filter(|f| !f.is_empty());
+    if let Some(f) = &sort_field {
+        if !LISTCALLS_COLUMNS.contains(&f.as_str()) {
+            return Err(format!("unknown sort_field {f}"));
+        }
+    }
+    Ok(ListParams {
+        given: true,
+        limit: text("limit").and_then(|l| l.parse().ok()),
+        sort_field,
+        ascending: text("sort_dir").is_some_and(|d| d.eq_ignore_ascii_case("asc")),
+        zip: text("zip").is_some_and(|z| z == "yes" || z == "1"),
+    })
+}
+
+fn ordering(a: &serde_json::Value, b: &serde_json::Value) -> std::cmp::Ordering {
+    use serde_json::Value::*;
+    match (a, b) {
+        (Number(x), Number(y)) => x.as_f64().unwrap_or(0.0).total_cmp(&y.as_f64().unwrap_or(0.0)),
+        (String(x), String(y)) => x.cmp(y),
+        (Null, Null) => std::cmp::Ordering::Equal,
+        (Null, _) => std::cmp::Ordering::Less,
+        (_, Null) => std::cmp::Ordering::Greater,
+        _ => a.to_string().cmp(&b.to_string()),
+    }
+}
+
+/// The calls in progress, newest first (or as `sort_field`/`sort_dir` ask): a JSON array whose first element
+/// names the columns, then (when parameters were given) a totals object, then one array per call. Each owner
+/// copies its calls between two batches; one that does not answer within a second is left out (and logged).
+fn listcalls(line: &str, state: &State) -> Vec<u8> {
+    let params = match list_params(line) {
+        Ok(p) => p,
+        Err(e) => return format!("{e}\n").into_bytes(),
+    };
     let (tx, rx) = crossbeam_channel::bounded(state.owners.len().max(1));
     let mut asked = 0;
     for o in &state.owners {
@@ -304,42 +372,100 @@ fn listcalls(state: &State) -> Vec<u8> {
         std::net::IpAddr::V6(v) => serde_json::Value::from(v.to_string()),
     };
     let secs = |t: crate::time::Nanos| t.div_euclid(1_000_000_000);
-    let mut out = vec![serde_json::Value::from(LISTCALLS_COLUMNS.to_vec())];
+    let x10 = |v: f64| (v * 10.0).round() as i64;
+    let total = calls.len();
+    let mut rows: Vec<serde_json::Value> = Vec::with_capacity(total);
     for c in calls {
         let d = crate::time::civil(c.calldate, state.utc);
-        let side = |s: Option<(u32, i64, f64)>| s.map(|(r, l, j)| (r, l, (j * 10.0).round() as i64));
-        let (a, b) = (side(c.caller_rtp), side(c.called_rtp));
-        out.push(serde_json::json!([
-            format!("0x{:x}", c.key),
-            c.callid,
-            format!("{:04}-{:02}-{:02} {:02}:{:02}:{:02}", d.year, d.month, d.day, d.hour, d.minute, d.second),
-            secs(c.calldate),
-            secs(c.last_packet),
-            secs(c.last_packet - c.calldate),
-            c.connect.map(|t| secs(c.last_packet - t)),
-            c.caller,
-            c.called,
-            c.callername,
-            c.caller_domain,
-            c.called_domain,
-            c.caller_agent,
-            c.called_agent,
+        let (a, b) = (c.caller_rtp, c.called_rtp);
+        let mos = |s: Option<crate::call::live::LiveStream>| -> Vec<Option<i64>> {
+            (0..6).map(|i| s.map(|s| x10(if i % 2 == 0 { s.mos[i / 2].0 } else { s.mos[i / 2].1 }))).collect()
+        };
+        let loss = |s: Option<crate::call::live::LiveStream>| {
+            s.map(|s| {
+                let expected = s.received as f64 + s.lost.max(0) as f64;
+                if expected > 0.0 {
+                    (s.lost.max(0) as f64 * 100.0 / expected * 100.0).round() / 100.0
+                } else {
+                    0.0
+                }
+            })
+        };
+        let mut row = vec![
+            serde_json::Value::from(format!("0x{:x}", c.key)),
+            c.callid.into(),
+            format!("{:04}-{:02}-{:02} {:02}:{:02}:{:02}", d.year, d.month, d.day, d.hour, d.minute, d.second).into(),
+            secs(c.calldate).into(),
+            secs(c.last_packet).into(),
+            secs(c.last_packet - c.calldate).into(),
+            c.connect.map(|t| secs(c.last_packet - t)).into(),
+            c.caller.into(),
+            c.called.into(),
+            c.callername.into(),
+            c.caller_domain.into(),
+            c.called_domain.into(),
+            c.caller_agent.into(),
+            c.called_agent.into(),
             ip(c.caller_ip),
             ip(c.called_ip),
-            c.last_response,
-            a.map(|x| x.2),
-            b.map(|x| x.2),
-            a.map(|x| x.0),
-            b.map(|x| x.0),
-            a.map(|x| x.1.max(0)),
-            b.map(|x| x.1.max(0)),
-            state.id_sensor,
-        ]));
+            c.last_response.into(),
+        ];
+        row.extend(mos(a).into_iter().chain(mos(b)).map(serde_json::Value::from));
+        for s in [a, b] {
+            row.push(s.map(|s| x10(s.jitter_avg)).into());
+            row.push(s.map(|s| x10(s.jitter_max)).into());
+        }
+        row.extend([
+            a.map(|s| s.received).into(),
+            b.map(|s| s.received).into(),
+            a.map(|s| s.lost.max(0)).into(),
+            b.map(|s| s.lost.max(0)).into(),
+            loss(a).into(),
+            loss(b).into(),
+            state.id_sensor.into(),
+            c.vlan.into(),
+        ]);
+        rows.push(serde_json::Value::from(row));
     }
-    serde_json::Value::from(out).to_string().into_bytes()
+    if let Some(f) = &params.sort_field {
+        let i = LISTCALLS_COLUMNS.iter().position(|c| c == f).unwrap_or(0);
+        rows.sort_by(|x, y| {
+            let o = ordering(&x[i], &y[i]);
+            if params.ascending {
+                o
+            } else {
+                o.reverse()
+            }
+        });
+    }
+    if let Some(l) = params.limit {
+        rows.truncate(l);
+    }
+    let mut out = vec![serde_json::Value::from(LISTCALLS_COLUMNS.to_vec())];
+    if params.given {
+        out.push(serde_json::json!([{
+            "total": total,
+            "is_receiver": false,
+            "is_server": false,
+            "id_sensor": state.id_sensor.map(i64::from).unwrap_or(0),
+        }]));
+        if params.limit == Some(0) {
+            out.truncate(2);
+        }
+    }
+    out.extend(rows);
+    let body = serde_json::Value::from(out).to_string().into_bytes();
+    if params.zip {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        if e.write_all(&body).is_ok() {
+            if let Ok(z) = e.finish() {
+                return z;
+            }
+        }
+    }
+    body
 }
 
-/// A path inside the spool, or `None` for anything that could leave it.
 fn in_spool(rel: &str, spool: &Path) -> Option<PathBuf> {
     let p = Path::new(rel);
     if rel.is_empty() || p.components().any(|c| !matches!(c, Component::Normal(_))) {

@@ -87,7 +87,28 @@ fn manager_answers_while_calls_run() {
             .map(|s| s["received"].as_u64().unwrap())
             .max();
         assert_eq!(r[col("src_received")].as_u64(), received, "{r}");
+        // The current quality: MOS (×10) of a stream in progress, within the scale.
+        if received.is_some() {
+            for m in ["src_mosf1_avg", "src_mosf1_min", "src_mosAD_avg"] {
+                let v = r[col(m)].as_i64().unwrap_or(-1);
+                assert!((10..=45).contains(&v), "{m} = {v} in {r}");
+            }
+            assert!(r[col("src_loss")].as_f64().is_some(), "{r}");
+        }
     }
+    // Parameters: the totals object, a sort on a column and a limit.
+    let q = br#"listcalls {"limit":2,"sort_field":"caller","sort_dir":"asc"}"#;
+    let p: serde_json::Value =
+        serde_json::from_str(&ask(("127.0.0.1", mgr_port), &[&q[..], b"\r\n\r\n"].concat())).unwrap();
+    let p = p.as_array().unwrap();
+    assert_eq!(p[1][0]["total"].as_u64(), Some(open.len() as u64), "{p:?}");
+    let mut callers: Vec<&str> = open.iter().map(|c| c["caller"].as_str().unwrap()).collect();
+    callers.sort();
+    let got: Vec<&str> = p[2..].iter().map(|r| r[col("caller")].as_str().unwrap()).collect();
+    assert_eq!(got, callers[..2.min(callers.len())].to_vec());
+    let z: serde_json::Value =
+        serde_json::from_str(&ask(("127.0.0.1", mgr_port), b"listcalls {\"limit\":0}\r\n\r\n")).unwrap();
+    assert_eq!(z.as_array().unwrap().len(), 2, "{z}");
     assert_eq!(ask(("127.0.0.1", mgr_port), b"sipports\r\n\r\n"), "5060,5070-5080,");
     // sniffer_stat: the calls in progress and the packets the rx core has published (once a second of packet
     // time, and when the link is quiet).

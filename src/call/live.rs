@@ -23,20 +23,34 @@ pub struct LiveCall {
     pub caller_ip: IpAddr,
     pub called_ip: IpAddr,
     pub last_response: Option<u16>,
-    /// The busiest stream each side sent: packets received, packets lost, largest jitter (ms).
-    pub caller_rtp: Option<(u32, i64, f64)>,
-    pub called_rtp: Option<(u32, i64, f64)>,
+    /// The busiest stream each side sent: its quality so far.
+    pub caller_rtp: Option<LiveStream>,
+    pub called_rtp: Option<LiveStream>,
     pub vlan: Option<u16>,
+}
+
+/// A stream's quality so far.
+#[derive(Debug, Clone, Copy)]
+pub struct LiveStream {
+    pub received: u32,
+    pub lost: i64,
+    /// Largest and mean RFC 3550 jitter, ms.
+    pub jitter_max: f64,
+    pub jitter_avg: f64,
+    /// (average, minimum) MOS of the f1, f2 and adaptive jitter-buffer simulations, as if the stream ended now.
+    pub mos: [(f64, f64); 3],
 }
 
 impl LiveCall {
     pub fn of(c: &Call) -> LiveCall {
         let side = |s: Side| {
-            c.streams
-                .iter()
-                .filter(|x| x.sender == s)
-                .max_by_key(|x| x.stats.packets)
-                .map(|x| (x.stats.packets, x.stats.lost(), x.stats.max_jitter))
+            c.streams.iter().filter(|x| x.sender == s).max_by_key(|x| x.stats.packets).map(|x| LiveStream {
+                received: x.stats.packets,
+                lost: x.stats.lost(),
+                jitter_max: x.stats.max_jitter,
+                jitter_avg: x.stats.mean_jitter,
+                mos: x.stats.mos_so_far(),
+            })
         };
         let last_response =
             c.final_fail.as_ref().or(c.ok_response.as_ref()).or(c.last_provisional.as_ref()).map(|(code, _)| *code);

@@ -270,6 +270,12 @@ impl RtpStream {
         let end = (self.last_ts - self.first_ts) as f64 / 1_000_000.0;
         self.jb.finish(end)
     }
+
+    /// The MOS as if the stream ended now, leaving the stream as it is (a live call's current quality).
+    pub fn mos_so_far(&self) -> [(f64, f64); 3] {
+        let end = (self.last_ts - self.first_ts) as f64 / 1_000_000.0;
+        self.jb.clone().finish(end)
+    }
 }
 
 #[cfg(test)]
