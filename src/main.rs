@@ -113,7 +113,8 @@ fn load_config(cli: &Cli) -> Result<Config> {
         (None, Some(f)) => f.parent().map(|p| p.join("conf.d")).filter(|d| d.is_dir()),
         (None, None) => None,
     };
-    let (cfg, report) = Config::load(cli.config_file.as_deref(), dir.as_deref())?;
+    let (mut cfg, report) = Config::load(cli.config_file.as_deref(), dir.as_deref())?;
+    cfg.loaded_from = Some((cli.config_file.clone(), dir.clone()));
     for (k, f, l) in &report.unknown_keys {
         warn!(file = %f.display(), line = l, key = %k, "unknown or not yet supported key ignored");
     }
@@ -140,9 +141,11 @@ fn run(cli: Cli) -> Result<()> {
     }
     if let Some(f) = &cli.filter {
         cfg.filter = Some(f.clone());
+        cfg.command_line_keys.push("filter");
     }
     if let Some(p) = &cli.sipports {
         cfg.sipport = parse::ports(p).map_err(|e| anyhow::anyhow!("--sipports: {e}"))?;
+        cfg.command_line_keys.push("sipport");
     }
     if cli.save_sip {
         cfg.savesip = true;

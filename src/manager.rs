@@ -28,7 +28,9 @@ const MAX_CLIENTS: usize = 64;
 pub struct State {
     pub started: Instant,
     pub spooldir: PathBuf,
-    pub sipports: String,
+    /// The rules `reload` changes (SIP ports, capture filter), and how to reload them.
+    pub rules: Arc<crate::dispatch::rules::Rules>,
+    pub reload: Option<Reload>,
     pub calls: Arc<CallGauge>,
     pub allow_remote: bool,
     /// The owners, asked for their calls by `listcalls`.
@@ -41,6 +43,9 @@ pub struct State {
     pub cdr_queue_dir: Option<PathBuf>,
     pub link_queue_dir: Option<PathBuf>,
 }
+
+/// Re-reads the configuration and installs the new rules; `Err` says why it could not.
+pub type Reload = Box<dyn Fn() -> Result<(), String> + Send + Sync>;
 
 pub struct Manager {
     stop: Arc<AtomicBool>,
@@ -201,7 +206,7 @@ fn read_request(s: &mut impl Read) -> io::Result<String> {
 }
 
 /// Command names, in the order they are tried when the first word is not one of them.
-const COMMANDS: [&str; 13] = [
+const COMMANDS: [&str; 14] = [
     "file_exists",
     "getbuild",
     "getfile",
@@ -210,6 +215,7 @@ const COMMANDS: [&str; 13] = [
     "getversion",
     "help",
     "listcalls",
+    "reload",
     "sipports",
     "sniffer_stat",
     "sniffer_threads",
@@ -237,7 +243,14 @@ pub fn handle(line: &str, state: &State) -> Vec<u8> {
         "help" => format!("commands: {}\n", COMMANDS.join(" ")).into_bytes(),
         "totalcalls" => state.calls.open.load(Ordering::Relaxed).max(0).to_string().into_bytes(),
         "uptime" => state.started.elapsed().as_secs().to_string().into_bytes(),
-        "sipports" => state.sipports.clone().into_bytes(),
+        "sipports" => state.rules.current().sip_ports_text.clone().into_bytes(),
+        "reload" => match &state.reload {
+            Some(r) => match r() {
+                Ok(()) => b"reload ok".to_vec(),
+                Err(e) => format!("reload failed: {e}\n").into_bytes(),
+            },
+            None => b"reload failed: voxtap was started without a configuration file\n".to_vec(),
+        },
         "file_exists" => file_exists(args.first().copied().unwrap_or(""), &state.spooldir).into_bytes(),
         "getfile" | "getfile_zip" => {
             getfile(args.first().copied().unwrap_or(""), &state.spooldir, cmd == "getfile_zip")
@@ -535,7 +548,12 @@ mod tests {
         State {
             started: Instant::now(),
             spooldir: spool.into(),
-            sipports: "5060,".into(),
+            rules: Arc::new(crate::dispatch::rules::Rules::new(crate::dispatch::rules::Current {
+                sip_ports: Box::new([false; 65536]),
+                sip_ports_text: "5060,".into(),
+                filter: None,
+            })),
+            reload: None,
             calls,
             allow_remote: false,
             owners: Vec::new(),

@@ -96,6 +96,8 @@ struct Pipeline {
     gauge: Arc<CallGauge>,
     /// Totals published for the manager port's sniffer_stat.
     live: Arc<crate::stats::Live>,
+    /// What `reload` changes; every rx stage follows it.
+    rules: Arc<crate::dispatch::rules::Rules>,
     /// The manager port of a live capture (dropped, and so closed, when the run ends).
     manager: Option<crate::manager::Manager>,
 }
@@ -116,6 +118,34 @@ fn start_manager(cfg: &Config, state: Arc<crate::manager::State>) -> Option<crat
             None
         }
     }
+}
+
+/// The manager's `reload`: reads the configuration files again and installs their SIP ports and capture filter
+/// (keys given on the command line keep their values).
+fn reloader(cfg: &Config, rules: Arc<crate::dispatch::rules::Rules>) -> crate::manager::Reload {
+    let (from, keep, old) = (cfg.loaded_from.clone(), cfg.command_line_keys.clone(), cfg.clone());
+    Box::new(move || {
+        let Some((main, dir)) = &from else {
+            return Err("voxtap was started without a configuration file".into());
+        };
+        let (mut new, report) = Config::load(main.as_deref(), dir.as_deref()).map_err(|e| e.to_string())?;
+        if keep.contains(&"sipport") {
+            new.sipport = old.sipport.clone();
+        }
+        if keep.contains(&"filter") {
+            new.filter = old.filter.clone();
+        }
+        for (k, f, l) in &report.unknown_keys {
+            tracing::warn!(file = %f.display(), line = l, key = %k, "reload: unknown or not yet supported key ignored");
+        }
+        tracing::info!(sipport = %new.sipports_text(), filter = ?new.filter, "reload: new capture rules");
+        rules.set(crate::dispatch::rules::Current {
+            sip_ports: new.sip_port_matrix(),
+            sip_ports_text: new.sipports_text(),
+            filter: new.filter.clone(),
+        });
+        Ok(())
+    })
 }
 
 /// The periodic cleanspool thread of a live capture.
@@ -250,6 +280,11 @@ impl Pipeline {
             })
             .transpose()?;
         let (recycle_tx, recycle_rx) = bounded(workers * 32);
+        let rules = Arc::new(crate::dispatch::rules::Rules::new(crate::dispatch::rules::Current {
+            sip_ports: cfg.sip_port_matrix(),
+            sip_ports_text: cfg.sipports_text(),
+            filter: cfg.filter.clone(),
+        }));
         let gauge = Arc::new(CallGauge::default());
         let owner_cfg = OwnerConfig {
             timeouts: Timeouts::from_config(cfg),
@@ -279,7 +314,8 @@ impl Pipeline {
         let state = Arc::new(crate::manager::State {
             started: Instant::now(),
             spooldir: cfg.spooldir.clone(),
-            sipports: cfg.sipports_text(),
+            rules: rules.clone(),
+            reload: Some(reloader(cfg, rules.clone())),
             calls: gauge.clone(),
             allow_remote: cfg.manager_enable_unencrypted,
             owners: to_owner.clone(),
@@ -304,6 +340,7 @@ impl Pipeline {
             streamed,
             gauge,
             live: live_counters,
+            rules,
             manager,
         })
     }
@@ -312,6 +349,7 @@ impl Pipeline {
     fn rx(&self, cfg: &Config, blocking: bool, shared: Option<&crate::dispatch::RxShared>, source: u16) -> Rx {
         let mut rx = rx_stage(cfg, blocking, self.to_owner.clone(), self.recycle_rx.clone(), shared, source);
         rx.publish_to(self.live.clone());
+        rx.follow(self.rules.clone());
         rx
     }
 
@@ -810,7 +848,19 @@ fn poll_rings(
             totals.freezes += s.freezes;
         }
     };
+    let rules = rx.rules();
+    let mut filter_gen = rules.as_ref().map(|r| r.generation()).unwrap_or(0);
     while !STOP.load(Ordering::Relaxed) {
+        // A reload with another capture filter: applied to this thread's rings.
+        if let Some(r) = rules.as_ref().filter(|r| r.generation() != filter_gen) {
+            filter_gen = r.generation();
+            let f = r.current().filter.clone().unwrap_or_default();
+            for ring in &rings {
+                if let Err(e) = ring.set_filter(&f) {
+                    tracing::warn!(iface = %ring.iface(), filter = %f, error = %e, "reload: capture filter not applied");
+                }
+            }
+        }
         let mut got = 0;
         for ring in rings.iter_mut() {
             got += ring.poll(timeout, &mut |p| rx.frame(p.ts, p.link_type, p.data));

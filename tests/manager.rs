@@ -165,3 +165,54 @@ fn manager_answers_while_calls_run() {
     assert_eq!(run.stop().0.len(), calls);
     assert!(!dir.join("manager.sock").exists(), "the socket is removed at exit");
 }
+
+#[test]
+fn reload_changes_the_sip_ports_while_running() {
+    let dir = std::env::temp_dir().join(format!("voxtap-reload-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let base = dir.join("base.pcap");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    voxgen(&base, &["--calls", "5", "--cps", "5", "--duration", "1", "--seed", "93", "--start", &format!("{now:.3}")]);
+    let calls = run_json(&base, &[]).len();
+    let hep = dir.join("hep.pcap");
+    let w = Path::new(env!("CARGO_MANIFEST_DIR")).join("perf/gen/wrap.py");
+    assert!(Command::new("python3").arg(w).arg(&base).arg(&hep).args(["--wrap", "hep3"]).status().unwrap().success());
+    let (hep_port, mgr_port) = free_ports();
+    let conf = dir.join("v.conf");
+    let write = |sipport: &str| {
+        std::fs::write(
+            &conf,
+            format!(
+                "hep = yes\nhep_bind_ip = 127.0.0.1\nhep_bind_port = {hep_port}\nmanagerport = {mgr_port}\n\
+                 sipport = {sipport}\nspooldir = {}\n",
+                dir.join("spool").display()
+            ),
+        )
+        .unwrap()
+    };
+    write("5099");
+    let run = LiveVoxtap::start(&conf, mgr_port);
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let send = || {
+        for f in CaptureFile::open(&hep).unwrap().frames() {
+            s.send_to(&f.data[42..], ("127.0.0.1", hep_port)).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    // SIP on 5060 is not SIP to this configuration.
+    send();
+    assert_eq!(ask(("127.0.0.1", mgr_port), b"totalcalls\r\n\r\n"), "0");
+    write("5060");
+    assert_eq!(ask(("127.0.0.1", mgr_port), b"reload\r\n\r\n"), "reload ok");
+    assert_eq!(ask(("127.0.0.1", mgr_port), b"sipports\r\n\r\n"), "5060,");
+    std::thread::sleep(Duration::from_millis(300));
+    send();
+    assert_eq!(ask(("127.0.0.1", mgr_port), b"totalcalls\r\n\r\n"), calls.to_string());
+    // A broken file: the running rules stay.
+    std::fs::write(&conf, "sipport = not a port\n").unwrap();
+    let r = ask(("127.0.0.1", mgr_port), b"reload\r\n\r\n");
+    assert!(r.starts_with("reload failed:"), "{r}");
+    assert_eq!(ask(("127.0.0.1", mgr_port), b"sipports\r\n\r\n"), "5060,");
+    assert_eq!(run.stop().0.len(), calls);
+}

@@ -164,6 +164,12 @@ pub struct Config {
     pub mirror_destination: Option<String>,
     pub mirror_bind: Option<String>,
     pub mirror_connect_maximum_time_diff_s: u32,
+    /// Where this configuration was read from (`--config-file`, `--config-dir`), for the manager's `reload`.
+    #[serde(skip)]
+    pub loaded_from: Option<(Option<PathBuf>, Option<PathBuf>)>,
+    /// Keys the command line set: a reload of the files leaves them as they are.
+    #[serde(skip)]
+    pub command_line_keys: Vec<&'static str>,
 }
 
 impl Default for Config {
@@ -255,6 +261,8 @@ impl Default for Config {
             mirror_destination: None,
             mirror_bind: None,
             mirror_connect_maximum_time_diff_s: 2,
+            loaded_from: None,
+            command_line_keys: Vec::new(),
         }
     }
 }

@@ -143,6 +143,11 @@ pub struct Decoder {
 }
 
 impl Decoder {
+    /// New SIP ports (a reload): TCP flows already followed stay as they are.
+    pub fn set_sip_ports(&mut self, ports: &[bool; 65536]) {
+        self.cfg.sip_ports.copy_from_slice(&ports[..]);
+    }
+
     pub fn new(cfg: DecoderConfig) -> Self {
         let keep = cfg.keep_frames;
         Decoder {

@@ -5,6 +5,7 @@
 pub mod batch;
 pub mod media;
 pub mod rss;
+pub mod rules;
 
 use std::hash::BuildHasher;
 
@@ -175,6 +176,8 @@ pub struct Router {
     pub stats: RxStats,
     /// Where this core's totals are published for the manager port.
     live: Option<std::sync::Arc<crate::stats::Live>>,
+    /// Rules `reload` may change, and the generation this core last took.
+    rules: Option<(std::sync::Arc<rules::Rules>, u64)>,
 }
 
 pub struct Rx {
@@ -228,6 +231,7 @@ impl Rx {
             last_ts: 0,
             stats: RxStats { ring_full_drops: vec![0; n], ..Default::default() },
             live: None,
+            rules: None,
         };
         Rx { decoder, router }
     }
@@ -237,7 +241,32 @@ impl Rx {
         self.router.live = Some(live);
     }
 
-    fn publish(&self) {
+    /// Follows `rules` from now on: a reload reaches this core within about a second.
+    pub fn follow(&mut self, r: std::sync::Arc<rules::Rules>) {
+        let g = r.generation();
+        self.router.rules = Some((r, g));
+    }
+
+    /// The rules this core follows (the capture loop applies the filter part itself).
+    pub fn rules(&self) -> Option<std::sync::Arc<rules::Rules>> {
+        self.router.rules.as_ref().map(|(r, _)| r.clone())
+    }
+
+    /// Takes the reloaded rules, if they changed since the last look.
+    fn refresh_rules(&mut self) {
+        let Some((r, seen)) = &mut self.router.rules else { return };
+        let g = r.generation();
+        if g == *seen {
+            return;
+        }
+        *seen = g;
+        let c = r.current();
+        self.router.sip_ports.copy_from_slice(&c.sip_ports[..]);
+        self.decoder.set_sip_ports(&c.sip_ports);
+    }
+
+    fn publish(&mut self) {
+        self.refresh_rules();
         use std::sync::atomic::Ordering::Relaxed;
         let Some(live) = &self.router.live else { return };
         let Some(c) = live.sources.get(self.router.cfg.source as usize) else { return };
