@@ -63,6 +63,12 @@ struct Cli {
     /// Number of owner workers (call-state cores).
     #[arg(long, default_value_t = 2)]
     workers: usize,
+    /// Send one manager command (`--command`) to a sensor's manager port (HOST:PORT) and print the reply; sealed
+    /// with the configuration's `manager_key` when it has one.
+    #[arg(long = "manager-client", value_name = "HOST:PORT")]
+    manager_client: Option<String>,
+    #[arg(long = "command", value_name = "COMMAND", default_value = "getversion")]
+    command: String,
     /// Verbosity: `-v 1` (or `-v`) info, `-v 2` debug; VoIPmonitor's `-v N[,flags]` form is accepted.
     #[arg(short = 'v', long = "verbose", num_args = 0..=1, default_missing_value = "1")]
     verbose: Option<String>,
@@ -126,6 +132,9 @@ fn load_config(cli: &Cli) -> Result<Config> {
 
 fn run(cli: Cli) -> Result<()> {
     let mut cfg = load_config(&cli)?;
+    if let Some(addr) = &cli.manager_client {
+        return manager_client(addr, &cli.command, cfg.manager_key.as_deref());
+    }
     // The command line wins over the files.
     if let Some(i) = &cli.interface {
         cfg.interface = i.split([',', ';', ' ', '\t']).filter(|s| !s.is_empty()).map(String::from).collect();
@@ -318,6 +327,25 @@ fn run_live(cli: &Cli, cfg: &Config) -> Result<()> {
 #[cfg(not(feature = "dpdk"))]
 fn run_live(_cli: &Cli, _cfg: &Config) -> Result<()> {
     bail!("this voxtap was built without DPDK (cargo feature `dpdk`)")
+}
+
+fn manager_client(addr: &str, command: &str, key: Option<&str>) -> Result<()> {
+    let mut s = std::net::TcpStream::connect(addr).with_context(|| format!("connecting to the manager port {addr}"))?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(60)))?;
+    let reply = match key {
+        Some(k) => {
+            let key = voxtap::manager::sealed::parse_key(k).map_err(|e| anyhow::anyhow!(e))?;
+            voxtap::manager::sealed::ask(&mut s, &key, command).context("sealed manager request")?
+        }
+        None => {
+            std::io::Write::write_all(&mut s, format!("{command}\r\n\r\n").as_bytes())?;
+            let mut out = Vec::new();
+            std::io::Read::read_to_end(&mut s, &mut out)?;
+            out
+        }
+    };
+    std::io::Write::write_all(&mut std::io::stdout(), &reply)?;
+    Ok(())
 }
 
 fn check_readable(p: &Path) -> Result<()> {

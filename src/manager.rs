@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use crate::call::owner::CallGauge;
 
+pub mod sealed;
 mod stat;
 
 /// Requests larger than this are cut (VoIPmonitor reads 4 KB).
@@ -31,6 +32,8 @@ pub struct State {
     /// The rules `reload` changes (SIP ports, capture filter), and how to reload them.
     pub rules: Arc<crate::dispatch::rules::Rules>,
     pub reload: Option<Reload>,
+    /// `manager_key`: clients holding it may use the sealed mode from anywhere.
+    pub key: Option<[u8; 32]>,
     pub calls: Arc<CallGauge>,
     pub allow_remote: bool,
     /// The owners, asked for their calls by `listcalls`.
@@ -165,9 +168,35 @@ fn serve<S: Conn>(
 
 fn client<S: Conn>(mut s: S, peer: Option<SocketAddr>, state: &State) -> io::Result<()> {
     s.timeouts(Some(IDLE), Some(Duration::from_secs(30)))?;
+    // The first bytes tell a sealed client (`VXM1`) from a plaintext one.
+    let mut head = Vec::with_capacity(4);
+    let mut b = [0u8; 4];
+    while head.len() < 4 {
+        match s.read(&mut b[..4 - head.len()]) {
+            Ok(0) => break,
+            Ok(n) => head.extend_from_slice(&b[..n]),
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+        if head.contains(&b'\n') {
+            break;
+        }
+    }
+    if head == sealed::MAGIC {
+        let Some(key) = state.key else {
+            tracing::warn!(?peer, "manager port: sealed client, but no manager_key is configured");
+            return Ok(());
+        };
+        s.timeouts(Some(Duration::from_secs(10)), Some(Duration::from_secs(30)))?;
+        if let Err(e) = sealed::serve(&mut s, &key, |line| handle(line, state)) {
+            tracing::warn!(?peer, error = %e, "manager port: sealed client refused");
+        }
+        return Ok(());
+    }
     // Read the request even when refusing it: closing on unread data would reset the connection before the
     // client sees why.
-    let line = read_request(&mut s)?;
+    let line = read_request(&mut (&head[..]).chain(&mut s))?;
     if let Some(peer) = peer.filter(|p| !p.ip().is_loopback() && !state.allow_remote) {
         tracing::warn!(%peer, "manager port: remote client refused (manager_enable_unencrypted = no)");
         return s.write_all(b"access denied: plaintext manager access is allowed from this host only\n");
@@ -554,6 +583,7 @@ mod tests {
                 filter: None,
             })),
             reload: None,
+            key: None,
             calls,
             allow_remote: false,
             owners: Vec::new(),

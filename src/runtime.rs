@@ -316,6 +316,7 @@ impl Pipeline {
             spooldir: cfg.spooldir.clone(),
             rules: rules.clone(),
             reload: Some(reloader(cfg, rules.clone())),
+            key: cfg.manager_key.as_deref().and_then(|k| crate::manager::sealed::parse_key(k).ok()),
             calls: gauge.clone(),
             allow_remote: cfg.manager_enable_unencrypted,
             owners: to_owner.clone(),

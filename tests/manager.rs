@@ -12,6 +12,18 @@ use std::time::Duration;
 use common::*;
 use voxtap::capture::pcapfile::CaptureFile;
 
+const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+/// `voxtap --manager-client` with a configuration holding `key`.
+fn sealed(dir: &Path, addr: &str, key: &str, cmd: &str) -> std::process::Output {
+    let conf = dir.join("client.conf");
+    std::fs::write(&conf, format!("manager_key = {key}\n")).unwrap();
+    voxtap()
+        .args(["--config-file", conf.to_str().unwrap(), "--manager-client", addr, "--command", cmd])
+        .output()
+        .unwrap()
+}
+
 fn ask(addr: (&str, u16), request: &[u8]) -> String {
     let mut s = TcpStream::connect(addr).unwrap();
     s.write_all(request).unwrap();
@@ -49,7 +61,7 @@ fn manager_answers_while_calls_run() {
         &conf,
         format!(
             "hep = yes\nhep_bind_ip = 127.0.0.1\nhep_bind_port = {hep_port}\nmanagerip = 0.0.0.0\nmanagerport = {mgr_port}\n\
-             sipport = 5060,5070-5080\nspooldir = {}\nmanagersocket = {}\n",
+             sipport = 5060,5070-5080\nspooldir = {}\nmanagersocket = {}\nmanager_key = {KEY}\n",
             dir.join("spool").display(),
             dir.join("manager.sock").display()
         ),
@@ -158,10 +170,21 @@ fn manager_answers_while_calls_run() {
             .find(|a| a.parse::<std::net::Ipv4Addr>().is_ok())
             .map(String::from)
     });
-    if let Some(ip) = other {
+    if let Some(ip) = &other {
         let reply = ask((ip.as_str(), mgr_port), b"totalcalls\r\n\r\n");
         assert!(reply.starts_with("access denied"), "{reply}");
     }
+    // The sealed mode (manager_key): from the loopback and from another address alike; a wrong key gets nothing.
+    let here = format!("127.0.0.1:{mgr_port}");
+    let out = sealed(&dir, &here, KEY, "totalcalls");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), calls.to_string());
+    if let Some(ip) = &other {
+        let out = sealed(&dir, &format!("{ip}:{mgr_port}"), KEY, "getversion");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), env!("CARGO_PKG_VERSION"));
+    }
+    let out = sealed(&dir, &here, &"ff".repeat(32), "totalcalls");
+    assert!(!out.status.success() && out.stdout.is_empty(), "{out:?}");
     assert_eq!(run.stop().0.len(), calls);
     assert!(!dir.join("manager.sock").exists(), "the socket is removed at exit");
 }

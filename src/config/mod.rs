@@ -129,6 +129,9 @@ pub struct Config {
     pub manager_enable_unencrypted: bool,
     /// A Unix socket for the manager (mode 0600; local clients only by construction).
     pub managersocket: Option<PathBuf>,
+    /// 256-bit key (hex) for the manager's sealed mode from remote clients.
+    #[serde(skip)]
+    pub manager_key: Option<String>,
     /// AudioCodes debug recordings (UDP; the TCP port is read but TCP recordings are not decoded).
     pub audiocodes: bool,
     pub udp_port_audiocodes: u16,
@@ -237,6 +240,7 @@ impl Default for Config {
             managerport: 5029,
             manager_enable_unencrypted: false,
             managersocket: None,
+            manager_key: None,
             audiocodes: false,
             udp_port_audiocodes: 925,
             tcp_port_audiocodes: 925,
@@ -331,6 +335,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "managerport",
     "manager_enable_unencrypted",
     "managersocket",
+    "manager_key",
     "audiocodes",
     "udp_port_audiocodes",
     "tcp_port_audiocodes",
@@ -543,6 +548,10 @@ impl Config {
             }
             "managerport" => self.managerport = number(e, 0, 65535)? as u16,
             "manager_enable_unencrypted" => self.manager_enable_unencrypted = parse::yes(v),
+            "manager_key" => {
+                crate::manager::sealed::parse_key(v).map_err(|why| bad(e, why))?;
+                self.manager_key = Some(v.to_string());
+            }
             "managersocket" => self.managersocket = (!v.is_empty()).then(|| PathBuf::from(v)),
             "audiocodes" => self.audiocodes = parse::yes(v),
             "udp_port_audiocodes" => self.udp_port_audiocodes = number(e, 0, 65535)? as u16,
