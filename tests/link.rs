@@ -615,3 +615,36 @@ fn a_veth_link_down_and_up_loses_nothing() {
         .collect();
     assert_eq!((lines.lines().count(), ids.len()), (2000, 2000), "{err}");
 }
+
+/// A remote forwarding a DPDK port (a net_pcap virtual device replaying a capture): the central's CDRs are the
+/// capture's.
+#[cfg(feature = "dpdk")]
+#[test]
+fn a_dpdk_remote_forwards_its_port() {
+    const EAL: &str =
+        "--no-pci --no-huge -m 256 --no-shconf --no-telemetry --lcores 0@(0-1) --log-level lib.eal:warning";
+    let dir = tmp("dpdkfwd");
+    let base = dir.join("base.pcap");
+    voxgen(&base, &["--calls", "12", "--cps", "12", "--duration", "1", "--mix", "--seed", "81"]);
+    let [port] = free_ports::<1>();
+    let conf = dir.join("central.conf");
+    std::fs::write(&conf, format!("{}spooldir = {}\ncdr_log = no\n", central_extra(port), dir.join("c").display()))
+        .unwrap();
+    let central = LiveVoxtap::start(&conf, port);
+    let rconf = remote_conf(
+        &dir,
+        "r",
+        port,
+        6,
+        &format!(
+            "packetbuffer_sender = yes\ndpdk = yes\ninterface = net_pcap0\ndpdk_vdev = net_pcap0:rx_pcap={}\n\
+             dpdk_eal_args = {EAL}\ndpdk_nb_mbufs = 8\nexit_after_idle = 1",
+            base.display()
+        ),
+    );
+    let out = voxtap().args(["--config-file", rconf.to_str().unwrap()]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && err.contains("link_left_bytes=0"), "{err}");
+    let (cdrs, cerr) = central.stop();
+    assert_eq!(sorted_by_callid(cdrs), sorted_by_callid(run_json(&base, &[])), "{err}\n{cerr}");
+}

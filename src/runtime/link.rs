@@ -92,11 +92,9 @@ fn live_sources(cfg: &Config, role: &str) -> Result<Vec<Source>> {
         let mut l = crate::capture::ipfix::IpfixListener::bind(SocketAddr::new(ip, cfg.ipfix_bind_port))
             .with_context(|| format!("binding the IPFIX listener on {ip}:{}", cfg.ipfix_bind_port))?;
         sources.push(Box::new(move |t, f| l.poll(t, f)));
+    } else if cfg.dpdk || cfg.interface.iter().any(|i| i.starts_with("dpdk:")) {
+        sources.push(dpdk_source(cfg, role)?);
     } else {
-        anyhow::ensure!(
-            !cfg.dpdk && !cfg.interface.iter().any(|i| i.starts_with("dpdk:")),
-            "{role} forwards AF_PACKET interfaces, HEP or IPFIX in this version, not a DPDK port"
-        );
         anyhow::ensure!(!cfg.interface.is_empty(), "{role} needs -r FILE, an interface, hep or ipfix to forward");
         let timeout = if cfg.interface.len() == 1 { 50 } else { 5 };
         for iface in &cfg.interface {
@@ -108,6 +106,71 @@ fn live_sources(cfg: &Config, role: &str) -> Result<Vec<Source>> {
         }
     }
     Ok(sources)
+}
+
+/// A DPDK port as a forwarding source: every receive queue polled in turn by the forwarding thread (the
+/// forwarder, not the analysis, is the work here). A `net_pcap` replay keeps the file's times.
+#[cfg(feature = "dpdk")]
+fn dpdk_source(cfg: &Config, role: &str) -> Result<Source> {
+    use crate::capture::dpdk::{Eal, MbufBurst, Mempool, Port, PortConfig};
+    let name = cfg.interface.first().map(|i| i.trim_start_matches("dpdk:").to_string()).unwrap_or_else(|| "0".into());
+    let eal = Eal::init(&super::eal_args(cfg))?;
+    let port_id = eal.port(&name)?;
+    let pool = Mempool::new(&eal, &format!("voxtap_fwd_{port_id}"), cfg.dpdk_nb_mbufs.saturating_mul(1024), 256)?;
+    let port_cfg = PortConfig {
+        rx_queues: cfg.dpdk_nb_rxq,
+        rx_descriptors: cfg.dpdk_nb_rx,
+        tx_queues: 1,
+        timestamps: true,
+        promiscuous: cfg.promisc,
+    };
+    let port = Port::start(&eal, port_id, &port_cfg, &pool)?;
+    tracing::info!(port = port_id, %name, rx_queues = port.rx_queues, role, "DPDK port started for forwarding");
+    let file_times = port.timestamps
+        && port.driver.starts_with("net_pcap")
+        && !cfg.dpdk_vdev.iter().any(|v| v.contains("infinite_rx=1"));
+    let mut queues: Vec<_> = (0..port.rx_queues).map(|q| port.rx_queue(q)).collect();
+    let burst_size = cfg.dpdk_pkt_burst;
+    let mut burst = MbufBurst::default();
+    let mut jumbo = Vec::new();
+    let mut idle = 0u32;
+    Ok(Box::new(move |_, f| {
+        // Owned here so the port, its pool and the EAL live as long as the source.
+        let _keep = (&eal, &pool, &port);
+        let now = crate::time::wall_clock();
+        let mut got = 0;
+        for q in queues.iter_mut() {
+            let n = q.poll(&mut burst, burst_size);
+            for i in 0..n {
+                if let Some(p) = burst.get(i) {
+                    let ts = match p.timestamp {
+                        Some(t) if file_times => (t as i64).saturating_mul(1000),
+                        _ => now,
+                    };
+                    if p.chained && burst.copy_whole(i, &mut jumbo) {
+                        f(ts, crate::decode::link::LINKTYPE_ETHERNET, &jumbo);
+                    } else {
+                        f(ts, crate::decode::link::LINKTYPE_ETHERNET, p.data);
+                    }
+                }
+            }
+            got += n;
+        }
+        if got == 0 {
+            idle += 1;
+            if idle > 1024 {
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+        } else {
+            idle = 0;
+        }
+        got
+    }))
+}
+
+#[cfg(not(feature = "dpdk"))]
+fn dpdk_source(_cfg: &Config, _role: &str) -> Result<Source> {
+    anyhow::bail!("this voxtap was built without DPDK (cargo feature `dpdk`)")
 }
 
 /// Reads the sources until SIGTERM/SIGINT or `exit_after_idle`, handing every frame on; `tick` runs after each
