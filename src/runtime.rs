@@ -28,6 +28,8 @@ use crate::store::cdrlog::{CdrLog, CdrLogStats};
 use crate::store::mysql::{DbConfig, DbSink, DbStats};
 
 mod collector;
+#[cfg(feature = "dpdk")]
+mod dpdk_port;
 mod link;
 use crate::store::spool::{self, SpoolStats};
 use crate::time::secs;
@@ -530,44 +532,16 @@ pub fn eal_args(cfg: &Config) -> Vec<String> {
 /// Live capture from a DPDK port until SIGTERM/SIGINT (or `exit_after_idle` seconds without packets).
 #[cfg(feature = "dpdk")]
 pub fn run_dpdk(cfg: &Config, workers: usize, live: LiveOutput) -> Result<RunResult> {
-    use crate::capture::dpdk::{Eal, Mempool, Port, PortConfig};
-
     let workers = workers.clamp(1, 256);
     let started = Instant::now();
-    let name = cfg.interface.first().map(|i| i.trim_start_matches("dpdk:").to_string()).unwrap_or_else(|| "0".into());
-    if cfg.interface.len() > 1 {
-        tracing::warn!(interfaces = ?cfg.interface, "DPDK captures one port; only the first interface is used");
-    }
-    // The EAL pins the thread that initialises it, and threads started later would inherit that: keep the
-    // process's CPU set and give it back to this thread once the EAL is up.
-    // SAFETY: cpu_set_t is plain data; sched_getaffinity/setaffinity on the calling thread (pid 0).
-    let mut cpus: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    let have_cpus = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut cpus) } == 0;
-    let eal = Eal::init(&eal_args(cfg))?;
-    if have_cpus {
-        unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &cpus) };
-    }
-    let port_id = eal.port(&name)?;
-    let pool = Mempool::new(&eal, &format!("voxtap_pool_{port_id}"), cfg.dpdk_nb_mbufs.saturating_mul(1024), 256)?;
-    let port_cfg = PortConfig {
-        rx_queues: cfg.dpdk_nb_rxq,
-        rx_descriptors: cfg.dpdk_nb_rx,
-        tx_queues: 1,
-        timestamps: true,
-        promiscuous: cfg.promisc,
-    };
-    let port = Port::start(&eal, port_id, &port_cfg, &pool)?;
+    let dpdk_port::OpenPort { port, pool: _pool, eal, port_id, name, file_times } =
+        dpdk_port::open(cfg, "voxtap_pool")?;
     tracing::info!(port = port_id, name = %name, rx_queues = port.rx_queues, rss = port.rss, timestamps = port.timestamps, "DPDK port started");
     // A pcap virtual device replays a file: waiting for busy owners loses nothing there, so it behaves like
     // `-r`. A real port never waits: a full ring is a counted drop.
     let replay = port.driver.starts_with("net_pcap");
     let pipeline = Pipeline::start(cfg, workers, replay, port.rx_queues as usize, Some(live), None)?;
     install_stop_handlers();
-    // Only a pcap virtual device stamps packets with wall-clock times (the file's, in microseconds); a NIC's
-    // hardware timestamps run on its own clock, so live ports use the host clock.
-    // A looped replay (infinite_rx) repeats the file's times, so it runs on the host clock instead.
-    let looped = cfg.dpdk_vdev.iter().any(|v| v.contains("infinite_rx=1"));
-    let file_times = port.timestamps && port.driver.starts_with("net_pcap") && !looped;
     let idle_limit = (cfg.exit_after_idle > 0).then(|| std::time::Duration::from_secs(cfg.exit_after_idle as u64));
     let burst_size = cfg.dpdk_pkt_burst;
     // One rx core per queue; with several, they tell each other the SDP endpoints they see and share the
@@ -634,20 +608,7 @@ fn poll_queue(
     while !STOP.load(Ordering::Relaxed) {
         let n = queue.poll(&mut burst, burst_size);
         let now = crate::time::wall_clock();
-        for i in 0..n {
-            burst.prefetch(i);
-            if let Some(p) = burst.get(i) {
-                let ts = match p.timestamp {
-                    Some(t) if file_times => (t as i64).saturating_mul(1000),
-                    _ => now,
-                };
-                if p.chained && burst.copy_whole(i, &mut jumbo) {
-                    rx.frame(ts, crate::decode::link::LINKTYPE_ETHERNET, &jumbo);
-                } else {
-                    rx.frame(ts, crate::decode::link::LINKTYPE_ETHERNET, p.data);
-                }
-            }
-        }
+        dpdk_port::hand_on(&burst, n, file_times, now, &mut jumbo, &mut |t, l, d| rx.frame(t, l, d));
         rx.retry_parked(false);
         if n > 0 {
             last_packet = Instant::now();

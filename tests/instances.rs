@@ -6,13 +6,11 @@ mod common;
 mod db;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-use voxtap::capture::pcapfile::CaptureFile;
 
 fn ask(port: u16, cmd: &str) -> String {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -52,16 +50,7 @@ fn two_instances_side_by_side() {
                 &format!("{now:.3}"),
             ],
         );
-        let hep = dir.join(format!("hep{k}.pcap"));
-        let w = Path::new(env!("CARGO_MANIFEST_DIR")).join("perf/gen/wrap.py");
-        assert!(Command::new("python3")
-            .arg(w)
-            .arg(&base)
-            .arg(&hep)
-            .args(["--wrap", "hep3"])
-            .status()
-            .unwrap()
-            .success());
+        let hep = hep_wrapped(&base);
         let (hep_port, mgr) = (ports[2 * k], ports[2 * k + 1]);
         let own = dir.join(format!("i{k}.conf"));
         std::fs::write(
@@ -78,11 +67,8 @@ fn two_instances_side_by_side() {
         runs.push((LiveVoxtap::start(&own, mgr), hep_port, mgr));
         caps.push((base, hep));
     }
-    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
     for ((_, hep), (_, hep_port, _)) in caps.iter().zip(&runs) {
-        for f in CaptureFile::open(hep).unwrap().frames() {
-            s.send_to(&f.data[42..], ("127.0.0.1", *hep_port)).unwrap();
-        }
+        send_hep_tcp(hep, *hep_port);
     }
     // Each answers on its own manager port about its own calls.
     let t0 = Instant::now();

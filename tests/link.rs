@@ -472,9 +472,7 @@ fn a_live_remote_forwards_what_it_captures() {
     let dir = tmp("live");
     let base = dir.join("base.pcap");
     voxgen(&base, &["--calls", "10", "--cps", "10", "--duration", "1", "--mix", "--seed", "41"]);
-    let hep = dir.join("hep.pcap");
-    let w = Path::new(env!("CARGO_MANIFEST_DIR")).join("perf/gen/wrap.py");
-    assert!(Command::new("python3").arg(w).arg(&base).arg(&hep).args(["--wrap", "hep3"]).status().unwrap().success());
+    let hep = hep_wrapped(&base);
     let [port, hep_port] = free_ports::<2>();
     let conf = dir.join("central.conf");
     std::fs::write(&conf, format!("{}spooldir = {}\ncdr_log = no\n", central_extra(port), dir.join("c").display()))
@@ -488,14 +486,8 @@ fn a_live_remote_forwards_what_it_captures() {
         &format!("packetbuffer_sender = yes\nhep = yes\nhep_bind_ip = 127.0.0.1\nhep_bind_port = {hep_port}"),
     );
     let remote = LiveVoxtap::start(&rconf, hep_port);
-    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    for (i, f) in CaptureFile::open(&hep).unwrap().frames().enumerate() {
-        s.send_to(&f.data[42..], ("127.0.0.1", hep_port)).unwrap();
-        if i % 100 == 99 {
-            std::thread::sleep(Duration::from_millis(2));
-        }
-    }
-    std::thread::sleep(Duration::from_millis(500));
+    send_hep_tcp(&hep, hep_port);
+    std::thread::sleep(Duration::from_millis(1500));
     let (_, rerr) = remote.stop();
     assert!(rerr.contains("link_left_bytes=0"), "{rerr}");
     let (cdrs, err) = central.stop();
@@ -527,19 +519,6 @@ fn mirror_mode_end_to_end() {
     let (cdrs, rerr) = receiver.stop();
     assert_eq!(sorted_by_callid(cdrs), sorted_by_callid(run_json(&base, &[])), "{rerr}");
     assert!(rerr.contains("mirror_connections=2") && rerr.contains("mirror_block_errors=0"), "{rerr}");
-}
-
-struct Netns(String);
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-fn sh(cmd: &str) {
-    let st = Command::new("sh").arg("-c").arg(cmd).status().unwrap();
-    assert!(st.success(), "failed: {cmd}");
 }
 
 /// The central on its own host (a network namespace behind a veth pair); the link goes down in the middle of a

@@ -52,9 +52,7 @@ fn manager_answers_while_calls_run() {
         &["--calls", "6", "--cps", "6", "--duration", "1", "--mix", "--seed", "91", "--start", &format!("{now:.3}")],
     );
     let calls = run_json(&base, &[]).len();
-    let hep = dir.join("hep.pcap");
-    let w = Path::new(env!("CARGO_MANIFEST_DIR")).join("perf/gen/wrap.py");
-    assert!(Command::new("python3").arg(w).arg(&base).arg(&hep).args(["--wrap", "hep3"]).status().unwrap().success());
+    let hep = hep_wrapped(&base);
     let (hep_port, mgr_port) = free_ports();
     let conf = dir.join("v.conf");
     std::fs::write(
@@ -198,9 +196,7 @@ fn reload_changes_the_sip_ports_while_running() {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
     voxgen(&base, &["--calls", "5", "--cps", "5", "--duration", "1", "--seed", "93", "--start", &format!("{now:.3}")]);
     let calls = run_json(&base, &[]).len();
-    let hep = dir.join("hep.pcap");
-    let w = Path::new(env!("CARGO_MANIFEST_DIR")).join("perf/gen/wrap.py");
-    assert!(Command::new("python3").arg(w).arg(&base).arg(&hep).args(["--wrap", "hep3"]).status().unwrap().success());
+    let hep = hep_wrapped(&base);
     let (hep_port, mgr_port) = free_ports();
     let conf = dir.join("v.conf");
     let write = |sipport: &str| {

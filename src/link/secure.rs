@@ -92,11 +92,17 @@ struct Half {
 
 impl Half {
     fn nonce(&mut self) -> Nonce {
-        let mut n = [0u8; 12];
-        n[4..].copy_from_slice(&self.counter.to_be_bytes());
-        self.counter += 1;
-        Nonce::clone_from_slice(&n)
+        counter_nonce(&mut self.counter)
     }
+}
+
+/// The nonce of a direction's next frame: four zero bytes, then the frame counter (big-endian), which moves
+/// on. A key is only ever used for one direction of one connection, so a nonce never repeats under a key.
+pub fn counter_nonce(counter: &mut u64) -> Nonce {
+    let mut n = [0u8; 12];
+    n[4..].copy_from_slice(&counter.to_be_bytes());
+    *counter += 1;
+    Nonce::clone_from_slice(&n)
 }
 
 /// An authenticated, encrypted connection: records are `kind` byte + payload.

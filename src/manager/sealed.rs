@@ -37,10 +37,7 @@ struct Dir {
 
 impl Dir {
     fn nonce(&mut self) -> Nonce {
-        let mut n = [0u8; 12];
-        n[4..].copy_from_slice(&self.counter.to_be_bytes());
-        self.counter += 1;
-        Nonce::clone_from_slice(&n)
+        crate::link::secure::counter_nonce(&mut self.counter)
     }
 
     fn seal(&mut self, out: &mut impl Write, plain: &[u8]) -> io::Result<()> {

@@ -112,26 +112,12 @@ fn live_sources(cfg: &Config, role: &str) -> Result<Vec<Source>> {
 /// forwarder, not the analysis, is the work here). A `net_pcap` replay keeps the file's times.
 #[cfg(feature = "dpdk")]
 fn dpdk_source(cfg: &Config, role: &str) -> Result<Source> {
-    use crate::capture::dpdk::{Eal, MbufBurst, Mempool, Port, PortConfig};
-    let name = cfg.interface.first().map(|i| i.trim_start_matches("dpdk:").to_string()).unwrap_or_else(|| "0".into());
-    let eal = Eal::init(&super::eal_args(cfg))?;
-    let port_id = eal.port(&name)?;
-    let pool = Mempool::new(&eal, &format!("voxtap_fwd_{port_id}"), cfg.dpdk_nb_mbufs.saturating_mul(1024), 256)?;
-    let port_cfg = PortConfig {
-        rx_queues: cfg.dpdk_nb_rxq,
-        rx_descriptors: cfg.dpdk_nb_rx,
-        tx_queues: 1,
-        timestamps: true,
-        promiscuous: cfg.promisc,
-    };
-    let port = Port::start(&eal, port_id, &port_cfg, &pool)?;
+    let super::dpdk_port::OpenPort { port, pool, eal, port_id, name, file_times } =
+        super::dpdk_port::open(cfg, "voxtap_fwd")?;
     tracing::info!(port = port_id, %name, rx_queues = port.rx_queues, role, "DPDK port started for forwarding");
-    let file_times = port.timestamps
-        && port.driver.starts_with("net_pcap")
-        && !cfg.dpdk_vdev.iter().any(|v| v.contains("infinite_rx=1"));
     let mut queues: Vec<_> = (0..port.rx_queues).map(|q| port.rx_queue(q)).collect();
     let burst_size = cfg.dpdk_pkt_burst;
-    let mut burst = MbufBurst::default();
+    let mut burst = crate::capture::dpdk::MbufBurst::default();
     let mut jumbo = Vec::new();
     let mut idle = 0u32;
     Ok(Box::new(move |_, f| {
@@ -141,19 +127,7 @@ fn dpdk_source(cfg: &Config, role: &str) -> Result<Source> {
         let mut got = 0;
         for q in queues.iter_mut() {
             let n = q.poll(&mut burst, burst_size);
-            for i in 0..n {
-                if let Some(p) = burst.get(i) {
-                    let ts = match p.timestamp {
-                        Some(t) if file_times => (t as i64).saturating_mul(1000),
-                        _ => now,
-                    };
-                    if p.chained && burst.copy_whole(i, &mut jumbo) {
-                        f(ts, crate::decode::link::LINKTYPE_ETHERNET, &jumbo);
-                    } else {
-                        f(ts, crate::decode::link::LINKTYPE_ETHERNET, p.data);
-                    }
-                }
-            }
+            super::dpdk_port::hand_on(&burst, n, file_times, now, &mut jumbo, f);
             got += n;
         }
         if got == 0 {

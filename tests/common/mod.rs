@@ -236,3 +236,37 @@ impl LiveVoxtap {
         (cdrs, err)
     }
 }
+
+/// `base` re-encapsulated as HEP v3 (perf/gen/wrap.py), written beside it as `hep-<name>`.
+pub fn hep_wrapped(base: &Path) -> PathBuf {
+    let hep = base.with_file_name(format!("hep-{}", base.file_name().unwrap().to_string_lossy()));
+    let w = Path::new(env!("CARGO_MANIFEST_DIR")).join("perf/gen/wrap.py");
+    assert!(Command::new("python3").arg(w).arg(base).arg(&hep).args(["--wrap", "hep3"]).status().unwrap().success());
+    hep
+}
+
+/// Sends a wrap.py HEP capture's messages to a HEP listener over one TCP connection (no datagram is lost to
+/// a busy machine, as UDP could be).
+pub fn send_hep_tcp(hep: &Path, port: u16) {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    for f in voxtap::capture::pcapfile::CaptureFile::open(hep).unwrap().frames() {
+        s.write_all(&f.data[42..]).unwrap();
+    }
+    s.flush().unwrap();
+}
+
+/// A network namespace made for a test, deleted when dropped.
+pub struct Netns(pub String);
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// Runs a shell command; it must succeed.
+pub fn sh(cmd: &str) {
+    let st = Command::new("sh").arg("-c").arg(cmd).status().unwrap();
+    assert!(st.success(), "failed: {cmd}");
+}

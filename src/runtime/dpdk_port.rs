@@ -1,0 +1,75 @@
+//! Opening the configured DPDK port and handing a received burst on as frames: shared by the analysing capture
+//! (`run_dpdk`) and the forwarding senders (packetbuffer_sender, mirror).
+
+use anyhow::Result;
+
+use crate::capture::dpdk::{Eal, MbufBurst, Mempool, Port, PortConfig};
+use crate::config::Config;
+
+/// The EAL, the mbuf pool and the started port (kept together: the port needs the other two alive).
+pub(super) struct OpenPort {
+    pub port: Port,
+    pub pool: Mempool,
+    pub eal: Eal,
+    pub port_id: u16,
+    pub name: String,
+    /// Packet times come from the file (a `net_pcap` replay that does not loop), not the host clock.
+    pub file_times: bool,
+}
+
+pub(super) fn open(cfg: &Config, pool_prefix: &str) -> Result<OpenPort> {
+    let name = cfg.interface.first().map(|i| i.trim_start_matches("dpdk:").to_string()).unwrap_or_else(|| "0".into());
+    if cfg.interface.len() > 1 {
+        tracing::warn!(interfaces = ?cfg.interface, "DPDK captures one port; only the first interface is used");
+    }
+    // The EAL pins the thread that initialises it, and threads started later would inherit that: keep the
+    // process's CPU set and give it back to this thread once the EAL is up.
+    // SAFETY: cpu_set_t is plain data; sched_getaffinity/setaffinity on the calling thread (pid 0).
+    let mut cpus: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let have_cpus = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut cpus) } == 0;
+    let eal = Eal::init(&super::eal_args(cfg))?;
+    if have_cpus {
+        unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &cpus) };
+    }
+    let port_id = eal.port(&name)?;
+    let pool = Mempool::new(&eal, &format!("{pool_prefix}_{port_id}"), cfg.dpdk_nb_mbufs.saturating_mul(1024), 256)?;
+    let port_cfg = PortConfig {
+        rx_queues: cfg.dpdk_nb_rxq,
+        rx_descriptors: cfg.dpdk_nb_rx,
+        tx_queues: 1,
+        timestamps: true,
+        promiscuous: cfg.promisc,
+    };
+    let port = Port::start(&eal, port_id, &port_cfg, &pool)?;
+    // Only a pcap virtual device stamps packets with wall-clock times (the file's, in microseconds); a NIC's
+    // hardware timestamps run on its own clock, so live ports use the host clock. A looped replay (infinite_rx)
+    // repeats the file's times, so it runs on the host clock instead.
+    let looped = cfg.dpdk_vdev.iter().any(|v| v.contains("infinite_rx=1"));
+    let file_times = port.timestamps && port.driver.starts_with("net_pcap") && !looped;
+    Ok(OpenPort { port, pool, eal, port_id, name, file_times })
+}
+
+/// The first `n` packets of a received burst, as frames (a chained jumbo frame is copied whole into `jumbo`).
+pub(super) fn hand_on(
+    burst: &MbufBurst,
+    n: usize,
+    file_times: bool,
+    now: crate::time::Nanos,
+    jumbo: &mut Vec<u8>,
+    f: &mut super::FrameSink<'_>,
+) {
+    for i in 0..n {
+        burst.prefetch(i);
+        if let Some(p) = burst.get(i) {
+            let ts = match p.timestamp {
+                Some(t) if file_times => (t as i64).saturating_mul(1000),
+                _ => now,
+            };
+            if p.chained && burst.copy_whole(i, jumbo) {
+                f(ts, crate::decode::link::LINKTYPE_ETHERNET, jumbo);
+            } else {
+                f(ts, crate::decode::link::LINKTYPE_ETHERNET, p.data);
+            }
+        }
+    }
+}
