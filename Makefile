@@ -5,7 +5,7 @@
 CARGO ?= cargo
 DEMO := target/demo/demo.pcap
 
-.PHONY: demo test build release bench fmt clippy
+.PHONY: demo test build release bench fmt clippy image image-test
 
 demo:
 	./scripts/deps.sh
@@ -32,3 +32,11 @@ fmt:
 
 clippy:
 	$(CARGO) clippy --all-targets -- -D warnings
+
+# The appliance disk image (docs/appliance.md): build it, then boot it under QEMU with BIOS and UEFI.
+image:
+	./appliance-image/build.sh image
+
+image-test:
+	./appliance-image/build.sh smoke
+

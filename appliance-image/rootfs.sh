@@ -1,0 +1,48 @@
+#!/bin/bash
+# Stage 1: the appliance's root file system as a directory (mmdebstrap, Debian bookworm; no docker, no loop
+# devices). Downloaded packages are kept in appliance-image/apt-cache between builds.
+. "$(dirname "$0")/common.sh"
+BIN=${VOXTAP_BIN:-$REPO/target/release/voxtap}
+[ -x "$BIN" ] || { echo "build voxtap first (cargo build --release): $BIN is missing" >&2; exit 1; }
+MAIN=$(archive_for bookworm)
+SECURITY=$(archive_for bookworm-security)
+PKGS=(
+    systemd-sysv udev dbus kmod linux-image-amd64 initramfs-tools zstd ca-certificates
+    iproute2 procps less openssh-server netcat-openbsd
+    mariadb-server
+    dpdk pciutils python3
+    librte-eal23 librte-ethdev23 librte-mempool23 librte-mempool-ring23 librte-mbuf23 librte-ring23 librte-bus-pci23
+    librte-bus-vdev23 librte-net-virtio23 librte-net-ixgbe23 librte-net-i40e23 librte-net-ice23 librte-net-igc23
+    librte-net-e1000-23 librte-net-af-packet23 librte-net-mlx5-23 librte-net-pcap23
+    libpcap0.8
+)
+# Whatever shared libraries the voxtap binary needs (its DPDK libraries among them), as this bookworm host's
+# packages name them.
+mapfile -t NEEDED < <(ldd "$BIN" | awk '$3 ~ /^\// { print $3 }' | while read -r lib; do
+    dpkg -S "$(readlink -f "$lib")" 2>/dev/null || dpkg -S "$lib" 2>/dev/null || true
+done | cut -d: -f1 | sort -u | grep -v '^libc6$')
+PKGS+=("${NEEDED[@]}")
+STAGE=$OUT/stage
+rm -rf "$STAGE" "$ROOTFS"
+cp -a "$HERE/overlay" "$STAGE"
+install -D -m 0755 "$BIN" "$STAGE/usr/bin/voxtap"
+export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git -C "$REPO" log -1 --format=%ct 2>/dev/null || date +%s)}
+mmdebstrap --mode=root --variant=minbase --format=directory \
+    --include="$(IFS=,; echo "${PKGS[*]}")" \
+    --dpkgopt='path-exclude=/usr/share/man/*' \
+    --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-include=/usr/share/locale/locale.alias' \
+    --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
+    --setup-hook='mkdir -p "$1"/var/cache/apt/archives/' \
+    --setup-hook="sync-in $CACHE /var/cache/apt/archives/" \
+    --customize-hook="sync-out /var/cache/apt/archives $CACHE" \
+    --customize-hook="sync-in $STAGE /" \
+    --customize-hook='chroot "$1" systemctl enable systemd-networkd.service voxtap-firstboot.service voxtap.service appliance-ready.service' \
+    --customize-hook='echo uninitialized > "$1/etc/machine-id"; rm -f "$1/var/lib/dbus/machine-id" "$1"/etc/ssh/ssh_host_*' \
+    --customize-hook='echo voxtap > "$1/etc/hostname"; printf "127.0.0.1 localhost\n127.0.1.1 voxtap\n" > "$1/etc/hosts"' \
+    --customize-hook='chroot "$1" dpkg-query -W -f "\${Package} \${Version}\n" > "$1/usr/share/voxtap-manifest.txt"' \
+    --customize-hook='rm -f "$1"/var/cache/apt/archives/*.deb' \
+    bookworm "$ROOTFS" \
+    "deb $MAIN bookworm main" "deb $MAIN bookworm-updates main" "deb $SECURITY bookworm-security main"
+rm -rf "$STAGE"
+cp "$ROOTFS/usr/share/voxtap-manifest.txt" "$OUT/manifest.txt"
+du -sh "$ROOTFS"
