@@ -3,6 +3,10 @@
 # settings from the FAT partition (appliance/firstboot.conf), hugepages and the capture NIC.
 set -eu
 SEED=/boot/efi/appliance/firstboot.conf
+# Under QEMU the seed may come through fw_cfg instead (the image test passes its settings this way).
+FWCFG=/sys/firmware/qemu_fw_cfg/by_name/opt/voxtap/firstboot.conf/raw
+modprobe qemu_fw_cfg 2> /dev/null || true
+[ -r "$FWCFG" ] && SEED=$FWCFG
 HOSTNAME=voxtap
 CAPTURE_PCI=""
 CAPTURE_IFACE=""
@@ -10,6 +14,7 @@ HUGEPAGES=256
 SERVER_DESTINATION=""
 SERVER_PASSWORD=""
 ID_SENSOR=1
+SMOKETEST=""
 # shellcheck disable=SC1090
 [ -r "$SEED" ] && . "$SEED"
 hostnamectl set-hostname "$HOSTNAME" 2>/dev/null || echo "$HOSTNAME" > /etc/hostname
@@ -48,5 +53,7 @@ if [ -n "$CAPTURE_PCI" ]; then
     modprobe vfio-pci && dpdk-devbind.py --bind=vfio-pci "$CAPTURE_PCI" || echo "firstboot: binding $CAPTURE_PCI failed"
     echo "vfio-pci" > /etc/modules-load.d/vfio-pci.conf
 fi
+# The image test: report the CDR count on the console (appliance-cdr-report.service).
+[ -n "$SMOKETEST" ] && touch /var/lib/voxtap/smoketest
 touch /var/lib/voxtap/firstboot.done
 echo "APPLIANCE-FIRSTBOOT-DONE host=$HOSTNAME"
