@@ -190,9 +190,20 @@ pub fn sorted_by_callid(mut v: Vec<Value>) -> Vec<Value> {
 /// A live voxtap (a listener source) run with `--json`, its CDR lines collected as they come.
 pub struct LiveVoxtap {
     child: std::process::Child,
-    lines: std::thread::JoinHandle<Vec<String>>,
+    lines: Option<std::thread::JoinHandle<Vec<String>>>,
     /// Standard error, read as it comes (a full pipe would stall voxtap's logging).
-    err: std::thread::JoinHandle<String>,
+    err: Option<std::thread::JoinHandle<String>>,
+    stopped: bool,
+}
+
+/// A test that fails before `stop` must not leave its voxtap running.
+impl Drop for LiveVoxtap {
+    fn drop(&mut self) {
+        if !self.stopped {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
 
 impl LiveVoxtap {
@@ -219,7 +230,7 @@ impl LiveVoxtap {
             assert!(t0.elapsed() < std::time::Duration::from_secs(10), "voxtap did not listen on port {port}");
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        LiveVoxtap { child, lines, err }
+        LiveVoxtap { child, lines: Some(lines), err: Some(err), stopped: false }
     }
 
     pub fn pid(&self) -> u32 {
@@ -230,9 +241,18 @@ impl LiveVoxtap {
     pub fn stop(mut self) -> (Vec<Value>, String) {
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
         let status = self.child.wait().unwrap();
-        let err = self.err.join().unwrap();
+        self.stopped = true;
+        let err = self.err.take().unwrap().join().unwrap();
         assert!(status.success(), "{err}");
-        let cdrs = self.lines.join().unwrap().iter().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
+        let cdrs = self
+            .lines
+            .take()
+            .unwrap()
+            .join()
+            .unwrap()
+            .iter()
+            .map(|l| serde_json::from_str(l).expect("JSON line"))
+            .collect();
         (cdrs, err)
     }
 }
