@@ -47,10 +47,9 @@ fn main() -> anyhow::Result<()> {
     let counter = std::thread::spawn(move || {
         let (mut frames, mut bytes) = (0u64, 0u64);
         for ev in pkt_rx.iter() {
-            if let PacketEvent::Batch { raw, .. } = ev {
-                let f = voxtap::link::msg::frames(&raw).unwrap_or_default();
+            if let PacketEvent::Batch { frames: f, .. } = ev {
                 frames += f.len() as u64;
-                bytes += f.iter().map(|x| x.data.len() as u64).sum::<u64>();
+                bytes += f.iter().map(|x| (x.end - x.start) as u64).sum::<u64>();
             }
         }
         (frames, bytes)

@@ -50,6 +50,14 @@ fn central_extra(port: u16) -> String {
     format!("server_bind = 127.0.0.1\nserver_bind_port = {port}\nserver_password = correct horse\nmanagerport = 0\n")
 }
 
+/// A central on `port` whose CDRs go only to its standard output (no CDR log).
+fn central_without_log(dir: &Path, port: u16) -> LiveVoxtap {
+    let conf = dir.join("central.conf");
+    std::fs::write(&conf, format!("{}spooldir = {}\ncdr_log = no\n", central_extra(port), dir.join("c").display()))
+        .unwrap();
+    LiveVoxtap::start(&conf, port)
+}
+
 /// `voxtap -r file` as a remote: runs until the central has confirmed everything.
 fn send(conf: &Path, file: &Path) -> Child {
     voxtap()
@@ -158,10 +166,7 @@ fn packet_senders_legs_are_merged_into_the_central_analysis() {
     let nb = split(&all, &fb, |d| !forward(d));
     assert!(na > 100 && nb > 100, "{na} {nb}");
     let [port] = free_ports::<1>();
-    let conf = dir.join("central.conf");
-    std::fs::write(&conf, format!("{}spooldir = {}\ncdr_log = no\n", central_extra(port), dir.join("c").display()))
-        .unwrap();
-    let central = LiveVoxtap::start(&conf, port);
+    let central = central_without_log(&dir, port);
     let r1 = send(&remote_conf(&dir, "r1", port, 1, "packetbuffer_sender = yes"), &fa);
     let r2 = send(&remote_conf(&dir, "r2", port, 2, "packetbuffer_sender = yes"), &fb);
     finished(r1, Duration::from_secs(60));
@@ -474,10 +479,7 @@ fn a_live_remote_forwards_what_it_captures() {
     voxgen(&base, &["--calls", "10", "--cps", "10", "--duration", "1", "--mix", "--seed", "41"]);
     let hep = hep_wrapped(&base);
     let [port, hep_port] = free_ports::<2>();
-    let conf = dir.join("central.conf");
-    std::fs::write(&conf, format!("{}spooldir = {}\ncdr_log = no\n", central_extra(port), dir.join("c").display()))
-        .unwrap();
-    let central = LiveVoxtap::start(&conf, port);
+    let central = central_without_log(&dir, port);
     let rconf = remote_conf(
         &dir,
         "r",
@@ -606,10 +608,7 @@ fn a_dpdk_remote_forwards_its_port() {
     let base = dir.join("base.pcap");
     voxgen(&base, &["--calls", "12", "--cps", "12", "--duration", "1", "--mix", "--seed", "81"]);
     let [port] = free_ports::<1>();
-    let conf = dir.join("central.conf");
-    std::fs::write(&conf, format!("{}spooldir = {}\ncdr_log = no\n", central_extra(port), dir.join("c").display()))
-        .unwrap();
-    let central = LiveVoxtap::start(&conf, port);
+    let central = central_without_log(&dir, port);
     let rconf = remote_conf(
         &dir,
         "r",

@@ -33,8 +33,8 @@ pub struct RemoteCdrs {
 
 /// What the packet merge hears from the connections.
 pub enum PacketEvent {
-    /// Inflated packet records (see `msg::frames`) from connection `conn`.
-    Batch { conn: u64, raw: Vec<u8> },
+    /// Inflated packet records from connection `conn`, with where each lies (checked once, here).
+    Batch { conn: u64, raw: Vec<u8>, frames: Vec<msg::FrameAt> },
     /// The connection ended (the remote finished, or the link broke).
     Gone { conn: u64 },
 }
@@ -391,9 +391,9 @@ fn receive(
                 } else {
                     let raw = msg::inflate(rest).map_err(bad)?;
                     if packets {
-                        msg::frames(&raw).map_err(bad)?;
+                        let frames = msg::index(&raw).map_err(bad)?;
                         st.stats.lock().packet_batches += 1;
-                        hand_on(st, PacketEvent::Batch { conn, raw })?;
+                        hand_on(st, PacketEvent::Batch { conn, raw, frames })?;
                     } else {
                         take_cdrs(&raw, st)?;
                     }

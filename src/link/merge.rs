@@ -10,14 +10,14 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 
 use super::central::PacketEvent;
+use super::msg::FrameAt;
 
 const HOLD: Duration = Duration::from_secs(2);
 const BUFFER_MAX: usize = 256 << 20;
 
 struct Batch {
     raw: Vec<u8>,
-    /// ts, link type, start, end of each frame in `raw`.
-    frames: Vec<(i64, u16, usize, usize)>,
+    frames: Vec<FrameAt>,
     next: usize,
 }
 
@@ -30,7 +30,7 @@ struct Source {
 
 impl Source {
     fn head(&self) -> Option<i64> {
-        self.batches.front().and_then(|b| b.frames.get(b.next)).map(|f| f.0)
+        self.batches.front().and_then(|b| b.frames.get(b.next)).map(|f| f.ts)
     }
 }
 
@@ -52,24 +52,6 @@ pub struct Merge {
     pub stats: MergeStats,
 }
 
-fn index(raw: &[u8]) -> Vec<(i64, u16, usize, usize)> {
-    let mut out = Vec::new();
-    let mut at = 0;
-    // The connection checked the batch with msg::frames; this walks the same layout.
-    while at + 4 <= raw.len() {
-        let n = u32::from_be_bytes([raw[at], raw[at + 1], raw[at + 2], raw[at + 3]]) as usize;
-        let s = at + 4;
-        if n < 10 || s + n > raw.len() {
-            break;
-        }
-        let ts = i64::from_be_bytes(raw[s..s + 8].try_into().unwrap_or([0; 8]));
-        let lt = u16::from_be_bytes([raw[s + 8], raw[s + 9]]);
-        out.push((ts, lt, s + 10, s + n));
-        at = s + n;
-    }
-    out
-}
-
 impl Merge {
     pub fn new(events: Receiver<PacketEvent>) -> Merge {
         Merge { events, first: None, sources: HashMap::new(), held_bytes: 0, stats: MergeStats::default() }
@@ -77,8 +59,7 @@ impl Merge {
 
     fn take(&mut self, ev: PacketEvent) {
         match ev {
-            PacketEvent::Batch { conn, raw } => {
-                let frames = index(&raw);
+            PacketEvent::Batch { conn, raw, frames } => {
                 self.first.get_or_insert_with(Instant::now);
                 let s = self.sources.entry(conn).or_default();
                 s.last_heard = Some(Instant::now());
@@ -133,9 +114,9 @@ impl Merge {
             }
             let Some(src) = self.sources.get_mut(&conn) else { break };
             let Some(b) = src.batches.front_mut() else { break };
-            let (t, lt, s, e) = b.frames[b.next];
-            debug_assert_eq!(t, ts);
-            f(t, lt, &b.raw[s..e]);
+            let at = b.frames[b.next];
+            debug_assert_eq!(at.ts, ts);
+            f(at.ts, at.link_type, &b.raw[at.start..at.end]);
             b.next += 1;
             n += 1;
             if b.next == b.frames.len() {
@@ -162,7 +143,8 @@ impl Merge {
         for (t, d) in frames {
             super::msg::push_frame(&mut raw, *t, 1, d);
         }
-        self.take(PacketEvent::Batch { conn, raw });
+        let frames = super::msg::index(&raw).unwrap();
+        self.take(PacketEvent::Batch { conn, raw, frames });
     }
 }
 

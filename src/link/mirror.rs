@@ -378,8 +378,9 @@ pub struct MirrorSendStats {
 /// Gathers frames into blocks (1 MiB or 100 ms) and a thread delivers them, each until the receiver confirms it.
 pub struct MirrorSender {
     blocks: Option<Sender<Vec<u8>>>,
-    frames: Vec<(i64, Vec<u8>)>,
-    bytes: usize,
+    /// The gathered packets' bytes back to back, and each one's time and range in it (no allocation per packet).
+    buf: Vec<u8>,
+    spans: Vec<(i64, usize, usize)>,
     dlt: u16,
     started: Instant,
     counter: u32,
@@ -399,8 +400,8 @@ impl MirrorSender {
             .spawn(move || deliver(&dest, &format!("{sid}:{name}"), rx))?;
         Ok(MirrorSender {
             blocks: Some(tx),
-            frames: Vec::new(),
-            bytes: 0,
+            buf: Vec::new(),
+            spans: Vec::new(),
             dlt: 1,
             started: Instant::now(),
             counter: 0,
@@ -413,36 +414,37 @@ impl MirrorSender {
 
     pub fn frame(&mut self, ts: crate::time::Nanos, link_type: u16, data: &[u8]) {
         // A block has one link type.
-        if !self.frames.is_empty() && link_type != self.dlt {
+        if !self.spans.is_empty() && link_type != self.dlt {
             self.flush();
         }
-        if self.frames.is_empty() {
+        if self.spans.is_empty() {
             self.started = Instant::now();
             self.dlt = link_type;
         }
-        self.frames.push((ts, data.to_vec()));
-        self.bytes += data.len() + PKTHDR;
+        let start = self.buf.len();
+        self.buf.extend_from_slice(data);
+        self.spans.push((ts, start, self.buf.len()));
         self.stats.packets += 1;
-        if self.bytes >= 1 << 20 {
+        if self.buf.len() + self.spans.len() * PKTHDR >= 1 << 20 {
             self.flush();
         }
     }
 
     pub fn tick(&mut self) {
-        if !self.frames.is_empty() && self.started.elapsed() >= Duration::from_millis(100) {
+        if !self.spans.is_empty() && self.started.elapsed() >= Duration::from_millis(100) {
             self.flush();
         }
     }
 
     fn flush(&mut self) {
-        if self.frames.is_empty() {
+        if self.spans.is_empty() {
             return;
         }
-        let refs: Vec<(i64, &[u8])> = self.frames.iter().map(|(t, d)| (*t, d.as_slice())).collect();
+        let refs: Vec<(i64, &[u8])> = self.spans.iter().map(|&(t, a, b)| (t, &self.buf[a..b])).collect();
         self.counter = self.counter.wrapping_add(1);
         let block = encode_block(&refs, self.dlt, self.sensor_id, self.counter, true);
-        self.frames.clear();
-        self.bytes = 0;
+        self.spans.clear();
+        self.buf.clear();
         let Some(tx) = &self.blocks else { return };
         let sent = if self.wait { tx.send(block).is_ok() } else { tx.try_send(block).is_ok() };
         if sent {

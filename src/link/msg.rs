@@ -99,20 +99,39 @@ pub fn push_frame(out: &mut Vec<u8>, ts: i64, link_type: u16, data: &[u8]) {
     out.extend_from_slice(data);
 }
 
+/// Where each packet record of an inflated batch lies: its time, link type and byte range in the batch. The
+/// central checks a batch with this once, and its merge walks the same index.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FrameAt {
+    pub ts: i64,
+    pub link_type: u16,
+    pub start: usize,
+    pub end: usize,
+}
+
+pub fn index(raw: &[u8]) -> Result<Vec<FrameAt>, MsgError> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < raw.len() {
+        let len = raw.get(at..at + 4).ok_or(MsgError::Cut)?;
+        let n = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+        let s = at + 4;
+        let rec = raw.get(s..s + n).ok_or(MsgError::Cut)?;
+        if n < 10 {
+            return Err(MsgError::Short);
+        }
+        let ts = i64::from_be_bytes(rec[..8].try_into().map_err(|_| MsgError::Short)?);
+        out.push(FrameAt { ts, link_type: u16::from_be_bytes([rec[8], rec[9]]), start: s + 10, end: s + n });
+        at = s + n;
+    }
+    Ok(out)
+}
+
 pub fn frames(raw: &[u8]) -> Result<Vec<Frame<'_>>, MsgError> {
-    items(raw)?
+    Ok(index(raw)?
         .into_iter()
-        .map(|i| {
-            if i.len() < 10 {
-                return Err(MsgError::Short);
-            }
-            Ok(Frame {
-                ts: i64::from_be_bytes(i[..8].try_into().map_err(|_| MsgError::Short)?),
-                link_type: u16::from_be_bytes([i[8], i[9]]),
-                data: &i[10..],
-            })
-        })
-        .collect()
+        .map(|f| Frame { ts: f.ts, link_type: f.link_type, data: &raw[f.start..f.end] })
+        .collect())
 }
 
 #[cfg(test)]
