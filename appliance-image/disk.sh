@@ -30,12 +30,17 @@ terminal_input console serial
 terminal_output console serial
 set timeout=2
 search --no-floppy --fs-uuid --set=root $ROOT_UUID
+# CPU isolation and 1G hugepages from /etc/voxtap/appliance.conf (voxtap-appliance writes this file).
+set voxtap_cmdline=""
+if [ -f /boot/grub/voxtap.cfg ]; then source /boot/grub/voxtap.cfg; fi
+# A menu entry runs in a context of its own, which sees exported variables only.
+export voxtap_cmdline
 menuentry 'voxtap appliance' {
-  linux /vmlinuz root=UUID=$ROOT_UUID $CMDLINE
+  linux /vmlinuz root=UUID=$ROOT_UUID $CMDLINE \$voxtap_cmdline
   initrd /initrd.img
 }
 menuentry 'voxtap appliance (previous kernel)' {
-  linux /vmlinuz.old root=UUID=$ROOT_UUID $CMDLINE
+  linux /vmlinuz.old root=UUID=$ROOT_UUID $CMDLINE \$voxtap_cmdline
   initrd /initrd.img.old
 }
 CFG

@@ -8,7 +8,7 @@ MAIN=$(archive_for bookworm)
 SECURITY=$(archive_for bookworm-security)
 PKGS=(
     systemd-sysv udev dbus kmod linux-image-amd64 initramfs-tools zstd ca-certificates
-    iproute2 procps less openssh-server netcat-openbsd
+    iproute2 procps less openssh-server netcat-openbsd systemd-timesyncd ethtool tcpdump
     mariadb-server
     dpdk pciutils python3
     librte-eal23 librte-ethdev23 librte-mempool23 librte-mempool-ring23 librte-mbuf23 librte-ring23 librte-bus-pci23
@@ -26,6 +26,10 @@ STAGE=$OUT/stage
 rm -rf "$STAGE" "$ROOTFS"
 cp -a "$HERE/overlay" "$STAGE"
 install -D -m 0755 "$BIN" "$STAGE/usr/bin/voxtap"
+# The operator's documentation, on the box.
+for d in appliance configuration sensor-modes manager database spool performance; do
+    [ ! -f "$REPO/docs/$d.md" ] || install -D -m 0644 "$REPO/docs/$d.md" "$STAGE/usr/share/doc/voxtap/$d.md"
+done
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git -C "$REPO" log -1 --format=%ct 2>/dev/null || date +%s)}
 mmdebstrap --mode=root --variant=minbase --format=directory \
     --include="$(IFS=,; echo "${PKGS[*]}")" \
@@ -36,7 +40,10 @@ mmdebstrap --mode=root --variant=minbase --format=directory \
     --setup-hook="sync-in $CACHE /var/cache/apt/archives/" \
     --customize-hook="sync-out /var/cache/apt/archives $CACHE" \
     --customize-hook="sync-in $STAGE /" \
-    --customize-hook='chroot "$1" systemctl enable systemd-networkd.service voxtap-firstboot.service voxtap.service appliance-ready.service appliance-cdr-report.service' \
+    --customize-hook='chroot "$1" systemd-sysusers' \
+    --customize-hook='chmod 0600 "$1/etc/voxtap/appliance.conf"' \
+    --customize-hook='chroot "$1" systemctl enable systemd-networkd.service systemd-timesyncd.service voxtap-appliance.service voxtap.service appliance-ready.service appliance-cdr-report.service' \
+    --customize-hook='chroot "$1" systemctl disable mariadb.service' \
     --customize-hook='echo uninitialized > "$1/etc/machine-id"; rm -f "$1/var/lib/dbus/machine-id" "$1"/etc/ssh/ssh_host_*' \
     --customize-hook='echo voxtap > "$1/etc/hostname"; printf "127.0.0.1 localhost\n127.0.1.1 voxtap\n" > "$1/etc/hosts"' \
     --customize-hook='chroot "$1" dpkg-query -W -f "\${Package} \${Version}\n" > "$1/usr/share/voxtap-manifest.txt"' \

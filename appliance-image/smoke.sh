@@ -1,10 +1,13 @@
 #!/bin/bash
-# Boots the image under QEMU (TCG: no KVM needed) with the disk as a throw-away snapshot and waits for the
-# appliance's own verdict on the serial console: APPLIANCE-READY (exit 0) or APPLIANCE-FAILED (exit 1);
-# 3 on timeout. A second virtio NIC is the capture port: the first-boot settings (passed through fw_cfg, as an
-# operator's firstboot.conf would be) make voxtap capture it with AF_PACKET; once the appliance is ready a
-# generated capture is played into it and the test waits until the guest's database holds every CDR (exit 4
-# if not). usage: smoke.sh [bios|uefi] [IMAGE]   env: TIMEOUT (s, default 900), QEMU
+# Boots the image under QEMU (TCG: no KVM needed) and waits for the appliance's own verdict on the serial console:
+# APPLIANCE-READY (exit 0) or APPLIANCE-FAILED (exit 1); 3 on timeout. A second virtio NIC (PCI 0000:00:05.0) is the
+# capture port; the first-boot settings come through fw_cfg, as an operator's firstboot.conf would. Once the
+# appliance is ready a generated capture is played into that NIC and the test waits for every CDR (exit 4 if not):
+#   bios  MODE=remote, AF_PACKET on enp0s5, CDRs sent over the link to a central voxtap on this host (its database
+#         must hold them all); the disk is a 6 GiB overlay, and the root file system must have grown to fill it.
+#   uefi  MODE=all-in-one, DPDK's virtio PMD on the NIC (bound to vfio-pci without an IOMMU), CDRs in the guest's
+#         own MariaDB (reported on the console).
+# usage: smoke.sh [bios|uefi] [IMAGE]   env: TIMEOUT (s, default 900), QEMU
 . "$(dirname "$0")/common.sh"
 MODE=${1:-bios}
 IMG=${2:-$OUT/voxtap.img}
@@ -15,19 +18,48 @@ QEMU_EXTRA=()
 # A QEMU unpacked beside the build (see build.sh deps) finds its firmware there.
 [ -d "$HERE/.qemu/usr/share/qemu" ] && QEMU_EXTRA+=(-L "$HERE/.qemu/usr/share/qemu" -L /usr/share/seabios -L /usr/lib/ipxe/qemu)
 LOG=$OUT/serial-$MODE.log
-FMT=raw; case "$IMG" in *.qcow2) FMT=qcow2 ;; esac
 # The calls to play, and how many CDRs the host's own voxtap finds in them.
 CAP=$OUT/smoke-calls.pcap
 python3 "$REPO/perf/gen/voxgen.py" -o "$CAP" --calls 8 --cps 4 --duration 2 --seed 11 > /dev/null
 WANT=$("$REPO/target/release/voxtap" -r "$CAP" --json 2> /dev/null | wc -l)
 SEED=$OUT/smoke-firstboot.conf
-printf 'HOSTNAME=voxtap-smoke\nCAPTURE_IFACE=enp0s5\nSMOKETEST=1\n' > "$SEED"
+DISK=$IMG
+CENTRAL_PID=""
+cleanup() { [ -z "$CENTRAL_PID" ] || kill "$CENTRAL_PID" 2> /dev/null || true; }
+trap cleanup EXIT
+if [ "$MODE" = bios ]; then
+    # The central: voxtap on this host, reached from the guest at QEMU's gateway address (10.0.2.2).
+    LINK_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    CDB=voxtap_imgtest
+    mariadb -h127.0.0.1 -uroot -e "DROP DATABASE IF EXISTS $CDB"
+    rm -rf "$OUT/central"
+    mkdir -p "$OUT/central"
+    # The guest's clock comes from the emulated RTC (whole seconds) and drifts under TCG: allow 10 s here.
+    printf 'server_bind = 127.0.0.1\nserver_bind_port = %s\nserver_password = smoke-link\nmysqlhost = 127.0.0.1\nmysqldb = %s\nmysqlusername = root\nspooldir = %s\nmanagerport = 0\nid_sensor = 1\nclient_server_connect_maximum_time_diff_s = 10\n' \
+        "$LINK_PORT" "$CDB" "$OUT/central/spool" > "$OUT/central/central.conf"
+    "$REPO/target/release/voxtap" --config-file "$OUT/central/central.conf" -v > /dev/null 2> "$OUT/central/central.log" &
+    CENTRAL_PID=$!
+    printf 'HOSTNAME=voxtap-remote\nMODE=remote\nID_SENSOR=2\nCAPTURE_IFACE=enp0s5\nSERVER_DESTINATION=10.0.2.2\nSERVER_DESTINATION_PORT=%s\nSERVER_PASSWORD=smoke-link\nSMOKETEST=1\n' "$LINK_PORT" > "$SEED"
+    # Root growth: the image inside a bigger disk.
+    DISK=$OUT/smoke-grow.qcow2
+    qemu-img create -q -f qcow2 -b "$(readlink -f "$IMG")" -F raw "$DISK" 6G
+else
+    printf 'HOSTNAME=voxtap-aio\nMODE=all-in-one\nCAPTURE_PCI=0000:00:05.0\nVFIO_NOIOMMU=yes\nHUGEPAGES=256\nSMOKETEST=1\n' > "$SEED"
+fi
+cdrs() {
+    if [ "$MODE" = bios ]; then
+        mariadb -h127.0.0.1 -uroot -N -e "SELECT COUNT(*) FROM $CDB.cdr WHERE id_sensor = 2" 2> /dev/null || echo 0
+    else
+        grep -ao 'APPLIANCE-CDRS=[0-9]*' "$LOG" | tail -1 | cut -d= -f2
+    fi
+}
 # Two free UDP ports on the loopback: QEMU's end of the capture NIC, and where it would send to.
 read -r P_IN P_OUT < <(python3 -c 'import socket
 a=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); b=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)
 a.bind(("127.0.0.1",0)); b.bind(("127.0.0.1",0)); print(a.getsockname()[1], b.getsockname()[1])')
+FMT=raw; case "$DISK" in *.qcow2) FMT=qcow2 ;; esac
 ARGS=(-machine q35 -accel tcg -cpu max -smp 2 -m 2048 -display none -monitor none -serial "file:$LOG" -no-reboot
-    -drive "file=$IMG,format=$FMT,if=virtio,snapshot=on" -nic user,model=virtio-net-pci
+    -drive "file=$DISK,format=$FMT,if=virtio,snapshot=on" -nic user,model=virtio-net-pci
     -netdev "socket,id=cap,udp=127.0.0.1:$P_OUT,localaddr=127.0.0.1:$P_IN" -device virtio-net-pci,netdev=cap,addr=0x5
     -fw_cfg "name=opt/voxtap/firstboot.conf,file=$SEED")
 if [ "$MODE" = uefi ]; then
@@ -51,10 +83,17 @@ if [ "$rc" = 0 ]; then
     python3 "$HERE/send-frames.py" "$CAP" 127.0.0.1 "$P_IN" 400
     rc=4
     while kill -0 "$QPID" 2> /dev/null && [ $((SECONDS - start)) -lt "$TIMEOUT" ]; do
-        if grep -qa "APPLIANCE-CDRS=$WANT" "$LOG"; then rc=0; break; fi
+        if [ "$(cdrs)" = "$WANT" ]; then rc=0; break; fi
         sleep 2
     done
-    echo "CDRs in the appliance's database: $(grep -ao 'APPLIANCE-CDRS=[0-9]*' "$LOG" | tail -1) (want $WANT)"
+    echo "CDRs stored ($([ "$MODE" = bios ] && echo "central's database on the host" || echo "appliance's database")): $(cdrs) (want $WANT)"
+    if [ "$MODE" = bios ]; then
+        # The root file system filled the 6 GiB disk (systemd-repart and growfs on first boot).
+        if ! grep -aq 'APPLIANCE-INFO: root=/dev/vda3 5\.[0-9]G' "$LOG"; then
+            echo "the root file system did not grow to the disk"
+            rc=5
+        fi
+    fi
 fi
 sleep 1
 kill "$QPID" 2> /dev/null || true

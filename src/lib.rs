@@ -7,6 +7,7 @@ pub mod decode;
 pub mod dispatch;
 pub mod link;
 pub mod manager;
+pub mod notify;
 pub mod report;
 pub mod rtp;
 pub mod runtime;

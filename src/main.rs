@@ -69,6 +69,9 @@ struct Cli {
     manager_client: Option<String>,
     #[arg(long = "command", value_name = "COMMAND", default_value = "getversion")]
     command: String,
+    /// Read the configuration, check that its keys agree, print what voxtap would do with it, and exit.
+    #[arg(long = "check-config")]
+    check_config: bool,
     /// Verbosity: `-v 1` (or `-v`) info, `-v 2` debug; VoIPmonitor's `-v N[,flags]` form is accepted.
     #[arg(short = 'v', long = "verbose", num_args = 0..=1, default_missing_value = "1")]
     verbose: Option<String>,
@@ -181,6 +184,71 @@ fn run(cli: Cli) -> Result<()> {
         );
         return Ok(());
     }
+    let role = role(&cfg, cli.read.is_some())?;
+    if cli.check_config {
+        return check_config(&cfg, role);
+    }
+    match role {
+        Role::Central => {
+            let res = voxtap::runtime::run_central(&cfg, cli.workers, live_output(&cli))?;
+            output(&cli, &res)
+        }
+        Role::MirrorSender => {
+            let st = voxtap::runtime::mirror_send(&cfg, cli.read.as_deref())?;
+            eprintln!(
+                "voxtap: mirrored packets={} blocks_sent={} blocks_dropped={} connects={} refused={}",
+                st.packets, st.blocks_sent, st.blocks_dropped, st.connects, st.refused
+            );
+            Ok(())
+        }
+        Role::MirrorReceiver => {
+            let res = voxtap::runtime::run_mirror(&cfg, cli.workers, live_output(&cli))?;
+            output(&cli, &res)
+        }
+        Role::PacketSender => send_packets(&cli, &cfg),
+        Role::Hep => output(&cli, &voxtap::runtime::run_hep(&cfg, cli.workers, live_output(&cli))?),
+        Role::Ipfix => output(&cli, &voxtap::runtime::run_ipfix(&cfg, cli.workers, live_output(&cli))?),
+        Role::Dpdk => run_live(&cli, &cfg),
+        Role::AfPacket => output(&cli, &voxtap::runtime::run_afpacket(&cfg, cli.workers, live_output(&cli))?),
+        Role::File => match cli.read.clone() {
+            Some(read) => read_file(&cli, cfg, read),
+            None => bail!("no capture file"),
+        },
+    }
+}
+
+/// What this configuration makes of voxtap: one role, one source.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Role {
+    Central,
+    MirrorSender,
+    MirrorReceiver,
+    PacketSender,
+    Hep,
+    Ipfix,
+    Dpdk,
+    AfPacket,
+    File,
+}
+
+impl Role {
+    fn describe(self) -> &'static str {
+        match self {
+            Role::Central => "central server: CDRs and packets from remote sensors (server_bind)",
+            Role::MirrorSender => "mirror sender: packets to a mirror receiver (mirror_destination)",
+            Role::MirrorReceiver => "mirror receiver: packets from mirror senders (mirror_bind)",
+            Role::PacketSender => "remote sensor sending packets to its central (packetbuffer_sender)",
+            Role::Hep => "sensor fed by HEP",
+            Role::Ipfix => "sensor fed by IPFIX",
+            Role::Dpdk => "sensor on a DPDK port",
+            Role::AfPacket => "sensor on AF_PACKET interfaces",
+            Role::File => "reading a capture file",
+        }
+    }
+}
+
+/// The role, or why the keys contradict each other.
+fn role(cfg: &Config, reading: bool) -> Result<Role> {
     let central = !cfg.server_bind.is_empty() && cfg.server_bind_port != 0;
     if central && !cfg.server_destination.is_empty() {
         bail!("server_bind (a central) and server_destination (a remote) are both set: a sensor has one role");
@@ -189,80 +257,123 @@ fn run(cli: Cli) -> Result<()> {
         bail!("packetbuffer_sender = yes needs server_destination (the central that analyses the packets)");
     }
     if central {
-        if cli.read.is_some() || !cfg.interface.is_empty() || cfg.dpdk || cfg.hep || cfg.ipfix {
+        if reading || !cfg.interface.is_empty() || cfg.dpdk || cfg.hep || cfg.ipfix {
             bail!("a central (server_bind) takes its packets and CDRs from its remotes: leave -r, interface, dpdk, hep and ipfix unset");
         }
-        let res = voxtap::runtime::run_central(&cfg, cli.workers, live_output(&cli))?;
-        return output(&cli, &res);
+        return Ok(Role::Central);
     }
     if cfg.mirror_destination.is_some() {
-        if central || !cfg.server_destination.is_empty() || cfg.mirror_bind.is_some() {
+        if !cfg.server_destination.is_empty() || cfg.mirror_bind.is_some() {
             bail!("mirror_destination sends packets to a mirror receiver: leave server_bind, server_destination and mirror_bind unset");
         }
-        let st = voxtap::runtime::mirror_send(&cfg, cli.read.as_deref())?;
-        eprintln!(
-            "voxtap: mirrored packets={} blocks_sent={} blocks_dropped={} connects={} refused={}",
-            st.packets, st.blocks_sent, st.blocks_dropped, st.connects, st.refused
-        );
-        return Ok(());
+        return Ok(Role::MirrorSender);
     }
     if cfg.mirror_bind.is_some() {
-        if central || cli.read.is_some() || !cfg.interface.is_empty() || cfg.dpdk || cfg.hep || cfg.ipfix {
+        if reading || !cfg.interface.is_empty() || cfg.dpdk || cfg.hep || cfg.ipfix {
             bail!("a mirror receiver (mirror_bind) takes its packets from its senders: leave -r, interface, dpdk, hep, ipfix and server_bind unset");
         }
-        let res = voxtap::runtime::run_mirror(&cfg, cli.workers, live_output(&cli))?;
-        return output(&cli, &res);
+        return Ok(Role::MirrorReceiver);
     }
     if cfg.packetbuffer_sender {
-        let (what, (fwd, link)) = match cli.read.clone() {
-            Some(read) => {
-                check_readable(&read)?;
-                (read.display().to_string(), voxtap::runtime::send_packets_file(&cfg, &read)?)
-            }
-            None => ("live capture".to_string(), voxtap::runtime::forward_live(&cfg)?),
-        };
-        eprintln!(
-            "voxtap: forwarded {what} to the central: frames={} bytes={} batches={} compressed_bytes={} batches_dropped={} \
-             link_batches_sent={} link_batches_confirmed={} link_connects={} link_connect_failures={} link_left_bytes={}",
-            fwd.frames,
-            fwd.bytes,
-            fwd.batches,
-            fwd.compressed_bytes,
-            fwd.batches_dropped,
-            link.batches_sent,
-            link.batches_confirmed,
-            link.connects,
-            link.connect_failures,
-            link.left_bytes
-        );
-        if link.left_bytes > 0 {
-            bail!("{} bytes of packets are not confirmed by the central yet: they wait in the link queue and are sent at the next start", link.left_bytes);
-        }
-        return Ok(());
+        return Ok(Role::PacketSender);
     }
-    let Some(read) = cli.read.clone() else {
-        if cfg.hep || cfg.ipfix {
-            if !cfg.interface.is_empty() || cfg.dpdk || (cfg.hep && cfg.ipfix) {
-                bail!("hep = yes and ipfix = yes are sources of their own: set one, and leave interface and dpdk unset (one source per voxtap)");
-            }
-            let res = if cfg.hep {
-                voxtap::runtime::run_hep(&cfg, cli.workers, live_output(&cli))?
-            } else {
-                voxtap::runtime::run_ipfix(&cfg, cli.workers, live_output(&cli))?
-            };
-            return output(&cli, &res);
+    if reading {
+        return Ok(Role::File);
+    }
+    if cfg.hep || cfg.ipfix {
+        if !cfg.interface.is_empty() || cfg.dpdk || (cfg.hep && cfg.ipfix) {
+            bail!("hep = yes and ipfix = yes are sources of their own: set one, and leave interface and dpdk unset (one source per voxtap)");
         }
-        if cfg.interface.is_empty() && !cfg.dpdk {
-            bail!(
-                "nothing to do: give -r FILE, an interface (with dpdk = yes for a DPDK port), hep = yes or ipfix = yes"
-            );
-        }
-        if cfg.dpdk || cfg.interface.iter().any(|i| i.starts_with("dpdk:")) {
-            return run_live(&cli, &cfg);
-        }
-        let res = voxtap::runtime::run_afpacket(&cfg, cli.workers, live_output(&cli))?;
-        return output(&cli, &res);
+        return Ok(if cfg.hep { Role::Hep } else { Role::Ipfix });
+    }
+    if cfg.interface.is_empty() && !cfg.dpdk {
+        bail!("nothing to do: give -r FILE, an interface (with dpdk = yes for a DPDK port), hep = yes or ipfix = yes");
+    }
+    if cfg.dpdk || cfg.interface.iter().any(|i| i.starts_with("dpdk:")) {
+        return Ok(Role::Dpdk);
+    }
+    Ok(Role::AfPacket)
+}
+
+/// `--check-config`: the files parse, the keys agree on one role; prints what voxtap would do and exits.
+fn check_config(cfg: &Config, role: Role) -> Result<()> {
+    if role == Role::Dpdk && !cfg!(feature = "dpdk") {
+        bail!("this voxtap was built without DPDK, and the configuration captures from a DPDK port");
+    }
+    if let Some(k) = &cfg.manager_key {
+        voxtap::manager::sealed::parse_key(k).map_err(|e| anyhow::anyhow!("manager_key: {e}"))?;
+    }
+    let files = match &cfg.loaded_from {
+        Some((f, d)) => format!(
+            "{}{}",
+            f.as_ref().map(|f| f.display().to_string()).unwrap_or_default(),
+            d.as_ref().map(|d| format!(" + {}/", d.display())).unwrap_or_default()
+        ),
+        None => "(none: defaults)".into(),
     };
+    println!("config: {files}");
+    println!("role: {}", role.describe());
+    if !cfg.interface.is_empty() {
+        println!("interface: {}", cfg.interface.join(","));
+    }
+    if !cfg.dpdk_pci_device.is_empty() {
+        println!("dpdk_pci_device: {}", cfg.dpdk_pci_device.join(","));
+    }
+    let store = if !cfg.server_destination.is_empty() {
+        format!("sent to central {}:{}", cfg.server_destination.join(","), cfg.server_destination_port)
+    } else if let Some(db) = voxtap::store::mysql::DbConfig::from_config(cfg) {
+        let at = db.socket.clone().unwrap_or_else(|| format!("{}:{}", db.host, db.port));
+        format!("MySQL {}@{at}, database {}", db.user, db.db)
+    } else {
+        format!("CDR log in {}", cfg.spooldir.join("cdrlog").display())
+    };
+    println!("cdrs: {store}");
+    println!("spooldir: {}", cfg.spooldir.display());
+    println!(
+        "manager: {}",
+        match (cfg.managerport, &cfg.managersocket) {
+            (0, None) => "off".to_string(),
+            (p, s) => format!(
+                "{}:{p}{}{}",
+                cfg.managerip,
+                s.as_ref().map(|s| format!(" + {}", s.display())).unwrap_or_default(),
+                if cfg.manager_key.is_some() { " (manager_key set)" } else { "" }
+            ),
+        }
+    );
+    println!("OK");
+    Ok(())
+}
+
+fn send_packets(cli: &Cli, cfg: &Config) -> Result<()> {
+    let (what, (fwd, link)) = match cli.read.clone() {
+        Some(read) => {
+            check_readable(&read)?;
+            (read.display().to_string(), voxtap::runtime::send_packets_file(cfg, &read)?)
+        }
+        None => ("live capture".to_string(), voxtap::runtime::forward_live(cfg)?),
+    };
+    eprintln!(
+        "voxtap: forwarded {what} to the central: frames={} bytes={} batches={} compressed_bytes={} batches_dropped={} \
+         link_batches_sent={} link_batches_confirmed={} link_connects={} link_connect_failures={} link_left_bytes={}",
+        fwd.frames,
+        fwd.bytes,
+        fwd.batches,
+        fwd.compressed_bytes,
+        fwd.batches_dropped,
+        link.batches_sent,
+        link.batches_confirmed,
+        link.connects,
+        link.connect_failures,
+        link.left_bytes
+    );
+    if link.left_bytes > 0 {
+        bail!("{} bytes of packets are not confirmed by the central yet: they wait in the link queue and are sent at the next start", link.left_bytes);
+    }
+    Ok(())
+}
+
+fn read_file(cli: &Cli, cfg: Config, read: PathBuf) -> Result<()> {
     check_readable(&read)?;
     tracing::info!(
         file = %read.display(),
@@ -274,7 +385,7 @@ fn run(cli: Cli) -> Result<()> {
         "reading capture file"
     );
     let res = run_file(RunOptions { config: cfg, read, workers: cli.workers })?;
-    output(&cli, &res)
+    output(cli, &res)
 }
 
 fn live_output(cli: &Cli) -> voxtap::runtime::LiveOutput {

@@ -102,6 +102,10 @@ struct Pipeline {
     rules: Arc<crate::dispatch::rules::Rules>,
     /// The manager port of a live capture (dropped, and so closed, when the run ends).
     manager: Option<crate::manager::Manager>,
+    /// systemd's watchdog, fed while the rx cores turn (a live capture under systemd only).
+    watchdog: Option<crate::notify::Watchdog>,
+    /// A live capture (not a file): systemd hears of its start and stop.
+    live_run: bool,
 }
 
 /// The manager port (and `managersocket`) beside a live capture; one that cannot bind is a warning (another
@@ -332,6 +336,13 @@ impl Pipeline {
         let manager = (!blocking && (cfg.managerport != 0 || cfg.managersocket.is_some()))
             .then(|| start_manager(cfg, state))
             .flatten();
+        // A live sensor under systemd (Type=notify) is ready once its owners, storage and manager port run.
+        let watchdog = if blocking {
+            None
+        } else {
+            crate::notify::notify("READY=1");
+            crate::notify::Watchdog::start(live_counters.clone(), || STOP.load(Ordering::Relaxed))
+        };
         Ok(Pipeline {
             to_owner,
             recycle_rx,
@@ -345,6 +356,8 @@ impl Pipeline {
             live: live_counters,
             rules,
             manager,
+            watchdog,
+            live_run: !blocking,
         })
     }
 
@@ -363,6 +376,13 @@ impl Pipeline {
 
     /// Every rx stage is done: their counters are summed, the owners end as of the last packet time.
     fn finish_many(self, rxs: Vec<Rx>, started: Instant, truncated: Option<String>) -> Result<RunResult> {
+        match &self.watchdog {
+            Some(w) => w.draining(),
+            None if self.live_run => {
+                crate::notify::notify("STOPPING=1");
+            }
+            None => {}
+        }
         let mut decoder_stats = crate::decode::DecodeStats::default();
         let mut rx_stats = RxStats::default();
         let mut end = i64::MIN;
@@ -775,8 +795,9 @@ fn drive(
         if got > 0 {
             last_packet = Instant::now();
         } else {
-            if let Some(n) = newest {
-                rx.idle_clock(n.saturating_add(last_packet.elapsed().as_nanos() as i64));
+            match newest {
+                Some(n) => rx.idle_clock(n.saturating_add(last_packet.elapsed().as_nanos() as i64)),
+                None => rx.heartbeat(),
             }
             if idle_limit.is_some_and(|l| last_packet.elapsed() >= l) {
                 break;

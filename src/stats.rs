@@ -11,6 +11,9 @@ pub struct SourceCounters {
     pub decode_errors: AtomicU64,
     /// Batches an owner could not take in time (a live source drops rather than waits).
     pub owner_queue_drops: AtomicU64,
+    /// Monotonic seconds when this core last published (0: not yet): systemd's watchdog is fed while every core
+    /// keeps beating.
+    pub beat: AtomicI64,
 }
 
 pub struct Live {

@@ -341,7 +341,7 @@ fn default_shape_and_a_partition_per_day() {
 /// reads its rows' ids back, and the rows still equal the JSON CDRs.
 #[test]
 fn interleaved_autoinc_mode_still_links_every_row() {
-    let srv = db::Private::with_args(35000 + (std::process::id() % 1000) as u16, &["--innodb-autoinc-lock-mode=2"]);
+    let srv = db::Private::with_args(25000 + (std::process::id() % 1000) as u16, &["--innodb-autoinc-lock-mode=2"]);
     let db = srv.db();
     let mode = db.query(None, "SELECT @@innodb_autoinc_lock_mode");
     assert_eq!(mode[1][0].as_deref(), Some("2"));
@@ -356,7 +356,7 @@ fn interleaved_autoinc_mode_still_links_every_row() {
 /// prepared INSERTs; the rows still equal the JSON CDRs.
 #[test]
 fn without_local_infile_inserts_store_the_same_rows() {
-    let srv = db::Private::with_args(36000 + (std::process::id() % 1000) as u16, &["--local-infile=0"]);
+    let srv = db::Private::with_args(26000 + (std::process::id() % 1000) as u16, &["--local-infile=0"]);
     let db = srv.db();
     let tmp = tempdir("noinfile");
     let cap = tmp.join("g.pcap");

@@ -75,7 +75,7 @@ fn every_cdr_arrives_exactly_once_through_outages_and_kills() {
     let empty = tmp.join("empty.pcap");
     empty_pcap(&empty);
     let n = run_json(&cap, &[]).len().to_string();
-    let mut srv = db::Private::new(34000 + (std::process::id() % 1000) as u16);
+    let mut srv = db::Private::new(24000 + (std::process::id() % 1000) as u16);
     let db = srv.db();
 
     // 1. The server stops just after voxtap starts and comes back three seconds later.

@@ -275,6 +275,7 @@ impl Rx {
         c.bytes.store(d.bytes, Relaxed);
         c.decode_errors.store(d.errors, Relaxed);
         c.owner_queue_drops.store(self.router.stats.ring_full_drops.iter().sum(), Relaxed);
+        c.beat.store(crate::notify::monotonic_secs(), Relaxed);
     }
 
     /// One captured frame.
@@ -308,6 +309,12 @@ impl Rx {
     pub fn idle_clock(&mut self, now: Nanos) {
         self.router.clock(now);
         self.flush();
+        self.publish();
+    }
+
+    /// Publishes this core's totals (and its heartbeat) without moving its clock: a source that has seen no
+    /// packet yet has no time to move it to.
+    pub fn heartbeat(&mut self) {
         self.publish();
     }
 

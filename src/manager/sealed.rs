@@ -23,6 +23,9 @@ pub fn parse_key(text: &str) -> Result<[u8; 32], String> {
     if t.len() != 64 {
         return Err(format!("manager_key must be 64 hex digits (256 bits), not {} characters", t.len()));
     }
+    if !t.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err("manager_key must be hex digits".to_string());
+    }
     let mut k = [0u8; 32];
     for (i, b) in k.iter_mut().enumerate() {
         *b = u8::from_str_radix(&t[2 * i..2 * i + 2], 16).map_err(|_| "manager_key must be hex digits".to_string())?;

@@ -1,6 +1,7 @@
 //! A MariaDB server for the tests: the machine's (127.0.0.1:3306, root without a password) when it answers,
-//! else a private one started here (mariadb-install-db + mariadbd on 127.0.0.1:33306 in a temporary folder),
-//! which stops when the test process ends.
+//! else a private one started here (mariadb-install-db + mariadbd on 127.0.0.1 in a temporary folder), which stops
+//! when the test process ends. Private servers listen below 32768, outside Linux's ephemeral port range, so an
+//! outgoing connection of another test cannot take their port between a stop and a start.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -37,8 +38,12 @@ impl Private {
         Private::with_args(port, &[])
     }
 
-    /// The same, with extra server options (e.g. `--innodb-autoinc-lock-mode=2`).
+    /// The same, with extra server options (e.g. `--innodb-autoinc-lock-mode=2`). `port` is a wish: the next free
+    /// one from there is taken.
     pub fn with_args(port: u16, args: &[&str]) -> Private {
+        let port = (port..port.saturating_add(200))
+            .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+            .expect("a free port for a private mariadbd");
         let dir = std::env::temp_dir().join(format!("voxtap-mariadb-{port}"));
         let _ = std::fs::remove_dir_all(&dir);
         let data = dir.join("data");
@@ -66,6 +71,9 @@ impl Private {
             .arg(format!("--datadir={}", self.dir.join("data").display()))
             .arg(format!("--socket={}", self.dir.join("sock").display()))
             .arg(format!("--pid-file={}", self.dir.join("pid").display()))
+            .arg(format!("--log-error={}", self.log().display()))
+            // A restart right after a stop may find the port still held for a moment: wait for it instead of exiting.
+            .arg("--port-open-timeout=30")
             .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -89,11 +97,28 @@ impl Private {
         });
         self.pid = rx.recv().ok().flatten();
         assert!(self.pid.is_some(), "cannot start mariadbd");
+        let pid = self.pid.unwrap_or_default();
         let t0 = Instant::now();
         while !answers(self.port) {
-            assert!(t0.elapsed() < Duration::from_secs(60), "private mariadbd did not come up on port {}", self.port);
+            let gone = !Path::new(&format!("/proc/{pid}")).exists() || zombie(pid);
+            if gone || t0.elapsed() > Duration::from_secs(90) {
+                let log = std::fs::read_to_string(self.log()).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(25).collect::<Vec<_>>().into_iter().rev().collect();
+                panic!(
+                    "private mariadbd on port {} {} after {:?}; its log {}:\n{}",
+                    self.port,
+                    if gone { "exited" } else { "did not answer" },
+                    t0.elapsed(),
+                    self.log().display(),
+                    tail.join("\n")
+                );
+            }
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+
+    fn log(&self) -> PathBuf {
+        self.dir.join("mariadbd.log")
     }
 
     /// Stops the server (SIGTERM, as a service stop does) and waits until it is gone.
@@ -121,8 +146,8 @@ pub fn server() -> Db {
         if std::env::var_os("VOXTAP_TEST_PRIVATE_DB").is_none() && answers(3306) {
             Db { host: "127.0.0.1".into(), port: 3306 }
         } else {
-            eprintln!("no MariaDB on 127.0.0.1:3306: starting a private one on 33306");
-            Private::new(33306 + (std::process::id() % 1000) as u16).db()
+            eprintln!("no MariaDB on 127.0.0.1:3306: starting a private one");
+            Private::new(23306 + (std::process::id() % 1000) as u16).db()
         }
     })
     .clone()
