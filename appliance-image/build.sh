@@ -14,16 +14,18 @@ deps() {
     if [ ${#missing[@]} -gt 0 ]; then
         apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends "${missing[@]}"
     fi
-    if ! command -v qemu-system-x86_64 > /dev/null && [ ! -x "$HERE/.qemu/usr/bin/qemu-system-x86_64" ]; then
+    if ! command -v qemu-system-x86_64 > /dev/null && [ ! -e "$HERE/.qemu/usr/lib/x86_64-linux-gnu/qemu/accel-tcg-x86_64.so" ]; then
         # A newer qemu-utils (as some machines carry from backports) conflicts with bookworm's QEMU, and apt would
         # remove it: never let it (--no-remove); unpack QEMU beside the build instead, its libraries installed
         # normally.
         if ! apt-get -o DPkg::Lock::Timeout=600 install -y --no-remove --no-install-recommends qemu-system-x86; then
             local d=$HERE/.qemu
             mkdir -p "$d"
-            (cd "$d" && apt-get download qemu-system-x86 qemu-system-data && for f in ./*.deb; do dpkg-deb -x "$f" .; done && rm -f ./*.deb)
+            # qemu-system-common holds the accelerator modules (TCG among them); smoke.sh points QEMU at them.
+            (cd "$d" && apt-get download qemu-system-x86 qemu-system-common qemu-system-data &&
+                for f in ./*.deb; do dpkg-deb -x "$f" .; done && rm -f ./*.deb)
             local libs
-            libs=$(apt-cache depends qemu-system-x86 | awk '/Depends: lib/ { print $2 }' | tr -d '<>' | sort -u)
+            libs=$(apt-cache depends qemu-system-x86 qemu-system-common | awk '/Depends: lib/ { print $2 }' | tr -d '<>' | sort -u)
             # shellcheck disable=SC2086
             apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends $libs
         fi

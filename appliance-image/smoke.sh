@@ -5,7 +5,7 @@
 # appliance is ready a generated capture is played into that NIC and the test waits for every CDR (exit 4 if not):
 #   bios  MODE=remote, AF_PACKET on enp0s5, CDRs sent over the link to a central voxtap on this host (its database
 #         must hold them all); the disk is a 6 GiB overlay, and the root file system must have grown to fill it.
-#   uefi  MODE=all-in-one, DPDK's virtio PMD on the NIC (bound to vfio-pci without an IOMMU), CDRs in the guest's
+#   uefi  MODE=all-in-one, DPDK's virtio PMD on the NIC (no IOMMU: bound to uio_pci_generic), CDRs in the guest's
 #         own MariaDB (reported on the console).
 # usage: smoke.sh [bios|uefi] [IMAGE]   env: TIMEOUT (s, default 900), QEMU
 . "$(dirname "$0")/common.sh"
@@ -16,7 +16,10 @@ QEMU=${QEMU:-$(command -v qemu-system-x86_64 || echo "$HERE/.qemu/usr/bin/qemu-s
 [ -x "$QEMU" ] || { echo "qemu-system-x86_64 not found (./build.sh deps installs it)" >&2; exit 2; }
 QEMU_EXTRA=()
 # A QEMU unpacked beside the build (see build.sh deps) finds its firmware there.
-[ -d "$HERE/.qemu/usr/share/qemu" ] && QEMU_EXTRA+=(-L "$HERE/.qemu/usr/share/qemu" -L /usr/share/seabios -L /usr/lib/ipxe/qemu)
+if [ "$QEMU" = "$HERE/.qemu/usr/bin/qemu-system-x86_64" ]; then
+    QEMU_EXTRA+=(-L "$HERE/.qemu/usr/share/qemu" -L /usr/share/seabios -L /usr/lib/ipxe/qemu)
+    export QEMU_MODULE_DIR=$HERE/.qemu/usr/lib/x86_64-linux-gnu/qemu
+fi
 LOG=$OUT/serial-$MODE.log
 # The calls to play, and how many CDRs the host's own voxtap finds in them.
 CAP=$OUT/smoke-calls.pcap
@@ -44,7 +47,7 @@ if [ "$MODE" = bios ]; then
     DISK=$OUT/smoke-grow.qcow2
     qemu-img create -q -f qcow2 -b "$(readlink -f "$IMG")" -F raw "$DISK" 6G
 else
-    printf 'HOSTNAME=voxtap-aio\nMODE=all-in-one\nCAPTURE_PCI=0000:00:05.0\nVFIO_NOIOMMU=yes\nHUGEPAGES=256\nSMOKETEST=1\n' > "$SEED"
+    printf 'HOSTNAME=voxtap-aio\nMODE=all-in-one\nCAPTURE_PCI=0000:00:05.0\nHUGEPAGES=256\nSMOKETEST=1\n' > "$SEED"
 fi
 cdrs() {
     if [ "$MODE" = bios ]; then

@@ -146,6 +146,8 @@ fn every_mode_gives_a_config_voxtap_accepts_in_that_role() {
                 "dpdk_read_thread_cpu_affinity = 2",
                 "dpdk_worker_thread_cpu_affinity = 3,4",
                 "dpdk_eal_args = --in-memory",
+                // 256 hugepages of 2 MiB: 60% of 512 MiB in units of 1024 buffers of about 2.5 KB.
+                "dpdk_nb_mbufs = 122",
             ],
         ),
         (
@@ -164,7 +166,7 @@ fn every_mode_gives_a_config_voxtap_accepts_in_that_role() {
             "remote-packets",
             "MODE=remote\nCAPTURE_PCI=05:00.0\nHUGEPAGE_SIZE=1G\nHUGEPAGES=4\nSERVER_DESTINATION=192.0.2.9\nSERVER_DESTINATION_PORT=61000\nSERVER_PASSWORD=p\nPACKETBUFFER_SENDER=yes\n",
             &["role: remote sensor sending packets to its central"],
-            &["--huge-dir /dev/hugepages-1G", "server_destination_port = 61000"],
+            &["--huge-dir /dev/hugepages-1G", "server_destination_port = 61000", "dpdk_nb_mbufs = 983"],
         ),
         (
             "central",
@@ -199,6 +201,7 @@ fn broken_settings_are_refused_with_a_reason_and_never_run() {
         ("both", "CAPTURE_PCI=03:00.0\nCAPTURE_IFACE=eth1\n", "CAPTURE_PCI and CAPTURE_IFACE: set one"),
         ("cpus", "ISOLATE_CPUS=all\n", "ISOLATE_CPUS=all"),
         ("pages", "HUGEPAGE_SIZE=4K\n", "HUGEPAGE_SIZE=4K: 2M or 1G"),
+        ("driver", "NIC_DRIVER=igb_uio\n", "NIC_DRIVER=igb_uio: auto, vfio-pci or uio_pci_generic"),
         ("port", "SERVER_BIND_PORT=70000\n", "SERVER_BIND_PORT=70000: 1..65535"),
     ];
     for (name, settings, reason) in cases {
