@@ -5,6 +5,9 @@
 # appliance is ready a generated capture is played into that NIC and the test waits for every CDR (exit 4 if not):
 #   bios  MODE=remote, AF_PACKET on enp0s5, CDRs sent over the link to a central voxtap on this host (its database
 #         must hold them all); the disk is a 6 GiB overlay, and the root file system must have grown to fill it.
+#         ISOLATE_CPUS=1: after the CDRs the guest is rebooted (ctrl-alt-del through QEMU's monitor); the second boot
+#         must come up ready with isolcpus/nohz_full/rcu_nocbs on its kernel command line (GRUB reads what the
+#         first boot wrote) and without running the first-boot setup again.
 #   uefi  MODE=all-in-one, DPDK's virtio PMD on the NIC (no IOMMU: bound to uio_pci_generic), CDRs in the guest's
 #         own MariaDB (reported on the console).
 # usage: smoke.sh [bios|uefi] [IMAGE]   env: TIMEOUT (s, default 900), QEMU
@@ -42,7 +45,7 @@ if [ "$MODE" = bios ]; then
         "$LINK_PORT" "$CDB" "$OUT/central/spool" > "$OUT/central/central.conf"
     "$REPO/target/release/voxtap" --config-file "$OUT/central/central.conf" -v > /dev/null 2> "$OUT/central/central.log" &
     CENTRAL_PID=$!
-    printf 'HOSTNAME=voxtap-remote\nMODE=remote\nID_SENSOR=2\nCAPTURE_IFACE=enp0s5\nSERVER_DESTINATION=10.0.2.2\nSERVER_DESTINATION_PORT=%s\nSERVER_PASSWORD=smoke-link\nSMOKETEST=1\n' "$LINK_PORT" > "$SEED"
+    printf 'HOSTNAME=voxtap-remote\nMODE=remote\nID_SENSOR=2\nCAPTURE_IFACE=enp0s5\nISOLATE_CPUS=1\nSERVER_DESTINATION=10.0.2.2\nSERVER_DESTINATION_PORT=%s\nSERVER_PASSWORD=smoke-link\nSMOKETEST=1\n' "$LINK_PORT" > "$SEED"
     # Root growth: the image inside a bigger disk.
     DISK=$OUT/smoke-grow.qcow2
     qemu-img create -q -f qcow2 -b "$(readlink -f "$IMG")" -F raw "$DISK" 6G
@@ -61,7 +64,9 @@ read -r P_IN P_OUT < <(python3 -c 'import socket
 a=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); b=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)
 a.bind(("127.0.0.1",0)); b.bind(("127.0.0.1",0)); print(a.getsockname()[1], b.getsockname()[1])')
 FMT=raw; case "$DISK" in *.qcow2) FMT=qcow2 ;; esac
-ARGS=(-machine q35 -accel tcg -cpu max -smp 2 -m 2048 -display none -monitor none -serial "file:$LOG" -no-reboot
+MON=$OUT/monitor-$MODE.sock
+rm -f "$MON"
+ARGS=(-machine q35 -accel tcg -cpu max -smp 2 -m 2048 -display none -monitor "unix:$MON,server,nowait" -serial "file:$LOG"
     -drive "file=$DISK,format=$FMT,if=virtio,snapshot=on" -nic user,model=virtio-net-pci
     -netdev "socket,id=cap,udp=127.0.0.1:$P_OUT,localaddr=127.0.0.1:$P_IN" -device virtio-net-pci,netdev=cap,addr=0x5
     -fw_cfg "name=opt/voxtap/firstboot.conf,file=$SEED")
@@ -96,6 +101,30 @@ if [ "$rc" = 0 ]; then
             echo "the root file system did not grow to the disk"
             rc=5
         fi
+    fi
+fi
+if [ "$rc" = 0 ] && [ "$MODE" = bios ]; then
+    # A clean reboot, as systemd does on ctrl-alt-del; the disk overlay lives as long as this QEMU does.
+    python3 -c 'import socket, sys
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.recv(4096)
+s.sendall(b"sendkey ctrl-alt-delete\n"); s.recv(4096)' "$MON"
+    rebooted=$SECONDS
+    rc=6
+    while kill -0 "$QPID" 2> /dev/null && [ $((SECONDS - start)) -lt "$TIMEOUT" ]; do
+        if [ "$(grep -ac 'APPLIANCE-READY' "$LOG")" -ge 2 ]; then rc=0; break; fi
+        if [ "$(grep -ac 'APPLIANCE-FAILED' "$LOG")" -ge 1 ]; then rc=1; break; fi
+        sleep 1
+    done
+    echo "second boot: $([ $rc = 0 ] && echo ready || echo "not ready (rc=$rc)") after $((SECONDS - rebooted))s"
+    cmdline=$(grep -ao 'APPLIANCE-INFO: cmdline=.*' "$LOG" | tail -n 1 | tr -d '\r')
+    echo "second boot's ${cmdline#APPLIANCE-INFO: }"
+    if [ $rc = 0 ] && [[ $cmdline != *"isolcpus=1 nohz_full=1 rcu_nocbs=1"* ]]; then
+        echo "the kernel command line lacks the CPU isolation the first boot asked for"
+        rc=7
+    fi
+    if [ $rc = 0 ] && [ "$(grep -ac 'APPLIANCE-FIRSTBOOT-DONE' "$LOG")" != 1 ]; then
+        echo "the first-boot setup ran again"
+        rc=8
     fi
 fi
 sleep 1

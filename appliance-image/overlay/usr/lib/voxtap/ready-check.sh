@@ -10,7 +10,7 @@ check() {
 MODE=$(sed -n 's/^[[:space:]]*MODE[[:space:]]*=[[:space:]]*//p' /etc/voxtap/appliance.conf | tail -n 1)
 CONF=/etc/voxtap/voxtap.conf
 [ -e /var/lib/voxtap/firstboot.done ] || check "first boot not done"
-units=(voxtap-appliance.service voxtap.service)
+units=(voxtap-appliance.service voxtap-hugepages.service voxtap-nics.service voxtap.service)
 [ "$MODE" = remote ] || units+=(mariadb.service)
 for u in "${units[@]}"; do
     systemctl is-active --quiet "$u" || check "$u is $(systemctl is-active "$u")"
@@ -25,23 +25,26 @@ for _ in $(seq 30); do
     sleep 1
 done
 [ -n "$v" ] && echo "APPLIANCE-INFO: voxtap $v, mode $MODE, user $(ps -o user= -C voxtap | head -n 1)" || check "voxtap's manager port does not answer"
-# ... and has created its tables where it keeps a database.
+# ... and, where it keeps a database, has made its tables and registered itself (the cdr tables come with the
+# first CDR, partitioned from its day).
 if [ "$MODE" != remote ]; then
     ok=0
     for _ in $(seq 30); do
-        mariadb -N -e "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA='voipmonitor' AND TABLE_NAME IN ('cdr','cdr_next','cdr_rtp','sensors')" | grep -qx 4 && ok=1 && break
+        [ "$(mariadb -N -e "SELECT COUNT(*) FROM voipmonitor.sensors" 2> /dev/null)" -ge 1 ] 2> /dev/null && ok=1 && break
         sleep 1
     done
-    [ $ok = 1 ] || check "voxtap's tables are missing"
+    [ $ok = 1 ] || check "voxtap has not registered in voipmonitor.sensors"
 fi
+grep -q "voxtap appliance" /etc/issue || check "the console banner (/etc/issue) is missing"
 dpdk-devbind.py --status-dev net 2>&1 | sed 's/^/devbind: /' | head -8
 echo "APPLIANCE-INFO: hugepages=$(awk '/HugePages_Total/ {print $2}' /proc/meminfo) time-sync=$(systemctl is-active systemd-timesyncd.service) journal=$(journalctl --disk-usage 2> /dev/null | grep -o '[0-9.]*[KMG]' | head -n 1)"
 echo "APPLIANCE-INFO: failed-units=$(systemctl --failed --no-legend --plain | awk '{print $1}' | tr '\n' ' ')"
 echo "APPLIANCE-INFO: root=$(findmnt -no SOURCE,SIZE / 2> /dev/null | tr -s ' ') kernel=$(uname -r)"
+echo "APPLIANCE-INFO: cmdline=$(cat /proc/cmdline)"
 if [ "$fail" = 0 ]; then
     echo "APPLIANCE-READY"
 else
-    journalctl -u voxtap.service -u voxtap-appliance.service -n 30 --no-pager | sed 's/^/journal: /'
+    journalctl -u voxtap.service -u voxtap-appliance.service -u voxtap-nics.service -n 30 --no-pager | sed 's/^/journal: /'
     echo "APPLIANCE-FAILED"
 fi
 grep -q 'appliance.smoketest=poweroff' /proc/cmdline && systemctl poweroff
