@@ -7,7 +7,7 @@
 
 deps() {
     local pkgs=(mmdebstrap grub-pc-bin grub-efi-amd64-bin grub-common dosfstools mtools fdisk e2fsprogs zstd
-        bmap-tools ovmf seabios ipxe-qemu)
+        bmap-tools ovmf seabios ipxe-qemu dpdk-dev)
     local missing=()
     for p in "${pkgs[@]}"; do dpkg -s "$p" > /dev/null 2>&1 || missing+=("$p"); done
     command -v qemu-img > /dev/null || missing+=(qemu-utils)
@@ -58,9 +58,9 @@ case ${1:-all} in
     rootfs) stage binary; stage "$HERE/rootfs.sh" ;;
     disk) stage "$HERE/disk.sh" ;;
     artifacts) stage artifacts ;;
-    smoke) stage "$HERE/smoke.sh" bios && stage "$HERE/smoke.sh" uefi ;;
+    smoke) stage "$HERE/smoke.sh" bios && stage "$HERE/smoke.sh" uefi && stage "$HERE/smoke.sh" central ;;
     image) stage deps; stage binary; stage "$HERE/rootfs.sh"; stage "$HERE/disk.sh"; stage artifacts ;;
     all) stage deps; stage binary; stage "$HERE/rootfs.sh"; stage "$HERE/disk.sh"; stage artifacts
-        stage "$HERE/smoke.sh" bios; stage "$HERE/smoke.sh" uefi ;;
+        stage "$HERE/smoke.sh" bios && stage "$HERE/smoke.sh" uefi && stage "$HERE/smoke.sh" central ;;
     *) echo "usage: $0 [deps|rootfs|disk|artifacts|image|smoke|all]" >&2; exit 2 ;;
 esac

@@ -16,9 +16,14 @@ PKGS=(
     librte-net-e1000-23 librte-net-af-packet23 librte-net-mlx5-23 librte-net-pcap23
     libpcap0.8
 )
-# Whatever shared libraries the voxtap binary needs (its DPDK libraries among them), as this bookworm host's
+# DPDK's testpmd, to check a port before voxtap takes it: Debian ships it in dpdk-dev, which would bring the
+# headers and every -dev package along, so the binary alone is taken from this bookworm host (build.sh deps
+# installs dpdk-dev), with the runtime libraries it links.
+TESTPMD=/usr/bin/dpdk-testpmd
+[ -x "$TESTPMD" ] || { echo "$TESTPMD is missing (apt-get install dpdk-dev)" >&2; exit 1; }
+# Whatever shared libraries voxtap and testpmd need (their DPDK libraries among them), as this bookworm host's
 # packages name them.
-mapfile -t NEEDED < <(ldd "$BIN" | awk '$3 ~ /^\// { print $3 }' | while read -r lib; do
+mapfile -t NEEDED < <(ldd "$BIN" "$TESTPMD" | awk '$3 ~ /^\// { print $3 }' | sort -u | while read -r lib; do
     dpkg -S "$(readlink -f "$lib")" 2>/dev/null || dpkg -S "$lib" 2>/dev/null || true
 done | cut -d: -f1 | sort -u | grep -v '^libc6$')
 PKGS+=("${NEEDED[@]}")
@@ -26,6 +31,7 @@ STAGE=$OUT/stage
 rm -rf "$STAGE" "$ROOTFS"
 cp -a "$HERE/overlay" "$STAGE"
 install -D -m 0755 "$BIN" "$STAGE/usr/bin/voxtap"
+install -D -m 0755 "$TESTPMD" "$STAGE/usr/bin/dpdk-testpmd"
 # The operator's documentation, on the box.
 for d in appliance configuration sensor-modes manager database spool performance; do
     [ ! -f "$REPO/docs/$d.md" ] || install -D -m 0644 "$REPO/docs/$d.md" "$STAGE/usr/share/doc/voxtap/$d.md"

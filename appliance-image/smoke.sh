@@ -10,7 +10,9 @@
 #         first boot wrote) and without running the first-boot setup again.
 #   uefi  MODE=all-in-one, DPDK's virtio PMD on the NIC (no IOMMU: bound to uio_pci_generic), CDRs in the guest's
 #         own MariaDB (reported on the console).
-# usage: smoke.sh [bios|uefi] [IMAGE]   env: TIMEOUT (s, default 900), QEMU
+#   central  MODE=central (SeaBIOS): a remote voxtap on this host reads the capture (-r) and sends its CDRs over
+#         the link to the appliance (QEMU forwards a host port to its 60024); the appliance's MariaDB must hold them.
+# usage: smoke.sh [bios|uefi|central] [IMAGE]   env: TIMEOUT (s, default 900), QEMU
 . "$(dirname "$0")/common.sh"
 MODE=${1:-bios}
 IMG=${2:-$OUT/voxtap.img}
@@ -52,6 +54,12 @@ if [ "$MODE" = bios ]; then
 else
     printf 'HOSTNAME=voxtap-aio\nMODE=all-in-one\nCAPTURE_PCI=0000:00:05.0\nHUGEPAGES=256\nSMOKETEST=1\n' > "$SEED"
 fi
+MGMT=user,model=virtio-net-pci
+if [ "$MODE" = central ]; then
+    printf 'HOSTNAME=voxtap-central\nMODE=central\nSERVER_PASSWORD=smoke-central\nSMOKETEST=1\n' > "$SEED"
+    FWD_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    MGMT+=",hostfwd=tcp:127.0.0.1:$FWD_PORT-:60024"
+fi
 cdrs() {
     if [ "$MODE" = bios ]; then
         mariadb -h127.0.0.1 -uroot -N -e "SELECT COUNT(*) FROM $CDB.cdr WHERE id_sensor = 2" 2> /dev/null || echo 0
@@ -67,7 +75,7 @@ FMT=raw; case "$DISK" in *.qcow2) FMT=qcow2 ;; esac
 MON=$OUT/monitor-$MODE.sock
 rm -f "$MON"
 ARGS=(-machine q35 -accel tcg -cpu max -smp 2 -m 2048 -display none -monitor "unix:$MON,server,nowait" -serial "file:$LOG"
-    -drive "file=$DISK,format=$FMT,if=virtio,snapshot=on" -nic user,model=virtio-net-pci
+    -drive "file=$DISK,format=$FMT,if=virtio,snapshot=on" -nic "$MGMT"
     -netdev "socket,id=cap,udp=127.0.0.1:$P_OUT,localaddr=127.0.0.1:$P_IN" -device virtio-net-pci,netdev=cap,addr=0x5
     -fw_cfg "name=opt/voxtap/firstboot.conf,file=$SEED")
 if [ "$MODE" = uefi ]; then
@@ -87,8 +95,18 @@ while kill -0 "$QPID" 2> /dev/null; do
     sleep 1
 done
 ready=$((SECONDS - start))
-if [ "$rc" = 0 ]; then
+if [ "$rc" = 0 ] && [ "$MODE" = central ]; then
+    # A remote sensor on this host: it analyses the capture and exits once the appliance confirmed every CDR.
+    mkdir -p "$OUT/remote"
+    printf 'server_destination = 127.0.0.1\nserver_destination_port = %s\nserver_password = smoke-central\nid_sensor = 3\nspooldir = %s\nmanagerport = 0\n' \
+        "$FWD_PORT" "$OUT/remote/spool" > "$OUT/remote/remote.conf"
+    rm -rf "$OUT/remote/spool"
+    timeout 300 "$REPO/target/release/voxtap" --config-file "$OUT/remote/remote.conf" -r "$CAP" -v > /dev/null 2> "$OUT/remote/remote.log" ||
+        { echo "the remote could not hand its CDRs to the appliance:"; tail -n 5 "$OUT/remote/remote.log"; }
+elif [ "$rc" = 0 ]; then
     python3 "$HERE/send-frames.py" "$CAP" 127.0.0.1 "$P_IN" 400
+fi
+if [ "$rc" = 0 ]; then
     rc=4
     while kill -0 "$QPID" 2> /dev/null && [ $((SECONDS - start)) -lt "$TIMEOUT" ]; do
         if [ "$(cdrs)" = "$WANT" ]; then rc=0; break; fi

@@ -35,6 +35,7 @@ if [ "$MODE" != remote ]; then
     done
     [ $ok = 1 ] || check "voxtap has not registered in voipmonitor.sensors"
 fi
+! ldd /usr/bin/dpdk-testpmd | grep -q "not found" || check "dpdk-testpmd lacks libraries: $(ldd /usr/bin/dpdk-testpmd | grep 'not found' | tr -s ' \t' ' ')"
 grep -q "voxtap appliance" /etc/issue || check "the console banner (/etc/issue) is missing"
 dpdk-devbind.py --status-dev net 2>&1 | sed 's/^/devbind: /' | head -8
 echo "APPLIANCE-INFO: hugepages=$(awk '/HugePages_Total/ {print $2}' /proc/meminfo) time-sync=$(systemctl is-active systemd-timesyncd.service) journal=$(journalctl --disk-usage 2> /dev/null | grep -o '[0-9.]*[KMG]' | head -n 1)"
