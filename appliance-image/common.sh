@@ -1,3 +1,5 @@
+# shellcheck shell=bash disable=SC2034
+# (sourced by the stages, which use what it sets)
 # Shared by the build stages: where things go, and the Debian archives this build machine already uses (read
 # from its apt configuration, so no mirror is written into the repository).
 set -euo pipefail

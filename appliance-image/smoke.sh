@@ -13,6 +13,7 @@
 #   central  MODE=central (SeaBIOS): a remote voxtap on this host reads the capture (-r) and sends its CDRs over
 #         the link to the appliance (QEMU forwards a host port to its 60024); the appliance's MariaDB must hold them.
 # usage: smoke.sh [bios|uefi|central] [IMAGE]   env: TIMEOUT (s, default 900), QEMU
+# shellcheck disable=SC2054 # QEMU's options are comma-separated on purpose
 . "$(dirname "$0")/common.sh"
 MODE=${1:-bios}
 IMG=${2:-$OUT/voxtap.img}

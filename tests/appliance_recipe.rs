@@ -1,5 +1,5 @@
 //! The appliance image's recipe, checked quickly on every commit (booting the image takes minutes under emulation,
-//! so `make image-test` runs apart): its scripts parse, its systemd units pass `systemd-analyze verify`, and for
+//! so `make image-test` runs apart): its scripts parse and pass shellcheck, its systemd units pass `systemd-analyze verify`, and for
 //! every mode of `/etc/voxtap/appliance.conf` the voxtap.conf that `voxtap-appliance` writes is one voxtap accepts
 //! (`--check-config`) in the role the mode means. Broken settings are refused with a reason and never run as shell.
 
@@ -62,6 +62,14 @@ fn the_scripts_parse() {
     for s in &scripts {
         let o = run(Command::new("bash").arg("-n").arg(s));
         assert!(o.status.success(), "{}: {}", s.display(), text(&o.stderr));
+    }
+    // shellcheck's warnings and errors (its style notes aside) are failures too.
+    if have("shellcheck") {
+        let o = run(Command::new("shellcheck")
+            .args(["-S", "warning", "-x"])
+            .args(&scripts)
+            .current_dir(repo().join("appliance-image")));
+        assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
     }
     for py in ["bios-embed.py", "send-frames.py"] {
         let file = std::fs::File::open(repo().join("appliance-image").join(py)).unwrap();
