@@ -46,14 +46,7 @@ mmdebstrap --mode=root --variant=minbase --format=directory \
     --setup-hook="sync-in $CACHE /var/cache/apt/archives/" \
     --customize-hook="sync-out /var/cache/apt/archives $CACHE" \
     --customize-hook="sync-in $STAGE /" \
-    --customize-hook='chroot "$1" systemd-sysusers' \
-    --customize-hook='chmod 0600 "$1/etc/voxtap/appliance.conf"' \
-    --customize-hook='chroot "$1" systemctl enable systemd-networkd.service systemd-timesyncd.service voxtap-appliance.service voxtap-hugepages.service voxtap-nics.service voxtap.service appliance-ready.service appliance-cdr-report.service' \
-    --customize-hook='chroot "$1" systemctl disable mariadb.service' \
-    --customize-hook='echo uninitialized > "$1/etc/machine-id"; rm -f "$1/var/lib/dbus/machine-id" "$1"/etc/ssh/ssh_host_*' \
-    --customize-hook='echo voxtap > "$1/etc/hostname"; printf "127.0.0.1 localhost\n127.0.1.1 voxtap\n" > "$1/etc/hosts"' \
-    --customize-hook='chroot "$1" dpkg-query -W -f "\${Package} \${Version}\n" > "$1/usr/share/voxtap-manifest.txt"' \
-    --customize-hook='rm -f "$1"/var/cache/apt/archives/*.deb' \
+    --customize-hook="\"$HERE/customize.sh\" \"\$1\"" \
     bookworm "$ROOTFS" \
     "deb $MAIN bookworm main" "deb $MAIN bookworm-updates main" "deb $SECURITY bookworm-security main"
 rm -rf "$STAGE"

@@ -184,9 +184,9 @@ fn run(cli: Cli) -> Result<()> {
         );
         return Ok(());
     }
-    let role = role(&cfg, cli.read.is_some())?;
+    let role = role(&cfg, cli.read.clone())?;
     if cli.check_config {
-        return check_config(&cfg, role);
+        return check_config(&cfg, &role);
     }
     match role {
         Role::Central => {
@@ -210,15 +210,12 @@ fn run(cli: Cli) -> Result<()> {
         Role::Ipfix => output(&cli, &voxtap::runtime::run_ipfix(&cfg, cli.workers, live_output(&cli))?),
         Role::Dpdk => run_live(&cli, &cfg),
         Role::AfPacket => output(&cli, &voxtap::runtime::run_afpacket(&cfg, cli.workers, live_output(&cli))?),
-        Role::File => match cli.read.clone() {
-            Some(read) => read_file(&cli, cfg, read),
-            None => bail!("no capture file"),
-        },
+        Role::File(read) => read_file(&cli, cfg, read),
     }
 }
 
 /// What this configuration makes of voxtap: one role, one source.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 enum Role {
     Central,
     MirrorSender,
@@ -228,11 +225,11 @@ enum Role {
     Ipfix,
     Dpdk,
     AfPacket,
-    File,
+    File(PathBuf),
 }
 
 impl Role {
-    fn describe(self) -> &'static str {
+    fn describe(&self) -> &'static str {
         match self {
             Role::Central => "central server: CDRs and packets from remote sensors (server_bind)",
             Role::MirrorSender => "mirror sender: packets to a mirror receiver (mirror_destination)",
@@ -242,13 +239,14 @@ impl Role {
             Role::Ipfix => "sensor fed by IPFIX",
             Role::Dpdk => "sensor on a DPDK port",
             Role::AfPacket => "sensor on AF_PACKET interfaces",
-            Role::File => "reading a capture file",
+            Role::File(_) => "reading a capture file",
         }
     }
 }
 
 /// The role, or why the keys contradict each other.
-fn role(cfg: &Config, reading: bool) -> Result<Role> {
+fn role(cfg: &Config, read: Option<PathBuf>) -> Result<Role> {
+    let reading = read.is_some();
     let central = !cfg.server_bind.is_empty() && cfg.server_bind_port != 0;
     if central && !cfg.server_destination.is_empty() {
         bail!("server_bind (a central) and server_destination (a remote) are both set: a sensor has one role");
@@ -277,8 +275,8 @@ fn role(cfg: &Config, reading: bool) -> Result<Role> {
     if cfg.packetbuffer_sender {
         return Ok(Role::PacketSender);
     }
-    if reading {
-        return Ok(Role::File);
+    if let Some(r) = read {
+        return Ok(Role::File(r));
     }
     if cfg.hep || cfg.ipfix {
         if !cfg.interface.is_empty() || cfg.dpdk || (cfg.hep && cfg.ipfix) {
@@ -296,8 +294,8 @@ fn role(cfg: &Config, reading: bool) -> Result<Role> {
 }
 
 /// `--check-config`: the files parse, the keys agree on one role; prints what voxtap would do and exits.
-fn check_config(cfg: &Config, role: Role) -> Result<()> {
-    if role == Role::Dpdk && !cfg!(feature = "dpdk") {
+fn check_config(cfg: &Config, role: &Role) -> Result<()> {
+    if *role == Role::Dpdk && !cfg!(feature = "dpdk") {
         bail!("this voxtap was built without DPDK, and the configuration captures from a DPDK port");
     }
     if let Some(k) = &cfg.manager_key {
@@ -320,7 +318,12 @@ fn check_config(cfg: &Config, role: Role) -> Result<()> {
         println!("dpdk_pci_device: {}", cfg.dpdk_pci_device.join(","));
     }
     let store = if !cfg.server_destination.is_empty() {
-        format!("sent to central {}:{}", cfg.server_destination.join(","), cfg.server_destination_port)
+        let central = format!("central {}:{}", cfg.server_destination.join(","), cfg.server_destination_port);
+        if cfg.packetbuffer_sender {
+            format!("made by {central} from the packets sent to it")
+        } else {
+            format!("sent to {central}")
+        }
     } else if let Some(db) = voxtap::store::mysql::DbConfig::from_config(cfg) {
         let at = db.socket.clone().unwrap_or_else(|| format!("{}:{}", db.host, db.port));
         format!("MySQL {}@{at}, database {}", db.user, db.db)

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::stats::Live;
+use crate::time::monotonic_secs;
 
 /// Sends one notification; false when there is no notify socket or it cannot be reached.
 pub fn notify(state: &str) -> bool {
@@ -38,14 +39,6 @@ pub fn watchdog_interval() -> Option<Duration> {
     (usec > 0).then(|| Duration::from_micros(usec))
 }
 
-/// Seconds of the monotonic clock: what rx cores stamp their heartbeat with.
-pub fn monotonic_secs() -> i64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime writes into the timespec it is given.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec
-}
-
 /// Whether every rx core has beaten within `stale` seconds; a core that has not beaten yet counts from `since`
 /// (when the watchdog started), so a slow start is not a hang.
 pub fn rx_cores_alive(live: &Live, now: i64, since: i64, stale: i64) -> bool {
@@ -55,8 +48,30 @@ pub fn rx_cores_alive(live: &Live, now: i64, since: i64, stale: i64) -> bool {
     })
 }
 
+/// A live sensor's side of systemd: READY=1 when it starts, the watchdog fed while its rx cores turn, STOPPING=1
+/// when it drains.
+pub struct Service {
+    watchdog: Option<Watchdog>,
+}
+
+impl Service {
+    /// The sensor is up. `stopping` tells when it has been asked to stop (see `Watchdog::start`).
+    pub fn start(live: Arc<Live>, stopping: fn() -> bool) -> Service {
+        notify("READY=1");
+        Service { watchdog: Watchdog::start(live, stopping) }
+    }
+
+    /// The sensor drains its calls: the watchdog is fed without rx heartbeats from now on.
+    pub fn draining(&self) {
+        if let Some(w) = &self.watchdog {
+            w.draining.store(true, Ordering::Relaxed);
+        }
+        notify("STOPPING=1");
+    }
+}
+
 /// Pings systemd's watchdog while the rx cores turn; ends when dropped.
-pub struct Watchdog {
+struct Watchdog {
     stop: Arc<AtomicBool>,
     draining: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -65,7 +80,7 @@ pub struct Watchdog {
 impl Watchdog {
     /// Starts pinging when systemd asked for a watchdog; `None` otherwise. `stopping` tells when the sensor has
     /// been asked to stop: its rx cores then end on purpose, and finishing the calls is progress enough.
-    pub fn start(live: Arc<Live>, stopping: fn() -> bool) -> Option<Watchdog> {
+    fn start(live: Arc<Live>, stopping: fn() -> bool) -> Option<Watchdog> {
         let interval = watchdog_interval()?;
         let stop = Arc::new(AtomicBool::new(false));
         let draining = Arc::new(AtomicBool::new(false));
@@ -97,12 +112,6 @@ impl Watchdog {
             .ok()?;
         tracing::info!(interval_ms = interval.as_millis() as u64, "systemd watchdog on");
         Some(Watchdog { stop, draining, thread: Some(thread) })
-    }
-
-    /// The sensor is draining its calls: keep pinging without rx heartbeats, and tell systemd.
-    pub fn draining(&self) {
-        self.draining.store(true, Ordering::Relaxed);
-        notify("STOPPING=1");
     }
 }
 

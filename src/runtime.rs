@@ -102,10 +102,8 @@ struct Pipeline {
     rules: Arc<crate::dispatch::rules::Rules>,
     /// The manager port of a live capture (dropped, and so closed, when the run ends).
     manager: Option<crate::manager::Manager>,
-    /// systemd's watchdog, fed while the rx cores turn (a live capture under systemd only).
-    watchdog: Option<crate::notify::Watchdog>,
-    /// A live capture (not a file): systemd hears of its start and stop.
-    live_run: bool,
+    /// A live capture's notifications to systemd (no-ops outside it); a capture file has none.
+    systemd: Option<crate::notify::Service>,
 }
 
 /// The manager port (and `managersocket`) beside a live capture; one that cannot bind is a warning (another
@@ -145,11 +143,7 @@ fn reloader(cfg: &Config, rules: Arc<crate::dispatch::rules::Rules>) -> crate::m
             tracing::warn!(file = %f.display(), line = l, key = %k, "reload: unknown or not yet supported key ignored");
         }
         tracing::info!(sipport = %new.sipports_text(), filter = ?new.filter, "reload: new capture rules");
-        rules.set(crate::dispatch::rules::Current {
-            sip_ports: new.sip_port_matrix(),
-            sip_ports_text: new.sipports_text(),
-            filter: new.filter.clone(),
-        });
+        rules.set(crate::dispatch::rules::Current::from_config(&new));
         Ok(())
     })
 }
@@ -231,8 +225,12 @@ impl Pipeline {
             },
             None => None,
         };
+        // sniffer_stat reports the backlog of both on-disk queues.
+        let cdr_queue_dir = db_cfg.as_ref().map(|d| d.queue_dir.clone());
+        let remote_cfg = crate::link::remote::RemoteConfig::from_config(cfg);
+        let link_queue_dir = remote_cfg.as_ref().map(|r| r.queue_dir.clone());
         // A remote sends its CDRs to the central, which stores them; it keeps no database of its own.
-        let link_cfg = crate::link::remote::RemoteConfig::from_config(cfg).filter(|_| !cfg.packetbuffer_sender);
+        let link_cfg = remote_cfg.filter(|_| !cfg.packetbuffer_sender);
         if link_cfg.is_some() && db_cfg.is_some() {
             tracing::warn!("server_destination is set: CDRs go to the central; mysqlhost is not used on a remote");
         }
@@ -286,11 +284,7 @@ impl Pipeline {
             })
             .transpose()?;
         let (recycle_tx, recycle_rx) = bounded(workers * 32);
-        let rules = Arc::new(crate::dispatch::rules::Rules::new(crate::dispatch::rules::Current {
-            sip_ports: cfg.sip_port_matrix(),
-            sip_ports_text: cfg.sipports_text(),
-            filter: cfg.filter.clone(),
-        }));
+        let rules = Arc::new(crate::dispatch::rules::Rules::new(crate::dispatch::rules::Current::from_config(cfg)));
         let gauge = Arc::new(CallGauge::default());
         let owner_cfg = OwnerConfig {
             timeouts: Timeouts::from_config(cfg),
@@ -329,20 +323,16 @@ impl Pipeline {
             utc: cfg.utc,
             id_sensor: cfg.id_sensor,
             live: live_counters.clone(),
-            cdr_queue_dir: DbConfig::from_config(cfg).map(|d| d.queue_dir),
-            link_queue_dir: crate::link::remote::RemoteConfig::from_config(cfg).map(|r| r.queue_dir),
+            cdr_queue_dir,
+            link_queue_dir,
         });
         let _ = manager_state.set(state.clone());
         let manager = (!blocking && (cfg.managerport != 0 || cfg.managersocket.is_some()))
             .then(|| start_manager(cfg, state))
             .flatten();
         // A live sensor under systemd (Type=notify) is ready once its owners, storage and manager port run.
-        let watchdog = if blocking {
-            None
-        } else {
-            crate::notify::notify("READY=1");
-            crate::notify::Watchdog::start(live_counters.clone(), || STOP.load(Ordering::Relaxed))
-        };
+        let systemd =
+            (!blocking).then(|| crate::notify::Service::start(live_counters.clone(), || STOP.load(Ordering::Relaxed)));
         Ok(Pipeline {
             to_owner,
             recycle_rx,
@@ -356,8 +346,7 @@ impl Pipeline {
             live: live_counters,
             rules,
             manager,
-            watchdog,
-            live_run: !blocking,
+            systemd,
         })
     }
 
@@ -376,12 +365,8 @@ impl Pipeline {
 
     /// Every rx stage is done: their counters are summed, the owners end as of the last packet time.
     fn finish_many(self, rxs: Vec<Rx>, started: Instant, truncated: Option<String>) -> Result<RunResult> {
-        match &self.watchdog {
-            Some(w) => w.draining(),
-            None if self.live_run => {
-                crate::notify::notify("STOPPING=1");
-            }
-            None => {}
+        if let Some(s) = &self.systemd {
+            s.draining();
         }
         let mut decoder_stats = crate::decode::DecodeStats::default();
         let mut rx_stats = RxStats::default();
@@ -797,7 +782,7 @@ fn drive(
         } else {
             match newest {
                 Some(n) => rx.idle_clock(n.saturating_add(last_packet.elapsed().as_nanos() as i64)),
-                None => rx.heartbeat(),
+                None => rx.publish(),
             }
             if idle_limit.is_some_and(|l| last_packet.elapsed() >= l) {
                 break;

@@ -31,6 +31,14 @@ pub fn thread_cpu_secs() -> f64 {
     t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
 }
 
+/// Seconds of the monotonic clock (CLOCK_MONOTONIC): liveness stamps that wall-clock steps must not move.
+pub fn monotonic_secs() -> i64 {
+    // SAFETY: clock_gettime writes into the timespec we pass.
+    let mut t: libc::timespec = unsafe { std::mem::zeroed() };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
+    t.tv_sec
+}
+
 /// A broken-down calendar time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Civil {

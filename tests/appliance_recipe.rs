@@ -20,9 +20,7 @@ fn overlay() -> PathBuf {
 
 /// A root directory holding the overlay (what the image adds to Debian), made afresh for each test.
 fn root(name: &str) -> PathBuf {
-    let r = std::env::temp_dir().join(format!("voxtap-recipe-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&r);
-    std::fs::create_dir_all(&r).unwrap();
+    let r = fresh_dir(&format!("recipe-{name}"));
     let st = Command::new("cp").arg("-a").arg(format!("{}/.", overlay().display())).arg(&r).status().unwrap();
     assert!(st.success());
     std::fs::create_dir_all(r.join("var/lib/voxtap")).unwrap();

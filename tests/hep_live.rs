@@ -6,7 +6,7 @@ mod common;
 
 use std::io::Write;
 use std::net::{TcpStream, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -14,25 +14,14 @@ use common::*;
 use serde_json::Value;
 use voxtap::capture::pcapfile::CaptureFile;
 
-fn tmp() -> PathBuf {
-    let d = std::env::temp_dir().join(format!("voxtap-heplive-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 /// The HEP messages of a wrap.py output (Ethernet / IPv4 / UDP / HEP).
 fn hep_messages(p: &Path) -> Vec<Vec<u8>> {
     CaptureFile::open(p).unwrap().frames().map(|f| f.data[42..].to_vec()).collect()
 }
 
-fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// Runs voxtap as a HEP listener, hands it to `send`, stops it; returns the CDRs and the summary.
 fn live(dir: &Path, name: &str, send: impl FnOnce(u16)) -> (Vec<Value>, String) {
-    let port = free_port();
+    let [port] = free_ports::<1>();
     let conf = dir.join(format!("{name}.conf"));
     std::fs::write(
         &conf,
@@ -61,26 +50,12 @@ fn send_udp(port: u16, msgs: &[Vec<u8>]) {
 
 #[test]
 fn hep_over_udp_and_tcp_gives_the_captures_cdrs() {
-    let dir = tmp();
+    let dir = fresh_dir("heplive");
     let base = dir.join("base.pcap");
     // Calls that start now: the listener's clock is the host's.
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
     voxgen(
         &base,
-        &[
-            "--calls",
-            "8",
-            "--cps",
-            "8",
-            "--duration",
-            "1",
-            "--mix",
-            "--rtcp",
-            "--seed",
-            "71",
-            "--start",
-            &format!("{now:.3}"),
-        ],
+        &["--calls", "8", "--cps", "8", "--duration", "1", "--mix", "--rtcp", "--seed", "71", "--start", &start_now()],
     );
     let expected = sorted_by_callid(run_json(&base, &[]));
     assert!(expected.len() >= 6);

@@ -5,36 +5,21 @@ mod common;
 #[path = "common/db.rs"]
 mod db;
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
 
-fn ask(port: u16, cmd: &str) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.write_all(format!("{cmd}\r\n\r\n").as_bytes()).unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
-}
-
 #[test]
 fn two_instances_side_by_side() {
-    let dir = std::env::temp_dir().join(format!("voxtap-instances-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = fresh_dir("instances");
     let db = db::server();
     let name = db.fresh("voxtap_instances");
-    let ls: Vec<TcpListener> = (0..4).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
-    let ports: Vec<u16> = ls.iter().map(|l| l.local_addr().unwrap().port()).collect();
-    drop(ls);
+    let ports = free_ports::<4>();
     let mut runs = Vec::new();
     let mut caps = Vec::new();
     for (k, id) in [(0usize, 21u16), (1, 22)] {
         let base = dir.join(format!("base{k}.pcap"));
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
         voxgen(
             &base,
             &[
@@ -47,7 +32,7 @@ fn two_instances_side_by_side() {
                 "--seed",
                 &(70 + k).to_string(),
                 "--start",
-                &format!("{now:.3}"),
+                &start_now(),
             ],
         );
         let hep = hep_wrapped(&base);
@@ -74,11 +59,16 @@ fn two_instances_side_by_side() {
     let t0 = Instant::now();
     for ((base, _), (_, _, mgr)) in caps.iter().zip(&runs) {
         let want = run_json(base, &[]).len().to_string();
-        while ask(*mgr, "totalcalls") != want {
-            assert!(t0.elapsed() < Duration::from_secs(10), "instance on {mgr}: {}", ask(*mgr, "totalcalls"));
+        while ask_manager(("127.0.0.1", *mgr), b"totalcalls\r\n\r\n") != want {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "instance on {mgr}: {}",
+                ask_manager(("127.0.0.1", *mgr), b"totalcalls\r\n\r\n")
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
-        let stat: serde_json::Value = serde_json::from_str(&ask(*mgr, "sniffer_stat")).unwrap();
+        let stat: serde_json::Value =
+            serde_json::from_str(&ask_manager(("127.0.0.1", *mgr), b"sniffer_stat\r\n\r\n")).unwrap();
         assert_eq!(stat["calls_active"].as_u64().unwrap().to_string(), want);
     }
     let mut counts = Vec::new();

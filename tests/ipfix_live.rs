@@ -6,20 +6,13 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
 use voxtap::capture::pcapfile::CaptureFile;
 use voxtap::decode::{Decoder, DecoderConfig, Transport};
-
-fn tmp() -> PathBuf {
-    let d = std::env::temp_dir().join(format!("voxtap-ipfix-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 /// The frames of `input` whose UDP or TCP port is 5060, as a new pcap: what an SBC sees of a call.
 fn sip_only(input: &Path, out: &Path) {
@@ -127,7 +120,7 @@ fn sets(cap: &Path) -> Vec<Vec<u8>> {
 }
 
 fn live(dir: &Path, name: &str, msgs: &[Vec<u8>]) -> (Vec<Value>, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let [port] = free_ports::<1>();
     let conf = dir.join(format!("{name}.conf"));
     std::fs::write(
         &conf,
@@ -157,12 +150,11 @@ fn live(dir: &Path, name: &str, msgs: &[Vec<u8>]) -> (Vec<Value>, String) {
 
 #[test]
 fn ipfix_sip_sets_give_the_captures_cdrs() {
-    let dir = tmp();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    let dir = fresh_dir("ipfix");
     for (name, extra) in [("udp", &[][..]), ("tcp", &["--sip-transport", "tcp"][..])] {
         let base = dir.join(format!("{name}.pcap"));
         let args = [&["--calls", "8", "--cps", "8", "--duration", "1", "--mix", "--seed", "81"][..], extra].concat();
-        voxgen(&base, &[&args[..], &["--start", &format!("{now:.3}")]].concat());
+        voxgen(&base, &[&args[..], &["--start", &start_now()]].concat());
         let sip = dir.join(format!("{name}-sip.pcap"));
         sip_only(&base, &sip);
         let expected = sorted_by_callid(run_json(&sip, &[]));

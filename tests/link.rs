@@ -19,19 +19,6 @@ use common::*;
 use db::server;
 use voxtap::capture::pcapfile::CaptureFile;
 
-fn tmp(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("voxtap-link-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// `n` distinct free ports (all held while choosing).
-fn free_ports<const N: usize>() -> [u16; N] {
-    let ls: Vec<TcpListener> = (0..N).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
-    std::array::from_fn(|i| ls[i].local_addr().unwrap().port())
-}
-
 fn remote_conf(dir: &Path, name: &str, port: u16, id: u16, extra: &str) -> PathBuf {
     let p = dir.join(format!("{name}.conf"));
     std::fs::write(
@@ -89,7 +76,7 @@ fn finished(mut c: Child, limit: Duration) -> String {
 
 #[test]
 fn remotes_send_cdrs_into_the_central_database() {
-    let dir = tmp("cdr");
+    let dir = fresh_dir("link-cdr");
     let (a, b) = (dir.join("a.pcap"), dir.join("b.pcap"));
     voxgen(&a, &["--calls", "40", "--cps", "20", "--duration", "2", "--mix", "--seed", "11"]);
     voxgen(&b, &["--calls", "30", "--cps", "20", "--duration", "2", "--mix", "--seed", "12", "--start", "1700001000"]);
@@ -157,7 +144,7 @@ fn forward(d: &[u8]) -> bool {
 
 #[test]
 fn packet_senders_legs_are_merged_into_the_central_analysis() {
-    let dir = tmp("pkt");
+    let dir = fresh_dir("link-pkt");
     let all = dir.join("all.pcap");
     voxgen(&all, &["--calls", "30", "--cps", "15", "--duration", "3", "--mix", "--dtmf", "--seed", "21"]);
     // Each remote sees one direction of every call: neither alone has a whole call.
@@ -245,7 +232,7 @@ fn start_central(conf: &Path, port: u16, log: &Path) -> Child {
 
 #[test]
 fn a_killed_central_and_a_cut_link_lose_nothing_and_store_nothing_twice() {
-    let dir = tmp("faults");
+    let dir = fresh_dir("link-faults");
     let cap = dir.join("many.pcap");
     voxgen(&cap, &["--calls", "3000", "--cps", "1000", "--duration", "1", "--seed", "31"]);
     let total = run_json(&cap, &[]).len();
@@ -303,7 +290,7 @@ fn a_killed_central_and_a_cut_link_lose_nothing_and_store_nothing_twice() {
 
 #[test]
 fn the_gui_reaches_a_remotes_files_through_the_central() {
-    let dir = tmp("gui");
+    let dir = fresh_dir("link-gui");
     let [port, hep] = free_ports::<2>();
     let conf = dir.join("central.conf");
     std::fs::write(&conf, format!("{}spooldir = {}\n", central_extra(port), dir.join("c").display())).unwrap();
@@ -370,7 +357,7 @@ fn rss_kb(pid: u32) -> u64 {
 fn hostile_and_mistaken_peers_are_refused_with_a_reason() {
     use voxtap::link::msg;
     use voxtap::link::secure::{connect, LinkError};
-    let dir = tmp("hostile");
+    let dir = fresh_dir("link-hostile");
     let [port] = free_ports::<1>();
     let conf = dir.join("central.conf");
     std::fs::write(
@@ -466,7 +453,7 @@ fn hostile_and_mistaken_peers_are_refused_with_a_reason() {
 
 /// One real CDR's JSON.
 fn run_json_text() -> String {
-    let dir = tmp("onecdr");
+    let dir = fresh_dir("link-onecdr");
     let f = dir.join("one.pcap");
     voxgen(&f, &["--calls", "1", "--seed", "3"]);
     run_json(&f, &[])[0].to_string()
@@ -474,7 +461,7 @@ fn run_json_text() -> String {
 
 #[test]
 fn a_live_remote_forwards_what_it_captures() {
-    let dir = tmp("live");
+    let dir = fresh_dir("link-live");
     let base = dir.join("base.pcap");
     voxgen(&base, &["--calls", "10", "--cps", "10", "--duration", "1", "--mix", "--seed", "41"]);
     let hep = hep_wrapped(&base);
@@ -498,7 +485,7 @@ fn a_live_remote_forwards_what_it_captures() {
 
 #[test]
 fn mirror_mode_end_to_end() {
-    let dir = tmp("mirror");
+    let dir = fresh_dir("link-mirror");
     let base = dir.join("base.pcap");
     voxgen(&base, &["--calls", "20", "--cps", "10", "--duration", "2", "--mix", "--dtmf", "--seed", "51"]);
     let [port] = free_ports::<1>();
@@ -543,7 +530,7 @@ fn a_veth_link_down_and_up_loses_nothing() {
     sh(&format!(
         "ip netns exec {ns} sh -c 'ip addr add 10.231.{net}.2/30 dev {far} && ip link set {far} up && ip link set lo up'"
     ));
-    let dir = tmp("veth");
+    let dir = fresh_dir("link-veth");
     let cap = dir.join("many.pcap");
     voxgen(&cap, &["--calls", "2000", "--cps", "400", "--duration", "1", "--seed", "61"]);
     let port = 60_700 + (id % 200) as u16;
@@ -604,7 +591,7 @@ fn a_veth_link_down_and_up_loses_nothing() {
 fn a_dpdk_remote_forwards_its_port() {
     const EAL: &str =
         "--no-pci --no-huge -m 256 --no-shconf --no-telemetry --lcores 0@(0-1) --log-level lib.eal:warning";
-    let dir = tmp("dpdkfwd");
+    let dir = fresh_dir("link-dpdkfwd");
     let base = dir.join("base.pcap");
     voxgen(&base, &["--calls", "12", "--cps", "12", "--duration", "1", "--mix", "--seed", "81"]);
     let [port] = free_ports::<1>();

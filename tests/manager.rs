@@ -4,7 +4,7 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{TcpStream, UdpSocket};
+use std::net::UdpSocket;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -24,36 +24,14 @@ fn sealed(dir: &Path, addr: &str, key: &str, cmd: &str) -> std::process::Output 
         .unwrap()
 }
 
-fn ask(addr: (&str, u16), request: &[u8]) -> String {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.write_all(request).unwrap();
-    let mut out = String::new();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.read_to_string(&mut out).unwrap();
-    out
-}
-
-/// Two distinct free ports (both held while choosing, so they differ).
-fn free_ports() -> (u16, u16) {
-    let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let b = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    (a.local_addr().unwrap().port(), b.local_addr().unwrap().port())
-}
-
 #[test]
 fn manager_answers_while_calls_run() {
-    let dir = std::env::temp_dir().join(format!("voxtap-manager-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = fresh_dir("manager");
     let base = dir.join("base.pcap");
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
-    voxgen(
-        &base,
-        &["--calls", "6", "--cps", "6", "--duration", "1", "--mix", "--seed", "91", "--start", &format!("{now:.3}")],
-    );
+    voxgen(&base, &["--calls", "6", "--cps", "6", "--duration", "1", "--mix", "--seed", "91", "--start", &start_now()]);
     let calls = run_json(&base, &[]).len();
     let hep = hep_wrapped(&base);
-    let (hep_port, mgr_port) = free_ports();
+    let [hep_port, mgr_port] = free_ports::<2>();
     let conf = dir.join("v.conf");
     std::fs::write(
         &conf,
@@ -66,20 +44,21 @@ fn manager_answers_while_calls_run() {
     )
     .unwrap();
     let run = LiveVoxtap::start(&conf, mgr_port);
-    assert_eq!(ask(("127.0.0.1", mgr_port), b"totalcalls\r\n\r\n"), "0");
+    assert_eq!(ask_manager(("127.0.0.1", mgr_port), b"totalcalls\r\n\r\n"), "0");
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
     for f in CaptureFile::open(&hep).unwrap().frames() {
         s.send_to(&f.data[42..], ("127.0.0.1", hep_port)).unwrap();
     }
     std::thread::sleep(Duration::from_millis(500));
     // The calls stay open (a BYE'd call waits for its timers); each question is a connection of its own.
-    assert_eq!(ask(("127.0.0.1", mgr_port), b"totalcalls\r\n\r\n"), calls.to_string());
+    assert_eq!(ask_manager(("127.0.0.1", mgr_port), b"totalcalls\r\n\r\n"), calls.to_string());
     // A bare line end, as `echo getversion | nc` sends: answered once nothing more comes.
-    assert_eq!(ask(("127.0.0.1", mgr_port), b"getversion\n"), env!("CARGO_PKG_VERSION"));
+    assert_eq!(ask_manager(("127.0.0.1", mgr_port), b"getversion\n"), env!("CARGO_PKG_VERSION"));
     // listcalls: the column row, then one row per call whose BYE was not answered, each a call of the capture,
     // with its caller and RTP counts so far.
     let offline = run_json(&base, &[]);
-    let v: serde_json::Value = serde_json::from_str(&ask(("127.0.0.1", mgr_port), b"listcalls\r\n\r\n")).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&ask_manager(("127.0.0.1", mgr_port), b"listcalls\r\n\r\n")).unwrap();
     let rows = v.as_array().unwrap();
     let cols: Vec<&str> = rows[0].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
     let col = |n: &str| cols.iter().position(|c| *c == n).unwrap();
@@ -109,7 +88,7 @@ fn manager_answers_while_calls_run() {
     // Parameters: the totals object, a sort on a column and a limit.
     let q = br#"listcalls {"limit":2,"sort_field":"caller","sort_dir":"asc"}"#;
     let p: serde_json::Value =
-        serde_json::from_str(&ask(("127.0.0.1", mgr_port), &[&q[..], b"\r\n\r\n"].concat())).unwrap();
+        serde_json::from_str(&ask_manager(("127.0.0.1", mgr_port), &[&q[..], b"\r\n\r\n"].concat())).unwrap();
     let p = p.as_array().unwrap();
     assert_eq!(p[1][0]["total"].as_u64(), Some(open.len() as u64), "{p:?}");
     let mut callers: Vec<&str> = open.iter().map(|c| c["caller"].as_str().unwrap()).collect();
@@ -117,16 +96,16 @@ fn manager_answers_while_calls_run() {
     let got: Vec<&str> = p[2..].iter().map(|r| r[col("caller")].as_str().unwrap()).collect();
     assert_eq!(got, callers[..2.min(callers.len())].to_vec());
     let z: serde_json::Value =
-        serde_json::from_str(&ask(("127.0.0.1", mgr_port), b"listcalls {\"limit\":0}\r\n\r\n")).unwrap();
+        serde_json::from_str(&ask_manager(("127.0.0.1", mgr_port), b"listcalls {\"limit\":0}\r\n\r\n")).unwrap();
     assert_eq!(z.as_array().unwrap().len(), 2, "{z}");
-    assert_eq!(ask(("127.0.0.1", mgr_port), b"sipports\r\n\r\n"), "5060,5070-5080,");
+    assert_eq!(ask_manager(("127.0.0.1", mgr_port), b"sipports\r\n\r\n"), "5060,5070-5080,");
     // sniffer_stat: the calls in progress and the packets the rx core has published (once a second of packet
     // time, and when the link is quiet).
     let t0 = std::time::Instant::now();
     let packets = CaptureFile::open(&hep).unwrap().frames().count() as u64;
     let stat = loop {
         let v: serde_json::Value =
-            serde_json::from_str(&ask(("127.0.0.1", mgr_port), b"sniffer_stat\r\n\r\n")).unwrap();
+            serde_json::from_str(&ask_manager(("127.0.0.1", mgr_port), b"sniffer_stat\r\n\r\n")).unwrap();
         if v["packets"].as_u64() == Some(packets) || t0.elapsed() > Duration::from_secs(5) {
             break v;
         }
@@ -149,10 +128,10 @@ fn manager_answers_while_calls_run() {
         plain.contains(&format!("calls_active={calls}\n")) && plain.contains(&format!("packets={packets}\n")),
         "{plain}"
     );
-    let threads = ask(("127.0.0.1", mgr_port), b"sniffer_threads\r\n\r\n");
+    let threads = ask_manager(("127.0.0.1", mgr_port), b"sniffer_threads\r\n\r\n");
     assert!(threads.contains("owner-0") && threads.contains("manager"), "{threads}");
-    assert_eq!(ask(("127.0.0.1", mgr_port), b"no such thing\r\n\r\n"), "command not found\n");
-    assert_eq!(ask(("127.0.0.1", mgr_port), b"getfile ../../etc/passwd\r\n\r\n"), "access denied");
+    assert_eq!(ask_manager(("127.0.0.1", mgr_port), b"no such thing\r\n\r\n"), "command not found\n");
+    assert_eq!(ask_manager(("127.0.0.1", mgr_port), b"getfile ../../etc/passwd\r\n\r\n"), "access denied");
     if Command::new("nc").arg("-h").output().is_ok() {
         let nc = Command::new("sh")
             .arg("-c")
@@ -169,7 +148,7 @@ fn manager_answers_while_calls_run() {
             .map(String::from)
     });
     if let Some(ip) = &other {
-        let reply = ask((ip.as_str(), mgr_port), b"totalcalls\r\n\r\n");
+        let reply = ask_manager((ip.as_str(), mgr_port), b"totalcalls\r\n\r\n");
         assert!(reply.starts_with("access denied"), "{reply}");
     }
     // The sealed mode (manager_key): from the loopback and from another address alike; a wrong key gets nothing.
@@ -189,15 +168,12 @@ fn manager_answers_while_calls_run() {
 
 #[test]
 fn reload_changes_the_sip_ports_while_running() {
-    let dir = std::env::temp_dir().join(format!("voxtap-reload-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = fresh_dir("reload");
     let base = dir.join("base.pcap");
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
-    voxgen(&base, &["--calls", "5", "--cps", "5", "--duration", "1", "--seed", "93", "--start", &format!("{now:.3}")]);
+    voxgen(&base, &["--calls", "5", "--cps", "5", "--duration", "1", "--seed", "93", "--start", &start_now()]);
     let calls = run_json(&base, &[]).len();
     let hep = hep_wrapped(&base);
-    let (hep_port, mgr_port) = free_ports();
+    let [hep_port, mgr_port] = free_ports::<2>();
     let conf = dir.join("v.conf");
     let write = |sipport: &str| {
         std::fs::write(
@@ -221,17 +197,17 @@ fn reload_changes_the_sip_ports_while_running() {
     };
     // SIP on 5060 is not SIP to this configuration.
     send();
-    assert_eq!(ask(("127.0.0.1", mgr_port), b"totalcalls\r\n\r\n"), "0");
+    assert_eq!(ask_manager(("127.0.0.1", mgr_port), b"totalcalls\r\n\r\n"), "0");
     write("5060");
-    assert_eq!(ask(("127.0.0.1", mgr_port), b"reload\r\n\r\n"), "reload ok");
-    assert_eq!(ask(("127.0.0.1", mgr_port), b"sipports\r\n\r\n"), "5060,");
+    assert_eq!(ask_manager(("127.0.0.1", mgr_port), b"reload\r\n\r\n"), "reload ok");
+    assert_eq!(ask_manager(("127.0.0.1", mgr_port), b"sipports\r\n\r\n"), "5060,");
     std::thread::sleep(Duration::from_millis(300));
     send();
-    assert_eq!(ask(("127.0.0.1", mgr_port), b"totalcalls\r\n\r\n"), calls.to_string());
+    assert_eq!(ask_manager(("127.0.0.1", mgr_port), b"totalcalls\r\n\r\n"), calls.to_string());
     // A broken file: the running rules stay.
     std::fs::write(&conf, "sipport = not a port\n").unwrap();
-    let r = ask(("127.0.0.1", mgr_port), b"reload\r\n\r\n");
+    let r = ask_manager(("127.0.0.1", mgr_port), b"reload\r\n\r\n");
     assert!(r.starts_with("reload failed:"), "{r}");
-    assert_eq!(ask(("127.0.0.1", mgr_port), b"sipports\r\n\r\n"), "5060,");
+    assert_eq!(ask_manager(("127.0.0.1", mgr_port), b"sipports\r\n\r\n"), "5060,");
     assert_eq!(run.stop().0.len(), calls);
 }

@@ -34,9 +34,7 @@ fn each_call_file_holds_exactly_its_packets() {
         eprintln!("SKIPPED: tshark is not installed");
         return;
     }
-    let dir = std::env::temp_dir().join(format!("voxtap-spool-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = fresh_dir("spool");
     let cap = dir.join("calls.pcap");
     let args = ["--calls", "12", "--cps", "4", "--duration", "3", "--mix", "--dtmf", "--loss", "0.02", "--seed", "21"];
     voxgen(&cap, &[&args[..], &["--fragment-mtu", "500"]].concat());
@@ -111,9 +109,7 @@ fn each_call_file_holds_exactly_its_packets() {
 /// ended), the same JSON as the standard output; `-r` without the key writes no log.
 #[test]
 fn cdr_log_holds_every_cdr_once() {
-    let dir = std::env::temp_dir().join(format!("voxtap-cdrlog-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = fresh_dir("cdrlog");
     let cap = dir.join("calls.pcap");
     // Calls ending on both sides of midnight (UTC): two log files.
     voxgen(&cap, &["--calls", "40", "--cps", "4", "--duration", "2", "--mix", "--start", "1700006390", "--seed", "5"]);
@@ -155,9 +151,7 @@ fn cdr_log_holds_every_cdr_once() {
 /// content is byte for byte the uncompressed run's file, and tshark reads it as it is. `lzo` is written as zstd.
 #[test]
 fn compressed_files_hold_the_same_pcaps() {
-    let dir = std::env::temp_dir().join(format!("voxtap-zip-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = fresh_dir("zip");
     let cap = dir.join("calls.pcap");
     // Ten seconds of RTP per call: its RTP file is written in several pieces.
     voxgen(&cap, &["--calls", "6", "--cps", "3", "--duration", "10", "--mix", "--seed", "8"]);
@@ -261,9 +255,7 @@ fn tree(spool: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
 /// archives as `.1`.
 #[test]
 fn tar_archives_hold_the_per_file_spool() {
-    let dir = std::env::temp_dir().join(format!("voxtap-tar-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = fresh_dir("tar");
     let cap = dir.join("calls.pcap");
     // Ten seconds of RTP per call (several pieces per RTP file); calls in three minutes.
     voxgen(

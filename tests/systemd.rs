@@ -5,22 +5,11 @@
 mod common;
 
 use std::os::unix::net::UnixDatagram;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("voxtap-systemd-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 /// Every datagram that arrives within `wait`.
 fn drain(sock: &UnixDatagram, wait: Duration) -> Vec<String> {
@@ -38,7 +27,7 @@ fn drain(sock: &UnixDatagram, wait: Duration) -> Vec<String> {
 }
 
 fn hep_sensor(dir: &Path, notify: &Path, watchdog_pid: Option<&str>) -> (std::process::Child, u16) {
-    let port = free_port();
+    let [port] = free_ports::<1>();
     let conf = dir.join("voxtap.conf");
     std::fs::write(
         &conf,
@@ -62,7 +51,7 @@ fn hep_sensor(dir: &Path, notify: &Path, watchdog_pid: Option<&str>) -> (std::pr
 
 #[test]
 fn a_live_sensor_tells_systemd_it_is_ready_alive_and_stopping() {
-    let dir = tmp("notify");
+    let dir = fresh_dir("systemd-notify");
     let path = dir.join("notify.sock");
     let sock = UnixDatagram::bind(&path).unwrap();
     let (mut child, _port) = hep_sensor(&dir, &path, None);
@@ -80,7 +69,7 @@ fn a_live_sensor_tells_systemd_it_is_ready_alive_and_stopping() {
 
 #[test]
 fn a_watchdog_meant_for_another_process_is_not_fed() {
-    let dir = tmp("otherpid");
+    let dir = fresh_dir("systemd-otherpid");
     let path = dir.join("notify.sock");
     let sock = UnixDatagram::bind(&path).unwrap();
     let (mut child, _port) = hep_sensor(&dir, &path, Some("1"));
@@ -104,7 +93,7 @@ fn check(dir: &Path, name: &str, text: &str) -> (bool, String, String) {
 
 #[test]
 fn check_config_names_the_role_or_the_contradiction() {
-    let dir = tmp("check");
+    let dir = fresh_dir("systemd-check");
     let key = "ab".repeat(32);
     let (ok, out, err) = check(
         &dir,

@@ -238,13 +238,6 @@ fn corpus_hep_gives_the_addresses_it_carries() {
     assert!(sip > 0 && sip == got.values().flatten().count(), "{sip} SIP of {} datagrams, {frames} frames", got.len());
 }
 
-fn tmp(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("voxtap-tun-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 fn wrap(input: &Path, out: &Path, layers: &str, extra: &[&str]) {
     let w = Path::new(env!("CARGO_MANIFEST_DIR")).join("perf/gen/wrap.py");
     let st = Command::new("python3").arg(w).arg(input).arg(out).args(["--wrap", layers]).args(extra).status().unwrap();
@@ -288,7 +281,7 @@ fn oracle_calls(cap: &Path) -> Value {
 /// added. tshark's oracle finds the same calls in each wrapped file as in the plain one.
 #[test]
 fn wrapped_generated_calls_give_the_same_cdrs() {
-    let dir = tmp("wrap");
+    let dir = fresh_dir("tun-wrap");
     let conf = dir.join("v.conf");
     std::fs::write(&conf, format!("spooldir = {}\nudp_port_tzsp = 31337\n", dir.join("spool").display())).unwrap();
     let oracle = corpus_dir().is_some() && tshark_available();
@@ -346,7 +339,7 @@ fn wrapped_generated_calls_give_the_same_cdrs() {
 /// later from an agent: the CDRs carry HEP's addresses and times, so they equal the original capture's.
 #[test]
 fn hep_wrapped_calls_use_hep_addresses_and_times() {
-    let dir = tmp("hep");
+    let dir = fresh_dir("tun-hep");
     let conf = dir.join("v.conf");
     std::fs::write(&conf, format!("spooldir = {}\n", dir.join("spool").display())).unwrap();
     let base = dir.join("base.pcap");
@@ -373,7 +366,7 @@ fn hep_wrapped_calls_use_hep_addresses_and_times() {
 /// port 925 is ordinary UDP and no call appears.
 #[test]
 fn audiocodes_recordings_give_the_same_cdrs() {
-    let dir = tmp("acdr");
+    let dir = fresh_dir("tun-acdr");
     let base = dir.join("base.pcap");
     voxgen(&base, &["--calls", "8", "--cps", "4", "--duration", "2", "--mix", "--rtcp", "--dtmf", "--seed", "64"]);
     let conf = dir.join("v.conf");

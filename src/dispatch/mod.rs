@@ -265,7 +265,9 @@ impl Rx {
         self.decoder.set_sip_ports(&c.sip_ports);
     }
 
-    fn publish(&mut self) {
+    /// Publishes this core's totals and heartbeat, and takes reloaded rules. The clock does this once a second of
+    /// packet time; a source that has seen no packet yet (no time to move a clock to) calls it when idle.
+    pub fn publish(&mut self) {
         self.refresh_rules();
         use std::sync::atomic::Ordering::Relaxed;
         let Some(live) = &self.router.live else { return };
@@ -275,7 +277,7 @@ impl Rx {
         c.bytes.store(d.bytes, Relaxed);
         c.decode_errors.store(d.errors, Relaxed);
         c.owner_queue_drops.store(self.router.stats.ring_full_drops.iter().sum(), Relaxed);
-        c.beat.store(crate::notify::monotonic_secs(), Relaxed);
+        c.beat.store(crate::time::monotonic_secs(), Relaxed);
     }
 
     /// One captured frame.
@@ -309,12 +311,6 @@ impl Rx {
     pub fn idle_clock(&mut self, now: Nanos) {
         self.router.clock(now);
         self.flush();
-        self.publish();
-    }
-
-    /// Publishes this core's totals (and its heartbeat) without moving its clock: a source that has seen no
-    /// packet yet has no time to move it to.
-    pub fn heartbeat(&mut self) {
         self.publish();
     }
 

@@ -20,6 +20,13 @@ pub struct Current {
     pub filter: Option<String>,
 }
 
+impl Current {
+    /// The rules a configuration sets: at start, and at each reload.
+    pub fn from_config(cfg: &crate::config::Config) -> Current {
+        Current { sip_ports: cfg.sip_port_matrix(), sip_ports_text: cfg.sipports_text(), filter: cfg.filter.clone() }
+    }
+}
+
 impl Rules {
     pub fn new(current: Current) -> Rules {
         Rules { generation: AtomicU64::new(0), current: RwLock::new(Arc::new(current)) }

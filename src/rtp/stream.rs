@@ -267,14 +267,17 @@ impl RtpStream {
 
     /// Finishes the MOS simulators: ((f1 avg, min), (f2 avg, min), (adaptive avg, min)).
     pub fn mos(&mut self) -> [(f64, f64); 3] {
-        let end = (self.last_ts - self.first_ts) as f64 / 1_000_000.0;
-        self.jb.finish(end)
+        self.jb.finish(self.span_ms())
     }
 
     /// The MOS as if the stream ended now, leaving the stream as it is (a live call's current quality).
     pub fn mos_so_far(&self) -> [(f64, f64); 3] {
-        let end = (self.last_ts - self.first_ts) as f64 / 1_000_000.0;
-        self.jb.clone().finish(end)
+        self.jb.clone().finish(self.span_ms())
+    }
+
+    /// Milliseconds from the first packet to the last, where the jitter-buffer simulations end.
+    fn span_ms(&self) -> f64 {
+        (self.last_ts - self.first_ts) as f64 / 1_000_000.0
     }
 }
 

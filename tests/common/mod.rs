@@ -33,6 +33,45 @@ pub fn corpus_dir() -> Option<PathBuf> {
     None
 }
 
+/// An empty folder of this test process's own: `voxtap-TAG-PID` in the temporary directory, emptied first.
+pub fn fresh_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("voxtap-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("create a test folder");
+    d
+}
+
+/// `N` distinct loopback ports free for TCP and UDP alike (a HEP listener takes both); all are held while
+/// choosing, so they differ.
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let mut held = Vec::new();
+    while held.len() < N {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a TCP port");
+        let port = tcp.local_addr().expect("local address").port();
+        if let Ok(udp) = std::net::UdpSocket::bind(("127.0.0.1", port)) {
+            held.push((port, tcp, udp));
+        }
+    }
+    std::array::from_fn(|i| held[i].0)
+}
+
+/// One plaintext manager request (`request` as sent, framing included); the whole reply.
+pub fn ask_manager(addr: impl std::net::ToSocketAddrs, request: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to the manager port");
+    s.write_all(request).expect("send the request");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5))).expect("read timeout");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read the reply");
+    out
+}
+
+/// Now, as voxgen's `--start` takes it: generated calls a live sensor will not find stale.
+pub fn start_now() -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock after 1970");
+    format!("{:.3}", now.as_secs_f64())
+}
+
 /// Runs the project's capture generator (perf/gen/voxgen.py) to write `out`.
 pub fn voxgen(out: &Path, args: &[&str]) {
     let gen = Path::new(env!("CARGO_MANIFEST_DIR")).join("perf/gen/voxgen.py");
