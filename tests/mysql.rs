@@ -283,6 +283,37 @@ fn generated_rows_equal_json_and_replay_stores_nothing_twice() {
     assert_eq!(ids[1][0].as_deref(), Some(cdrs.len().to_string().as_str()));
 }
 
+/// A database an earlier build made (keys in one unpartitioned table keyed by a 32-byte hash) is taken over: that
+/// table is set aside and every CDR stored with a key in the new, partitioned one.
+#[test]
+fn an_old_key_table_is_set_aside() {
+    let db = db::server();
+    let tmp = tempdir("oldkeys");
+    let cap = tmp.join("o.pcap");
+    voxgen(&cap, &["--calls", "20", "--cps", "20", "--duration", "2", "--seed", "3"]);
+    let name = db.fresh("voxtap_t_oldkeys");
+    db.query(None, &format!("CREATE DATABASE {name}"));
+    db.query(
+        Some(&name),
+        "CREATE TABLE voxtap_cdr_key (k binary(32) NOT NULL, cdr_ID bigint unsigned NOT NULL, PRIMARY KEY (k))",
+    );
+    let (cdrs, summary) = run_with_db(&db, &tmp, &name, &cap, &[]);
+    assert_eq!(cdrs.len(), 20);
+    assert!(summary.contains("db_stored=20 "), "{summary}");
+    let keys = db.query(
+        Some(&name),
+        "SELECT COUNT(*) FROM voxtap_cdr_key k JOIN cdr c ON c.ID = k.cdr_ID AND c.calldate = k.calldate",
+    );
+    assert_eq!(keys[1][0].as_deref(), Some("20"));
+    let parts = db.query(
+        Some(&name),
+        "SELECT COUNT(*) FROM information_schema.PARTITIONS WHERE TABLE_SCHEMA = DATABASE() \
+         AND TABLE_NAME = 'voxtap_cdr_key' AND PARTITION_NAME IS NOT NULL",
+    );
+    assert_eq!(parts[1][0].as_deref(), Some("1"));
+    assert_eq!(db.query(Some(&name), "SELECT COUNT(*) FROM voxtap_cdr_key_v1")[1][0].as_deref(), Some("0"));
+}
+
 fn tempdir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("voxtap-mysql-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&d).expect("temp dir");
@@ -304,7 +335,7 @@ fn default_shape_and_a_partition_per_day() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let cdrs: Vec<Value> =
         String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    for t in ["cdr", "cdr_next", "cdr_rtp", "cdr_proxy"] {
+    for t in ["cdr", "cdr_next", "cdr_rtp", "cdr_proxy", "voxtap_cdr_key"] {
         let parts = db.query(
             None,
             &format!(

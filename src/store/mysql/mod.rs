@@ -5,6 +5,7 @@
 
 pub mod row;
 pub mod schema;
+pub mod tsv;
 pub mod writer;
 
 use std::collections::BTreeMap;

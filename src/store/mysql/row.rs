@@ -4,7 +4,6 @@
 
 use std::net::IpAddr;
 
-use mysql_async::Value;
 use std::borrow::Cow;
 use std::collections::HashMap;
 
@@ -13,6 +12,7 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use super::schema::{Shape, SIDE_COLUMNS};
+use super::tsv::{self, Fields};
 
 #[derive(Debug, Error)]
 pub enum RowError {
@@ -33,25 +33,40 @@ pub enum Dict {
     Reason(u8, String),
 }
 
-/// A value of the `cdr` row still waiting for a dictionary id.
-#[derive(Debug, Clone)]
-pub enum Cell {
-    V(Value),
-    Id(Dict),
-}
-
 #[derive(Debug, Clone)]
 pub struct DbCdr {
-    /// Idempotency key: SHA-256 of sensor, call start and Call-ID.
-    pub key: [u8; 32],
+    /// Idempotency key: the first 16 bytes of SHA-256 of sensor, call start and Call-ID (with `calldate`, the
+    /// primary key of `voxtap_cdr_key`).
+    pub key: [u8; 16],
     /// `calldate` as stored (UTC or local time, per `utc`) and its day, for partitions.
     pub calldate: String,
     pub day: (i32, u32, u32),
-    pub cdr: Vec<Cell>,
+    /// The `cdr` row (`cdr_columns()` in order) as LOAD DATA text, the dictionary ids left out: each of `holes`
+    /// says where one goes.
+    pub cdr: Vec<u8>,
+    pub holes: Vec<(usize, Dict)>,
+    /// At most 255 characters, as `cdr_next.fbasename` holds it.
     pub fbasename: String,
-    /// `cdr_rtp` values after `cdr_ID, calldate`, in `RTP_COLUMNS` order.
-    pub rtp: Vec<Vec<Value>>,
-    pub proxies: Vec<Value>,
+    /// `cdr_rtp` rows, a line each: the values after `cdr_ID, calldate`, in `RTP_COLUMNS` order.
+    pub rtp: Vec<u8>,
+    /// `cdr_proxy.dst` values, a line each.
+    pub proxies: Vec<u8>,
+}
+
+impl DbCdr {
+    /// Appends the `cdr` row (no newline) with the dictionary ids `id` gives; a text without one is NULL.
+    pub fn cdr_line(&self, id: impl Fn(&Dict) -> Option<u64>, out: &mut Vec<u8>) {
+        let mut at = 0;
+        for (off, d) in &self.holes {
+            out.extend_from_slice(&self.cdr[at..*off]);
+            match id(d) {
+                Some(v) => tsv::push_uint(out, v),
+                None => out.extend_from_slice(b"\\N"),
+            }
+            at = *off;
+        }
+        out.extend_from_slice(&self.cdr[at..]);
+    }
 }
 
 /// `cdr` columns voxtap fills, in insert order.
@@ -145,14 +160,14 @@ fn range(ty: &str) -> (i64, i64) {
 
 /// A JSON object whose values stay unparsed text until a column asks for one: a CDR has about 190 fields and
 /// the parser thread reads thousands of CDRs a second, so no tree of values is built.
-struct Obj<'a>(Fields<'a>);
+struct Obj<'a>(Map<'a>);
 
-type Fields<'a> = HashMap<&'a str, &'a RawValue, foldhash::fast::RandomState>;
+type Map<'a> = HashMap<&'a str, &'a RawValue, foldhash::fast::RandomState>;
 
 impl<'a> Obj<'a> {
     fn parse(json: &'a str) -> Result<Self, serde_json::Error> {
         let mut de = serde_json::Deserializer::from_str(json);
-        let o = serde::Deserializer::deserialize_map(&mut de, ObjVisitor)?;
+        let o = serde::Deserializer::deserialize_map(&mut de, ObjVisitor(256))?;
         de.end()?;
         Ok(o)
     }
@@ -170,8 +185,15 @@ impl<'a> Obj<'a> {
     }
 }
 
-/// Builds the map at its final size at once (JSON gives no size hint, and a CDR has some 190 fields).
-struct ObjVisitor;
+/// Builds the map at its final size at once (JSON gives no size hint; a CDR has some 190 fields, a stream 20).
+struct ObjVisitor(usize);
+
+/// A stream of the CDR's `rtp` array.
+impl<'de> serde::Deserialize<'de> for Obj<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(ObjVisitor(32))
+    }
+}
 
 impl<'de> serde::de::Visitor<'de> for ObjVisitor {
     type Value = Obj<'de>;
@@ -181,7 +203,7 @@ impl<'de> serde::de::Visitor<'de> for ObjVisitor {
     }
 
     fn visit_map<M: serde::de::MapAccess<'de>>(self, mut m: M) -> Result<Obj<'de>, M::Error> {
-        let mut o = Fields::with_capacity_and_hasher(256, Default::default());
+        let mut o = Map::with_capacity_and_hasher(self.0, Default::default());
         while let Some((k, v)) = m.next_entry::<&'de str, &'de RawValue>()? {
             o.insert(k, v);
         }
@@ -210,48 +232,54 @@ fn string(v: Option<&RawValue>) -> Option<Cow<'_, str>> {
     }
 }
 
-fn int(v: Option<f64>, ty: &str) -> Value {
-    let Some(n) = v else { return Value::NULL };
-    let (lo, hi) = range(ty);
-    Value::Int((n.round() as i64).clamp(lo, hi))
-}
-
-/// Text columns are `varchar(255)`: longer values are cut (in characters) rather than refused.
-fn text(v: Option<Cow<'_, str>>) -> Value {
+fn int(f: &mut Fields, v: Option<f64>, ty: &str) {
     match v {
-        Some(s) => Value::Bytes(s.chars().take(255).collect::<String>().into_bytes()),
-        None => Value::NULL,
+        Some(n) => {
+            let (lo, hi) = range(ty);
+            f.int((n.round() as i64).clamp(lo, hi));
+        }
+        None => f.null(),
     }
 }
 
-fn reversed(v: Option<Cow<'_, str>>) -> Value {
+/// The first `n` characters of a text.
+fn cut(s: &str, n: usize) -> &str {
+    s.char_indices().nth(n).map_or(s, |(i, _)| &s[..i])
+}
+
+/// Text columns are `varchar(255)`: longer values are cut (in characters) rather than refused.
+fn text(f: &mut Fields, v: Option<Cow<'_, str>>) {
     match v {
-        Some(s) => {
-            Value::Bytes(s.chars().take(255).collect::<Vec<_>>().into_iter().rev().collect::<String>().into_bytes())
-        }
-        None => Value::NULL,
+        Some(s) => f.bytes(cut(&s, 255).as_bytes()),
+        None => f.null(),
+    }
+}
+
+fn reversed(f: &mut Fields, v: Option<Cow<'_, str>>) {
+    match v {
+        Some(s) => f.bytes(cut(&s, 255).chars().rev().collect::<String>().as_bytes()),
+        None => f.null(),
     }
 }
 
 /// An address as its column holds it: `int unsigned` (IPv4 only) or `varbinary(16)`.
-fn ip(v: Option<Cow<'_, str>>, shape: &Shape) -> Value {
-    let Some(a) = v.and_then(|s| s.parse::<IpAddr>().ok()) else { return Value::NULL };
-    match (a, shape.ipv6) {
-        (IpAddr::V4(x), false) => Value::UInt(u32::from(x) as u64),
-        (IpAddr::V6(_), false) => Value::NULL,
-        (IpAddr::V4(x), true) => Value::Bytes(x.octets().to_vec()),
-        (IpAddr::V6(x), true) => Value::Bytes(x.octets().to_vec()),
+fn ip(f: &mut Fields, v: Option<Cow<'_, str>>, shape: &Shape) {
+    match (v.and_then(|s| s.parse::<IpAddr>().ok()), shape.ipv6) {
+        (Some(IpAddr::V4(x)), false) => f.uint(u32::from(x) as u64),
+        (Some(IpAddr::V4(x)), true) => f.bytes(&x.octets()),
+        (Some(IpAddr::V6(x)), true) => f.bytes(&x.octets()),
+        (Some(IpAddr::V6(_)), false) | (None, _) => f.null(),
     }
 }
 
 /// A duration in seconds: `decimal(9,3)` text, or whole seconds (truncated, as VoIPmonitor does).
-fn dur(v: Option<f64>, shape: &Shape) -> Value {
-    let Some(s) = v else { return Value::NULL };
+fn dur(f: &mut Fields, v: Option<f64>, shape: &Shape) {
+    let Some(s) = v else { return f.null() };
     let s = s.clamp(0.0, 999_999.999);
     if shape.ms {
-        Value::Bytes(format!("{s:.3}").into_bytes())
+        f.fixed3(s);
     } else {
-        Value::Int(s.trunc().min(16_777_215.0) as i64)
+        f.int(s.trunc().min(16_777_215.0) as i64);
     }
 }
 
@@ -267,22 +295,22 @@ fn datetime(t: i64, utc: bool, ms: bool) -> (String, (i32, u32, u32)) {
     }
 }
 
-fn dict(v: Option<Cow<'_, str>>, f: impl Fn(String) -> Dict) -> Cell {
+/// A dictionary id: a hole in the row for the writer to fill, or NULL when there is no text.
+fn dict(f: &mut Fields, holes: &mut Vec<(usize, Dict)>, v: Option<Cow<'_, str>>, d: impl Fn(String) -> Dict) {
     match v {
-        Some(s) if !s.is_empty() => Cell::Id(f(s.into_owned())),
-        _ => Cell::V(Value::NULL),
+        Some(s) if !s.is_empty() => holes.push((f.hole(), d(s.into_owned()))),
+        _ => f.null(),
     }
 }
 
 /// `cdr.flags` bits voxtap knows: the SIP transport (reference §4.2: 31 TCP, 32 UDP, 33 TLS).
-fn flags(transport: Option<Cow<'_, str>>) -> Value {
-    let bit = match transport.as_deref() {
+fn flags(transport: Option<Cow<'_, str>>) -> u64 {
+    match transport.as_deref() {
         Some("tcp") | Some("ws") => 1u64 << 31,
         Some("udp") => 1 << 32,
         Some("tls") | Some("wss") => 1 << 33,
         _ => 0,
-    };
-    Value::UInt(bit)
+    }
 }
 
 /// The JSON names of the per-side columns, `a_…` and `b_…`, made once.
@@ -314,66 +342,67 @@ pub fn from_json(json: &str, shape: &Shape, utc: bool) -> Result<DbCdr, RowError
     h.update(sensor.map_or(-1i64, |x| x as i64).to_le_bytes());
     h.update(start.to_le_bytes());
     h.update(callid.as_bytes());
-    let key: [u8; 32] = h.finalize().into();
+    let digest: [u8; 32] = h.finalize().into();
+    let mut key = [0u8; 16];
+    key.copy_from_slice(&digest[..16]);
 
-    let mut cdr: Vec<Cell> = Vec::with_capacity(160);
-    cdr.push(Cell::V(Value::Bytes(calldate.clone().into_bytes())));
-    cdr.push(Cell::V(Value::Bytes(callend.into_bytes())));
+    let mut f = Fields::with_capacity(640);
+    let mut holes = Vec::with_capacity(5);
+    f.bytes(calldate.as_bytes());
+    f.bytes(callend.as_bytes());
     for k in ["duration", "connect_duration", "progress_time", "first_rtp_time"] {
-        cdr.push(Cell::V(dur(o.num(k), shape)));
+        dur(&mut f, o.num(k), shape);
     }
     for k in ["caller", "caller_domain"] {
-        cdr.push(Cell::V(text(o.str(k))));
+        text(&mut f, o.str(k));
     }
-    cdr.push(Cell::V(reversed(o.str("caller"))));
-    cdr.push(Cell::V(text(o.str("callername"))));
-    cdr.push(Cell::V(reversed(o.str("callername"))));
+    reversed(&mut f, o.str("caller"));
+    text(&mut f, o.str("callername"));
+    reversed(&mut f, o.str("callername"));
     for k in ["called", "called_domain"] {
-        cdr.push(Cell::V(text(o.str(k))));
+        text(&mut f, o.str(k));
     }
-    cdr.push(Cell::V(reversed(o.str("called"))));
-    cdr.push(Cell::V(ip(o.str("sipcallerip"), shape)));
-    cdr.push(Cell::V(int(o.num("sipcallerport"), "smallint unsigned")));
-    cdr.push(Cell::V(ip(o.str("sipcalledip"), shape)));
-    cdr.push(Cell::V(int(o.num("sipcalledport"), "smallint unsigned")));
-    cdr.push(Cell::V(match o.str("whohanged").as_deref() {
-        Some(w @ ("caller" | "callee")) => Value::Bytes(w.as_bytes().to_vec()),
-        _ => Value::NULL,
-    }));
-    cdr.push(Cell::V(int(o.num("bye"), "tinyint unsigned")));
-    cdr.push(dict(o.str("lastSIPresponse"), Dict::SipResponse));
-    cdr.push(Cell::V(int(o.num("lastSIPresponseNum"), "smallint unsigned")));
-    cdr.push(Cell::V(int(o.num("reason_sip_cause"), "smallint unsigned")));
-    cdr.push(dict(o.str("reason_sip_text"), |s| Dict::Reason(1, s)));
-    cdr.push(Cell::V(int(o.num("reason_q850_cause"), "smallint unsigned")));
-    cdr.push(dict(o.str("reason_q850_text"), |s| Dict::Reason(2, s)));
+    reversed(&mut f, o.str("called"));
+    ip(&mut f, o.str("sipcallerip"), shape);
+    int(&mut f, o.num("sipcallerport"), "smallint unsigned");
+    ip(&mut f, o.str("sipcalledip"), shape);
+    int(&mut f, o.num("sipcalledport"), "smallint unsigned");
+    match o.str("whohanged").as_deref() {
+        Some(w @ ("caller" | "callee")) => f.bytes(w.as_bytes()),
+        _ => f.null(),
+    }
+    int(&mut f, o.num("bye"), "tinyint unsigned");
+    dict(&mut f, &mut holes, o.str("lastSIPresponse"), Dict::SipResponse);
+    int(&mut f, o.num("lastSIPresponseNum"), "smallint unsigned");
+    int(&mut f, o.num("reason_sip_cause"), "smallint unsigned");
+    dict(&mut f, &mut holes, o.str("reason_sip_text"), |s| Dict::Reason(1, s));
+    int(&mut f, o.num("reason_q850_cause"), "smallint unsigned");
+    dict(&mut f, &mut holes, o.str("reason_q850_text"), |s| Dict::Reason(2, s));
     for keys in side_keys() {
         for ((_, ty), k) in SIDE_COLUMNS.iter().zip(keys) {
-            cdr.push(Cell::V(int(o.num(k), ty)));
+            int(&mut f, o.num(k), ty);
         }
         let n = SIDE_COLUMNS.len();
-        cdr.push(Cell::V(ip(o.str(&keys[n]), shape)));
-        cdr.push(dict(o.str(&keys[n + 1]), Dict::Ua));
-        cdr.push(Cell::V(dur(o.num(&keys[n + 2]), shape)));
+        ip(&mut f, o.str(&keys[n]), shape);
+        dict(&mut f, &mut holes, o.str(&keys[n + 1]), Dict::Ua);
+        dur(&mut f, o.num(&keys[n + 2]), shape);
     }
-    cdr.push(Cell::V(int(o.num("payload"), "int")));
-    cdr.push(Cell::V(int(o.num("jitter_mult10"), "mediumint unsigned")));
-    cdr.push(Cell::V(int(o.num("mos_min_mult10"), "tinyint unsigned")));
-    cdr.push(Cell::V(int(o.num("packet_loss_perc_mult1000"), "mediumint unsigned")));
-    cdr.push(Cell::V(int(o.num("lost"), "mediumint unsigned")));
-    cdr.push(Cell::V(flags(o.str("transport"))));
-    cdr.push(Cell::V(int(o.num("vlan"), "smallint")));
-    cdr.push(Cell::V(int(o.num("id_sensor"), "smallint unsigned")));
+    int(&mut f, o.num("payload"), "int");
+    int(&mut f, o.num("jitter_mult10"), "mediumint unsigned");
+    int(&mut f, o.num("mos_min_mult10"), "tinyint unsigned");
+    int(&mut f, o.num("packet_loss_perc_mult1000"), "mediumint unsigned");
+    int(&mut f, o.num("lost"), "mediumint unsigned");
+    f.uint(flags(o.str("transport")));
+    int(&mut f, o.num("vlan"), "smallint");
+    int(&mut f, o.num("id_sensor"), "smallint unsigned");
 
     let index_of = |k: &str| o.raw(k).and_then(|r| r.get().parse::<u64>().ok());
     let (a_index, b_index) = (index_of("a_index"), index_of("b_index"));
     let streams: Vec<Obj<'_>> = match o.raw("rtp") {
-        Some(r) if r.get().starts_with('[') => {
-            serde_json::from_str::<Vec<Fields<'_>>>(r.get())?.into_iter().map(Obj).collect()
-        }
+        Some(r) if r.get().starts_with('[') => serde_json::from_str::<Vec<Obj<'_>>>(r.get())?,
         _ => Vec::new(),
     };
-    let mut rtp = Vec::with_capacity(streams.len());
+    let mut rtp = Fields::with_capacity(streams.len() * 80);
     for (i, s) in streams.iter().enumerate() {
         let index = i as u64 + 1;
         // cdr_rtp.flags: bit 1 the stream is the call's A or B, bit 2 sent by the caller, bit 3 by the callee.
@@ -391,32 +420,34 @@ pub fn from_json(json: &str, shape: &Shape, utc: bool) -> Result<DbCdr, RowError
             (Some(f), Some(l)) => Some(l - f),
             _ => None,
         };
-        rtp.push(vec![
-            ip(s.str("saddr"), shape),
-            int(s.num("sport"), "smallint unsigned"),
-            ip(s.str("daddr"), shape),
-            int(s.num("dport"), "smallint unsigned"),
-            int(s.num("ssrc"), "int unsigned"),
-            int(s.num("received"), "mediumint unsigned"),
-            int(s.num("lost"), "mediumint unsigned"),
-            dur(first, shape),
-            int(s.num("payload"), "smallint unsigned"),
-            int(s.num("maxjitter").map(|x| x * 10.0), "smallint unsigned"),
-            Value::UInt(index.min(255)),
-            Value::UInt(fl),
-            dur(span, shape),
-        ]);
+        ip(&mut rtp, s.str("saddr"), shape);
+        int(&mut rtp, s.num("sport"), "smallint unsigned");
+        ip(&mut rtp, s.str("daddr"), shape);
+        int(&mut rtp, s.num("dport"), "smallint unsigned");
+        int(&mut rtp, s.num("ssrc"), "int unsigned");
+        int(&mut rtp, s.num("received"), "mediumint unsigned");
+        int(&mut rtp, s.num("lost"), "mediumint unsigned");
+        dur(&mut rtp, first, shape);
+        int(&mut rtp, s.num("payload"), "smallint unsigned");
+        int(&mut rtp, s.num("maxjitter").map(|x| x * 10.0), "smallint unsigned");
+        rtp.uint(index.min(255));
+        rtp.uint(fl);
+        dur(&mut rtp, span, shape);
+        rtp.end_row();
     }
-    let proxies = match o.raw("proxies") {
-        Some(r) if r.get().starts_with('[') => serde_json::from_str::<Vec<&RawValue>>(r.get())?
-            .into_iter()
-            .map(|p| ip(string(Some(p)), shape))
-            .filter(|v| *v != Value::NULL)
-            .collect(),
-        _ => Vec::new(),
-    };
-    let fbasename = o.str("fbasename").unwrap_or_else(|| callid.clone()).into_owned();
-    Ok(DbCdr { key, calldate, day, cdr, fbasename, rtp, proxies })
+    let mut proxies = Fields::default();
+    if let Some(r) = o.raw("proxies").filter(|r| r.get().starts_with('[')) {
+        for p in serde_json::from_str::<Vec<&RawValue>>(r.get())? {
+            let Some(a) = string(Some(p)) else { continue };
+            // Only what the column can hold: an IPv6 proxy has no row without `ipv6 = yes`.
+            if a.parse::<IpAddr>().is_ok_and(|x| shape.ipv6 || x.is_ipv4()) {
+                ip(&mut proxies, Some(a), shape);
+                proxies.end_row();
+            }
+        }
+    }
+    let fbasename = cut(&o.str("fbasename").unwrap_or_else(|| callid.clone()), 255).to_string();
+    Ok(DbCdr { key, calldate, day, cdr: f.text, holes, fbasename, rtp: rtp.text, proxies: proxies.text })
 }
 
 #[cfg(test)]
@@ -434,30 +465,52 @@ mod tests {
 
     #[test]
     fn columns_and_values_line_up() {
+        use mysql_async::Value;
         let json = r#"{"callid":"x@y","calldate":"2024-02-29T23:59:59.999500Z","callend":"2024-03-01T00:00:10Z",
             "duration":10.0005,"caller":"123","a_lost":-3,"a_maxjitter":70000,"sipcallerip":"10.0.0.1",
             "sipcalledip":"2001:db8::1","lastSIPresponse":"200 OK","a_ua":"ua","rtp":[{"saddr":"10.0.0.1",
-            "lost":-1,"first_time":1.0,"last_time":3.5,"sender":"caller","maxjitter":1.26}],"a_index":1}"#;
+            "lost":-1,"first_time":1.0,"last_time":3.5,"sender":"caller","maxjitter":1.26}],"a_index":1,
+            "callername":"tab\there","proxies":["10.9.9.9","2001:db8::2","junk"]}"#;
         let shape = Shape { ipv6: false, ms: true, partition: false };
         let c = from_json(json, &shape, true).unwrap();
         let cols = cdr_columns();
-        assert_eq!(cols.len(), c.cdr.len());
-        let at = |name: &str| &c.cdr[cols.iter().position(|x| x == name).unwrap()];
-        assert!(matches!(at("caller_reverse"), Cell::V(Value::Bytes(b)) if b == b"321"));
-        assert!(matches!(at("a_lost"), Cell::V(Value::Int(0))));
-        assert!(matches!(at("a_maxjitter"), Cell::V(Value::Int(65535))));
-        assert!(matches!(at("sipcallerip"), Cell::V(Value::UInt(0x0a00_0001))));
-        assert!(matches!(at("sipcalledip"), Cell::V(Value::NULL)));
-        assert!(matches!(at("duration"), Cell::V(Value::Bytes(b)) if b == b"10.001" || b == b"10.000"));
-        assert!(matches!(at("lastSIPresponse_id"), Cell::Id(Dict::SipResponse(s)) if s == "200 OK"));
-        assert_eq!(c.rtp[0].len(), RTP_COLUMNS.len());
-        assert_eq!(c.rtp[0][6], Value::Int(0));
-        assert_eq!(c.rtp[0][9], Value::Int(13));
-        assert_eq!(c.rtp[0][11], Value::UInt(0b110));
+        let row = |c: &DbCdr| {
+            let mut line = Vec::new();
+            c.cdr_line(|d| matches!(d, Dict::SipResponse(s) if s == "200 OK").then_some(7), &mut line);
+            tsv::values(&line)
+        };
+        let v = row(&c);
+        assert_eq!(cols.len(), v.len());
+        let at = |name: &str| v[cols.iter().position(|x| x == name).unwrap()].clone();
+        let b = |s: &str| Value::Bytes(s.as_bytes().to_vec());
+        assert_eq!(at("calldate"), b("2024-02-29 23:59:59.999"));
+        assert_eq!(at("caller_reverse"), b("321"));
+        assert_eq!(at("callername"), b("tab\there"));
+        assert_eq!(at("callername_reverse"), b("ereh\tbat"));
+        assert_eq!(at("a_lost"), b("0"));
+        assert_eq!(at("a_maxjitter"), b("65535"));
+        assert_eq!(at("sipcallerip"), b("167772161"));
+        assert_eq!(at("sipcalledip"), Value::NULL);
+        assert!(at("duration") == b("10.001") || at("duration") == b("10.000"));
+        assert_eq!(at("lastSIPresponse_id"), b("7"));
+        // Known to the dictionary only once the writer has its id.
+        assert_eq!(at("a_ua_id"), Value::NULL);
+        assert_eq!(c.holes.len(), 2);
+        let rtp: Vec<&[u8]> = c.rtp.split(|&x| x == b'\n').filter(|l| !l.is_empty()).collect();
+        assert_eq!(rtp.len(), 1);
+        let r = tsv::values(rtp[0]);
+        assert_eq!(r.len(), RTP_COLUMNS.len());
+        assert_eq!(r[6], b("0"));
+        assert_eq!(r[9], b("13"));
+        assert_eq!(r[11], b("6"));
+        assert_eq!(r[12], b("2.500"));
+        assert_eq!(&c.proxies[..], b"168364297\n");
         assert_eq!(c.day, (2024, 2, 29));
         let v6 = from_json(json, &Shape { ipv6: true, ..shape }, true).unwrap();
-        let pos = cols.iter().position(|x| x == "sipcalledip").unwrap();
-        assert!(matches!(&v6.cdr[pos], Cell::V(Value::Bytes(b)) if b.len() == 16));
+        let at6 = row(&v6)[cols.iter().position(|x| x == "sipcalledip").unwrap()].clone();
+        assert!(matches!(at6, Value::Bytes(b) if b.len() == 16));
+        assert_eq!(v6.proxies.iter().filter(|&&x| x == b'\n').count(), 2);
+        assert_eq!(v6.key, c.key);
         assert!(from_json("[]", &shape, true).is_err());
         assert!(from_json(r#"{"callid":"a","calldate":"x","callend":"y"}"#, &shape, true).is_err());
     }

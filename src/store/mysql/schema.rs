@@ -39,7 +39,7 @@ impl Shape {
 }
 
 /// Tables partitioned by day when `cdr_partition` is on (every table whose rows carry a `calldate`).
-pub const PARTITIONED: &[&str] = &["cdr", "cdr_next", "cdr_rtp", "cdr_proxy"];
+pub const PARTITIONED: &[&str] = &["cdr", "cdr_next", "cdr_rtp", "cdr_proxy", "voxtap_cdr_key"];
 
 /// The `a_`/`b_` columns of `cdr`, with their types (without the prefix).
 pub const SIDE_COLUMNS: &[(&str, &str)] = &[
@@ -192,10 +192,11 @@ pub fn create_statements(shape: &Shape, first_day: Option<(i32, u32, u32)>) -> V
             "CREATE TABLE IF NOT EXISTS cdr_proxy (\n  cdr_ID bigint unsigned NOT NULL,\n  calldate {dt} NOT NULL,\n  \
              dst {ip} DEFAULT NULL,\n  KEY cdr_ID (cdr_ID),\n  KEY calldate (calldate),\n  KEY dst (dst)\n) {engine}{part}"
         ),
-        // voxtap's own: one row per stored CDR, so a replay of the on-disk queue never inserts a CDR twice.
+        // voxtap's own: one row per stored CDR, so a replay of the on-disk queue never inserts a CDR twice. Keyed
+        // by day first, so rows arrive in about key order and old days go with their partitions.
         format!(
-            "CREATE TABLE IF NOT EXISTS voxtap_cdr_key (\n  k binary(32) NOT NULL,\n  cdr_ID bigint unsigned NOT NULL,\n  \
-             PRIMARY KEY (k)\n) {engine}"
+            "CREATE TABLE IF NOT EXISTS voxtap_cdr_key (\n  calldate {dt} NOT NULL,\n  k binary(16) NOT NULL,\n  \
+             cdr_ID bigint unsigned NOT NULL,\n  PRIMARY KEY (calldate, k)\n) {engine}{part}"
         ),
     ]
 }

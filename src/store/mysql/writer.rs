@@ -9,8 +9,9 @@ use mysql_async::{Conn, OptsBuilder, TxOpts, Value};
 use thiserror::Error;
 use tracing::{debug, info, warn};
 
-use super::row::{cdr_columns, Cell, DbCdr, Dict, RTP_COLUMNS};
+use super::row::{cdr_columns, DbCdr, Dict, RTP_COLUMNS};
 use super::schema::{self, PARTITIONED};
+use super::tsv;
 use super::DbConfig;
 
 #[derive(Debug, Error)]
@@ -39,27 +40,13 @@ impl From<mysql_async::Error> for DbError {
     }
 }
 
-/// A value as SQL text. Bytes that are not clean UTF-8 text (IPv6 columns, odd bytes in a header) go as a hex
-/// literal, which MySQL stores byte for byte.
-fn lit(v: &Value, out: &mut String) {
-    match v {
-        Value::Bytes(b) => match std::str::from_utf8(b) {
-            Ok(s) if !s.bytes().any(|c| c < 0x20) => out.push_str(&v.as_sql(false)),
-            _ => {
-                out.push_str("0x");
-                for c in b {
-                    out.push_str(&format!("{c:02X}"));
-                }
-            }
-        },
-        other => out.push_str(&other.as_sql(false)),
-    }
-}
+/// Dictionary ids already known, by text.
+type DictIds = HashMap<Dict, u64, foldhash::fast::RandomState>;
 
 pub struct Writer {
     cfg: DbConfig,
     conn: Option<Conn>,
-    dict: HashMap<Dict, u64>,
+    dict: DictIds,
     /// Upper bounds (exclusive days) of the partitions of `cdr`, when partitioned.
     bounds: BTreeSet<(i32, u32, u32)>,
     tables_ready: bool,
@@ -85,7 +72,7 @@ impl Writer {
         Writer {
             cfg,
             conn: None,
-            dict: HashMap::new(),
+            dict: DictIds::default(),
             bounds: BTreeSet::new(),
             tables_ready: false,
             bulk_load: true,
@@ -151,6 +138,18 @@ impl Writer {
         };
         let shape = self.cfg.shape;
         if !self.tables_ready {
+            // Builds before 2026-11-27 kept the keys in one unpartitioned table keyed by a 32-byte hash: set
+            // aside (CDRs replayed from an older queue are then not recognised as stored).
+            let old: Option<u8> = c
+                .query_first(
+                    "SELECT 1 FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() \
+                     AND TABLE_NAME = 'voxtap_cdr_key' AND COLUMN_NAME = 'k' AND CHARACTER_OCTET_LENGTH = 32",
+                )
+                .await?;
+            if old.is_some() {
+                warn!("voxtap_cdr_key has the old layout: renamed to voxtap_cdr_key_v1, a new one is created");
+                c.query_drop("RENAME TABLE voxtap_cdr_key TO voxtap_cdr_key_v1").await?;
+            }
             for s in schema::create_statements(&shape, days.first().copied()) {
                 if PARTITIONED.iter().any(|t| s.starts_with(&format!("CREATE TABLE IF NOT EXISTS {t} ("))) {
                     c.query_drop(s).await?;
@@ -211,8 +210,7 @@ impl Writer {
             return Err(DbError::Unavailable(mysql_async::Error::Other("no connection".into())));
         };
         for cdr in batch {
-            for cell in &cdr.cdr {
-                let Cell::Id(d) = cell else { continue };
+            for (_, d) in &cdr.holes {
                 if self.dict.contains_key(d) {
                     continue;
                 }
@@ -268,7 +266,8 @@ impl Writer {
         let columns = self.columns.clone();
         let dict = &self.dict;
         let Some(c) = self.conn.as_mut() else { return Err(LoadError::Db(no_connection())) };
-        c.query_drop("START TRANSACTION").await.map_err(DbError::from)?;
+        // The snapshot is taken now, before the load: `own_ids` relies on it.
+        c.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT").await.map_err(DbError::from)?;
         let res = load_batch(c, batch, dict, &columns).await;
         let res = match res {
             Ok(w) => c.query_drop("COMMIT").await.map(|_| w).map_err(|e| LoadError::Db(e.into())),
@@ -287,23 +286,22 @@ impl Writer {
         let columns = self.columns.clone();
         let dict = &self.dict;
         let Some(c) = self.conn.as_mut() else { return Err(no_connection()) };
-        let mut tx = c.start_transaction(TxOpts::default()).await?;
+        let mut opts = TxOpts::default();
+        opts.with_consistent_snapshot(true);
+        let mut tx = c.start_transaction(opts).await?;
         let todo = not_stored(&mut tx, batch).await?;
         let mut out = Written { duplicates: (batch.len() - todo.len()) as u64, ..Default::default() };
         if todo.is_empty() {
             tx.commit().await?;
             return Ok(out);
         }
+        let mut line = Vec::new();
         let rows: Vec<Vec<Value>> = todo
             .iter()
             .map(|cdr| {
-                cdr.cdr
-                    .iter()
-                    .map(|cell| match cell {
-                        Cell::V(v) => v.clone(),
-                        Cell::Id(d) => dict.get(d).map_or(Value::NULL, |id| Value::UInt(*id)),
-                    })
-                    .collect()
+                line.clear();
+                cdr.cdr_line(|d| dict.get(d).copied(), &mut line);
+                tsv::values(&line)
             })
             .collect();
         let n = rows.len();
@@ -312,31 +310,27 @@ impl Writer {
             .await?
             .ok_or_else(|| DbError::Refused(mysql_async::Error::Other("cdr rows not found after the insert".into())))?;
         let pairs: Vec<(u64, &DbCdr)> = ids.iter().copied().zip(todo.iter().copied()).collect();
+        let date = |cdr: &DbCdr| Value::from(cdr.calldate.as_str());
         let next = pairs
             .iter()
-            .map(|(id, cdr)| {
-                vec![Value::UInt(*id), Value::from(cdr.calldate.as_str()), Value::from(truncate(&cdr.fbasename, 255))]
-            })
+            .map(|(id, cdr)| vec![Value::UInt(*id), date(cdr), Value::from(cdr.fbasename.as_str())])
             .collect();
         insert_rows(&mut tx, "cdr_next (cdr_ID, calldate, fbasename)", next, false).await?;
         let mut rtp = Vec::new();
         let mut proxies = Vec::new();
         for (id, cdr) in &pairs {
-            for r in &cdr.rtp {
-                let mut vals = Vec::with_capacity(r.len() + 2);
-                vals.push(Value::UInt(*id));
-                vals.push(Value::from(cdr.calldate.as_str()));
-                vals.extend(r.iter().cloned());
-                rtp.push(vals);
+            for l in lines(&cdr.rtp) {
+                rtp.push([Value::UInt(*id), date(cdr)].into_iter().chain(tsv::values(l)).collect());
             }
-            for p in &cdr.proxies {
-                proxies.push(vec![Value::UInt(*id), Value::from(cdr.calldate.as_str()), p.clone()]);
+            for l in lines(&cdr.proxies) {
+                proxies.push([Value::UInt(*id), date(cdr)].into_iter().chain(tsv::values(l)).collect());
             }
         }
         insert_rows(&mut tx, &format!("cdr_rtp (cdr_ID, calldate, {})", RTP_COLUMNS.join(",")), rtp, false).await?;
         insert_rows(&mut tx, "cdr_proxy (cdr_ID, calldate, dst)", proxies, false).await?;
-        let keys = pairs.iter().map(|(id, cdr)| vec![Value::Bytes(cdr.key.to_vec()), Value::UInt(*id)]).collect();
-        insert_rows(&mut tx, "voxtap_cdr_key (k, cdr_ID)", keys, false).await?;
+        let keys =
+            pairs.iter().map(|(id, cdr)| vec![date(cdr), Value::Bytes(cdr.key.to_vec()), Value::UInt(*id)]).collect();
+        insert_rows(&mut tx, "voxtap_cdr_key (calldate, k, cdr_ID)", keys, false).await?;
         tx.commit().await?;
         out.inserted = pairs.len() as u64;
         Ok(out)
@@ -383,65 +377,87 @@ impl From<DbError> for LoadError {
 
 /// The CDRs of a batch not stored yet (a replay after a crash or an outage finds some already there).
 async fn not_stored<'a, Q: Queryable>(q: &mut Q, batch: &'a [DbCdr]) -> Result<Vec<&'a DbCdr>, DbError> {
-    let mut sql = String::from("SELECT k FROM voxtap_cdr_key WHERE k IN (");
+    // Row-value IN on the whole primary key: one look-up per CDR, in the partitions of its day only.
+    let mut sql = String::with_capacity(32 + batch.len() * 64);
+    sql.push_str("SELECT k FROM voxtap_cdr_key WHERE (calldate, k) IN (");
     for (i, cdr) in batch.iter().enumerate() {
         if i > 0 {
             sql.push(',');
         }
-        lit(&Value::Bytes(cdr.key.to_vec()), &mut sql);
+        // calldate is digits, dashes, colons, a space and a dot: nothing to escape.
+        sql.push_str("('");
+        sql.push_str(&cdr.calldate);
+        sql.push_str("',0x");
+        for b in cdr.key {
+            sql.push(char::from(HEX[usize::from(b >> 4)]));
+            sql.push(char::from(HEX[usize::from(b & 15)]));
+        }
+        sql.push(')');
     }
     sql.push(')');
     let stored: Vec<Vec<u8>> = q.query(sql).await?;
-    let mut seen: HashSet<[u8; 32]> = stored.into_iter().filter_map(|k| k.try_into().ok()).collect();
+    let mut seen: HashSet<[u8; 16]> = stored.into_iter().filter_map(|k| k.try_into().ok()).collect();
     Ok(batch.iter().filter(|c| seen.insert(c.key)).collect())
 }
 
+const HEX: &[u8; 16] = b"0123456789ABCDEF";
+
+/// The lines of a multi-row text, without their newlines.
+fn lines(text: &[u8]) -> impl Iterator<Item = &[u8]> {
+    text.split(|&c| c == b'\n').filter(|l| !l.is_empty())
+}
+
 /// The rows of a batch through LOAD DATA, inside the caller's transaction.
-async fn load_batch(
-    c: &mut Conn,
-    batch: &[DbCdr],
-    dict: &HashMap<Dict, u64>,
-    columns: &str,
-) -> Result<Written, LoadError> {
-    let todo = not_stored(c, batch).await?;
-    let mut out = Written { duplicates: (batch.len() - todo.len()) as u64, ..Default::default() };
-    if todo.is_empty() {
-        return Ok(out);
-    }
-    let mut t = Tsv::default();
+async fn load_batch(c: &mut Conn, batch: &[DbCdr], dict: &DictIds, columns: &str) -> Result<Written, LoadError> {
+    // No look-up of the keys first: a CDR already stored (a replay) makes the key load skip a row, which rolls
+    // the batch back to the INSERT path, where the look-up is done. Replays are rare; the look-up was a tenth of
+    // the server's work besides `cdr`.
+    let todo: Vec<&DbCdr> = batch.iter().collect();
+    let mut out = Written::default();
+    let mut t = Vec::with_capacity(todo.iter().map(|c| c.cdr.len() + 16).sum());
     for cdr in &todo {
-        t.row(cdr.cdr.iter().map(|cell| match cell {
-            Cell::V(v) => Field::V(v),
-            Cell::Id(d) => dict.get(d).map_or(Field::V(&Value::NULL), |id| Field::U(*id)),
-        }));
+        cdr.cdr_line(|d| dict.get(d).copied(), &mut t);
+        t.push(b'\n');
     }
     let first = load(c, "cdr", columns, t, todo.len()).await?;
     let Some(ids) = own_ids(c, first, todo.len()).await? else {
         return Err(LoadError::NotClean("cdr rows not found after the load"));
     };
-    let mut next = Tsv::default();
-    let mut rtp = Tsv::default();
-    let mut proxy = Tsv::default();
-    let mut keys = Tsv::default();
+    let mut next = Vec::with_capacity(todo.len() * 64);
+    let mut rtp = Vec::with_capacity(todo.iter().map(|c| c.rtp.len() + 64).sum());
+    let mut proxy = Vec::new();
+    let mut keys = Vec::with_capacity(todo.len() * 64);
     let (mut rtp_rows, mut proxy_rows) = (0, 0);
+    let mut lead = Vec::with_capacity(48);
     for (&id, cdr) in ids.iter().zip(todo.iter()) {
-        let date = Value::from(cdr.calldate.as_str());
-        let base = Value::from(truncate(&cdr.fbasename, 255));
-        next.row([Field::U(id), Field::V(&date), Field::V(&base)].into_iter());
-        for r in &cdr.rtp {
-            rtp.row([Field::U(id), Field::V(&date)].into_iter().chain(r.iter().map(Field::V)));
-            rtp_rows += 1;
+        // Every child row starts with `cdr_ID, calldate`.
+        lead.clear();
+        tsv::push_uint(&mut lead, id);
+        lead.push(b'\t');
+        lead.extend_from_slice(cdr.calldate.as_bytes());
+        lead.push(b'\t');
+        next.extend_from_slice(&lead);
+        tsv::escape(&mut next, cdr.fbasename.as_bytes());
+        next.push(b'\n');
+        for (table, rows, text) in [(&mut rtp, &mut rtp_rows, &cdr.rtp), (&mut proxy, &mut proxy_rows, &cdr.proxies)] {
+            for l in lines(text) {
+                table.extend_from_slice(&lead);
+                table.extend_from_slice(l);
+                table.push(b'\n');
+                *rows += 1;
+            }
         }
-        for p in &cdr.proxies {
-            proxy.row([Field::U(id), Field::V(&date), Field::V(p)].into_iter());
-            proxy_rows += 1;
-        }
-        keys.row([Field::B(&cdr.key), Field::U(id)].into_iter());
+        keys.extend_from_slice(cdr.calldate.as_bytes());
+        keys.push(b'\t');
+        tsv::escape(&mut keys, &cdr.key);
+        keys.push(b'\t');
+        tsv::push_uint(&mut keys, id);
+        keys.push(b'\n');
     }
     load(c, "cdr_next", "cdr_ID,calldate,fbasename", next, todo.len()).await?;
     load(c, "cdr_rtp", &format!("cdr_ID,calldate,{}", RTP_COLUMNS.join(",")), rtp, rtp_rows).await?;
     load(c, "cdr_proxy", "cdr_ID,calldate,dst", proxy, proxy_rows).await?;
-    load(c, "voxtap_cdr_key", "k,cdr_ID", keys, todo.len()).await?;
+    load(c, "voxtap_cdr_key", "calldate,k,cdr_ID", keys, todo.len()).await?;
     out.inserted = todo.len() as u64;
     out.loaded = out.inserted;
     Ok(out)
@@ -464,11 +480,11 @@ async fn own_ids<Q: Queryable>(q: &mut Q, first: u64, n: usize) -> Result<Option
 }
 
 /// One LOAD DATA LOCAL INFILE of `rows` rows; returns the first auto-increment id it gave.
-async fn load(c: &mut Conn, table: &str, columns: &str, data: Tsv, rows: usize) -> Result<u64, LoadError> {
+async fn load(c: &mut Conn, table: &str, columns: &str, data: Vec<u8>, rows: usize) -> Result<u64, LoadError> {
     if rows == 0 {
         return Ok(0);
     }
-    let payload = bytes::Bytes::from(data.0);
+    let payload = bytes::Bytes::from(data);
     c.set_infile_handler(async move {
         use futures_util::StreamExt;
         Ok(futures_util::stream::once(async move { Ok(payload) }).boxed())
@@ -497,63 +513,6 @@ async fn load(c: &mut Conn, table: &str, columns: &str, data: Tsv, rows: usize) 
     match first {
         Some(f) if f > 0 => Ok(f),
         _ => Err(LoadError::NotClean("no insert id")),
-    }
-}
-
-/// A value for a LOAD DATA row.
-enum Field<'a> {
-    V(&'a Value),
-    U(u64),
-    B(&'a [u8]),
-}
-
-/// Rows in LOAD DATA's default format: tab-separated, one per line, `\N` for NULL, and `\`, tab, newline,
-/// carriage return and NUL escaped with a backslash.
-#[derive(Default)]
-struct Tsv(Vec<u8>);
-
-impl Tsv {
-    fn row<'a>(&mut self, fields: impl Iterator<Item = Field<'a>>) {
-        for (i, f) in fields.enumerate() {
-            if i > 0 {
-                self.0.push(b'\t');
-            }
-            match f {
-                Field::U(u) => self.0.extend_from_slice(itoa::Buffer::new().format(u).as_bytes()),
-                Field::B(b) => self.escaped(b),
-                Field::V(v) => self.value(v),
-            }
-        }
-        self.0.push(b'\n');
-    }
-
-    fn value(&mut self, v: &Value) {
-        match v {
-            Value::NULL => self.0.extend_from_slice(b"\\N"),
-            Value::Bytes(b) => self.escaped(b),
-            Value::Int(i) => self.0.extend_from_slice(itoa::Buffer::new().format(*i).as_bytes()),
-            Value::UInt(u) => self.0.extend_from_slice(itoa::Buffer::new().format(*u).as_bytes()),
-            Value::Float(f) => self.0.extend_from_slice(ryu::Buffer::new().format(*f).as_bytes()),
-            Value::Double(d) => self.0.extend_from_slice(ryu::Buffer::new().format(*d).as_bytes()),
-            // Dates and times as SQL literals, without the quotes.
-            other => {
-                let s = other.as_sql(false);
-                self.escaped(s.trim_matches('\'').as_bytes());
-            }
-        }
-    }
-
-    fn escaped(&mut self, b: &[u8]) {
-        for &c in b {
-            match c {
-                b'\\' => self.0.extend_from_slice(b"\\\\"),
-                b'\t' => self.0.extend_from_slice(b"\\t"),
-                b'\n' => self.0.extend_from_slice(b"\\n"),
-                b'\r' => self.0.extend_from_slice(b"\\r"),
-                0 => self.0.extend_from_slice(b"\\0"),
-                c => self.0.push(c),
-            }
-        }
     }
 }
 
