@@ -71,6 +71,8 @@ fn main() -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&qdir);
     let n = cdrs.len();
     let cpu0 = cpu_seconds();
+    let server0 = server_seconds();
+    let machine0 = machine_ticks();
     let t0 = Instant::now();
     let mut sink = DbSink::start(db)?;
     for c in &cdrs {
@@ -79,6 +81,8 @@ fn main() -> anyhow::Result<()> {
     let stats = sink.finish();
     let secs = t0.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu0;
+    let server = server0.and_then(|s0| server_seconds().map(|s1| s1 - s0));
+    let machine = machine_ticks().zip(machine0).map(|((b1, t1), (b0, t0))| (b1 - b0) as f64 / (t1 - t0).max(1) as f64);
     // A run only counts if every cdr row has its own cdr_next and key rows.
     let check = std::process::Command::new("mariadb")
         .args(["--no-defaults", "-N", &format!("-h{}", cfg.mysqlhost.as_deref().unwrap_or_default())])
@@ -101,7 +105,41 @@ fn main() -> anyhow::Result<()> {
         streams as f64 / secs,
         cpu * 1e6 / n as f64
     );
+    // The server's CPU time and the machine's load over the same span (a local server only).
+    if let (Some(server), Some(busy)) = (server, machine) {
+        println!(
+            "server_cpu={server:.2}s ({:.1} us per CDR) machine_busy={:.0}% (kernel and every process)",
+            server * 1e6 / n as f64,
+            busy * 100.0
+        );
+    }
     Ok(())
+}
+
+/// CPU time of the local mariadbd (or mysqld), when there is one.
+fn server_seconds() -> Option<f64> {
+    let tick = 100.0; // USER_HZ on Linux
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+        if matches!(comm.trim(), "mariadbd" | "mysqld") {
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            // Fields after the parenthesised command name: utime and stime are the 12th and 13th.
+            let rest = &stat[stat.rfind(')')? + 2..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+            return Some(ticks / tick);
+        }
+    }
+    None
+}
+
+/// Busy and total ticks of all CPUs, from /proc/stat.
+fn machine_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let v: Vec<u64> = stat.lines().next()?.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v.get(3)? + v.get(4)?;
+    Some((total - idle, total))
 }
 
 /// CPU time of this process (every thread): the writer's side of the cost, the server's not included.

@@ -281,3 +281,48 @@ proptest! {
         prop_assert!(voxtap::link::secure::accept(s, "pw", 0).is_err());
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// CDR JSON from the queue or from a remote sensor → database rows: junk is refused without a panic, and any
+    /// text or number in a CDR gives rows with exactly their columns, the text cut to 255 characters and back
+    /// unchanged through LOAD DATA's escaping.
+    #[test]
+    fn cdr_rows_keep_their_columns(
+        name in "\\PC{0,300}",
+        ua in "[\\x00-\\x7f]{0,40}",
+        nums in prop::collection::vec(prop::num::f64::ANY, 6),
+        ipv6 in any::<bool>(),
+        junk in prop::collection::vec(any::<u8>(), 0..200),
+    ) {
+        use voxtap::store::mysql::row::{cdr_columns, from_json, Dict, RTP_COLUMNS};
+        use voxtap::store::mysql::schema::Shape;
+        use voxtap::store::mysql::tsv;
+        let shape = Shape { ipv6, ms: nums[0] > 0.0, partition: true };
+        let _ = from_json(&String::from_utf8_lossy(&junk), &shape, true);
+        let n = |x: f64| if x.is_finite() { serde_json::json!(x) } else { serde_json::Value::Null };
+        let cdr = serde_json::json!({
+            "callid": name, "calldate": "2026-11-27T01:02:03.456789Z", "callend": "2026-11-27T01:03:03Z",
+            "callername": name, "caller": name, "a_ua": ua, "lastSIPresponse": name,
+            "duration": n(nums[1]), "a_lost": n(nums[2]), "sipcallerport": n(nums[3]),
+            "sipcallerip": "10.0.0.1", "proxies": ["2001:db8::1", name],
+            "rtp": [{"saddr": "fe80::1", "received": n(nums[4]), "maxjitter": n(nums[5]), "sender": name}],
+        });
+        let row = from_json(&cdr.to_string(), &shape, true).expect("a CDR with every required field");
+        let mut line = Vec::new();
+        row.cdr_line(|d| matches!(d, Dict::Ua(_)).then_some(3), &mut line);
+        let v = tsv::values(&line);
+        let cols = cdr_columns();
+        prop_assert_eq!(v.len(), cols.len());
+        let cut: String = name.chars().take(255).collect();
+        let at = |c: &str| v[cols.iter().position(|x| x == c).expect("column")].clone();
+        prop_assert_eq!(at("callername"), mysql_async::Value::Bytes(cut.clone().into_bytes()));
+        prop_assert_eq!(at("caller_reverse"), mysql_async::Value::Bytes(cut.chars().rev().collect::<String>().into_bytes()));
+        prop_assert_eq!(row.fbasename.clone(), cut);
+        let lines: Vec<&[u8]> = row.rtp.split(|&c| c == b'\n').filter(|l| !l.is_empty()).collect();
+        prop_assert_eq!(lines.len(), 1);
+        prop_assert_eq!(tsv::values(lines[0]).len(), RTP_COLUMNS.len());
+        prop_assert!(row.proxies.iter().filter(|&&c| c == b'\n').count() <= 1);
+    }
+}
