@@ -89,7 +89,7 @@ fn main() -> anyhow::Result<()> {
         .args([&format!("-P{}", cfg.mysqlport), "-uroot", &dbname, "-e"])
         .arg(
             "SELECT COUNT(*) FROM cdr c JOIN cdr_next n ON n.cdr_ID = c.ID AND n.calldate = c.calldate \
-             JOIN voxtap_cdr_key k ON k.cdr_ID = c.ID",
+             JOIN voxtap_cdr_stored k ON k.cdr_ID = c.ID",
         )
         .output()?;
     let linked = String::from_utf8_lossy(&check.stdout).trim().to_string();

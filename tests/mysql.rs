@@ -283,10 +283,10 @@ fn generated_rows_equal_json_and_replay_stores_nothing_twice() {
     assert_eq!(ids[1][0].as_deref(), Some(cdrs.len().to_string().as_str()));
 }
 
-/// A database an earlier build made (keys in one unpartitioned table keyed by a 32-byte hash) is taken over: that
-/// table is set aside and every CDR stored with a key in the new, partitioned one.
+/// A database an earlier build made (keys in `voxtap_cdr_key`, unpartitioned, keyed by a 32-byte hash) is taken
+/// over: that table is left alone and every CDR stored with a key in `voxtap_cdr_stored`, partitioned by day.
 #[test]
-fn an_old_key_table_is_set_aside() {
+fn an_old_key_table_is_left_alone() {
     let db = db::server();
     let tmp = tempdir("oldkeys");
     let cap = tmp.join("o.pcap");
@@ -302,16 +302,16 @@ fn an_old_key_table_is_set_aside() {
     assert!(summary.contains("db_stored=20 "), "{summary}");
     let keys = db.query(
         Some(&name),
-        "SELECT COUNT(*) FROM voxtap_cdr_key k JOIN cdr c ON c.ID = k.cdr_ID AND c.calldate = k.calldate",
+        "SELECT COUNT(*) FROM voxtap_cdr_stored k JOIN cdr c ON c.ID = k.cdr_ID AND c.calldate = k.calldate",
     );
     assert_eq!(keys[1][0].as_deref(), Some("20"));
     let parts = db.query(
         Some(&name),
         "SELECT COUNT(*) FROM information_schema.PARTITIONS WHERE TABLE_SCHEMA = DATABASE() \
-         AND TABLE_NAME = 'voxtap_cdr_key' AND PARTITION_NAME IS NOT NULL",
+         AND TABLE_NAME = 'voxtap_cdr_stored' AND PARTITION_NAME IS NOT NULL",
     );
     assert_eq!(parts[1][0].as_deref(), Some("1"));
-    assert_eq!(db.query(Some(&name), "SELECT COUNT(*) FROM voxtap_cdr_key_v1")[1][0].as_deref(), Some("0"));
+    assert_eq!(db.query(Some(&name), "SELECT COUNT(*) FROM voxtap_cdr_key")[1][0].as_deref(), Some("0"));
 }
 
 fn tempdir(tag: &str) -> PathBuf {
@@ -335,7 +335,7 @@ fn default_shape_and_a_partition_per_day() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let cdrs: Vec<Value> =
         String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    for t in ["cdr", "cdr_next", "cdr_rtp", "cdr_proxy", "voxtap_cdr_key"] {
+    for t in ["cdr", "cdr_next", "cdr_rtp", "cdr_proxy", "voxtap_cdr_stored"] {
         let parts = db.query(
             None,
             &format!(
@@ -464,7 +464,7 @@ fn concurrent_writers_link_every_row() {
         Some(&name),
         "SELECT n.fbasename, c.calldate, (SELECT COUNT(*) FROM cdr_rtp r WHERE r.cdr_ID = c.ID), \
          (SELECT COALESCE(SUM(received), 0) FROM cdr_rtp r WHERE r.cdr_ID = c.ID) \
-         FROM cdr c JOIN cdr_next n ON n.cdr_ID = c.ID JOIN voxtap_cdr_key k ON k.cdr_ID = c.ID",
+         FROM cdr c JOIN cdr_next n ON n.cdr_ID = c.ID JOIN voxtap_cdr_stored k ON k.cdr_ID = c.ID",
     );
     let got: std::collections::BTreeMap<String, (String, String, String)> = rows
         .into_iter()

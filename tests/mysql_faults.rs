@@ -117,9 +117,9 @@ fn every_cdr_arrives_exactly_once_through_outages_and_kills() {
     let t0 = Instant::now();
     // Kill once some CDRs are stored but (most likely) not all.
     loop {
-        let stored = db.query(None, &format!("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = '{name}' AND TABLE_NAME = 'voxtap_cdr_key'"));
+        let stored = db.query(None, &format!("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = '{name}' AND TABLE_NAME = 'voxtap_cdr_stored'"));
         if stored[1][0].as_deref() == Some("1") {
-            let c = db.query(Some(&name), "SELECT COUNT(*) FROM voxtap_cdr_key");
+            let c = db.query(Some(&name), "SELECT COUNT(*) FROM voxtap_cdr_stored");
             if c[1][0].as_deref().is_some_and(|x| x != "0") || t0.elapsed() > Duration::from_secs(20) {
                 break;
             }

@@ -36,7 +36,7 @@ pub enum Dict {
 #[derive(Debug, Clone)]
 pub struct DbCdr {
     /// Idempotency key: the first 16 bytes of SHA-256 of sensor, call start and Call-ID (with `calldate`, the
-    /// primary key of `voxtap_cdr_key`).
+    /// primary key of `voxtap_cdr_stored`).
     pub key: [u8; 16],
     /// `calldate` as stored (UTC or local time, per `utc`) and its day, for partitions.
     pub calldate: String,

@@ -39,7 +39,7 @@ impl Shape {
 }
 
 /// Tables partitioned by day when `cdr_partition` is on (every table whose rows carry a `calldate`).
-pub const PARTITIONED: &[&str] = &["cdr", "cdr_next", "cdr_rtp", "cdr_proxy", "voxtap_cdr_key"];
+pub const PARTITIONED: &[&str] = &["cdr", "cdr_next", "cdr_rtp", "cdr_proxy", "voxtap_cdr_stored"];
 
 /// The `a_`/`b_` columns of `cdr`, with their types (without the prefix).
 pub const SIDE_COLUMNS: &[(&str, &str)] = &[
@@ -195,7 +195,7 @@ pub fn create_statements(shape: &Shape, first_day: Option<(i32, u32, u32)>) -> V
         // voxtap's own: one row per stored CDR, so a replay of the on-disk queue never inserts a CDR twice. Keyed
         // by day first, so rows arrive in about key order and old days go with their partitions.
         format!(
-            "CREATE TABLE IF NOT EXISTS voxtap_cdr_key (\n  calldate {dt} NOT NULL,\n  k binary(16) NOT NULL,\n  \
+            "CREATE TABLE IF NOT EXISTS voxtap_cdr_stored (\n  calldate {dt} NOT NULL,\n  k binary(16) NOT NULL,\n  \
              cdr_ID bigint unsigned NOT NULL,\n  PRIMARY KEY (calldate, k)\n) {engine}{part}"
         ),
     ]

@@ -1,6 +1,7 @@
-//! Writes batches of CDRs in one transaction each: dictionary ids from a cache (inserted when new), then
-//! multi-row INSERTs into `cdr`, `cdr_next`, `cdr_rtp`, `cdr_proxy` and voxtap's `voxtap_cdr_key`, whose primary
-//! key makes a replayed CDR a no-op.
+//! Writes batches of CDRs in one transaction each: dictionary ids from a cache (inserted when new), then the rows
+//! of `cdr`, `cdr_next`, `cdr_rtp`, `cdr_proxy` and voxtap's `voxtap_cdr_stored` (whose primary key makes a
+//! replayed CDR a no-op), one LOAD DATA LOCAL INFILE per table, or prepared multi-row INSERTs where the server
+//! does not take that.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
@@ -138,17 +139,15 @@ impl Writer {
         };
         let shape = self.cfg.shape;
         if !self.tables_ready {
-            // Builds before 2026-11-27 kept the keys in one unpartitioned table keyed by a 32-byte hash: set
-            // aside (CDRs replayed from an older queue are then not recognised as stored).
+            // Builds before 2026-11-27 kept the keys in `voxtap_cdr_key` (unpartitioned, never emptied).
             let old: Option<u8> = c
                 .query_first(
-                    "SELECT 1 FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() \
-                     AND TABLE_NAME = 'voxtap_cdr_key' AND COLUMN_NAME = 'k' AND CHARACTER_OCTET_LENGTH = 32",
+                    "SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() \
+                     AND TABLE_NAME = 'voxtap_cdr_key'",
                 )
                 .await?;
             if old.is_some() {
-                warn!("voxtap_cdr_key has the old layout: renamed to voxtap_cdr_key_v1, a new one is created");
-                c.query_drop("RENAME TABLE voxtap_cdr_key TO voxtap_cdr_key_v1").await?;
+                info!("voxtap_cdr_key of an earlier build is no longer used (voxtap_cdr_stored replaces it): it can be dropped");
             }
             for s in schema::create_statements(&shape, days.first().copied()) {
                 if PARTITIONED.iter().any(|t| s.starts_with(&format!("CREATE TABLE IF NOT EXISTS {t} ("))) {
@@ -330,7 +329,7 @@ impl Writer {
         insert_rows(&mut tx, "cdr_proxy (cdr_ID, calldate, dst)", proxies, false).await?;
         let keys =
             pairs.iter().map(|(id, cdr)| vec![date(cdr), Value::Bytes(cdr.key.to_vec()), Value::UInt(*id)]).collect();
-        insert_rows(&mut tx, "voxtap_cdr_key (calldate, k, cdr_ID)", keys, false).await?;
+        insert_rows(&mut tx, "voxtap_cdr_stored (calldate, k, cdr_ID)", keys, false).await?;
         tx.commit().await?;
         out.inserted = pairs.len() as u64;
         Ok(out)
@@ -379,7 +378,7 @@ impl From<DbError> for LoadError {
 async fn not_stored<'a, Q: Queryable>(q: &mut Q, batch: &'a [DbCdr]) -> Result<Vec<&'a DbCdr>, DbError> {
     // Row-value IN on the whole primary key: one look-up per CDR, in the partitions of its day only.
     let mut sql = String::with_capacity(32 + batch.len() * 64);
-    sql.push_str("SELECT k FROM voxtap_cdr_key WHERE (calldate, k) IN (");
+    sql.push_str("SELECT k FROM voxtap_cdr_stored WHERE (calldate, k) IN (");
     for (i, cdr) in batch.iter().enumerate() {
         if i > 0 {
             sql.push(',');
@@ -457,7 +456,7 @@ async fn load_batch(c: &mut Conn, batch: &[DbCdr], dict: &DictIds, columns: &str
     load(c, "cdr_next", "cdr_ID,calldate,fbasename", next, todo.len()).await?;
     load(c, "cdr_rtp", &format!("cdr_ID,calldate,{}", RTP_COLUMNS.join(",")), rtp, rtp_rows).await?;
     load(c, "cdr_proxy", "cdr_ID,calldate,dst", proxy, proxy_rows).await?;
-    load(c, "voxtap_cdr_key", "calldate,k,cdr_ID", keys, todo.len()).await?;
+    load(c, "voxtap_cdr_stored", "calldate,k,cdr_ID", keys, todo.len()).await?;
     out.inserted = todo.len() as u64;
     out.loaded = out.inserted;
     Ok(out)
