@@ -411,24 +411,22 @@ async fn load_batch(c: &mut Conn, batch: &[DbCdr], dict: &DictIds, columns: &str
     // No look-up of the keys first: a CDR already stored (a replay) makes the key load skip a row, which rolls
     // the batch back to the INSERT path, where the look-up is done. Replays are rare; the look-up was a tenth of
     // the server's work besides `cdr`.
-    let todo: Vec<&DbCdr> = batch.iter().collect();
-    let mut out = Written::default();
-    let mut t = Vec::with_capacity(todo.iter().map(|c| c.cdr.len() + 16).sum());
-    for cdr in &todo {
+    let mut t = Vec::with_capacity(batch.iter().map(|c| c.cdr.len() + 16).sum());
+    for cdr in batch {
         cdr.cdr_line(|d| dict.get(d).copied(), &mut t);
         t.push(b'\n');
     }
-    let first = load(c, "cdr", columns, t, todo.len()).await?;
-    let Some(ids) = own_ids(c, first, todo.len()).await? else {
+    let first = load(c, "cdr", columns, t, batch.len()).await?;
+    let Some(ids) = own_ids(c, first, batch.len()).await? else {
         return Err(LoadError::NotClean("cdr rows not found after the load"));
     };
-    let mut next = Vec::with_capacity(todo.len() * 64);
-    let mut rtp = Vec::with_capacity(todo.iter().map(|c| c.rtp.len() + 64).sum());
+    let mut next = Vec::with_capacity(batch.len() * 64);
+    let mut rtp = Vec::with_capacity(batch.iter().map(|c| c.rtp.len() + 64).sum());
     let mut proxy = Vec::new();
-    let mut keys = Vec::with_capacity(todo.len() * 64);
+    let mut keys = Vec::with_capacity(batch.len() * 64);
     let (mut rtp_rows, mut proxy_rows) = (0, 0);
     let mut lead = Vec::with_capacity(48);
-    for (&id, cdr) in ids.iter().zip(todo.iter()) {
+    for (&id, cdr) in ids.iter().zip(batch.iter()) {
         // Every child row starts with `cdr_ID, calldate`.
         lead.clear();
         tsv::push_uint(&mut lead, id);
@@ -453,13 +451,12 @@ async fn load_batch(c: &mut Conn, batch: &[DbCdr], dict: &DictIds, columns: &str
         tsv::push_uint(&mut keys, id);
         keys.push(b'\n');
     }
-    load(c, "cdr_next", "cdr_ID,calldate,fbasename", next, todo.len()).await?;
+    load(c, "cdr_next", "cdr_ID,calldate,fbasename", next, batch.len()).await?;
     load(c, "cdr_rtp", &format!("cdr_ID,calldate,{}", RTP_COLUMNS.join(",")), rtp, rtp_rows).await?;
     load(c, "cdr_proxy", "cdr_ID,calldate,dst", proxy, proxy_rows).await?;
-    load(c, "voxtap_cdr_stored", "calldate,k,cdr_ID", keys, todo.len()).await?;
-    out.inserted = todo.len() as u64;
-    out.loaded = out.inserted;
-    Ok(out)
+    load(c, "voxtap_cdr_stored", "calldate,k,cdr_ID", keys, batch.len()).await?;
+    let n = batch.len() as u64;
+    Ok(Written { inserted: n, loaded: n, ..Default::default() })
 }
 
 /// The ids this transaction's `n` new `cdr` rows got, in row order, the first of them being `first`.
