@@ -47,10 +47,12 @@ artifacts() {
     ls -ls "$OUT"/voxtap.* "$OUT/SHA256SUMS"
 }
 
+# Runs a step and says how long it took; its exit status is the step's, so `a && b` stops at a failed step.
 stage() {
-    local s=$SECONDS
-    "$@"
-    echo "== $1: $((SECONDS - s)) s"
+    local s=$SECONDS rc=0
+    "$@" || rc=$?
+    echo "== $1: $((SECONDS - s)) s$([ $rc = 0 ] || echo ", exit status $rc")"
+    return $rc
 }
 
 case ${1:-all} in
