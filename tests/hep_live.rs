@@ -22,15 +22,12 @@ fn hep_messages(p: &Path) -> Vec<Vec<u8>> {
 /// Runs voxtap as a HEP listener, hands it to `send`, stops it; returns the CDRs and the summary.
 fn live(dir: &Path, name: &str, send: impl FnOnce(u16)) -> (Vec<Value>, String) {
     let [port] = free_ports::<1>();
-    let conf = dir.join(format!("{name}.conf"));
-    std::fs::write(
-        &conf,
-        format!(
-            "hep = yes\nhep_bind_ip = 127.0.0.1\nhep_bind_port = {port}\nspooldir = {}\n",
-            dir.join("spool").display()
-        ),
-    )
-    .unwrap();
+    let conf = write_conf(
+        dir,
+        &format!("{name}.conf"),
+        "spool",
+        &format!("hep = yes\nhep_bind_ip = 127.0.0.1\nhep_bind_port = {port}\n"),
+    );
     let run = LiveVoxtap::start(&conf, port);
     send(port);
     std::thread::sleep(Duration::from_millis(800));

@@ -121,15 +121,12 @@ fn sets(cap: &Path) -> Vec<Vec<u8>> {
 
 fn live(dir: &Path, name: &str, msgs: &[Vec<u8>]) -> (Vec<Value>, String) {
     let [port] = free_ports::<1>();
-    let conf = dir.join(format!("{name}.conf"));
-    std::fs::write(
-        &conf,
-        format!(
-            "ipfix = yes\nipfix_bind_ip = 127.0.0.1\nipfix_bind_port = {port}\nspooldir = {}\n",
-            dir.join("spool").display()
-        ),
-    )
-    .unwrap();
+    let conf = write_conf(
+        dir,
+        &format!("{name}.conf"),
+        "spool",
+        &format!("ipfix = yes\nipfix_bind_ip = 127.0.0.1\nipfix_bind_port = {port}\n"),
+    );
     let run = LiveVoxtap::start(&conf, port);
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     // The SBC's handshake comes back as set 257.

@@ -489,15 +489,12 @@ fn mirror_mode_end_to_end() {
     let base = dir.join("base.pcap");
     voxgen(&base, &["--calls", "20", "--cps", "10", "--duration", "2", "--mix", "--dtmf", "--seed", "51"]);
     let [port] = free_ports::<1>();
-    let rconf = dir.join("receiver.conf");
-    std::fs::write(
-        &rconf,
-        format!(
-            "mirror_bind_ip = 127.0.0.1\nmirror_bind_port = {port}\nmanagerport = 0\ncdr_log = no\nspooldir = {}\n",
-            dir.join("r").display()
-        ),
-    )
-    .unwrap();
+    let rconf = write_conf(
+        &dir,
+        "receiver.conf",
+        "r",
+        &format!("mirror_bind_ip = 127.0.0.1\nmirror_bind_port = {port}\nmanagerport = 0\ncdr_log = no\n"),
+    );
     let receiver = LiveVoxtap::start(&rconf, port);
     let sconf = dir.join("sender.conf");
     std::fs::write(&sconf, format!("mirror_destination = 127.0.0.1:{port}\nid_sensor = 4\n")).unwrap();

@@ -6,7 +6,7 @@ mod common;
 mod db;
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::*;
 use serde_json::Value;
@@ -244,7 +244,7 @@ fn check_capture_summary(db: &db::Db, dir: &Path, name: &str, capture: &Path, ex
 fn corpus_rows_equal_json_cdrs() {
     let Some(corpus) = corpus_dir() else { return };
     let db = db::server();
-    let tmp = tempdir("corpus");
+    let tmp = fresh_dir("mysql-corpus");
     let mut bad = Vec::new();
     let mut n = 0;
     for (i, (name, capture, _)) in oracles_with_calls(&corpus).into_iter().enumerate() {
@@ -259,7 +259,7 @@ fn corpus_rows_equal_json_cdrs() {
 #[test]
 fn generated_rows_equal_json_and_replay_stores_nothing_twice() {
     let db = db::server();
-    let tmp = tempdir("gen");
+    let tmp = fresh_dir("mysql-gen");
     let cap = tmp.join("g.pcap");
     let args =
         ["--calls", "300", "--cps", "100", "--duration", "4", "--loss", "0.02", "--dup", "0.01", "--mix", "--rtcp"];
@@ -288,7 +288,7 @@ fn generated_rows_equal_json_and_replay_stores_nothing_twice() {
 #[test]
 fn an_old_key_table_is_left_alone() {
     let db = db::server();
-    let tmp = tempdir("oldkeys");
+    let tmp = fresh_dir("mysql-oldkeys");
     let cap = tmp.join("o.pcap");
     voxgen(&cap, &["--calls", "20", "--cps", "20", "--duration", "2", "--seed", "3"]);
     let name = db.fresh("voxtap_t_oldkeys");
@@ -314,19 +314,13 @@ fn an_old_key_table_is_left_alone() {
     assert_eq!(db.query(Some(&name), "SELECT COUNT(*) FROM voxtap_cdr_key")[1][0].as_deref(), Some("0"));
 }
 
-fn tempdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("voxtap-mysql-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&d).expect("temp dir");
-    d
-}
-
 /// VoIPmonitor's default shape (`ipv6 = no`, `time_precision_in_ms = no`) and daily partitions: a capture whose
 /// calls start on both sides of midnight gets a partition per day in every partitioned table; times are whole
 /// seconds, durations cut to whole seconds, addresses `int unsigned`.
 #[test]
 fn default_shape_and_a_partition_per_day() {
     let db = db::server();
-    let tmp = tempdir("parts");
+    let tmp = fresh_dir("mysql-parts");
     let cap = tmp.join("midnight.pcap");
     voxgen(&cap, &["--calls", "40", "--cps", "2", "--duration", "2", "--mix", "--start", "1700006390", "--seed", "5"]);
     let name = db.fresh("voxtap_t_parts");
@@ -376,7 +370,7 @@ fn interleaved_autoinc_mode_still_links_every_row() {
     let db = srv.db();
     let mode = db.query(None, "SELECT @@innodb_autoinc_lock_mode");
     assert_eq!(mode[1][0].as_deref(), Some("2"));
-    let tmp = tempdir("autoinc");
+    let tmp = fresh_dir("mysql-autoinc");
     let cap = tmp.join("g.pcap");
     voxgen(&cap, &["--calls", "60", "--cps", "30", "--duration", "2", "--mix", "--rtcp", "--seed", "13"]);
     let bad = check_capture(&db, &tmp, "voxtap_t_autoinc", &cap, &[]);
@@ -389,7 +383,7 @@ fn interleaved_autoinc_mode_still_links_every_row() {
 fn without_local_infile_inserts_store_the_same_rows() {
     let srv = db::Private::with_args(26000 + (std::process::id() % 1000) as u16, &["--local-infile=0"]);
     let db = srv.db();
-    let tmp = tempdir("noinfile");
+    let tmp = fresh_dir("mysql-noinfile");
     let cap = tmp.join("g.pcap");
     voxgen(&cap, &["--calls", "60", "--cps", "30", "--duration", "2", "--mix", "--rtcp", "--seed", "14"]);
     let (bad, summary) = check_capture_summary(&db, &tmp, "voxtap_t_noinfile", &cap, &[]);
@@ -404,7 +398,7 @@ fn without_local_infile_inserts_store_the_same_rows() {
 #[test]
 fn a_refused_cdr_is_logged_and_the_rest_stored() {
     let db = db::server();
-    let tmp = tempdir("refused");
+    let tmp = fresh_dir("mysql-refused");
     let first = tmp.join("a.pcap");
     voxgen(&first, &["--calls", "30", "--cps", "20", "--duration", "1", "--seed", "31"]);
     let name = db.fresh("voxtap_t_refused");
@@ -437,7 +431,7 @@ fn a_refused_cdr_is_logged_and_the_rest_stored() {
 #[test]
 fn concurrent_writers_link_every_row() {
     let db = db::server();
-    let tmp = tempdir("concurrent");
+    let tmp = fresh_dir("mysql-concurrent");
     let cap = tmp.join("g.pcap");
     voxgen(&cap, &["--calls", "4000", "--cps", "2000", "--duration", "1", "--mix", "--seed", "41"]);
     let name = db.fresh("voxtap_t_concurrent");

@@ -6,7 +6,7 @@ mod common;
 #[path = "common/db.rs"]
 mod db;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
@@ -61,15 +61,9 @@ fn summary_value(summary: &str, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {key}= in {summary}"))
 }
 
-fn tempdir() -> PathBuf {
-    let d = std::env::temp_dir().join(format!("voxtap-faults-{}", std::process::id()));
-    std::fs::create_dir_all(&d).expect("temp dir");
-    d
-}
-
 #[test]
 fn every_cdr_arrives_exactly_once_through_outages_and_kills() {
-    let tmp = tempdir();
+    let tmp = fresh_dir("faults");
     let cap = tmp.join("calls.pcap");
     voxgen(&cap, &["--calls", "4000", "--cps", "1000", "--duration", "1", "--mix", "--seed", "21"]);
     let empty = tmp.join("empty.pcap");

@@ -28,15 +28,12 @@ fn drain(sock: &UnixDatagram, wait: Duration) -> Vec<String> {
 
 fn hep_sensor(dir: &Path, notify: &Path, watchdog_pid: Option<&str>) -> (std::process::Child, u16) {
     let [port] = free_ports::<1>();
-    let conf = dir.join("voxtap.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "hep = yes\nhep_bind_ip = 127.0.0.1\nhep_bind_port = {port}\nmanagerport = 0\nspooldir = {}\n",
-            dir.join("spool").display()
-        ),
-    )
-    .unwrap();
+    let conf = write_conf(
+        dir,
+        "voxtap.conf",
+        "spool",
+        &format!("hep = yes\nhep_bind_ip = 127.0.0.1\nhep_bind_port = {port}\nmanagerport = 0\n"),
+    );
     let mut cmd = voxtap();
     cmd.args(["--config-file", conf.to_str().unwrap()])
         .env("NOTIFY_SOCKET", notify)

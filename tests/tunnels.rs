@@ -282,8 +282,7 @@ fn oracle_calls(cap: &Path) -> Value {
 #[test]
 fn wrapped_generated_calls_give_the_same_cdrs() {
     let dir = fresh_dir("tun-wrap");
-    let conf = dir.join("v.conf");
-    std::fs::write(&conf, format!("spooldir = {}\nudp_port_tzsp = 31337\n", dir.join("spool").display())).unwrap();
+    let conf = write_conf(&dir, "v.conf", "spool", "udp_port_tzsp = 31337\n");
     let oracle = corpus_dir().is_some() && tshark_available();
     for (base_name, args) in [
         ("v4udp", &["--calls", "8", "--cps", "4", "--duration", "2", "--mix", "--rtcp", "--dtmf", "--seed", "61"][..]),
@@ -340,8 +339,7 @@ fn wrapped_generated_calls_give_the_same_cdrs() {
 #[test]
 fn hep_wrapped_calls_use_hep_addresses_and_times() {
     let dir = fresh_dir("tun-hep");
-    let conf = dir.join("v.conf");
-    std::fs::write(&conf, format!("spooldir = {}\n", dir.join("spool").display())).unwrap();
+    let conf = write_conf(&dir, "v.conf", "spool", "");
     let base = dir.join("base.pcap");
     voxgen(&base, &["--calls", "6", "--cps", "3", "--duration", "2", "--mix", "--rtcp", "--seed", "63"]);
     let (plain, _) = run_conf(&conf, &base);
@@ -354,8 +352,7 @@ fn hep_wrapped_calls_use_hep_addresses_and_times() {
         assert!(!summary.contains("tunnel_hep_errors") && !summary.contains("tunnel_hep_unsupported"), "{summary}");
     }
     // Another UDP port for HEP: nothing is HEP any more.
-    let conf2 = dir.join("v2.conf");
-    std::fs::write(&conf2, format!("spooldir = {}\nudp_port_hep = 9999\n", dir.join("spool").display())).unwrap();
+    let conf2 = write_conf(&dir, "v2.conf", "spool", "udp_port_hep = 9999\n");
     let (cdrs, _) = run_conf(&conf2, &dir.join("hep3.pcap"));
     assert!(cdrs.is_empty());
 }
@@ -369,8 +366,7 @@ fn audiocodes_recordings_give_the_same_cdrs() {
     let dir = fresh_dir("tun-acdr");
     let base = dir.join("base.pcap");
     voxgen(&base, &["--calls", "8", "--cps", "4", "--duration", "2", "--mix", "--rtcp", "--dtmf", "--seed", "64"]);
-    let conf = dir.join("v.conf");
-    std::fs::write(&conf, format!("spooldir = {}\naudiocodes = yes\n", dir.join("spool").display())).unwrap();
+    let conf = write_conf(&dir, "v.conf", "spool", "audiocodes = yes\n");
     let (plain, _) = run_conf(&conf, &base);
     let w = dir.join("acdr.pcap");
     wrap(&base, &w, "acdr", &[]);
@@ -387,8 +383,7 @@ fn audiocodes_recordings_give_the_same_cdrs() {
             .unwrap();
         assert!(out.status.success() && out.stdout.is_empty(), "{}", String::from_utf8_lossy(&out.stdout));
     }
-    let off = dir.join("off.conf");
-    std::fs::write(&off, format!("spooldir = {}\n", dir.join("spool").display())).unwrap();
+    let off = write_conf(&dir, "off.conf", "spool", "");
     let (none, _) = run_conf(&off, &w);
     assert!(none.is_empty());
 }

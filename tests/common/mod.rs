@@ -41,6 +41,13 @@ pub fn fresh_dir(tag: &str) -> PathBuf {
     d
 }
 
+/// Writes the configuration file `dir/name`: the lines of `body`, then `spooldir = dir/spool`.
+pub fn write_conf(dir: &Path, name: &str, spool: &str, body: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, format!("{body}spooldir = {}\n", dir.join(spool).display())).expect("write a configuration");
+    p
+}
+
 /// `N` distinct loopback ports free for TCP and UDP alike (a HEP listener takes both); all are held while
 /// choosing, so they differ.
 pub fn free_ports<const N: usize>() -> [u16; N] {
