@@ -74,7 +74,8 @@ fn main() -> anyhow::Result<()> {
     let server0 = server_seconds();
     let machine0 = machine_ticks();
     let t0 = Instant::now();
-    let mut sink = DbSink::start(db)?;
+    let slow = voxtap::runtime::slow::SlowSide::start()?;
+    let mut sink = DbSink::start(db, &slow.handle())?;
     for c in &cdrs {
         sink.push(c);
     }

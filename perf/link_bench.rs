@@ -32,6 +32,8 @@ fn main() -> anyhow::Result<()> {
     let cap = CaptureFile::open(std::path::Path::new(file))?;
     let (cdr_tx, _cdr_rx) = crossbeam_channel::bounded(4);
     let (pkt_tx, pkt_rx) = crossbeam_channel::bounded::<PacketEvent>(256);
+    // Both ends' links run on one slow-side runtime, as in a process that is remote and central at once.
+    let slow = voxtap::runtime::slow::SlowSide::start()?;
     let central = Central::start(
         CentralConfig {
             bind: "127.0.0.1:0".parse()?,
@@ -40,9 +42,11 @@ fn main() -> anyhow::Result<()> {
             own_id: None,
             db: None,
             allow_remote_gui: false,
+            net: Default::default(),
         },
         cdr_tx,
         pkt_tx,
+        &slow.handle(),
     )?;
     let counter = std::thread::spawn(move || {
         let (mut frames, mut bytes) = (0u64, 0u64);
@@ -68,6 +72,7 @@ fn main() -> anyhow::Result<()> {
             max_bytes: 64 << 30,
         },
         None,
+        &slow.handle(),
     )?;
     let mut fwd = Forwarder::new(sink, true);
     let (cpu0, t0) = (cpu_s(), Instant::now());

@@ -5,6 +5,7 @@ pub mod capture;
 pub mod config;
 pub mod decode;
 pub mod dispatch;
+pub mod edge;
 pub mod link;
 pub mod manager;
 pub mod notify;

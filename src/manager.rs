@@ -4,26 +4,26 @@
 //!
 //! A request is complete at `\r\n\r\n`, or at a line end once nothing more arrives for 500 ms; only its first line
 //! counts. The command is the first word, or else the first known command name found in the line. Peers other than
-//! the loopback are refused unless `manager_enable_unencrypted = yes` (there is no key-based mode yet). Files are
-//! served only from inside the spool folder.
+//! the loopback are refused unless `manager_enable_unencrypted = yes`, or they use the sealed mode with
+//! `manager_key`. Files are served only from inside the spool folder, streamed (never read whole). `server`
+//! holds the listeners (tasks on the slow side's runtime).
 
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::{Read, Write};
 use std::path::{Component, Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::call::owner::CallGauge;
 
 pub mod sealed;
+mod server;
 mod stat;
+
+pub use server::Manager;
 
 /// Requests larger than this are cut (VoIPmonitor reads 4 KB).
 const REQUEST_MAX: usize = 4096;
-const IDLE: Duration = Duration::from_millis(500);
-/// Connections served at once; more wait in the kernel's backlog.
-const MAX_CLIENTS: usize = 64;
 
 /// What the manager reads from the running sensor.
 pub struct State {
@@ -50,190 +50,6 @@ pub struct State {
 /// Re-reads the configuration and installs the new rules; `Err` says why it could not.
 pub type Reload = Box<dyn Fn() -> Result<(), String> + Send + Sync>;
 
-pub struct Manager {
-    stop: Arc<AtomicBool>,
-    handles: Vec<std::thread::JoinHandle<()>>,
-    addr: Option<SocketAddr>,
-    socket: Option<PathBuf>,
-}
-
-impl Manager {
-    /// Binds the TCP port and/or the Unix socket (`managersocket`, mode 0600) and starts serving; the caller
-    /// decides what a failure to bind means.
-    pub fn start(tcp: Option<SocketAddr>, unix: Option<&Path>, state: Arc<State>) -> io::Result<Manager> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut m = Manager { stop: stop.clone(), handles: Vec::new(), addr: None, socket: None };
-        if let Some(addr) = tcp {
-            let listener = TcpListener::bind(addr)?;
-            listener.set_nonblocking(true)?;
-            m.addr = Some(listener.local_addr()?);
-            let (st, flag) = (state.clone(), stop.clone());
-            m.handles.push(
-                std::thread::Builder::new()
-                    .name("manager".into())
-                    .spawn(move || serve(|| listener.accept().map(|(s, p)| (s, Some(p))), st, flag))?,
-            );
-        }
-        if let Some(path) = unix {
-            use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-            // A socket left by a voxtap that died is replaced; any other file is not touched.
-            if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
-                let _ = std::fs::remove_file(path);
-            }
-            let listener = std::os::unix::net::UnixListener::bind(path)?;
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-            listener.set_nonblocking(true)?;
-            m.socket = Some(path.to_path_buf());
-            m.handles.push(
-                std::thread::Builder::new()
-                    .name("manager-unix".into())
-                    .spawn(move || serve(|| listener.accept().map(|(s, _)| (s, None)), state, stop))?,
-            );
-        }
-        Ok(m)
-    }
-
-    pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.addr
-    }
-}
-
-impl Drop for Manager {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for h in self.handles.drain(..) {
-            let _ = h.join();
-        }
-        if let Some(p) = &self.socket {
-            let _ = std::fs::remove_file(p);
-        }
-    }
-}
-
-/// A manager client's connection: TCP, or the Unix socket.
-trait Conn: Read + Write + Send + 'static {
-    fn timeouts(&self, read: Option<Duration>, write: Option<Duration>) -> io::Result<()>;
-}
-
-impl Conn for TcpStream {
-    fn timeouts(&self, read: Option<Duration>, write: Option<Duration>) -> io::Result<()> {
-        self.set_nonblocking(false)?;
-        self.set_read_timeout(read)?;
-        self.set_write_timeout(write)
-    }
-}
-
-impl Conn for std::os::unix::net::UnixStream {
-    fn timeouts(&self, read: Option<Duration>, write: Option<Duration>) -> io::Result<()> {
-        self.set_nonblocking(false)?;
-        self.set_read_timeout(read)?;
-        self.set_write_timeout(write)
-    }
-}
-
-/// Accepts until stopped; `peer` is `None` for the Unix socket (local by construction, so never refused).
-fn serve<S: Conn>(
-    mut accept: impl FnMut() -> io::Result<(S, Option<SocketAddr>)>,
-    state: Arc<State>,
-    stop: Arc<AtomicBool>,
-) {
-    let busy = Arc::new(AtomicUsize::new(0));
-    while !stop.load(Ordering::Relaxed) {
-        match accept() {
-            Ok((stream, peer)) => {
-                if busy.load(Ordering::Relaxed) >= MAX_CLIENTS {
-                    drop(stream);
-                    continue;
-                }
-                busy.fetch_add(1, Ordering::Relaxed);
-                let (state, busy2) = (state.clone(), busy.clone());
-                let spawned = std::thread::Builder::new().name("manager-client".into()).spawn(move || {
-                    if let Err(e) = client(stream, peer, &state) {
-                        tracing::debug!(?peer, error = %e, "manager client");
-                    }
-                    busy2.fetch_sub(1, Ordering::Relaxed);
-                });
-                if spawned.is_err() {
-                    busy.fetch_sub(1, Ordering::Relaxed);
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => {
-                tracing::warn!(error = %e, "manager port: accept failed");
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        }
-    }
-}
-
-fn client<S: Conn>(mut s: S, peer: Option<SocketAddr>, state: &State) -> io::Result<()> {
-    s.timeouts(Some(IDLE), Some(Duration::from_secs(30)))?;
-    // The first bytes tell a sealed client (`VXM1`) from a plaintext one.
-    let mut head = Vec::with_capacity(4);
-    let mut b = [0u8; 4];
-    while head.len() < 4 {
-        match s.read(&mut b[..4 - head.len()]) {
-            Ok(0) => break,
-            Ok(n) => head.extend_from_slice(&b[..n]),
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => break,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-        if head.contains(&b'\n') {
-            break;
-        }
-    }
-    if head == sealed::MAGIC {
-        let Some(key) = state.key else {
-            tracing::warn!(?peer, "manager port: sealed client, but no manager_key is configured");
-            return Ok(());
-        };
-        s.timeouts(Some(Duration::from_secs(10)), Some(Duration::from_secs(30)))?;
-        if let Err(e) = sealed::serve(&mut s, &key, |line| handle(line, state)) {
-            tracing::warn!(?peer, error = %e, "manager port: sealed client refused");
-        }
-        return Ok(());
-    }
-    // Read the request even when refusing it: closing on unread data would reset the connection before the
-    // client sees why.
-    let line = read_request(&mut (&head[..]).chain(&mut s))?;
-    if let Some(peer) = peer.filter(|p| !p.ip().is_loopback() && !state.allow_remote) {
-        tracing::warn!(%peer, "manager port: remote client refused (manager_enable_unencrypted = no)");
-        return s.write_all(b"access denied: plaintext manager access is allowed from this host only\n");
-    }
-    let reply = handle(&line, state);
-    s.write_all(&reply)?;
-    s.flush()
-}
-
-/// The request's first line: read until `\r\n\r\n`, or a line end followed by 500 ms of quiet, or the end.
-fn read_request(s: &mut impl Read) -> io::Result<String> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 1024];
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        match s.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => {
-                buf.extend_from_slice(&chunk[..n]);
-                if buf.len() >= REQUEST_MAX || buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                    break;
-                }
-            }
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-                if buf.contains(&b'\n') || buf.contains(&b'\r') || Instant::now() >= deadline {
-                    break;
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    buf.truncate(REQUEST_MAX);
-    let first = buf.split(|&c| c == b'\r' || c == b'\n').next().unwrap_or(&[]);
-    Ok(String::from_utf8_lossy(first).trim().to_string())
-}
-
 /// Command names, in the order they are tried when the first word is not one of them.
 const COMMANDS: [&str; 14] = [
     "file_exists",
@@ -252,17 +68,40 @@ const COMMANDS: [&str; 14] = [
     "uptime",
 ];
 
-/// Answers one request line.
+/// Answers one request line, whole (tests and small answers; the server streams with `answer`).
 pub fn handle(line: &str, state: &State) -> Vec<u8> {
-    let first = line.split([' ', '\t']).next().unwrap_or("");
-    let cmd = if COMMANDS.contains(&first) {
-        first
-    } else {
-        match COMMANDS.iter().find(|c| line.contains(*c)) {
-            Some(c) => c,
-            None => return b"command not found\n".to_vec(),
+    let mut out = Vec::new();
+    answer(line, state, &mut |b| {
+        out.extend_from_slice(b);
+        true
+    });
+    out
+}
+
+/// Answers one request line, handing the reply to `out` in parts (false from `out`: stop, the client is gone).
+/// A file is streamed from disk in bounded pieces, gzipped on the way for `getfile_zip`.
+pub fn answer(line: &str, state: &State, out: &mut dyn FnMut(&[u8]) -> bool) {
+    match command_of(line) {
+        Some(cmd @ ("getfile" | "getfile_zip")) => {
+            let rel = line.split_whitespace().nth(1).unwrap_or("");
+            stream_file(rel, &state.spooldir, cmd == "getfile_zip", out);
         }
-    };
+        Some(cmd) => {
+            out(&reply(cmd, line, state));
+        }
+        None => {
+            out(b"command not found\n");
+        }
+    }
+}
+
+/// The command a request line asks for: its first word, or else the first command name found in it.
+fn command_of(line: &str) -> Option<&'static str> {
+    let first = line.split([' ', '\t']).next().unwrap_or("");
+    COMMANDS.iter().find(|c| **c == first).or_else(|| COMMANDS.iter().find(|c| line.contains(**c))).copied()
+}
+
+fn reply(cmd: &str, line: &str, state: &State) -> Vec<u8> {
     let args: Vec<&str> = line.split_whitespace().skip(1).collect();
     let version = env!("CARGO_PKG_VERSION");
     match cmd {
@@ -281,9 +120,6 @@ pub fn handle(line: &str, state: &State) -> Vec<u8> {
             None => b"reload failed: voxtap was started without a configuration file\n".to_vec(),
         },
         "file_exists" => file_exists(args.first().copied().unwrap_or(""), &state.spooldir).into_bytes(),
-        "getfile" | "getfile_zip" => {
-            getfile(args.first().copied().unwrap_or(""), &state.spooldir, cmd == "getfile_zip")
-        }
         "listcalls" => listcalls(line, state),
         "sniffer_stat" => stat::sniffer_stat(state, args.contains(&"plain")),
         "sniffer_threads" => stat::sniffer_threads(state, &args),
@@ -554,16 +390,82 @@ fn file_exists(arg: &str, spool: &Path) -> String {
     out
 }
 
-fn getfile(rel: &str, spool: &Path, zip: bool) -> Vec<u8> {
-    let Some(path) = in_spool(rel, spool) else { return b"access denied".to_vec() };
-    let Ok(body) = std::fs::read(&path) else { return format!("error: cannot open file {rel}").into_bytes() };
-    if !zip || body.starts_with(&[0x1f, 0x8b]) {
-        return body;
+/// Piece size of a streamed file.
+const FILE_PIECE: usize = 64 << 10;
+
+/// Hands `out` each piece as it is written: the gzip encoder's output goes straight to the client.
+struct Out<'a> {
+    out: &'a mut dyn FnMut(&[u8]) -> bool,
+}
+
+impl Write for Out<'_> {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        if (self.out)(b) {
+            Ok(b.len())
+        } else {
+            Err(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away"))
+        }
     }
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    match e.write_all(&body).and_then(|_| e.finish()) {
-        Ok(z) => z,
-        Err(_) => format!("error: cannot compress file {rel}").into_bytes(),
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `getfile`/`getfile_zip`: the file from inside the spool, in pieces of `FILE_PIECE` bytes (a gzip file is sent
+/// as it is even when zip is asked, as VoIPmonitor does).
+fn stream_file(rel: &str, spool: &Path, zip: bool, out: &mut dyn FnMut(&[u8]) -> bool) {
+    let Some(path) = in_spool(rel, spool) else {
+        out(b"access denied");
+        return;
+    };
+    let Ok(mut f) = std::fs::File::open(&path).and_then(|f| f.metadata().map(|m| (f, m))).and_then(|(f, m)| {
+        if m.is_file() {
+            Ok(f)
+        } else {
+            Err(std::io::Error::other("not a file"))
+        }
+    }) else {
+        out(format!("error: cannot open file {rel}").as_bytes());
+        return;
+    };
+    let mut piece = vec![0u8; FILE_PIECE];
+    let mut first = true;
+    let mut gz: Option<flate2::write::GzEncoder<Out<'_>>> = None;
+    let mut raw_out = Some(out);
+    loop {
+        let n = match f.read(&mut piece) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return,
+        };
+        if first {
+            first = false;
+            if zip && !piece[..n].starts_with(&[0x1f, 0x8b]) {
+                if let Some(o) = raw_out.take() {
+                    gz = Some(flate2::write::GzEncoder::new(Out { out: o }, flate2::Compression::fast()));
+                }
+            }
+        }
+        let ok = match (&mut gz, &mut raw_out) {
+            (Some(g), _) => g.write_all(&piece[..n]).is_ok(),
+            (None, Some(o)) => o(&piece[..n]),
+            (None, None) => false,
+        };
+        if !ok {
+            return;
+        }
+    }
+    match (gz, raw_out) {
+        (Some(g), _) => {
+            let _ = g.finish();
+        }
+        // An empty file zipped is an empty gzip member.
+        (None, Some(o)) if zip && first => {
+            let _ = flate2::write::GzEncoder::new(Out { out: o }, flate2::Compression::fast()).finish();
+        }
+        _ => {}
     }
 }
 

@@ -183,14 +183,22 @@ pub fn summary(r: &RunResult) -> String {
     }
     if let Some(h) = &r.hep {
         text.push_str(&format!(
-            " hep_udp_packets={} hep_tcp_messages={} hep_tcp_connections={} hep_tcp_errors={} hep_oversized={}",
-            h.udp_packets, h.tcp_messages, h.tcp_connections, h.tcp_errors, h.oversized
+            " hep_udp_packets={} hep_tcp_messages={} hep_tcp_connections={} hep_tcp_errors={} hep_oversized={} \
+             hep_tcp_idle_closed={} hep_dropped_batches={}",
+            h.udp_packets,
+            h.tcp_messages,
+            h.tcp_connections,
+            h.tcp_errors,
+            h.oversized,
+            h.tcp_idle_closed,
+            h.dropped_batches
         ));
     }
     if let Some(x) = &r.ipfix {
         text.push_str(&format!(
-            " ipfix_connections={} ipfix_handshakes={} ipfix_sip_messages={} ipfix_other_sets={} ipfix_errors={}",
-            x.connections, x.handshakes, x.sip_messages, x.other_sets, x.errors
+            " ipfix_connections={} ipfix_handshakes={} ipfix_sip_messages={} ipfix_other_sets={} ipfix_errors={} \
+             ipfix_idle_closed={}",
+            x.connections, x.handshakes, x.sip_messages, x.other_sets, x.errors, x.idle_closed
         ));
     }
     for (k, v) in d.tunnel.nonzero() {
@@ -208,15 +216,37 @@ pub fn summary(r: &RunResult) -> String {
     if let Some(c) = &r.central {
         text.push_str(&format!(
             " central_connections={} central_registered={} central_cdrs={} central_packet_batches={} central_resent_skipped={} \
-             central_refused_auth={} central_refused_clock={} central_refused_duplicate_id={} central_refused_protocol={} central_links_lost={}",
-            c.connections, c.registered, c.cdrs, c.packet_batches, c.resent_batches_skipped, c.refused_auth,
-            c.refused_clock, c.refused_duplicate_id, c.refused_protocol, c.links_lost
+             central_refused_auth={} central_refused_clock={} central_refused_duplicate_id={} central_refused_protocol={} central_links_lost={} \
+             central_refused_throttled={} central_handshake_timeouts={} central_refused_per_ip={} central_refused_full={} central_evicted={}",
+            c.connections,
+            c.registered,
+            c.cdrs,
+            c.packet_batches,
+            c.resent_batches_skipped,
+            c.refused_auth,
+            c.refused_clock,
+            c.refused_duplicate_id,
+            c.refused_protocol,
+            c.links_lost,
+            c.refused_throttled,
+            c.handshake_timeouts,
+            c.gate.refused_per_ip,
+            c.gate.refused_full,
+            c.gate.evicted
         ));
     }
     if let Some(m) = &r.mirror {
         text.push_str(&format!(
-            " mirror_connections={} mirror_blocks={} mirror_packets={} mirror_block_errors={} mirror_duplicate_blocks={} mirror_refused_time={}",
-            m.connections, m.blocks, m.packets, m.block_errors, m.duplicate_blocks, m.refused_time
+            " mirror_connections={} mirror_blocks={} mirror_packets={} mirror_block_errors={} mirror_duplicate_blocks={} mirror_refused_time={} \
+             mirror_refused_connections={} mirror_idle_closed={}",
+            m.connections,
+            m.blocks,
+            m.packets,
+            m.block_errors,
+            m.duplicate_blocks,
+            m.refused_time,
+            m.refused_connections,
+            m.idle_closed
         ));
     }
     if let Some(m) = &r.merge {

@@ -31,6 +31,7 @@ mod collector;
 #[cfg(feature = "dpdk")]
 mod dpdk_port;
 mod link;
+pub mod slow;
 use crate::store::spool::{self, SpoolStats};
 use crate::time::secs;
 pub use link::{forward_live, mirror_send, run_central, run_mirror, send_packets_file};
@@ -104,15 +105,21 @@ struct Pipeline {
     manager: Option<crate::manager::Manager>,
     /// A live capture's notifications to systemd (no-ops outside it); a capture file has none.
     systemd: Option<crate::notify::Service>,
+    /// The slow side's runtime: dropped last, once everything that runs on it has finished.
+    slow: slow::SlowSide,
 }
 
 /// The manager port (and `managersocket`) beside a live capture; one that cannot bind is a warning (another
 /// sensor may hold the port).
-fn start_manager(cfg: &Config, state: Arc<crate::manager::State>) -> Option<crate::manager::Manager> {
+fn start_manager(
+    cfg: &Config,
+    state: Arc<crate::manager::State>,
+    rt: &tokio::runtime::Handle,
+) -> Option<crate::manager::Manager> {
     let ip: std::net::IpAddr = cfg.managerip.parse().ok()?;
     let tcp = (cfg.managerport != 0).then(|| std::net::SocketAddr::new(ip, cfg.managerport));
     let unix = cfg.managersocket.as_deref();
-    match crate::manager::Manager::start(tcp, unix, state) {
+    match crate::manager::Manager::start(tcp, unix, state, &cfg.net, rt) {
         Ok(m) => {
             tracing::info!(listen = ?m.local_addr(), socket = ?unix, "manager port open");
             Some(m)
@@ -199,7 +206,9 @@ impl Pipeline {
         sources: usize,
         live: Option<LiveOutput>,
         remote_cdrs: Option<crossbeam_channel::Receiver<crate::link::central::RemoteCdrs>>,
+        slow: slow::SlowSide,
     ) -> Result<Pipeline> {
+        let rt = slow.handle();
         let save_any = cfg.savesip || cfg.savertp != SaveRtp::No || cfg.savertcp;
         let (cdr_tx, cdr_rx) = bounded::<Cdr>(65_536);
         let (spool_tx, spool_rx) = bounded::<spool::Chunk>(4096);
@@ -236,18 +245,21 @@ impl Pipeline {
         }
         let db = match link_cfg {
             Some(_) => None,
-            None => db_cfg.map(DbSink::start).transpose()?,
+            None => db_cfg.map(|d| DbSink::start(d, &rt)).transpose()?,
         };
         // Relayed manager commands (the GUI's getfile through the central) are answered once the owners run.
         let manager_state = Arc::new(std::sync::OnceLock::<Arc<crate::manager::State>>::new());
         let link = link_cfg
             .map(|l| {
                 let st = manager_state.clone();
-                let handler: crate::link::remote::CommandHandler = Arc::new(move |cmd: &str| match st.get() {
-                    Some(s) => crate::manager::handle(cmd, s),
-                    None => b"starting\n".to_vec(),
-                });
-                crate::link::remote::LinkSink::start(l, Some(handler))
+                let handler: crate::link::remote::CommandHandler =
+                    Arc::new(move |cmd: &str, out: &mut dyn FnMut(&[u8]) -> bool| match st.get() {
+                        Some(s) => crate::manager::answer(cmd, s, out),
+                        None => {
+                            out(b"starting\n");
+                        }
+                    });
+                crate::link::remote::LinkSink::start(l, Some(handler), &rt)
             })
             .transpose()
             .context("opening the link queue")?;
@@ -328,7 +340,7 @@ impl Pipeline {
         });
         let _ = manager_state.set(state.clone());
         let manager = (!blocking && (cfg.managerport != 0 || cfg.managersocket.is_some()))
-            .then(|| start_manager(cfg, state))
+            .then(|| start_manager(cfg, state, &rt))
             .flatten();
         // A live sensor under systemd (Type=notify) is ready once its owners, storage and manager port run.
         let systemd =
@@ -347,6 +359,7 @@ impl Pipeline {
             rules,
             manager,
             systemd,
+            slow,
         })
     }
 
@@ -415,7 +428,11 @@ impl Pipeline {
             owners,
             spool,
             truncated,
-            elapsed_s: started.elapsed().as_secs_f64(),
+            elapsed_s: {
+                // Everything on the slow side is done: its runtime goes now.
+                drop(self.slow);
+                started.elapsed().as_secs_f64()
+            },
             workers: self.workers,
             kernel_drops: None,
             hep: None,
@@ -437,7 +454,7 @@ pub fn run_file(opts: RunOptions) -> Result<RunResult> {
     let workers = opts.workers.clamp(1, 256);
     let file = CaptureFile::open(&opts.read).with_context(|| format!("reading {}", opts.read.display()))?;
     let started = Instant::now();
-    let pipeline = Pipeline::start(cfg, workers, true, 1, None, None)?;
+    let pipeline = Pipeline::start(cfg, workers, true, 1, None, None, slow::SlowSide::start()?)?;
     let mut rx = pipeline.rx(cfg, true, None, 0);
     let mut frames = file.frames();
     for f in frames.by_ref() {
@@ -545,7 +562,8 @@ pub fn run_dpdk(cfg: &Config, workers: usize, live: LiveOutput) -> Result<RunRes
     // A pcap virtual device replays a file: waiting for busy owners loses nothing there, so it behaves like
     // `-r`. A real port never waits: a full ring is a counted drop.
     let replay = port.driver.starts_with("net_pcap");
-    let pipeline = Pipeline::start(cfg, workers, replay, port.rx_queues as usize, Some(live), None)?;
+    let pipeline =
+        Pipeline::start(cfg, workers, replay, port.rx_queues as usize, Some(live), None, slow::SlowSide::start()?)?;
     install_stop_handlers();
     let idle_limit = (cfg.exit_after_idle > 0).then(|| std::time::Duration::from_secs(cfg.exit_after_idle as u64));
     let burst_size = cfg.dpdk_pkt_burst;
@@ -670,7 +688,7 @@ pub fn run_afpacket(cfg: &Config, workers: usize, live: LiveOutput) -> Result<Ru
         }
     }
     anyhow::ensure!(!cfg.interface.is_empty(), "no interface to capture on");
-    let pipeline = Pipeline::start(cfg, workers, false, threads, Some(live), None)?;
+    let pipeline = Pipeline::start(cfg, workers, false, threads, Some(live), None, slow::SlowSide::start()?)?;
     install_stop_handlers();
     tracing::info!(interfaces = ?cfg.interface, rx_threads = threads, "AF_PACKET capture started");
     let idle_limit = (cfg.exit_after_idle > 0).then(|| std::time::Duration::from_secs(cfg.exit_after_idle as u64));
@@ -717,10 +735,12 @@ pub fn run_hep(cfg: &Config, workers: usize, live: LiveOutput) -> Result<RunResu
     if cfg.udp_port_hep == 0 {
         cfg.udp_port_hep = 9060;
     }
-    let mut listener = HepListener::bind(std::net::SocketAddr::new(ip, cfg.hep_bind_port), cfg.udp_port_hep)
-        .with_context(|| format!("binding the HEP listener on {ip}:{}", cfg.hep_bind_port))?;
+    let slow = slow::SlowSide::start()?;
+    let mut listener =
+        HepListener::bind(std::net::SocketAddr::new(ip, cfg.hep_bind_port), cfg.udp_port_hep, &cfg.net, &slow.handle())
+            .with_context(|| format!("binding the HEP listener on {ip}:{}", cfg.hep_bind_port))?;
     tracing::info!(listen = %listener.local_addr(), "HEP listener started (UDP and TCP)");
-    let mut res = run_listener(&cfg, workers, live, &mut |t, f| listener.poll(t, f))?;
+    let mut res = drive(&cfg, workers, live, None, slow, &mut |t, f| listener.poll(t, f), &mut |_| {})?;
     tracing::info!(stats = ?listener.stats(), "HEP listener stopped");
     res.hep = Some(listener.stats());
     Ok(res)
@@ -732,10 +752,12 @@ pub fn run_ipfix(cfg: &Config, workers: usize, live: LiveOutput) -> Result<RunRe
 
     anyhow::ensure!(cfg.ipfix_bind_port != 0, "ipfix = yes needs ipfix_bind_port");
     let ip: std::net::IpAddr = cfg.ipfix_bind_ip.parse().context("ipfix_bind_ip")?;
-    let mut listener = IpfixListener::bind(std::net::SocketAddr::new(ip, cfg.ipfix_bind_port))
-        .with_context(|| format!("binding the IPFIX listener on {ip}:{}", cfg.ipfix_bind_port))?;
+    let slow = slow::SlowSide::start()?;
+    let mut listener =
+        IpfixListener::bind(std::net::SocketAddr::new(ip, cfg.ipfix_bind_port), &cfg.net, &slow.handle())
+            .with_context(|| format!("binding the IPFIX listener on {ip}:{}", cfg.ipfix_bind_port))?;
     tracing::info!(listen = ?listener.local_addr().ok(), "IPFIX listener started (TCP)");
-    let mut res = run_listener(cfg, workers, live, &mut |t, f| listener.poll(t, f))?;
+    let mut res = drive(cfg, workers, live, None, slow, &mut |t, f| listener.poll(t, f), &mut |_| {})?;
     tracing::info!(stats = ?listener.stats(), "IPFIX listener stopped");
     res.ipfix = Some(listener.stats());
     Ok(res)
@@ -746,10 +768,6 @@ type Poll<'a> = dyn FnMut(i32, &mut FrameSink<'_>) -> usize + 'a;
 /// Where a socket source hands its frames: time, link type, bytes.
 type FrameSink<'a> = dyn FnMut(crate::time::Nanos, u16, &[u8]) + 'a;
 
-fn run_listener(cfg: &Config, workers: usize, live: LiveOutput, poll: &mut Poll<'_>) -> Result<RunResult> {
-    drive(cfg, workers, live, None, poll, &mut |_| {})
-}
-
 /// A socket source feeding one rx stage until SIGTERM/SIGINT or `exit_after_idle`; `stopping` runs before the
 /// owners are told to end and may hand over what the source still holds.
 fn drive(
@@ -757,12 +775,13 @@ fn drive(
     workers: usize,
     live: LiveOutput,
     remote_cdrs: Option<crossbeam_channel::Receiver<crate::link::central::RemoteCdrs>>,
+    slow: slow::SlowSide,
     poll: &mut Poll<'_>,
     stopping: &mut dyn FnMut(&mut FrameSink<'_>),
 ) -> Result<RunResult> {
     let workers = workers.clamp(1, 256);
     let started = Instant::now();
-    let pipeline = Pipeline::start(cfg, workers, false, 1, Some(live), remote_cdrs)?;
+    let pipeline = Pipeline::start(cfg, workers, false, 1, Some(live), remote_cdrs, slow)?;
     install_stop_handlers();
     let idle_limit = (cfg.exit_after_idle > 0).then(|| std::time::Duration::from_secs(cfg.exit_after_idle as u64));
     let mut rx = pipeline.rx(cfg, false, None, 0);

@@ -171,6 +171,13 @@ pub fn dur_secs(n: Nanos) -> f64 {
     round_micros(n) as f64 / NANOS_PER_SEC as f64
 }
 
+/// A time a remote sender stamped, kept within `window_s` of when it arrived: a sender's clock may be off, but
+/// not so far that its packets land in another day's (or century's) partitions.
+pub fn clamp_to_receive(sender_ts: Nanos, received: Nanos, window_s: u32) -> Nanos {
+    let w = window_s as i64 * 1_000_000_000;
+    sender_ts.clamp(received.saturating_sub(w), received.saturating_add(w))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

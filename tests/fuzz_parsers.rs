@@ -245,19 +245,19 @@ proptest! {
         let refs: Vec<(i64, &[u8])> = frames.iter().map(|(t, d)| (*t, d.as_slice())).collect();
         let b = encode_block(&refs, 1, 3, 9, true);
         let head = BlockHead::parse(&b).unwrap();
-        prop_assert_eq!(decode_body(&head, &b[64..]).unwrap().len(), frames.len());
+        prop_assert_eq!(decode_body(&head, b[64..].to_vec()).unwrap().frames.len(), frames.len());
         // Any flipped byte of the body: an error or (a flip the 16-bit sum misses) frames; never a panic.
         let mut bad = b.clone();
         let i = 64 + flip % (bad.len() - 63).max(1);
         if i < bad.len() {
             bad[i] ^= 0xa5;
         }
-        let _ = decode_body(&head, &bad[64..]);
+        let _ = decode_body(&head, bad[64..].to_vec());
         // Junk as a header and a body.
         let mut h = b[..64].to_vec();
         h[28..32].copy_from_slice(&(junk.len() as u32 / 4).to_le_bytes());
         if let Ok(hd) = BlockHead::parse(&h) {
-            let _ = decode_body(&hd, &junk);
+            let _ = decode_body(&hd, junk.clone());
         }
         let _ = BlockHead::parse(&junk);
     }
@@ -269,16 +269,21 @@ proptest! {
     /// A stranger's first bytes on the central's port: the handshake ends with an error, never a panic or a hang.
     #[test]
     fn link_handshake_rejects_junk(first in prop::collection::vec(any::<u8>(), 0..64), len in 0u32..20_000) {
-        use std::io::Write;
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = l.local_addr().unwrap();
-        let mut c = std::net::TcpStream::connect(addr).unwrap();
-        let mut frame = len.to_be_bytes().to_vec();
-        frame.extend_from_slice(&first);
-        c.write_all(&frame).unwrap();
-        c.shutdown(std::net::Shutdown::Write).unwrap();
-        let (s, _) = l.accept().unwrap();
-        prop_assert!(voxtap::link::secure::accept(s, "pw", 0).is_err());
+        use tokio::io::AsyncWriteExt;
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let failed = rt.block_on(async {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = l.local_addr().unwrap();
+            let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let mut frame = len.to_be_bytes().to_vec();
+            frame.extend_from_slice(&first);
+            c.write_all(&frame).await.unwrap();
+            c.shutdown().await.unwrap();
+            let (s, _) = l.accept().await.unwrap();
+            let secret = |_: Option<u16>| Some("pw".to_string());
+            voxtap::link::secure::accept(s, &secret, 0).await.is_err()
+        });
+        prop_assert!(failed);
     }
 }
 

@@ -332,17 +332,42 @@ fn the_gui_reaches_a_remotes_files_through_the_central() {
     assert!(err.contains("central_registered=1"), "{err}");
 }
 
-fn hello(id: Option<u16>, queue: &str, skew_s: i64) -> voxtap::link::secure::ClientHello {
-    voxtap::link::secure::ClientHello {
-        magic: String::new(),
-        versions: vec![],
-        sensor_id: id,
-        sensor_name: "t".into(),
-        mode: "cdr".into(),
-        queue_id: queue.into(),
-        time_us: voxtap::time::wall_clock() / 1000 + skew_s * 1_000_000,
-        spake2: String::new(),
-    }
+/// A test's own link peer: who it says it is, and its clock's skew.
+struct Hello {
+    id: Option<u16>,
+    queue: String,
+    skew_s: i64,
+}
+
+fn hello(id: Option<u16>, queue: &str, skew_s: i64) -> Hello {
+    Hello { id, queue: queue.into(), skew_s }
+}
+
+/// Connects to a central as a remote would (the real handshake); the channel is used through `rt`.
+fn dial_central(
+    rt: &tokio::runtime::Runtime,
+    addr: std::net::SocketAddr,
+    pw: &str,
+    h: Hello,
+) -> Result<voxtap::link::secure::Channel, voxtap::link::secure::LinkError> {
+    use voxtap::link::msg;
+    use voxtap::link::secure::{connect, Identity2, LinkError};
+    rt.block_on(async {
+        let s = tokio::net::TcpStream::connect(addr).await?;
+        let me = Identity2 {
+            sensor_id: h.id,
+            sensor_name: "t".into(),
+            mode: "cdr".into(),
+            queue_id: h.queue,
+            spake2: String::new(),
+        };
+        let (mut ch, _) = connect(s, pw, me, voxtap::time::wall_clock() / 1000 + h.skew_s * 1_000_000).await?;
+        match ch.recv().await? {
+            (msg::WELCOME, _) => Ok(ch),
+            (msg::ERROR, m) => Err(LinkError::Refused(String::from_utf8_lossy(m).into_owned())),
+            (k, _) => Err(LinkError::Protocol(format!("record {k}"))),
+        }
+    })
 }
 
 fn rss_kb(pid: u32) -> u64 {
@@ -356,7 +381,7 @@ fn rss_kb(pid: u32) -> u64 {
 #[test]
 fn hostile_and_mistaken_peers_are_refused_with_a_reason() {
     use voxtap::link::msg;
-    use voxtap::link::secure::{connect, LinkError};
+    use voxtap::link::secure::LinkError;
     let dir = fresh_dir("link-hostile");
     let [port] = free_ports::<1>();
     let conf = dir.join("central.conf");
@@ -371,13 +396,8 @@ fn hostile_and_mistaken_peers_are_refused_with_a_reason() {
     .unwrap();
     let central = LiveVoxtap::start(&conf, port);
     let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
-    let dial = |pw: &str, h| {
-        connect(TcpStream::connect(addr).unwrap(), pw, h).and_then(|(mut ch, _)| match ch.recv()? {
-            (msg::WELCOME, _) => Ok(ch),
-            (msg::ERROR, m) => Err(LinkError::Refused(String::from_utf8_lossy(m).into_owned())),
-            (k, _) => Err(LinkError::Protocol(format!("record {k}"))),
-        })
-    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let dial = |pw: &str, h| dial_central(&rt, addr, pw, h);
     // Wrong password: both sides know, neither learns the other's password.
     assert!(matches!(dial("wrong", hello(Some(5), "q1", 0)), Err(LinkError::Auth)));
     // Clock skew.
@@ -400,15 +420,15 @@ fn hostile_and_mistaken_peers_are_refused_with_a_reason() {
     let mut body = msg::pos_bytes(pos).to_vec();
     body.extend_from_slice(&msg::pack(&[cdr.as_bytes()]));
     for _ in 0..2 {
-        again.send(msg::CDRS, &body).unwrap();
-        let (k, p) = again.recv().unwrap();
+        rt.block_on(again.send(msg::CDRS, &body)).unwrap();
+        let (k, p) = rt.block_on(again.recv()).unwrap();
         assert_eq!((k, p.to_vec()), (msg::ACK, msg::pos_bytes(pos).to_vec()));
     }
     // A hostile inflated size, a bad batch: the link is dropped, the central stays.
     let mut bomb = msg::pos_bytes(voxtap::store::queue::Pos { seg: 2, off: 0 }).to_vec();
     bomb.extend_from_slice(&[0x28, 0xb5, 0x2f, 0xfd, 0xff, 0xff, 0xff]);
-    again.send(msg::CDRS, &bomb).unwrap();
-    assert!(again.recv().is_err());
+    rt.block_on(again.send(msg::CDRS, &bomb)).unwrap();
+    assert!(rt.block_on(again.recv()).is_err());
     // A port scan, garbage, truncated and oversized frames: memory stays flat and the central still serves.
     // Warm up the allocator and the thread pool with a first round, then measure a second, larger one.
     let junk = |rounds: u32| {
@@ -446,8 +466,9 @@ fn hostile_and_mistaken_peers_are_refused_with_a_reason() {
     ] {
         assert!(err.contains(want), "{want} in {err}");
     }
-    let refused: u64 =
-        err.split("central_refused_protocol=").nth(1).and_then(|r| r.split(' ').next()?.parse().ok()).unwrap();
+    let count = |k: &str| -> u64 { err.split(k).nth(1).and_then(|r| r.split(' ').next()?.parse().ok()).unwrap() };
+    // Each junk connection was refused: by its handshake, or at the door once its address held too many.
+    let refused = count("central_refused_protocol=") + count("central_refused_per_ip=");
     assert!(refused >= 1800, "{err}");
 }
 

@@ -40,6 +40,16 @@ impl Cdr {
     }
 }
 
+impl Cdr {
+    /// A CDR a remote sent, with `id_sensor` set to the sensor that proved its identity on the link: whatever the
+    /// remote wrote there, a CDR is stored under the sensor that sent it (`None` when the sensor has no id).
+    pub fn from_remote_json(json: &str, id_sensor: Option<u16>) -> Option<Cdr> {
+        let mut v: serde_json::Map<String, serde_json::Value> = serde_json::from_str(json).ok()?;
+        v.insert("id_sensor".into(), id_sensor.map(serde_json::Value::from).unwrap_or(serde_json::Value::Null));
+        Cdr::from_json(serde_json::to_string(&v).ok()?)
+    }
+}
+
 fn r3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }

@@ -5,13 +5,15 @@
 //! listener, UDP to the HEP port — so the decoder takes it apart exactly as it does HEP found in a capture file
 //! (HEP's own addresses, ports and times) and a call's spool file holds the HEP packets it was built from. Over
 //! TCP, HEP v3 messages follow each other and are cut by their length field; a stream that stops making sense is
-//! closed and counted. Nothing here blocks: one poll over every socket, then whatever is ready.
+//! closed and counted. The sockets are served by tasks on the slow side's runtime (`socket.rs`), which hand
+//! batches of frames to the rx stage.
 
-use std::io;
-use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
-use super::socket::{synth_frame, Framing, Streams};
+use super::socket::{self, synth_frame, FrameBatch, Framing, Ingest, StreamCounts, StreamProto};
+use crate::config::net::NetLimits;
 use crate::decode::hep;
 use crate::time::Nanos;
 
@@ -20,50 +22,116 @@ pub struct HepStats {
     pub udp_packets: u64,
     pub tcp_messages: u64,
     pub tcp_connections: u64,
-    /// TCP streams closed because they did not carry HEP v3, or overflowed.
+    /// TCP streams closed because they did not carry HEP v3 (or nothing valid came in time), or were refused.
     pub tcp_errors: u64,
+    /// TCP streams closed after `net_idle_timeout_s` of silence.
+    pub tcp_idle_closed: u64,
     /// Messages too large to be a frame.
     pub oversized: u64,
+    /// Batches of datagrams dropped because the analysis was behind.
+    pub dropped_batches: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    udp: std::sync::atomic::AtomicU64,
+    tcp: std::sync::atomic::AtomicU64,
+    oversized: std::sync::atomic::AtomicU64,
 }
 
 pub struct HepListener {
-    udp: UdpSocket,
-    tcp: Streams,
+    ingest: Ingest,
     local: SocketAddr,
-    /// The UDP port synthetic frames are addressed to (the decoder's HEP port).
+    counters: Arc<Counters>,
+    streams: Arc<StreamCounts>,
+}
+
+/// HEP over TCP: v3 messages back to back, cut by their length field.
+struct Proto {
     port: u16,
-    stats: HepStats,
-    frame: Vec<u8>,
-    rx: Vec<u8>,
+    counters: Arc<Counters>,
+}
+
+/// A message as a frame from the sender to the listener's HEP port, stamped with the receive time (the decoder
+/// takes the HEP header's own time for the packet inside).
+fn emit(frame: &mut Vec<u8>, peer: SocketAddr, local: SocketAddr, port: u16, msg: &[u8], out: &mut FrameBatch) -> bool {
+    if synth_frame(frame, peer.ip(), local.ip(), peer.port(), port, None, msg) {
+        out.push(crate::time::wall_clock(), crate::decode::link::LINKTYPE_ETHERNET, frame);
+        true
+    } else {
+        false
+    }
+}
+
+impl StreamProto for Proto {
+    const MESSAGE_MAX: usize = 65_535;
+    type Conn = Vec<u8>;
+
+    fn frame(&self, b: &[u8]) -> Framing {
+        match hep::frame_len(b) {
+            _ if b.len() < 6 => Framing::Incomplete,
+            Some(len) if len >= 6 => Framing::Message(len),
+            _ => Framing::Broken,
+        }
+    }
+
+    fn message(
+        &self,
+        frame: &mut Vec<u8>,
+        peer: SocketAddr,
+        local: SocketAddr,
+        msg: &[u8],
+        out: &mut FrameBatch,
+        _: &mut Vec<u8>,
+    ) {
+        if emit(frame, peer, local, self.port, msg, out) {
+            self.counters.tcp.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.counters.oversized.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 impl HepListener {
-    /// Binds UDP and TCP on `addr`; frames are addressed to UDP port `port`.
-    pub fn bind(addr: SocketAddr, port: u16) -> io::Result<HepListener> {
-        let udp = UdpSocket::bind(addr)?;
+    /// Binds UDP and TCP on `addr` (tasks on `rt`); frames are addressed to UDP port `port`.
+    pub fn bind(
+        addr: SocketAddr,
+        port: u16,
+        net: &NetLimits,
+        rt: &tokio::runtime::Handle,
+    ) -> std::io::Result<HepListener> {
+        let udp = std::net::UdpSocket::bind(addr)?;
         udp.set_nonblocking(true)?;
-        let rcvbuf: libc::c_int = 8 << 20;
-        // SAFETY: a valid socket and a c_int option value of the stated size.
-        unsafe {
-            libc::setsockopt(
-                udp.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUF,
-                &rcvbuf as *const libc::c_int as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
-        }
+        set_rcvbuf(&udp, 8 << 20);
         let local = udp.local_addr()?;
-        let tcp = Streams::bind(local)?;
-        Ok(HepListener {
-            udp,
+        let tcp = crate::edge::bind_tcp(local, rt)?;
+        let udp = {
+            let _guard = rt.enter();
+            tokio::net::UdpSocket::from_std(udp)?
+        };
+        let ingest = Ingest::new();
+        let counters = Arc::new(Counters::default());
+        let streams = Arc::new(StreamCounts::default());
+        let proto = Arc::new(Proto { port, counters: counters.clone() });
+        rt.spawn(socket::serve_streams(
             tcp,
+            proto,
+            net.clone(),
+            ingest.tx.clone(),
+            streams.clone(),
+            ingest.stop_signal(),
+            "hep",
+        ));
+        rt.spawn(udp_task(
+            udp,
             local,
             port,
-            stats: HepStats::default(),
-            frame: Vec::with_capacity(70_000),
-            rx: vec![0; 65_536],
-        })
+            ingest.tx.clone(),
+            ingest.dropped.clone(),
+            counters.clone(),
+            ingest.stop_signal(),
+        ));
+        Ok(HepListener { ingest, local, counters, streams })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -71,50 +139,70 @@ impl HepListener {
     }
 
     pub fn stats(&self) -> HepStats {
-        HepStats { tcp_connections: self.tcp.counts.accepted, tcp_errors: self.tcp.counts.broken, ..self.stats }
+        HepStats {
+            udp_packets: self.counters.udp.load(Ordering::Relaxed),
+            tcp_messages: self.counters.tcp.load(Ordering::Relaxed),
+            tcp_connections: self.streams.accepted.load(Ordering::Relaxed),
+            tcp_errors: self.streams.broken.load(Ordering::Relaxed),
+            tcp_idle_closed: self.streams.idle_closed.load(Ordering::Relaxed),
+            oversized: self.counters.oversized.load(Ordering::Relaxed),
+            dropped_batches: self.ingest.dropped.load(Ordering::Relaxed),
+        }
     }
 
     /// Waits up to `timeout_ms` for data, then hands every HEP message that arrived to `f` as a frame
     /// (receive time, Ethernet). Returns how many.
     pub fn poll(&mut self, timeout_ms: i32, f: &mut dyn FnMut(Nanos, u16, &[u8])) -> usize {
-        let mut fds = vec![libc::pollfd { fd: self.udp.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
-        self.tcp.push_fds(&mut fds);
-        // SAFETY: fds is a valid array of pollfd of the given length.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
-        if n <= 0 {
-            return 0;
+        self.ingest.poll(timeout_ms, f)
+    }
+}
+
+fn set_rcvbuf(udp: &std::net::UdpSocket, bytes: libc::c_int) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid socket and a c_int option value of the stated size.
+    unsafe {
+        libc::setsockopt(
+            udp.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            &bytes as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+/// Datagrams as they come, gathered into batches: each wake takes whatever the socket holds.
+async fn udp_task(
+    udp: tokio::net::UdpSocket,
+    local: SocketAddr,
+    port: u16,
+    tx: crossbeam_channel::Sender<FrameBatch>,
+    dropped: Arc<std::sync::atomic::AtomicU64>,
+    counters: Arc<Counters>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut rx = vec![0u8; 65_536];
+    let mut frame = Vec::with_capacity(70_000);
+    loop {
+        tokio::select! {
+            _ = crate::edge::stopped(&mut stop) => return,
+            r = udp.readable() => if r.is_err() { return },
         }
-        let now = crate::time::wall_clock();
-        let (local, port) = (self.local, self.port);
-        let (frame, stats) = (&mut self.frame, &mut self.stats);
-        let mut got = 0;
-        let mut emit = |peer: SocketAddr, msg: &[u8]| {
-            if synth_frame(frame, peer.ip(), local.ip(), peer.port(), port, None, msg) {
-                f(now, crate::decode::link::LINKTYPE_ETHERNET, frame);
-                got += 1;
-            } else {
-                stats.oversized += 1;
-            }
-        };
-        let (mut udp, mut tcp) = (0, 0);
-        if fds[0].revents != 0 {
-            while let Ok((len, peer)) = self.udp.recv_from(&mut self.rx) {
-                udp += 1;
-                emit(peer, &self.rx[..len]);
+        let mut batch = FrameBatch::default();
+        while batch.data.len() < socket::BATCH_BYTES {
+            match udp.try_recv_from(&mut rx) {
+                Ok((len, peer)) => {
+                    counters.udp.fetch_add(1, Ordering::Relaxed);
+                    if !emit(&mut frame, crate::edge::canonical_peer(peer), local, port, &rx[..len], &mut batch) {
+                        counters.oversized.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(_) => break,
             }
         }
-        // Over TCP, HEP v3 messages follow each other, cut by their length field.
-        let framing = |b: &[u8]| match hep::frame_len(b) {
-            _ if b.len() < 6 => Framing::Incomplete,
-            Some(len) if len >= 6 => Framing::Message(len),
-            _ => Framing::Broken,
-        };
-        self.tcp.service(&fds[1..], &framing, &mut |_, peer, msg| {
-            tcp += 1;
-            emit(peer, msg);
-        });
-        self.stats.udp_packets += udp;
-        self.stats.tcp_messages += tcp;
-        got
+        if !batch.is_empty() {
+            socket::send_datagrams(&tx, &dropped, batch);
+        }
     }
 }

@@ -10,10 +10,13 @@
 //! treat it like any SIP on the wire. Other sets (QoS reports, raw UDP copies) are counted and skipped.
 
 use std::collections::HashMap;
-use std::io::{self, Write};
+use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
-use super::socket::{synth_frame, Framing, Streams};
+use super::socket::{self, synth_frame, FrameBatch, Framing, Ingest, StreamCounts, StreamProto};
+use crate::config::net::NetLimits;
 use crate::time::Nanos;
 
 const HEADER: usize = 20;
@@ -27,6 +30,8 @@ pub struct IpfixStats {
     pub other_sets: u64,
     /// Messages that did not parse, and streams closed for it.
     pub errors: u64,
+    /// Streams closed after `net_idle_timeout_s` of silence.
+    pub idle_closed: u64,
 }
 
 /// A SIP message an IPFIX set carried.
@@ -140,79 +145,130 @@ pub fn parse(b: &[u8]) -> Result<Message<'_>, &'static str> {
 }
 
 pub struct IpfixListener {
-    tcp: Streams,
-    stats: IpfixStats,
-    /// Next TCP sequence number per flow of synthesised segments.
+    ingest: Ingest,
+    local: SocketAddr,
+    counters: Arc<Counters>,
+    streams: Arc<StreamCounts>,
+}
+
+#[derive(Default)]
+struct Counters {
+    handshakes: AtomicU64,
+    sip: AtomicU64,
+    other: AtomicU64,
+    errors: AtomicU64,
+}
+
+/// Flows remembered per connection for their TCP sequence numbers; past it the table starts again (a flow then
+/// shows a jump, which the TCP reassembly takes as a new start).
+const FLOWS_MAX: usize = 65_536;
+
+/// One connection's state: the next TCP sequence number of each flow of synthesised segments, and a frame buffer.
+#[derive(Default)]
+struct Conn {
     seq: HashMap<(Ipv4Addr, Ipv4Addr, u16, u16), u32>,
     frame: Vec<u8>,
 }
 
+struct Proto {
+    counters: Arc<Counters>,
+}
+
+impl StreamProto for Proto {
+    const MESSAGE_MAX: usize = 65_535;
+    type Conn = Conn;
+
+    /// A header that is not version 10 means the framing is lost: nothing after it can be trusted.
+    fn frame(&self, b: &[u8]) -> Framing {
+        match message_len(b) {
+            None => Framing::Incomplete,
+            Some(len) if len >= HEADER && u16::from_be_bytes([b[0], b[1]]) == 10 => Framing::Message(len),
+            Some(_) => Framing::Broken,
+        }
+    }
+
+    fn message(
+        &self,
+        c: &mut Conn,
+        _: SocketAddr,
+        _: SocketAddr,
+        msg: &[u8],
+        out: &mut FrameBatch,
+        reply: &mut Vec<u8>,
+    ) {
+        let n = &self.counters;
+        match parse(msg) {
+            Ok(Message::Handshake) => {
+                n.handshakes.fetch_add(1, Ordering::Relaxed);
+                let at = reply.len();
+                reply.extend_from_slice(msg);
+                reply[at + 16..at + 18].copy_from_slice(&257u16.to_be_bytes());
+            }
+            Ok(Message::Sip(r)) => {
+                n.sip.fetch_add(1, Ordering::Relaxed);
+                if c.seq.len() >= FLOWS_MAX {
+                    c.seq.clear();
+                }
+                let tcp_seq = r.tcp.then(|| {
+                    let next = c.seq.entry((r.src, r.dst, r.sport, r.dport)).or_insert(1);
+                    let this = *next;
+                    *next = next.wrapping_add(r.sip.len() as u32);
+                    this
+                });
+                if synth_frame(&mut c.frame, r.src.into(), r.dst.into(), r.sport, r.dport, tcp_seq, r.sip) {
+                    out.push(r.ts, crate::decode::link::LINKTYPE_ETHERNET, &c.frame);
+                } else {
+                    n.errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Ok(Message::Other(_)) => {
+                n.other.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => {
+                n.errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
 impl IpfixListener {
-    pub fn bind(addr: SocketAddr) -> io::Result<IpfixListener> {
-        Ok(IpfixListener {
-            tcp: Streams::bind(addr)?,
-            stats: IpfixStats::default(),
-            seq: HashMap::new(),
-            frame: Vec::with_capacity(70_000),
-        })
+    pub fn bind(addr: SocketAddr, net: &NetLimits, rt: &tokio::runtime::Handle) -> io::Result<IpfixListener> {
+        let tcp = crate::edge::bind_tcp(addr, rt)?;
+        let local = tcp.local_addr()?;
+        let ingest = Ingest::new();
+        let counters = Arc::new(Counters::default());
+        let streams = Arc::new(StreamCounts::default());
+        rt.spawn(socket::serve_streams(
+            tcp,
+            Arc::new(Proto { counters: counters.clone() }),
+            net.clone(),
+            ingest.tx.clone(),
+            streams.clone(),
+            ingest.stop_signal(),
+            "ipfix",
+        ));
+        Ok(IpfixListener { ingest, local, counters, streams })
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.tcp.local_addr()
+        Ok(self.local)
     }
 
     pub fn stats(&self) -> IpfixStats {
+        let n = &self.counters;
         IpfixStats {
-            connections: self.tcp.counts.accepted,
-            errors: self.stats.errors + self.tcp.counts.broken,
-            ..self.stats
+            connections: self.streams.accepted.load(Ordering::Relaxed),
+            handshakes: n.handshakes.load(Ordering::Relaxed),
+            sip_messages: n.sip.load(Ordering::Relaxed),
+            other_sets: n.other.load(Ordering::Relaxed),
+            errors: n.errors.load(Ordering::Relaxed) + self.streams.broken.load(Ordering::Relaxed),
+            idle_closed: self.streams.idle_closed.load(Ordering::Relaxed),
         }
     }
 
     /// Waits up to `timeout_ms`, then hands every SIP message that arrived to `f` as a frame. Returns how many.
     pub fn poll(&mut self, timeout_ms: i32, f: &mut dyn FnMut(Nanos, u16, &[u8])) -> usize {
-        let mut fds = Vec::new();
-        self.tcp.push_fds(&mut fds);
-        // SAFETY: fds is a valid array of pollfd of the given length.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
-        if n <= 0 {
-            return 0;
-        }
-        let (stats, seq, frame) = (&mut self.stats, &mut self.seq, &mut self.frame);
-        let mut got = 0;
-        // A header that is not version 10 means the framing is lost: nothing after it can be trusted.
-        let framing = |b: &[u8]| match message_len(b) {
-            None => Framing::Incomplete,
-            Some(len) if len >= HEADER && u16::from_be_bytes([b[0], b[1]]) == 10 => Framing::Message(len),
-            Some(_) => Framing::Broken,
-        };
-        self.tcp.service(&fds, &framing, &mut |stream, _, msg| match parse(msg) {
-            Ok(Message::Handshake) => {
-                stats.handshakes += 1;
-                let mut reply = msg.to_vec();
-                reply[16..18].copy_from_slice(&257u16.to_be_bytes());
-                // A peer that cannot take the answer is seen as closed at the next read.
-                let _ = stream.write_all(&reply);
-            }
-            Ok(Message::Sip(r)) => {
-                stats.sip_messages += 1;
-                let tcp_seq = r.tcp.then(|| {
-                    let next = seq.entry((r.src, r.dst, r.sport, r.dport)).or_insert(1);
-                    let this = *next;
-                    *next = next.wrapping_add(r.sip.len() as u32);
-                    this
-                });
-                if synth_frame(frame, r.src.into(), r.dst.into(), r.sport, r.dport, tcp_seq, r.sip) {
-                    f(r.ts, crate::decode::link::LINKTYPE_ETHERNET, frame);
-                    got += 1;
-                } else {
-                    stats.errors += 1;
-                }
-            }
-            Ok(Message::Other(_)) => stats.other_sets += 1,
-            Err(_) => stats.errors += 1,
-        });
-        got
+        self.ingest.poll(timeout_ms, f)
     }
 }
 

@@ -1,19 +1,121 @@
-//! What the socket sources (HEP, IPFIX) share: TCP streams of length-framed messages read without blocking, and
-//! frames built as if the message had been captured on the wire, so that the decoder takes them apart like any
-//! captured packet.
+//! What the socket sources (HEP, IPFIX) share: their listeners run as tasks on the slow side's runtime and hand
+//! frames to the rx stage in batches through a bounded channel (`Ingest`); TCP streams of length-framed messages
+//! are read one message at a time into a buffer no larger than the largest message; and frames are built as if
+//! the message had been captured on the wire, so that the decoder takes them apart like any captured packet.
+//!
+//! A TCP connection is admitted by the listener's gate and counts as unproven until its first well-framed message
+//! (closed if that does not come within `net_handshake_timeout_s`); after that it is closed when it says nothing
+//! for `net_idle_timeout_s`. A stream whose framing breaks is closed and counted.
 
-use std::io::{self, Read};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
-/// A stream may hold this much of an unfinished message.
-const STREAM_MAX: usize = 1 << 20;
-/// Connections beyond this are closed at once.
-const MAX_CONNS: usize = 1024;
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use tokio::io::AsyncReadExt;
+
+use crate::config::net::NetLimits;
+use crate::edge::gate::{Gate, Limits};
+use crate::time::Nanos;
+
+/// Frames gathered by a listener task: their bytes back to back, and each one's time, link type and range.
+#[derive(Default)]
+pub struct FrameBatch {
+    pub data: Vec<u8>,
+    pub frames: Vec<(Nanos, u16, u32, u32)>,
+}
+
+impl FrameBatch {
+    pub fn push(&mut self, ts: Nanos, link_type: u16, bytes: &[u8]) {
+        let start = self.data.len() as u32;
+        self.data.extend_from_slice(bytes);
+        self.frames.push((ts, link_type, start, self.data.len() as u32));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+}
+
+/// A batch leaves its task at this size (or when the socket has nothing more for now).
+pub const BATCH_BYTES: usize = 256 << 10;
+
+/// Where the listener tasks' batches meet the rx stage's thread.
+pub struct Ingest {
+    rx: Receiver<FrameBatch>,
+    pub(crate) tx: Sender<FrameBatch>,
+    /// Batches a UDP task could not hand on because the rx stage was behind (datagrams are not waited for).
+    pub dropped: Arc<AtomicU64>,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl Ingest {
+    pub fn new() -> Ingest {
+        let (tx, rx) = crossbeam_channel::bounded(256);
+        Ingest { rx, tx, dropped: Arc::new(AtomicU64::new(0)), stop: tokio::sync::watch::channel(false).0 }
+    }
+
+    pub fn stop_signal(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.stop.subscribe()
+    }
+
+    /// Waits up to `timeout_ms` for frames and hands every one that arrived to `f`. Returns how many.
+    pub fn poll(&mut self, timeout_ms: i32, f: &mut dyn FnMut(Nanos, u16, &[u8])) -> usize {
+        let mut n = 0;
+        let mut take = |b: FrameBatch| {
+            for &(ts, lt, a, z) in &b.frames {
+                f(ts, lt, &b.data[a as usize..z as usize]);
+            }
+            n += b.frames.len();
+        };
+        if let Ok(b) = self.rx.recv_timeout(Duration::from_millis(timeout_ms.max(0) as u64)) {
+            take(b);
+        }
+        while let Ok(b) = self.rx.try_recv() {
+            take(b);
+        }
+        n
+    }
+}
+
+impl Default for Ingest {
+    fn default() -> Self {
+        Ingest::new()
+    }
+}
+
+impl Drop for Ingest {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// Hands a batch from a datagram task: never waits (a full channel is a counted drop).
+pub fn send_datagrams(tx: &Sender<FrameBatch>, dropped: &AtomicU64, b: FrameBatch) {
+    if let Err(TrySendError::Full(_)) = tx.try_send(b) {
+        dropped.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Hands a batch from a stream task: waits while the rx stage is behind (TCP slows the sender down instead of
+/// losing its messages). `false` once the ingest is gone.
+pub async fn send_stream(tx: &Sender<FrameBatch>, mut b: FrameBatch) -> bool {
+    loop {
+        match tx.try_send(b) {
+            Ok(()) => return true,
+            Err(TrySendError::Full(back)) => {
+                b = back;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            Err(TrySendError::Disconnected(_)) => return false,
+        }
+    }
+}
 
 /// Where the next message of a stream ends.
 pub enum Framing {
-    /// Not all of it has arrived.
+    /// Not all of its header has arrived.
     Incomplete,
     /// A message of this many bytes.
     Message(usize),
@@ -21,122 +123,175 @@ pub enum Framing {
     Broken,
 }
 
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default)]
 pub struct StreamCounts {
-    pub accepted: u64,
-    /// Connections refused, closed for bad framing, or overflowing.
-    pub broken: u64,
+    pub accepted: AtomicU64,
+    /// Connections refused, closed for bad framing or silence.
+    pub broken: AtomicU64,
+    pub idle_closed: AtomicU64,
 }
 
-struct Conn {
-    stream: TcpStream,
-    peer: SocketAddr,
-    buf: Vec<u8>,
+/// What a stream protocol supplies: how messages are cut, and what to do with each (frames into `out`,
+/// an answer into `reply`).
+pub trait StreamProto: Send + Sync + 'static {
+    /// The largest message the protocol has (its length field's range).
+    const MESSAGE_MAX: usize;
+    /// What one connection remembers between its messages.
+    type Conn: Default + Send;
+    fn frame(&self, b: &[u8]) -> Framing;
+    fn message(
+        &self,
+        conn: &mut Self::Conn,
+        peer: SocketAddr,
+        local: SocketAddr,
+        msg: &[u8],
+        out: &mut FrameBatch,
+        reply: &mut Vec<u8>,
+    );
 }
 
-/// A TCP listener and its connections.
-pub struct Streams {
-    listener: TcpListener,
-    conns: Vec<Conn>,
-    rx: Vec<u8>,
-    pub counts: StreamCounts,
-}
-
-impl Streams {
-    pub fn bind(addr: SocketAddr) -> io::Result<Streams> {
-        let listener = TcpListener::bind(addr)?;
-        listener.set_nonblocking(true)?;
-        Ok(Streams { listener, conns: Vec::new(), rx: vec![0; 65_536], counts: StreamCounts::default() })
-    }
-
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.listener.local_addr()
-    }
-
-    /// Adds the listener's and every connection's descriptor, in the order `service` expects them back.
-    pub fn push_fds(&self, fds: &mut Vec<libc::pollfd>) {
-        for fd in std::iter::once(self.listener.as_raw_fd()).chain(self.conns.iter().map(|c| c.stream.as_raw_fd())) {
-            fds.push(libc::pollfd { fd, events: libc::POLLIN, revents: 0 });
-        }
-    }
-
-    /// After a poll over `push_fds`' descriptors (`ready`, same order): accepts, reads, and hands each complete
-    /// message to `on_msg` with its connection (to answer on) and peer.
-    pub fn service(
-        &mut self,
-        ready: &[libc::pollfd],
-        frame: &dyn Fn(&[u8]) -> Framing,
-        on_msg: &mut dyn FnMut(&mut TcpStream, SocketAddr, &[u8]),
-    ) {
-        let was = self.conns.len();
-        if ready.first().is_some_and(|p| p.revents != 0) {
-            while let Ok((stream, peer)) = self.listener.accept() {
-                if self.conns.len() >= MAX_CONNS || stream.set_nonblocking(true).is_err() {
-                    self.counts.broken += 1;
+/// Accepts TCP connections on `listener` until the ingest stops, each served by a task of its own.
+pub async fn serve_streams<P: StreamProto>(
+    listener: tokio::net::TcpListener,
+    proto: Arc<P>,
+    net: NetLimits,
+    tx: Sender<FrameBatch>,
+    counts: Arc<StreamCounts>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    what: &'static str,
+) {
+    let gate = Gate::new(Limits::from_net(&net));
+    let local = listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    loop {
+        let (s, peer) = tokio::select! {
+            _ = crate::edge::stopped(&mut stop) => return,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    crate::edge::accept_pause(&e, what).await;
                     continue;
                 }
-                self.counts.accepted += 1;
-                self.conns.push(Conn { stream, peer, buf: Vec::new() });
+            },
+        };
+        let peer = crate::edge::canonical_peer(peer);
+        let Ok(adm) = gate.admit(peer.ip()) else {
+            counts.broken.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        counts.accepted.fetch_add(1, Ordering::Relaxed);
+        let (proto, tx, counts, net) = (proto.clone(), tx.clone(), counts.clone(), net.clone());
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut adm = adm;
+            let why = read_stream(s, peer, local, &*proto, &net, &tx, &mut adm, stop).await;
+            match why {
+                StreamEnd::Closed => {}
+                StreamEnd::Idle => {
+                    counts.idle_closed.fetch_add(1, Ordering::Relaxed);
+                }
+                StreamEnd::Broken => {
+                    counts.broken.fetch_add(1, Ordering::Relaxed);
+                }
             }
-        }
-        let mut i = 0;
-        self.conns.retain_mut(|c| {
-            // Connections accepted just now were not polled yet.
-            let polled = i < was && ready.get(1 + i).is_some_and(|p| p.revents != 0);
-            i += 1;
-            if !polled {
-                return true;
-            }
-            let keep = read(c, &mut self.rx, frame, on_msg);
-            if !keep.1 {
-                self.counts.broken += 1;
-            }
-            keep.0
         });
     }
 }
 
-/// Reads what a connection has and hands on its complete messages: (keep it open, it was not broken).
-fn read(
-    c: &mut Conn,
-    rx: &mut [u8],
-    frame: &dyn Fn(&[u8]) -> Framing,
-    on_msg: &mut dyn FnMut(&mut TcpStream, SocketAddr, &[u8]),
-) -> (bool, bool) {
-    // A peer that sends and closes: what it sent before the close still counts.
-    let mut open = true;
+enum StreamEnd {
+    Closed,
+    Idle,
+    Broken,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn read_stream<P: StreamProto>(
+    mut s: tokio::net::TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    proto: &P,
+    net: &NetLimits,
+    tx: &Sender<FrameBatch>,
+    adm: &mut crate::edge::gate::Admission,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> StreamEnd {
+    use tokio::io::AsyncWriteExt;
+    let first_by = tokio::time::Instant::now() + Duration::from_secs(net.handshake_timeout_s as u64);
+    let idle = Duration::from_secs(net.idle_timeout_s as u64);
+    // At most one whole message and one read beyond it: a long burst is taken message by message.
+    let cap = P::MESSAGE_MAX + 65_536;
+    let mut buf: Vec<u8> = Vec::with_capacity(16 << 10);
+    let mut proven = false;
+    let mut reply = Vec::new();
+    let mut state = P::Conn::default();
     loop {
-        match c.stream.read(rx) {
-            Ok(0) => {
-                open = false;
-                break;
-            }
-            Ok(n) => c.buf.extend_from_slice(&rx[..n]),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => {
-                open = false;
-                break;
+        let mut batch = FrameBatch::default();
+        let mut at = 0;
+        loop {
+            match proto.frame(&buf[at..]) {
+                Framing::Incomplete => break,
+                Framing::Broken => return StreamEnd::Broken,
+                Framing::Message(len) if len == 0 || len > P::MESSAGE_MAX => return StreamEnd::Broken,
+                Framing::Message(len) if buf.len() - at < len => break,
+                Framing::Message(len) => {
+                    proto.message(&mut state, peer, local, &buf[at..at + len], &mut batch, &mut reply);
+                    at += len;
+                    if !proven {
+                        proven = true;
+                        if adm.establish().is_err() {
+                            return StreamEnd::Closed;
+                        }
+                    }
+                }
             }
         }
-        if c.buf.len() > STREAM_MAX {
-            return (false, false);
+        buf.drain(..at);
+        if !reply.is_empty() {
+            // A peer that cannot take its answer within the idle time is gone.
+            if tokio::time::timeout(idle, s.write_all(&reply)).await.map_or(true, |r| r.is_err()) {
+                return StreamEnd::Closed;
+            }
+            reply.clear();
         }
-    }
-    let mut at = 0;
-    loop {
-        match frame(&c.buf[at..]) {
-            Framing::Incomplete => break,
-            Framing::Broken => return (false, false),
-            Framing::Message(len) if len == 0 || c.buf.len() - at < len => break,
-            Framing::Message(len) => {
-                on_msg(&mut c.stream, c.peer, &c.buf[at..at + len]);
+        if !batch.is_empty() && !send_stream(tx, batch).await {
+            return StreamEnd::Closed;
+        }
+        if buf.len() >= cap {
+            return StreamEnd::Broken;
+        }
+        let until = if proven { tokio::time::Instant::now() + idle } else { first_by };
+        let room = (cap - buf.len()).min(65_536);
+        let at = buf.len();
+        buf.resize(at + room, 0);
+        let n = tokio::select! {
+            r = tokio::time::timeout_at(until, s.read(&mut buf[at..])) => match r {
+                Ok(Ok(n)) => n,
+                Ok(Err(_)) => 0,
+                Err(_) => {
+                    buf.truncate(at);
+                    return if proven { StreamEnd::Idle } else { StreamEnd::Broken };
+                }
+            },
+            _ = adm.evicted() => return StreamEnd::Broken,
+            _ = crate::edge::stopped(&mut stop) => return StreamEnd::Closed,
+        };
+        buf.truncate(at + n);
+        if n == 0 {
+            // What the peer sent before closing still counts; a partial message does not.
+            let mut batch = FrameBatch::default();
+            let mut at = 0;
+            while let Framing::Message(len) = proto.frame(&buf[at..]) {
+                if len == 0 || buf.len() - at < len || len > P::MESSAGE_MAX {
+                    break;
+                }
+                proto.message(&mut state, peer, local, &buf[at..at + len], &mut batch, &mut reply);
                 at += len;
             }
+            if !batch.is_empty() {
+                send_stream(tx, batch).await;
+            }
+            return StreamEnd::Closed;
         }
     }
-    c.buf.drain(..at);
-    (open, true)
 }
 
 /// A payload as a captured frame: Ethernet, IPv4 (IPv6 when either address is one), then UDP, or a TCP segment

@@ -4,6 +4,7 @@
 //! List keys (`sipport`, `interface`): every occurrence accumulates, and the first one replaces the default.
 //! The command line wins over every file.
 
+pub mod net;
 pub mod parse;
 
 use std::path::{Path, PathBuf};
@@ -167,6 +168,8 @@ pub struct Config {
     pub mirror_destination: Option<String>,
     pub mirror_bind: Option<String>,
     pub mirror_connect_maximum_time_diff_s: u32,
+    /// Limits of the listening sockets (`net_*` keys) and per-sensor link secrets.
+    pub net: net::NetLimits,
     /// Where this configuration was read from (`--config-file`, `--config-dir`), for the manager's `reload`.
     #[serde(skip)]
     pub loaded_from: Option<(Option<PathBuf>, Option<PathBuf>)>,
@@ -265,6 +268,7 @@ impl Default for Config {
             mirror_destination: None,
             mirror_bind: None,
             mirror_connect_maximum_time_diff_s: 2,
+            net: net::NetLimits::default(),
             loaded_from: None,
             command_line_keys: Vec::new(),
         }
@@ -414,13 +418,13 @@ impl Config {
     ) -> Result<(), ConfigError> {
         let mut seen_scalar: Vec<&str> = Vec::new();
         for e in entries {
-            let Some(&known) = KNOWN_KEYS.iter().find(|k| **k == e.key) else {
+            let Some(&known) = KNOWN_KEYS.iter().chain(net::KEYS).find(|k| **k == e.key) else {
                 if !report.unknown_keys.iter().any(|(k, _, _)| *k == e.key) {
                     report.unknown_keys.push((e.key.clone(), e.file.clone(), e.line));
                 }
                 continue;
             };
-            if LIST_KEYS.contains(&known) {
+            if LIST_KEYS.contains(&known) || net::LIST_KEYS.contains(&known) {
                 let first = !lists_set.contains(&known);
                 if first {
                     lists_set.push(known);
@@ -462,6 +466,7 @@ impl Config {
                     e.value.split([',', ';', ' ', '\t']).map(str::trim).filter(|s| !s.is_empty()).map(String::from),
                 );
             }
+            k if net::LIST_KEYS.contains(&k) => self.net.set(e, first)?,
             _ => {}
         }
         Ok(())
@@ -610,6 +615,7 @@ impl Config {
             }
             "mirror_connect_maximum_time_diff_s" => self.mirror_connect_maximum_time_diff_s = number(e, 0, 86_400)?,
             "cdr_log" => self.cdr_log = if v.eq_ignore_ascii_case("auto") { None } else { Some(parse::yes(v)) },
+            k if net::KEYS.contains(&k) => self.net.set(e, true)?,
             _ => {}
         }
         Ok(())

@@ -1,34 +1,42 @@
-//! The central's end of the link (`server_bind:server_bind_port`): one thread per remote. A remote that passes
-//! the handshake, whose clock is close enough and whose id_sensor is not already taken by another sensor is
-//! registered (in `sensors` too, when there is a database) and then sends batches: CDRs go to this process's
-//! CDR collector (database, CDR log, output) and are confirmed once they are on disk there; packets go to the
-//! merge that feeds the central's own analysis.
+//! The central's end of the link (`server_bind:server_bind_port`): one task per connection on the slow side's
+//! runtime. A connection is admitted by the listener's gate (pre-authentication slots, established slots, per
+//! source), must finish its handshake within `net_handshake_timeout_s`, and its source is refused for a minute
+//! after `net_auth_failures_max` wrong secrets. A remote that authenticates, whose clock is close enough and whose
+//! id_sensor is not already connected is registered (in `sensors` too, when there is a database) and then sends
+//! batches: CDRs go to this process's CDR collector (database, CDR log, output), stamped with the sensor's
+//! authenticated id, and are confirmed once they are on disk there; packets go to the merge that feeds the
+//! central's own analysis. What was already taken is remembered per (sensor, queue), so nothing one sensor
+//! claims touches another's queue.
 //!
 //! The same port answers VoIPmonitor's GUI way of reaching a remote: a JSON line
 //! `{"type_connection":"gui_command","sensor_id":N,"command":"…"}` is relayed over that sensor's link and the
-//! answer written back (loopback only, unless `manager_enable_unencrypted`).
+//! answer streamed back (loopback only, unless `manager_enable_unencrypted`).
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_channel::Sender;
 use parking_lot::Mutex;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tracing::{info, warn};
 
 use super::msg;
 use super::secure::{self, LinkError, SendHalf};
 use crate::call::cdr::Cdr;
+use crate::config::net::NetLimits;
+use crate::edge::gate::{Admission, Gate, GateStats, Limits};
+use crate::edge::throttle::Throttle;
 use crate::store::mysql::DbConfig;
 use crate::store::queue::Pos;
 
 /// CDRs from a remote for the collector; `done` is signalled once they are durable.
 pub struct RemoteCdrs {
     pub cdrs: Vec<Cdr>,
-    pub done: Sender<()>,
+    pub done: tokio::sync::oneshot::Sender<()>,
 }
 
 /// What the packet merge hears from the connections.
@@ -42,6 +50,7 @@ pub enum PacketEvent {
 #[derive(Clone)]
 pub struct CentralConfig {
     pub bind: SocketAddr,
+    /// The shared `server_password` (empty: only sensors with their own secret may connect, unless none has one).
     pub password: String,
     pub max_time_diff_s: u32,
     /// The central's own id_sensor: a remote may not use it.
@@ -49,6 +58,18 @@ pub struct CentralConfig {
     pub db: Option<DbConfig>,
     /// GUI commands relayed to remotes from peers other than the loopback.
     pub allow_remote_gui: bool,
+    /// Connection limits and per-sensor secrets.
+    pub net: NetLimits,
+}
+
+impl CentralConfig {
+    /// The secret a sensor claiming `id` must prove; `None` when it may not connect at all.
+    fn secret(&self, id: Option<u16>) -> Option<String> {
+        if id.is_some() && id == self.own_id {
+            return None;
+        }
+        Some(self.net.password_for(id, &self.password).to_string())
+    }
 }
 
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -56,9 +77,13 @@ pub struct CentralStats {
     pub connections: u64,
     pub registered: u64,
     pub refused_auth: u64,
+    /// Connections from a source that guessed wrong too often (refused without a handshake).
+    pub refused_throttled: u64,
     pub refused_clock: u64,
     pub refused_duplicate_id: u64,
     pub refused_protocol: u64,
+    /// Handshakes not finished within `net_handshake_timeout_s`.
+    pub handshake_timeouts: u64,
     pub cdr_batches: u64,
     pub cdrs: u64,
     pub cdrs_unreadable: u64,
@@ -67,15 +92,21 @@ pub struct CentralStats {
     pub resent_batches_skipped: u64,
     pub links_lost: u64,
     pub gui_commands: u64,
+    /// The listener's admissions (caps, evictions).
+    pub gate: GateStats,
 }
 
-/// A registered remote: how to reach it for relayed commands.
+/// An answer streamed back from a remote: a part, or the last part.
+type AnswerTx = tokio::sync::mpsc::Sender<(bool, Vec<u8>)>;
+
+/// A registered remote: how to reach it for relayed commands, and how to close its link.
 struct Entry {
     conn: u64,
     queue_id: String,
     peer: SocketAddr,
-    tx: Arc<Mutex<SendHalf>>,
-    pending: Arc<Mutex<HashMap<u32, Sender<Vec<u8>>>>>,
+    tx: Arc<tokio::sync::Mutex<SendHalf>>,
+    pending: Arc<Mutex<HashMap<u32, AnswerTx>>>,
+    close: Arc<tokio::sync::Notify>,
 }
 
 /// Refusals of strangers are logged, but a scan or a flood cannot fill the log: at most `PER_MINUTE` lines a
@@ -111,44 +142,51 @@ impl LogLimit {
 
 struct State {
     cfg: CentralConfig,
+    gate: Arc<Gate>,
+    throttle: Throttle,
     refusals: Mutex<LogLimit>,
     registry: Mutex<HashMap<String, Entry>>,
-    /// The newest position taken from each remote queue: a batch at or below it is a resend.
-    taken: Mutex<HashMap<String, Pos>>,
+    /// The newest position taken from each (sensor, queue): a batch at or below it is a resend.
+    taken: Mutex<HashMap<(String, String), Pos>>,
     stats: Mutex<CentralStats>,
     cdrs: Sender<RemoteCdrs>,
     packets: Sender<PacketEvent>,
     next_conn: AtomicU64,
     next_request: AtomicU32,
-    stop: AtomicBool,
+    stop: tokio::sync::watch::Sender<bool>,
+    /// Connection tasks alive (stop waits for them: a batch being stored finishes).
+    live: AtomicUsize,
 }
 
 pub struct Central {
     state: Arc<State>,
     local: SocketAddr,
-    accept: Option<std::thread::JoinHandle<()>>,
+    rt: tokio::runtime::Handle,
+    accept: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// A remote that says nothing for this long (it pings every 5 s) is taken as gone.
 const SILENCE: Duration = Duration::from_secs(30);
-/// How long a relayed command may take on the remote.
+/// How long a relayed command may stay silent on the remote (between parts of its answer).
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
-/// Connections being served at once; more are closed at accept (a flood cannot exhaust threads).
-const MAX_CONNECTIONS: usize = 1024;
+/// The GUI's request line, at most.
+const GUI_LINE_MAX: usize = 64 << 10;
 
 impl Central {
     pub fn start(
         cfg: CentralConfig,
         cdrs: Sender<RemoteCdrs>,
         packets: Sender<PacketEvent>,
+        rt: &tokio::runtime::Handle,
     ) -> std::io::Result<Central> {
-        let listener = TcpListener::bind(cfg.bind)?;
-        listener.set_nonblocking(true)?;
+        let listener = crate::edge::bind_tcp(cfg.bind, rt)?;
         let local = listener.local_addr()?;
-        if cfg.password.is_empty() {
+        if cfg.password.is_empty() && cfg.net.sensor_passwords.is_empty() {
             warn!("server_password is empty: any remote that knows the address can send to this central");
         }
         let state = Arc::new(State {
+            gate: Gate::new(Limits::from_net(&cfg.net)),
+            throttle: Throttle::new(cfg.net.auth_failures_max),
             cfg,
             registry: Mutex::new(HashMap::new()),
             refusals: Mutex::new(LogLimit { window: std::time::Instant::now(), logged: 0, suppressed: 0 }),
@@ -158,12 +196,12 @@ impl Central {
             packets,
             next_conn: AtomicU64::new(1),
             next_request: AtomicU32::new(1),
-            stop: AtomicBool::new(false),
+            stop: tokio::sync::watch::channel(false).0,
+            live: AtomicUsize::new(0),
         });
-        let st = state.clone();
-        let accept = std::thread::Builder::new().name("link-accept".into()).spawn(move || accept_loop(listener, st))?;
+        let accept = rt.spawn(accept_loop(listener, state.clone()));
         info!(listen = %local, "central listening for remote sensors");
-        Ok(Central { state, local, accept: Some(accept) })
+        Ok(Central { state, local, rt: rt.clone(), accept: Some(accept) })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -171,7 +209,9 @@ impl Central {
     }
 
     pub fn stats(&self) -> CentralStats {
-        self.state.stats.lock().clone()
+        let mut s = self.state.stats.lock().clone();
+        s.gate = self.state.gate.stats();
+        s
     }
 
     /// Sensors connected now: id (or name), address.
@@ -181,9 +221,27 @@ impl Central {
         v
     }
 
-    /// Runs a manager command on a connected remote and returns its answer.
+    /// Runs a manager command on a connected remote and returns its whole answer (for tests and tools; the GUI
+    /// path streams instead).
     pub fn command(&self, sensor: &str, command: &str) -> Result<Vec<u8>, String> {
-        relay(&self.state, sensor, command)
+        let st = self.state.clone();
+        let (sensor, command) = (sensor.to_string(), command.to_string());
+        self.rt.block_on(async move {
+            let mut rx = relay(&st, &sensor, &command).await?;
+            let mut out = Vec::new();
+            loop {
+                match tokio::time::timeout(COMMAND_TIMEOUT, rx.recv()).await {
+                    Ok(Some((last, part))) => {
+                        out.extend_from_slice(&part);
+                        if last {
+                            return Ok(out);
+                        }
+                    }
+                    Ok(None) => return Err(format!("link to sensor {sensor} closed")),
+                    Err(_) => return Err("timeout".into()),
+                }
+            }
+        })
     }
 
     /// Stops accepting and closes every link.
@@ -193,12 +251,22 @@ impl Central {
     }
 
     fn shutdown(&mut self) {
-        self.state.stop.store(true, Ordering::Release);
-        for e in self.state.registry.lock().values() {
-            e.tx.lock().shutdown();
-        }
-        if let Some(h) = self.accept.take() {
-            let _ = h.join();
+        let Some(accept) = self.accept.take() else { return };
+        let _ = self.state.stop.send(true);
+        let st = self.state.clone();
+        // Links finish what they are storing, then end; a peer that hangs does not hold up the stop for long.
+        let wait = async move {
+            let _ = accept.await;
+            let t0 = tokio::time::Instant::now();
+            while st.live.load(Ordering::Acquire) > 0 && t0.elapsed() < Duration::from_secs(15) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        if tokio::runtime::Handle::try_current().is_ok() {
+            // Inside the runtime (a test's task): the links are told to stop; nothing can be waited for here.
+            self.rt.spawn(wait);
+        } else {
+            self.rt.block_on(wait);
         }
     }
 }
@@ -209,128 +277,164 @@ impl Drop for Central {
     }
 }
 
-fn accept_loop(listener: TcpListener, st: Arc<State>) {
-    let live = Arc::new(AtomicU64::new(0));
-    let mut handles: Vec<std::thread::JoinHandle<()>> = Vec::new();
-    while !st.stop.load(Ordering::Acquire) {
-        match listener.accept() {
-            Ok((s, peer)) => {
-                handles.retain(|h| !h.is_finished());
-                if live.load(Ordering::Relaxed) as usize >= MAX_CONNECTIONS {
-                    warn!(%peer, "too many link connections; closed");
+async fn accept_loop(listener: tokio::net::TcpListener, st: Arc<State>) {
+    let mut stop = st.stop.subscribe();
+    loop {
+        let (s, peer) = tokio::select! {
+            _ = crate::edge::stopped(&mut stop) => return,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    crate::edge::accept_pause(&e, "link").await;
                     continue;
                 }
-                let _ = s.set_nonblocking(false);
-                st.stats.lock().connections += 1;
-                let (st2, live2) = (st.clone(), live.clone());
-                live.fetch_add(1, Ordering::Relaxed);
-                match std::thread::Builder::new().name("link-conn".into()).spawn(move || {
-                    serve(s, peer, &st2);
-                    live2.fetch_sub(1, Ordering::Relaxed);
-                }) {
-                    Ok(h) => handles.push(h),
-                    Err(e) => {
-                        live.fetch_sub(1, Ordering::Relaxed);
-                        warn!(error = %e, "cannot start a link thread");
-                    }
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => {
-                warn!(error = %e, "accept failed on the link port");
-                std::thread::sleep(Duration::from_millis(100));
-            }
+            },
+        };
+        let peer = crate::edge::canonical_peer(peer);
+        st.stats.lock().connections += 1;
+        if st.throttle.blocked(peer.ip()) {
+            st.stats.lock().refused_throttled += 1;
+            continue;
         }
-    }
-    for h in handles {
-        let _ = h.join();
+        let Ok(adm) = st.gate.admit(peer.ip()) else {
+            if st.refusals.lock().allow() {
+                warn!(%peer, "too many link connections from this address (net_per_ip_max); closed");
+            }
+            continue;
+        };
+        let st2 = st.clone();
+        st.live.fetch_add(1, Ordering::AcqRel);
+        tokio::spawn(async move {
+            serve(s, peer, adm, &st2).await;
+            st2.live.fetch_sub(1, Ordering::AcqRel);
+        });
     }
 }
 
-fn serve(s: TcpStream, peer: SocketAddr, st: &State) {
+/// The handshake's outcome before the connection is a registered link.
+enum Opened {
+    Gui(TcpStream),
+    Link(Box<(secure::Channel, secure::ClientHello, secure::Identity2)>),
+}
+
+async fn open(s: TcpStream, st: &State, now_us: i64) -> Result<Opened, LinkError> {
     // VoIPmonitor's GUI (and nc) open with a JSON line; a voxtap remote with a length-prefixed frame.
     let mut first = [0u8; 1];
-    let _ = s.set_read_timeout(Some(secure::HANDSHAKE_TIMEOUT));
-    if matches!(s.peek(&mut first), Ok(1)) && first[0] == b'{' {
-        gui_command(s, peer, st);
-        return;
+    if matches!(s.peek(&mut first).await, Ok(1)) && first[0] == b'{' {
+        return Ok(Opened::Gui(s));
     }
+    let secret = |id: Option<u16>| st.cfg.secret(id);
+    let (ch, hello, ident) = secure::accept(s, &secret, now_us).await?;
+    Ok(Opened::Link(Box::new((ch, hello, ident))))
+}
+
+async fn serve(s: TcpStream, peer: SocketAddr, mut adm: Admission, st: &State) {
     let now_us = crate::time::wall_clock() / 1000;
-    let (ch, hello) = match secure::accept(s, &st.cfg.password, now_us) {
-        Ok(x) => x,
+    let limit = Duration::from_secs(st.cfg.net.handshake_timeout_s as u64);
+    let mut stop = st.stop.subscribe();
+    let opened = tokio::select! {
+        r = tokio::time::timeout(limit, open(s, st, now_us)) => r.unwrap_or(Err(LinkError::Timeout)),
+        _ = adm.evicted() => return,
+        _ = crate::edge::stopped(&mut stop) => return,
+    };
+    let (ch, hello, ident) = match opened {
+        Ok(Opened::Gui(s)) => {
+            // Not authenticated by a handshake: its request is read within the same deadline.
+            gui_command(s, peer, st, limit).await;
+            return;
+        }
+        Ok(Opened::Link(b)) => *b,
         Err(e) => {
             let mut stats = st.stats.lock();
             match e {
                 LinkError::Auth => stats.refused_auth += 1,
+                LinkError::Timeout => stats.handshake_timeouts += 1,
                 _ => stats.refused_protocol += 1,
             }
             drop(stats);
+            let blocked = matches!(e, LinkError::Auth) && st.throttle.failed(peer.ip());
             if st.refusals.lock().allow() {
                 warn!(%peer, error = %e, "link connection refused");
+            }
+            if blocked {
+                warn!(%peer, limit = st.cfg.net.auth_failures_max, "too many failed authentications from this address: refused for a minute");
             }
             return;
         }
     };
-    let secure::Channel { tx, mut rx, .. } = ch;
-    let tx = Arc::new(Mutex::new(tx));
+    let secure::Channel { tx, rx, .. } = ch;
+    let tx = Arc::new(tokio::sync::Mutex::new(tx));
+    let sid = ident.sensor_id;
     let refuse = |why: String| {
-        warn!(%peer, sensor_id = ?hello.sensor_id, reason = %why, "remote sensor refused");
-        let _ = tx.lock().send(msg::ERROR, why.as_bytes());
+        let tx = tx.clone();
+        async move {
+            warn!(%peer, sensor_id = ?sid, reason = %why, "remote sensor refused");
+            let _ = tx.lock().await.send(msg::ERROR, why.as_bytes()).await;
+        }
     };
+    if adm.establish().is_err() {
+        refuse("the central has as many sensors connected as net_conn_max allows".into()).await;
+        return;
+    }
     let diff_s = (now_us - hello.time_us).abs() as f64 / 1e6;
     if st.cfg.max_time_diff_s > 0 && diff_s > st.cfg.max_time_diff_s as f64 {
         st.stats.lock().refused_clock += 1;
         refuse(format!(
             "clock difference of {diff_s:.1} s between this sensor and the central is over client_server_connect_maximum_time_diff_s ({} s): synchronise both clocks (NTP)",
             st.cfg.max_time_diff_s
-        ));
+        ))
+        .await;
         return;
     }
-    let packets = match hello.mode.as_str() {
+    let packets = match ident.mode.as_str() {
         "cdr" => false,
         "packets" => true,
         other => {
             st.stats.lock().refused_protocol += 1;
-            refuse(format!("unknown mode {other:?}"));
+            refuse(format!("unknown mode {other:?}")).await;
             return;
         }
     };
-    if hello.sensor_id.is_some() && hello.sensor_id == st.cfg.own_id {
-        st.stats.lock().refused_duplicate_id += 1;
-        refuse(format!(
-            "id_sensor {} is the central's own: give the remote another id_sensor",
-            st.cfg.own_id.unwrap_or(0)
-        ));
-        return;
-    }
-    let key = hello.sensor_id.map(|i| i.to_string()).unwrap_or_else(|| format!("name:{}", hello.sensor_name));
+    let key = ident.sensor_id.map(|i| i.to_string()).unwrap_or_else(|| format!("name:{}", ident.sensor_name));
     let conn = st.next_conn.fetch_add(1, Ordering::Relaxed);
     let pending = Arc::new(Mutex::new(HashMap::new()));
-    {
+    let close = Arc::new(tokio::sync::Notify::new());
+    let refused = {
         let mut reg = st.registry.lock();
-        if let Some(old) = reg.get(&key) {
-            if old.queue_id != hello.queue_id {
-                let other = old.peer;
-                drop(reg);
-                st.stats.lock().refused_duplicate_id += 1;
-                refuse(format!("sensor {key} is already connected from {other}: each sensor needs its own id_sensor"));
-                return;
+        match reg.get(&key) {
+            Some(old) if old.queue_id != ident.queue_id => Some(old.peer),
+            other => {
+                if let Some(old) = other {
+                    // The same sensor again (its queue says so): the old link is dead and is replaced.
+                    info!(sensor = %key, %peer, "sensor reconnected; the previous link is closed");
+                    old.close.notify_one();
+                }
+                reg.insert(
+                    key.clone(),
+                    Entry {
+                        conn,
+                        queue_id: ident.queue_id.clone(),
+                        peer,
+                        tx: tx.clone(),
+                        pending: pending.clone(),
+                        close: close.clone(),
+                    },
+                );
+                None
             }
-            // The same sensor again (its queue says so): the old link is dead and is replaced.
-            info!(sensor = %key, %peer, "sensor reconnected; the previous link is closed");
-            old.tx.lock().shutdown();
         }
-        reg.insert(
-            key.clone(),
-            Entry { conn, queue_id: hello.queue_id.clone(), peer, tx: tx.clone(), pending: pending.clone() },
-        );
+    };
+    if let Some(other) = refused {
+        st.stats.lock().refused_duplicate_id += 1;
+        refuse(format!("sensor {key} is already connected from {other}: each sensor needs its own id_sensor")).await;
+        return;
     }
     st.stats.lock().registered += 1;
-    info!(sensor = %key, name = %hello.sensor_name, %peer, mode = %hello.mode, "remote sensor registered");
-    if let (Some(db), Some(id)) = (&st.cfg.db, hello.sensor_id) {
-        let (db, name, host) = (db.clone(), hello.sensor_name.clone(), peer.ip().to_string());
+    info!(sensor = %key, name = %ident.sensor_name, %peer, mode = %ident.mode, "remote sensor registered");
+    if let (Some(db), Some(id)) = (&st.cfg.db, ident.sensor_id) {
+        let (db, name, host) = (db.clone(), ident.sensor_name.clone(), peer.ip().to_string());
         // The database may be away; registration must not hold up the link.
-        let _ = std::thread::Builder::new().name("sensor-register".into()).spawn(move || {
+        tokio::task::spawn_blocking(move || {
             for attempt in 0..60u32 {
                 match crate::store::mysql::register_sensor(&db, id, &name, &host) {
                     Ok(()) => return,
@@ -342,74 +446,103 @@ fn serve(s: TcpStream, peer: SocketAddr, st: &State) {
         });
     }
     let welcome = serde_json::json!({ "sensor": key, "version": secure::VERSIONS.last() }).to_string();
-    // The send lock is released before receiving: the receive loop sends acknowledgements with it.
-    let welcomed = tx.lock().send(msg::WELCOME, welcome.as_bytes());
-    let result = welcomed.and_then(|_| {
-        let _ = rx.set_read_timeout(Some(SILENCE));
-        receive(&mut rx, &tx, &hello.queue_id, conn, packets, &pending, st)
-    });
+    let welcomed = tx.lock().await.send(msg::WELCOME, welcome.as_bytes()).await;
+    let link = Link { key: key.clone(), sensor_id: ident.sensor_id, queue_id: ident.queue_id.clone(), conn, packets };
+    let result = match welcomed {
+        Ok(()) => tokio::select! {
+            r = receive(rx, &tx, &link, &pending, st) => r,
+            _ = close.notified() => Err(LinkError::Protocol("replaced by a newer link of the same sensor".into())),
+            _ = crate::edge::stopped(&mut stop) => Ok(()),
+        },
+        Err(e) => Err(e),
+    };
     match result {
         Ok(()) => info!(sensor = %key, "remote sensor finished"),
         Err(e) => {
             st.stats.lock().links_lost += 1;
-            if !st.stop.load(Ordering::Acquire) {
+            if !*st.stop.borrow() {
                 warn!(sensor = %key, %peer, error = %e, "link to a remote sensor lost");
             }
         }
     }
     if packets {
-        let _ = st.packets.send_timeout(PacketEvent::Gone { conn }, Duration::from_secs(1));
+        let _ = st.packets.try_send(PacketEvent::Gone { conn });
     }
+    tx.lock().await.shutdown().await;
     let mut reg = st.registry.lock();
     if reg.get(&key).is_some_and(|e| e.conn == conn) {
         reg.remove(&key);
     }
 }
 
-/// Records from one remote until it ends or the link breaks.
-fn receive(
-    rx: &mut secure::RecvHalf,
-    tx: &Mutex<SendHalf>,
-    queue_id: &str,
+/// Who is on the other end of a registered link.
+struct Link {
+    key: String,
+    sensor_id: Option<u16>,
+    queue_id: String,
     conn: u64,
     packets: bool,
-    pending: &Mutex<HashMap<u32, Sender<Vec<u8>>>>,
+}
+
+/// Records from one remote until it ends or the link breaks. Cancelled only between records' processing steps
+/// that lose nothing (a batch half stored is finished by the collector, and resent unconfirmed).
+async fn receive(
+    mut rx: secure::RecvHalf,
+    tx: &tokio::sync::Mutex<SendHalf>,
+    link: &Link,
+    pending: &Mutex<HashMap<u32, AnswerTx>>,
     st: &State,
 ) -> Result<(), LinkError> {
     let bad = |e: msg::MsgError| LinkError::Protocol(e.to_string());
+    let queue = (link.key.clone(), link.queue_id.clone());
     loop {
-        let (kind, body) = rx.recv()?;
+        let (kind, body) = match tokio::time::timeout(SILENCE, rx.recv()).await {
+            Ok(r) => r?,
+            Err(_) => return Err(LinkError::Protocol("the remote said nothing for 30 s".into())),
+        };
         match kind {
             msg::CDRS | msg::PACKETS => {
-                if (kind == msg::PACKETS) != packets {
+                if (kind == msg::PACKETS) != link.packets {
                     return Err(LinkError::Protocol("batch of the other mode".into()));
                 }
                 let (pos, rest) = msg::read_pos(body).map_err(bad)?;
-                let seen = st.taken.lock().get(queue_id).is_some_and(|t| pos <= *t);
+                let seen = st.taken.lock().get(&queue).is_some_and(|t| pos <= *t);
                 if seen {
                     st.stats.lock().resent_batches_skipped += 1;
                 } else {
                     let raw = msg::inflate(rest).map_err(bad)?;
-                    if packets {
+                    if link.packets {
                         let frames = msg::index(&raw).map_err(bad)?;
                         st.stats.lock().packet_batches += 1;
-                        hand_on(st, PacketEvent::Batch { conn, raw, frames })?;
+                        hand_on(st, PacketEvent::Batch { conn: link.conn, raw, frames }).await?;
                     } else {
-                        take_cdrs(&raw, st)?;
+                        take_cdrs(&raw, link.sensor_id, st).await?;
                     }
-                    st.taken.lock().insert(queue_id.to_string(), pos);
+                    st.taken.lock().insert(queue.clone(), pos);
                 }
-                tx.lock().send(msg::ACK, &msg::pos_bytes(pos))?;
+                tx.lock().await.send(msg::ACK, &msg::pos_bytes(pos)).await?;
             }
-            msg::PING => tx.lock().send(msg::PONG, &[])?,
+            msg::PING => tx.lock().await.send(msg::PONG, &[]).await?,
             msg::END => {
-                tx.lock().send(msg::END, &[])?;
+                tx.lock().await.send(msg::END, &[]).await?;
                 return Ok(());
             }
-            msg::ANSWER if body.len() >= 4 => {
+            msg::ANSWER | msg::ANSWER_PART if body.len() >= 4 => {
                 let id = u32::from_be_bytes([body[0], body[1], body[2], body[3]]);
-                if let Some(w) = pending.lock().remove(&id) {
-                    let _ = w.send(body[4..].to_vec());
+                let last = kind == msg::ANSWER;
+                let waiter = {
+                    let mut p = pending.lock();
+                    if last {
+                        p.remove(&id)
+                    } else {
+                        p.get(&id).cloned()
+                    }
+                };
+                if let Some(w) = waiter {
+                    // A GUI that reads slowly slows this link's answers only; one that went away is dropped.
+                    if tokio::time::timeout(COMMAND_TIMEOUT, w.send((last, body[4..].to_vec()))).await.is_err() {
+                        pending.lock().remove(&id);
+                    }
                 }
             }
             k => return Err(LinkError::Protocol(format!("unexpected record {k}"))),
@@ -419,22 +552,25 @@ fn receive(
 
 /// Hands packets to the merge, waiting while it is busy, but not past the central's stop (the merge may no
 /// longer be read then).
-fn hand_on(st: &State, mut ev: PacketEvent) -> Result<(), LinkError> {
+async fn hand_on(st: &State, mut ev: PacketEvent) -> Result<(), LinkError> {
     loop {
-        match st.packets.send_timeout(ev, Duration::from_millis(100)) {
+        match st.packets.try_send(ev) {
             Ok(()) => return Ok(()),
-            Err(crossbeam_channel::SendTimeoutError::Timeout(back)) if !st.stop.load(Ordering::Acquire) => ev = back,
+            Err(crossbeam_channel::TrySendError::Full(back)) if !*st.stop.borrow() => {
+                ev = back;
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
             Err(_) => return Err(LinkError::Protocol("the central is stopping".into())),
         }
     }
 }
 
 /// Hands a CDR batch to the collector and waits until it is on disk there.
-fn take_cdrs(raw: &[u8], st: &State) -> Result<(), LinkError> {
+async fn take_cdrs(raw: &[u8], sensor_id: Option<u16>, st: &State) -> Result<(), LinkError> {
     let items = msg::items(raw).map_err(|e| LinkError::Protocol(e.to_string()))?;
     let mut cdrs = Vec::with_capacity(items.len());
     for it in items {
-        match std::str::from_utf8(it).ok().and_then(|s| Cdr::from_json(s.to_string())) {
+        match std::str::from_utf8(it).ok().and_then(|s| Cdr::from_remote_json(s, sensor_id)) {
             Some(c) => cdrs.push(c),
             None => {
                 st.stats.lock().cdrs_unreadable += 1;
@@ -443,67 +579,110 @@ fn take_cdrs(raw: &[u8], st: &State) -> Result<(), LinkError> {
         }
     }
     let n = cdrs.len() as u64;
-    let (done, wait) = crossbeam_channel::bounded(1);
-    st.cdrs.send(RemoteCdrs { cdrs, done }).map_err(|_| LinkError::Protocol("the central is stopping".into()))?;
-    wait.recv().map_err(|_| LinkError::Protocol("the central is stopping".into()))?;
+    let (done, wait) = tokio::sync::oneshot::channel();
+    let mut batch = RemoteCdrs { cdrs, done };
+    loop {
+        match st.cdrs.try_send(batch) {
+            Ok(()) => break,
+            Err(crossbeam_channel::TrySendError::Full(back)) => {
+                batch = back;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            Err(_) => return Err(LinkError::Protocol("the central is stopping".into())),
+        }
+    }
+    wait.await.map_err(|_| LinkError::Protocol("the central is stopping".into()))?;
     let mut s = st.stats.lock();
     s.cdr_batches += 1;
     s.cdrs += n;
     Ok(())
 }
 
-fn relay(st: &State, sensor: &str, command: &str) -> Result<Vec<u8>, String> {
+/// Sends a command to a registered remote; its answer arrives in parts on the returned channel.
+async fn relay(
+    st: &State,
+    sensor: &str,
+    command: &str,
+) -> Result<tokio::sync::mpsc::Receiver<(bool, Vec<u8>)>, String> {
     let (tx, pending) = {
         let reg = st.registry.lock();
         let e = reg.get(sensor).ok_or_else(|| format!("missing sniffer service - sensor {sensor} is not connected"))?;
         (e.tx.clone(), e.pending.clone())
     };
     let id = st.next_request.fetch_add(1, Ordering::Relaxed);
-    let (w, answer) = crossbeam_channel::bounded(1);
+    let (w, answer) = tokio::sync::mpsc::channel(4);
     pending.lock().insert(id, w);
     let mut p = id.to_be_bytes().to_vec();
     p.extend_from_slice(command.as_bytes());
-    if let Err(e) = tx.lock().send(msg::COMMAND, &p) {
+    if let Err(e) = tx.lock().await.send(msg::COMMAND, &p).await {
         pending.lock().remove(&id);
         return Err(format!("link to sensor {sensor} failed: {e}"));
     }
-    let r = answer.recv_timeout(COMMAND_TIMEOUT).map_err(|_| "timeout".to_string());
-    pending.lock().remove(&id);
-    r
+    Ok(answer)
 }
 
-/// `{"type_connection":"gui_command","sensor_id":N,"command":"…"}` → the remote's answer, written back raw.
-fn gui_command(mut s: TcpStream, peer: SocketAddr, st: &State) {
+/// `{"type_connection":"gui_command","sensor_id":N,"command":"…"}` → the remote's answer, streamed back raw.
+async fn gui_command(mut s: TcpStream, peer: SocketAddr, st: &State, limit: Duration) {
     if !peer.ip().is_loopback() && !st.cfg.allow_remote_gui {
         warn!(%peer, "GUI command from a remote address refused (manager_enable_unencrypted = no)");
         return;
     }
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
-    // One line of JSON, at most 64 KiB.
-    while !buf.contains(&b'\n') && buf.len() < 65_536 {
-        match s.read(&mut chunk) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+    // One line of JSON, at most GUI_LINE_MAX bytes, all of it within the deadline.
+    let read = async {
+        while !buf.contains(&b'\n') && buf.len() < GUI_LINE_MAX {
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+            if serde_json::from_slice::<serde_json::Value>(buf.trim_ascii()).is_ok() {
+                break;
+            }
         }
-        if serde_json::from_slice::<serde_json::Value>(buf.trim_ascii()).is_ok() {
-            break;
-        }
+    };
+    if tokio::time::timeout(limit, read).await.is_err() {
+        return;
     }
     st.stats.lock().gui_commands += 1;
     let line = String::from_utf8_lossy(buf.split(|b| *b == b'\n').next().unwrap_or(&[])).to_string();
-    let answer = match serde_json::from_str::<serde_json::Value>(line.trim()) {
+    let (sensor, cmd) = match serde_json::from_str::<serde_json::Value>(line.trim()) {
         Ok(v) if v.get("type_connection").and_then(|t| t.as_str()) == Some("gui_command") => {
             let sensor = match v.get("sensor_id") {
                 Some(serde_json::Value::Number(n)) => n.to_string(),
                 Some(serde_json::Value::String(t)) => t.clone(),
                 _ => String::new(),
             };
-            let cmd = v.get("command").and_then(|c| c.as_str()).unwrap_or("");
-            relay(st, &sensor, cmd).unwrap_or_else(|e| e.into_bytes())
+            (sensor, v.get("command").and_then(|c| c.as_str()).unwrap_or("").to_string())
         }
-        Ok(_) => b"unsupported type_connection\n".to_vec(),
-        Err(_) => b"bad request: expected one JSON line\n".to_vec(),
+        Ok(_) => {
+            let _ = s.write_all(b"unsupported type_connection\n").await;
+            return;
+        }
+        Err(_) => {
+            let _ = s.write_all(b"bad request: expected one JSON line\n").await;
+            return;
+        }
     };
-    let _ = s.write_all(&answer);
+    let mut parts = match relay(st, &sensor, &cmd).await {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = s.write_all(e.as_bytes()).await;
+            return;
+        }
+    };
+    loop {
+        match tokio::time::timeout(COMMAND_TIMEOUT, parts.recv()).await {
+            Ok(Some((last, part))) => {
+                if s.write_all(&part).await.is_err() || last {
+                    return;
+                }
+            }
+            Ok(None) => return,
+            Err(_) => {
+                let _ = s.write_all(b"timeout").await;
+                return;
+            }
+        }
+    }
 }

@@ -10,19 +10,25 @@
 //! flag, sender time), one `u32` offset per packet, and the packet records (36-byte `pcap_pkthdr_plus` + bytes),
 //! snappy-compressed. With confirmation the receiver answers `block_ok` after each block.
 
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use parking_lot::Mutex;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::{info, warn};
+
+use crate::config::net::NetLimits;
+use crate::edge::gate::{Admission, Gate, Limits};
 
 const TITLE: &[u8; 16] = b"pcap_block_store";
 const VERSION: u8 = 7;
 const HEADER: usize = 64;
 const PKTHDR: usize = 36;
-/// The most a block may claim (VoIPmonitor's blocks are at most 4 MiB).
-const BLOCK_MAX: usize = 64 << 20;
+/// The most a block may claim (VoIPmonitor's blocks are at most a few MiB).
+const BLOCK_MAX: usize = 32 << 20;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum MirrorError {
@@ -137,28 +143,41 @@ impl BlockHead {
     }
 }
 
-/// The frames of a block's body: (ts ns, link type, bytes).
-pub fn decode_body(head: &BlockHead, body: &[u8]) -> Result<Vec<(i64, u16, Vec<u8>)>, MirrorError> {
+/// A block's packets, checked: the (inflated) data and where each packet lies in it — time, link type, range.
+/// Records must follow each other in order, each inside the data and after the one before (no overlap), so a
+/// block can never make more bytes than its own size; nothing is copied out of it.
+pub struct Block {
+    pub data: Vec<u8>,
+    pub frames: Vec<(i64, u16, u32, u32)>,
+}
+
+/// Checks a block's body (offsets, then data) and finds its packets.
+pub fn decode_body(head: &BlockHead, mut body: Vec<u8>) -> Result<Block, MirrorError> {
     if head.hm != 0 {
         return Err(MirrorError::HeaderMode(head.hm));
     }
-    if head.checksum != 0 && checksum(body) != head.checksum {
+    if head.checksum != 0 && checksum(&body) != head.checksum {
         return Err(MirrorError::Checksum);
     }
-    let (offs, data) = body.split_at((head.count * 4).min(body.len()));
-    let inflated;
+    let offs_len = (head.count * 4).min(body.len());
+    let offsets: Vec<usize> =
+        body[..offs_len].chunks_exact(4).map(|o| u32::from_le_bytes([o[0], o[1], o[2], o[3]]) as usize).collect();
     let data = if head.size_compress > 0 {
-        if snap::raw::decompress_len(data).map_err(|_| MirrorError::Decompress)? != head.size {
+        let z = &body[offs_len..];
+        if snap::raw::decompress_len(z).map_err(|_| MirrorError::Decompress)? != head.size {
             return Err(MirrorError::Decompress);
         }
-        inflated = snap::raw::Decoder::new().decompress_vec(data).map_err(|_| MirrorError::Decompress)?;
-        &inflated[..]
+        snap::raw::Decoder::new().decompress_vec(z).map_err(|_| MirrorError::Decompress)?
     } else {
-        data
+        body.drain(..offs_len);
+        body
     };
-    let mut out = Vec::with_capacity(head.count);
-    for o in offs.chunks_exact(4) {
-        let at = u32::from_le_bytes([o[0], o[1], o[2], o[3]]) as usize;
+    let mut frames = Vec::with_capacity(offsets.len());
+    let mut next_free = 0usize;
+    for at in offsets {
+        if at < next_free {
+            return Err(MirrorError::Record);
+        }
         let h = data.get(at..at + PKTHDR).ok_or(MirrorError::Record)?;
         let u = |i: usize| u32::from_le_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
         let std = i16::from_le_bytes([h[28], h[29]]);
@@ -173,10 +192,15 @@ pub fn decode_body(head: &BlockHead, body: &[u8]) -> Result<Vec<(i64, u16, Vec<u
             0 => head.dlt,
             d => d,
         };
-        let bytes = data.get(at + PKTHDR..at + PKTHDR + caplen).ok_or(MirrorError::Record)?;
-        out.push((sec.saturating_mul(1_000_000_000).saturating_add(usec.saturating_mul(1000)), dlt, bytes.to_vec()));
+        let (start, end) = (at + PKTHDR, at + PKTHDR + caplen);
+        if end > data.len() {
+            return Err(MirrorError::Record);
+        }
+        next_free = end;
+        let ts = sec.saturating_mul(1_000_000_000).saturating_add(usec.saturating_mul(1000));
+        frames.push((ts, dlt, start as u32, end as u32));
     }
-    Ok(out)
+    Ok(Block { data, frames })
 }
 
 fn local_time_text() -> String {
@@ -202,44 +226,85 @@ pub struct MirrorStats {
     pub blocks: u64,
     pub packets: u64,
     pub block_errors: u64,
+    /// Blocks whose counter this sender had just sent (a resend after a lost confirmation): skipped.
     pub duplicate_blocks: u64,
+    /// Connections refused by the caps (net_per_ip_max, net_conn_max).
+    pub refused_connections: u64,
+    /// Connections closed after net_idle_timeout_s of silence.
+    pub idle_closed: u64,
 }
 
-/// The receiver's listener; connections are read by their own threads and their frames handed to `poll`.
+/// The receiver's listener: connections are tasks on the slow side's runtime, each admitted by the gate, greeted
+/// within `net_handshake_timeout_s` and closed after `net_idle_timeout_s` of silence; their blocks reach `poll`
+/// whole, without copies.
 pub struct MirrorReceiver {
-    frames: Receiver<(i64, u16, Vec<u8>)>,
-    stats: std::sync::Arc<parking_lot::Mutex<MirrorStats>>,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ingest: crate::capture::socket::Ingest,
+    stats: Arc<Mutex<MirrorStats>>,
     local: SocketAddr,
-    accept: Option<std::thread::JoinHandle<()>>,
 }
+
+/// What the receiver's connections share: counters, and the last block counter of each sender, so a block resent
+/// over a new connection is taken once.
+struct Shared {
+    stats: Arc<Mutex<MirrorStats>>,
+    last_counter: Mutex<HashMap<String, u32>>,
+    max_diff_s: u32,
+    net: NetLimits,
+    /// Sender-stamped times are kept within this of the receive time (`None`: as sent).
+    window_s: Option<u32>,
+}
+
+/// Senders remembered for their block counters, at most.
+const SENDERS_MAX: usize = 4096;
 
 impl MirrorReceiver {
-    pub fn bind(addr: SocketAddr, max_diff_s: u32) -> io::Result<MirrorReceiver> {
-        let l = TcpListener::bind(addr)?;
-        l.set_nonblocking(true)?;
+    pub fn bind(
+        addr: SocketAddr,
+        max_diff_s: u32,
+        net: &NetLimits,
+        window_s: Option<u32>,
+        rt: &tokio::runtime::Handle,
+    ) -> io::Result<MirrorReceiver> {
+        let l = crate::edge::bind_tcp(addr, rt)?;
         let local = l.local_addr()?;
-        let (tx, frames) = crossbeam_channel::bounded(65_536);
-        let stats = std::sync::Arc::new(parking_lot::Mutex::new(MirrorStats::default()));
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (st, sp) = (stats.clone(), stop.clone());
-        let accept = std::thread::Builder::new().name("mirror-accept".into()).spawn(move || {
-            while !sp.load(std::sync::atomic::Ordering::Relaxed) {
-                match l.accept() {
-                    Ok((s, peer)) => {
-                        st.lock().connections += 1;
-                        let (tx, st, sp) = (tx.clone(), st.clone(), sp.clone());
-                        let _ = std::thread::Builder::new().name("mirror-conn".into()).spawn(move || {
-                            if let Err(e) = serve(s, &tx, &st, &sp, max_diff_s) {
-                                warn!(%peer, error = %e, "mirror sender disconnected");
-                            }
-                        });
+        let ingest = crate::capture::socket::Ingest::new();
+        let stats = Arc::new(Mutex::new(MirrorStats::default()));
+        let shared = Arc::new(Shared {
+            stats: stats.clone(),
+            last_counter: Mutex::new(HashMap::new()),
+            max_diff_s,
+            net: net.clone(),
+            window_s,
+        });
+        let (tx, mut stop) = (ingest.tx.clone(), ingest.stop_signal());
+        let gate = Gate::new(Limits::from_net(net));
+        rt.spawn(async move {
+            loop {
+                let (s, peer) = tokio::select! {
+                    _ = crate::edge::stopped(&mut stop) => return,
+                    r = l.accept() => match r {
+                        Ok(x) => x,
+                        Err(e) => {
+                            crate::edge::accept_pause(&e, "mirror").await;
+                            continue;
+                        }
+                    },
+                };
+                let peer = crate::edge::canonical_peer(peer);
+                shared.stats.lock().connections += 1;
+                let Ok(adm) = gate.admit(peer.ip()) else {
+                    shared.stats.lock().refused_connections += 1;
+                    continue;
+                };
+                let (tx, shared, stop) = (tx.clone(), shared.clone(), stop.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = serve(s, peer, adm, &tx, &shared, stop).await {
+                        warn!(%peer, error = %e, "mirror sender disconnected");
                     }
-                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
-                }
+                });
             }
-        })?;
-        Ok(MirrorReceiver { frames, stats, stop, local, accept: Some(accept) })
+        });
+        Ok(MirrorReceiver { ingest, stats, local })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -251,110 +316,140 @@ impl MirrorReceiver {
     }
 
     pub fn poll(&mut self, timeout_ms: i32, f: &mut dyn FnMut(crate::time::Nanos, u16, &[u8])) -> usize {
-        let mut n = 0;
-        if let Ok((t, l, d)) = self.frames.recv_timeout(Duration::from_millis(timeout_ms.max(0) as u64)) {
-            f(t, l, &d);
-            n += 1;
-        }
-        while let Ok((t, l, d)) = self.frames.try_recv() {
-            f(t, l, &d);
-            n += 1;
-        }
-        n
+        self.ingest.poll(timeout_ms, f)
     }
 }
 
-impl Drop for MirrorReceiver {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        if let Some(h) = self.accept.take() {
-            let _ = h.join();
-        }
+/// Reads exactly `n` bytes, growing the buffer only as they arrive (a header that claims a large block costs
+/// nothing until its bytes come).
+async fn read_grow(s: &mut tokio::net::TcpStream, n: usize) -> io::Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(n.min(64 << 10));
+    while buf.len() < n {
+        let at = buf.len();
+        buf.resize(at + (n - at).min(256 << 10), 0);
+        s.read_exact(&mut buf[at..]).await?;
     }
+    Ok(buf)
 }
 
-fn serve(
-    mut s: TcpStream,
-    tx: &Sender<(i64, u16, Vec<u8>)>,
-    stats: &parking_lot::Mutex<MirrorStats>,
-    stop: &std::sync::atomic::AtomicBool,
-    max_diff_s: u32,
+async fn serve(
+    mut s: tokio::net::TcpStream,
+    peer: SocketAddr,
+    mut adm: Admission,
+    tx: &crossbeam_channel::Sender<crate::capture::socket::FrameBatch>,
+    shared: &Shared,
+    mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> io::Result<()> {
-    s.set_nonblocking(false)?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    // The greeting: two NUL-terminated lines, at most 1 KiB.
-    let mut hello = Vec::new();
-    let mut b = [0u8; 1];
-    while hello.iter().filter(|c| **c == 0).count() < 2 && hello.len() < 1024 {
-        if s.read(&mut b)? == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed during the greeting"));
+    let stats = &shared.stats;
+    let limit = Duration::from_secs(shared.net.handshake_timeout_s as u64);
+    // The greeting: two NUL-terminated lines, at most 1 KiB, all of it within the deadline.
+    let greet = async {
+        let mut hello = Vec::new();
+        let mut b = [0u8; 256];
+        while hello.iter().filter(|c| **c == 0).count() < 2 && hello.len() < 1024 {
+            let n = s.read(&mut b).await?;
+            if n == 0 {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed during the greeting"));
+            }
+            hello.extend_from_slice(&b[..n]);
         }
-        hello.push(b[0]);
-    }
+        Ok(hello)
+    };
+    let hello = tokio::select! {
+        r = tokio::time::timeout(limit, greet) => r.map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no greeting in time"))??,
+        _ = adm.evicted() => return Ok(()),
+    };
     let text = String::from_utf8_lossy(&hello).to_string();
     let field = |k: &str| text.split('\0').find_map(|l| l.trim().strip_prefix(k).map(|v| v.trim().to_string()));
     let sensor = field("sensor_id_name:").unwrap_or_default();
     let theirs = field("sensor_time:").and_then(|t| text_secs(&t));
     let ours = text_secs(&local_time_text());
     if let (Some(a), Some(b)) = (theirs, ours) {
-        if max_diff_s > 0 && (a - b).abs() % 1800 > max_diff_s as i64 {
+        if shared.max_diff_s > 0 && (a - b).abs() % 1800 > shared.max_diff_s as i64 {
             stats.lock().refused_time += 1;
-            s.write_all(b"bad time")?;
+            s.write_all(b"bad time").await?;
             warn!(%sensor, diff_s = a - b, "mirror sender refused: clocks differ (mirror_connect_maximum_time_diff_s)");
             return Ok(());
         }
     }
-    s.write_all(b"ok")?;
-    info!(%sensor, "mirror sender connected");
-    s.set_read_timeout(Some(Duration::from_secs(300)))?;
-    let mut last_counter = None;
+    if adm.establish().is_err() {
+        stats.lock().refused_connections += 1;
+        return Ok(());
+    }
+    s.write_all(b"ok").await?;
+    info!(%sensor, %peer, "mirror sender connected");
+    // A sender is its name and address: the protocol has nothing better.
+    let who = format!("{sensor}@{}", peer.ip());
+    let idle = Duration::from_secs(shared.net.idle_timeout_s as u64);
     let mut errors = 0;
     loop {
-        if stop.load(std::sync::atomic::Ordering::Relaxed) {
-            return Ok(());
-        }
         let mut h = [0u8; HEADER];
-        match s.read_exact(&mut h) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
-            Err(e) => return Err(e),
+        let got = tokio::select! {
+            r = tokio::time::timeout(idle, s.read_exact(&mut h)) => r,
+            _ = crate::edge::stopped(&mut stop) => return Ok(()),
+        };
+        match got {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                stats.lock().idle_closed += 1;
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "the sender said nothing for net_idle_timeout_s"));
+            }
         }
         let head = match BlockHead::parse(&h) {
             Ok(h) => h,
             Err(e) => {
                 // Out of step: the stream cannot be trusted from here; the sender reconnects.
                 stats.lock().block_errors += 1;
-                let _ = s.write_all(e.to_string().as_bytes());
+                let _ = s.write_all(e.to_string().as_bytes()).await;
                 return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string()));
             }
         };
-        let mut body = vec![0u8; head.body_len()];
-        s.read_exact(&mut body)?;
-        match decode_body(&head, &body) {
-            Ok(frames) => {
+        let body = tokio::time::timeout(idle, read_grow(&mut s, head.body_len()))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "block not complete within net_idle_timeout_s"))??;
+        // Decompressing and checking a block is CPU work: off the runtime's worker threads.
+        let decoded = tokio::task::spawn_blocking(move || decode_body(&head, body))
+            .await
+            .map_err(|_| io::Error::other("block check failed"))?;
+        match decoded {
+            Ok(block) => {
                 errors = 0;
-                if last_counter == Some(head.counter) {
+                let dup = {
+                    let mut last = shared.last_counter.lock();
+                    if last.len() >= SENDERS_MAX && !last.contains_key(&who) {
+                        last.clear();
+                    }
+                    last.insert(who.clone(), head.counter) == Some(head.counter)
+                };
+                if dup {
                     stats.lock().duplicate_blocks += 1;
                 } else {
-                    last_counter = Some(head.counter);
-                    let n = frames.len() as u64;
-                    for f in frames {
-                        if tx.send(f).is_err() {
-                            return Ok(());
+                    let n = block.frames.len() as u64;
+                    let mut frames = block.frames;
+                    if let Some(w) = shared.window_s {
+                        let now = crate::time::wall_clock();
+                        for f in frames.iter_mut() {
+                            f.0 = crate::time::clamp_to_receive(f.0, now, w);
                         }
+                    }
+                    let batch = crate::capture::socket::FrameBatch { data: block.data, frames };
+                    if !crate::capture::socket::send_stream(tx, batch).await {
+                        return Ok(());
                     }
                     let mut st = stats.lock();
                     st.blocks += 1;
                     st.packets += n;
                 }
                 if head.confirm {
-                    s.write_all(b"block_ok")?;
+                    s.write_all(b"block_ok").await?;
                 }
             }
             Err(e) => {
                 errors += 1;
                 stats.lock().block_errors += 1;
-                let _ = s.write_all(e.to_string().as_bytes());
+                let _ = s.write_all(e.to_string().as_bytes()).await;
                 if errors > 20 {
                     return Err(io::Error::new(io::ErrorKind::InvalidData, "too many bad blocks"));
                 }
@@ -375,9 +470,10 @@ pub struct MirrorSendStats {
     pub refused: u64,
 }
 
-/// Gathers frames into blocks (1 MiB or 100 ms) and a thread delivers them, each until the receiver confirms it.
+/// Gathers frames into blocks (1 MiB or 100 ms) and a task on the slow side's runtime delivers them, each until
+/// the receiver confirms it.
 pub struct MirrorSender {
-    blocks: Option<Sender<Vec<u8>>>,
+    blocks: Option<tokio::sync::mpsc::Sender<Vec<u8>>>,
     /// The gathered packets' bytes back to back, and each one's time and range in it (no allocation per packet).
     buf: Vec<u8>,
     spans: Vec<(i64, usize, usize)>,
@@ -386,18 +482,23 @@ pub struct MirrorSender {
     counter: u32,
     sensor_id: i16,
     wait: bool,
-    thread: Option<std::thread::JoinHandle<MirrorSendStats>>,
+    task: Option<tokio::task::JoinHandle<MirrorSendStats>>,
+    rt: tokio::runtime::Handle,
     pub stats: MirrorSendStats,
 }
 
 impl MirrorSender {
     /// `wait`: a capture file waits while the receiver is away; a live capture drops blocks past the buffer.
-    pub fn start(dest: String, sensor_id: Option<u16>, name: String, wait: bool) -> io::Result<MirrorSender> {
-        let (tx, rx) = crossbeam_channel::bounded::<Vec<u8>>(256);
+    pub fn start(
+        dest: String,
+        sensor_id: Option<u16>,
+        name: String,
+        wait: bool,
+        rt: &tokio::runtime::Handle,
+    ) -> io::Result<MirrorSender> {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(256);
         let sid = sensor_id.unwrap_or(0);
-        let thread = std::thread::Builder::new()
-            .name("mirror-sender".into())
-            .spawn(move || deliver(&dest, &format!("{sid}:{name}"), rx))?;
+        let task = rt.spawn(async move { deliver(&dest, &format!("{sid}:{name}"), rx).await });
         Ok(MirrorSender {
             blocks: Some(tx),
             buf: Vec::new(),
@@ -407,7 +508,8 @@ impl MirrorSender {
             counter: 0,
             sensor_id: sensor_id.map(|i| i as i16).unwrap_or(0),
             wait,
-            thread: Some(thread),
+            task: Some(task),
+            rt: rt.clone(),
             stats: MirrorSendStats::default(),
         })
     }
@@ -446,7 +548,8 @@ impl MirrorSender {
         self.spans.clear();
         self.buf.clear();
         let Some(tx) = &self.blocks else { return };
-        let sent = if self.wait { tx.send(block).is_ok() } else { tx.try_send(block).is_ok() };
+        // The capture loop is a plain thread: it may wait on the channel (a file), or must not (live).
+        let sent = if self.wait { tx.blocking_send(block).is_ok() } else { tx.try_send(block).is_ok() };
         if sent {
             self.stats.blocks_sent += 1;
         } else {
@@ -458,18 +561,22 @@ impl MirrorSender {
     pub fn finish(mut self) -> MirrorSendStats {
         self.flush();
         self.blocks = None;
-        let t = self.thread.take().and_then(|h| h.join().ok()).unwrap_or_default();
+        let t = self.task.take().and_then(|h| self.rt.block_on(h).ok()).unwrap_or_default();
         MirrorSendStats { connects: t.connects, refused: t.refused, ..self.stats.clone() }
     }
 }
 
-fn connect(dest: &str, sensor: &str) -> io::Result<TcpStream> {
-    let mut s = TcpStream::connect(dest)?;
+/// Connect and greeting, within this; and a block's confirmation.
+const SEND_LIMIT: Duration = Duration::from_secs(30);
+
+async fn connect(dest: &str, sensor: &str) -> io::Result<tokio::net::TcpStream> {
+    let mut s = tokio::net::TcpStream::connect(dest).await?;
     s.set_nodelay(true)?;
-    s.set_read_timeout(Some(Duration::from_secs(4)))?;
-    s.write_all(format!("sensor_id_name: {sensor}\0sensor_time: {}\0", local_time_text()).as_bytes())?;
+    s.write_all(format!("sensor_id_name: {sensor}\0sensor_time: {}\0", local_time_text()).as_bytes()).await?;
     let mut r = [0u8; 8];
-    let n = s.read(&mut r)?;
+    let n = tokio::time::timeout(Duration::from_secs(4), s.read(&mut r))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no answer to the greeting"))??;
     match &r[..n] {
         b"ok" => Ok(s),
         other => Err(io::Error::new(
@@ -479,20 +586,20 @@ fn connect(dest: &str, sensor: &str) -> io::Result<TcpStream> {
     }
 }
 
-fn deliver(dest: &str, sensor: &str, blocks: Receiver<Vec<u8>>) -> MirrorSendStats {
+async fn deliver(dest: &str, sensor: &str, mut blocks: tokio::sync::mpsc::Receiver<Vec<u8>>) -> MirrorSendStats {
     let mut stats = MirrorSendStats::default();
-    let mut conn: Option<TcpStream> = None;
-    for block in blocks.iter() {
+    let mut conn: Option<tokio::net::TcpStream> = None;
+    while let Some(block) = blocks.recv().await {
         let mut attempts = 0u32;
         loop {
             if conn.is_none() {
-                match connect(dest, sensor) {
-                    Ok(s) => {
+                match tokio::time::timeout(SEND_LIMIT, connect(dest, sensor)).await {
+                    Ok(Ok(s)) => {
                         stats.connects += 1;
                         info!(%dest, "connected to the mirror receiver");
                         conn = Some(s);
                     }
-                    Err(e) => {
+                    Ok(Err(e)) => {
                         if e.kind() == io::ErrorKind::PermissionDenied {
                             stats.refused += 1;
                         }
@@ -500,18 +607,23 @@ fn deliver(dest: &str, sensor: &str, blocks: Receiver<Vec<u8>>) -> MirrorSendSta
                             warn!(%dest, error = %e, "mirror receiver unreachable; retrying");
                         }
                     }
+                    Err(_) => warn!(%dest, "mirror receiver did not answer the greeting; retrying"),
                 }
             }
             if let Some(s) = conn.as_mut() {
                 let mut ok = [0u8; 8];
-                if s.write_all(&block).and_then(|_| s.read_exact(&mut ok)).is_ok() && &ok == b"block_ok" {
+                let sent = async {
+                    s.write_all(&block).await?;
+                    s.read_exact(&mut ok).await
+                };
+                if matches!(tokio::time::timeout(SEND_LIMIT, sent).await, Ok(Ok(_))) && &ok == b"block_ok" {
                     break;
                 }
                 warn!(%dest, "mirror block not confirmed; reconnecting and sending it again");
                 conn = None;
             }
             attempts += 1;
-            std::thread::sleep(Duration::from_millis(if attempts < 10 { 1000 } else { 5000 }));
+            tokio::time::sleep(Duration::from_millis(if attempts < 10 { 1000 } else { 5000 })).await;
         }
     }
     stats
@@ -530,14 +642,15 @@ mod tests {
         let head = BlockHead::parse(&b).unwrap();
         assert_eq!((head.count, head.dlt, head.sensor_id, head.counter, head.confirm), (50, 1, 7, 3, true));
         assert!(head.size_compress > 0 && head.size_compress < head.size);
-        let got = decode_body(&head, &b[HEADER..]).unwrap();
-        assert_eq!(got.len(), 50);
+        let got = decode_body(&head, b[HEADER..].to_vec()).unwrap();
+        assert_eq!(got.frames.len(), 50);
         // Microseconds on the wire.
-        assert_eq!(got[1], (1_700_000_000_123_456_000, 1, vec![1u8; 61]));
+        let (ts, dlt, a, z) = got.frames[1];
+        assert_eq!((ts, dlt, &got.data[a as usize..z as usize]), (1_700_000_000_123_456_000, 1, &[1u8; 61][..]));
         let mut bad = b.clone();
         let last = bad.len() - 1;
         bad[last] ^= 0x55;
-        assert_eq!(decode_body(&head, &bad[HEADER..]), Err(MirrorError::Checksum));
+        assert!(matches!(decode_body(&head, bad[HEADER..].to_vec()), Err(MirrorError::Checksum)));
         let mut v = b.clone();
         v[16] = 6;
         assert_eq!(BlockHead::parse(&v), Err(MirrorError::Version(6)));

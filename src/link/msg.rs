@@ -21,8 +21,10 @@ pub const PONG: u8 = 7;
 pub const END: u8 = 8;
 /// Central → remote: a manager command for the remote (`u32` request id + command text).
 pub const COMMAND: u8 = 9;
-/// Remote → central: the answer (`u32` request id + bytes).
+/// Remote → central: the answer's last part (`u32` request id + bytes).
 pub const ANSWER: u8 = 10;
+/// Remote → central: a part of an answer, more to come (`u32` request id + bytes): a large file is streamed.
+pub const ANSWER_PART: u8 = 11;
 
 /// The most a batch may inflate to: a hostile remote cannot make the central allocate more.
 pub const INFLATED_MAX: usize = 256 << 20;

@@ -1,7 +1,7 @@
 //! A remote sensor's end of the link: what it has to send (CDRs, or packet batches with `packetbuffer_sender`)
-//! is appended to an on-disk queue first; a sender thread connects to the first central of `server_destination`
-//! that answers, sends the queue from its acknowledged position on, and moves that position as the central
-//! confirms. A central that is away, a cut link or a restart of either side loses nothing: what was not
+//! is appended to an on-disk queue first; a sender task on the slow side's runtime connects to the first central
+//! of `server_destination` that answers, sends the queue from its acknowledged position on, and moves that
+//! position as the central confirms. A central that is away, a cut link or a restart of either side loses nothing: what was not
 //! confirmed is sent again, and the central skips what it already has.
 
 use std::path::PathBuf;
@@ -9,17 +9,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{select, Receiver, Sender};
 use parking_lot::Mutex;
+use tokio::sync::Notify;
 use tracing::{info, warn};
 
 use super::msg;
-use super::secure::{self, ClientHello, LinkError};
+use super::secure::{self, Identity2, LinkError};
 use crate::config::Config;
 use crate::store::queue::{self, Appender, Pos, Reader};
 
-/// Answers a manager command that the central relays (getfile for the GUI, …).
-pub type CommandHandler = Arc<dyn Fn(&str) -> Vec<u8> + Send + Sync>;
+/// Answers a manager command that the central relays (getfile for the GUI, …), handing the answer to `out` in
+/// parts as it is produced (a large file is never held whole); `out` returns false once nobody wants more.
+pub type CommandHandler = Arc<dyn Fn(&str, &mut dyn FnMut(&[u8]) -> bool) + Send + Sync>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -100,8 +101,9 @@ pub struct LinkSink {
     dir: PathBuf,
     max_bytes: u64,
     shared: Arc<Shared>,
-    doorbell: Sender<()>,
-    sender: std::thread::JoinHandle<()>,
+    doorbell: Arc<Notify>,
+    sender: tokio::task::JoinHandle<()>,
+    rt: tokio::runtime::Handle,
     last_sync: Instant,
     dirty: bool,
     /// The queue's size, re-read now and then (reading it each push would cost a directory scan).
@@ -122,7 +124,11 @@ const SILENCE: Duration = Duration::from_secs(30);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
 impl LinkSink {
-    pub fn start(cfg: RemoteConfig, commands: Option<CommandHandler>) -> std::io::Result<LinkSink> {
+    pub fn start(
+        cfg: RemoteConfig,
+        commands: Option<CommandHandler>,
+        rt: &tokio::runtime::Handle,
+    ) -> std::io::Result<LinkSink> {
         let (queue, report) = Appender::open(&cfg.queue_dir)?;
         if report.pending > 0 {
             info!(dir = %cfg.queue_dir.display(), pending = report.pending, "link queue holds records from an earlier run; they are sent first");
@@ -133,13 +139,11 @@ impl LinkSink {
             deadline: Mutex::new(None),
             stats: Mutex::new(LinkStats { pending_at_start: report.pending, ..Default::default() }),
         });
-        let (doorbell, ring) = crossbeam_channel::bounded(1);
-        let sh = shared.clone();
+        let doorbell = Arc::new(Notify::new());
+        let (sh, ring) = (shared.clone(), doorbell.clone());
         let dir = cfg.queue_dir.clone();
         let max_bytes = cfg.max_bytes;
-        let sender = std::thread::Builder::new()
-            .name("link-sender".into())
-            .spawn(move || run_sender(cfg, queue_id, sh, ring, commands))?;
+        let sender = rt.spawn(run_sender(cfg, queue_id, sh, ring, commands));
         let size = queue::pending_bytes(&dir);
         Ok(LinkSink {
             queue,
@@ -148,6 +152,7 @@ impl LinkSink {
             shared,
             doorbell,
             sender,
+            rt: rt.clone(),
             last_sync: Instant::now(),
             dirty: false,
             size,
@@ -188,7 +193,7 @@ impl LinkSink {
         if self.last_sync.elapsed() >= SYNC_EVERY {
             self.sync();
         }
-        let _ = self.doorbell.try_send(());
+        self.doorbell.notify_one();
         true
     }
 
@@ -208,8 +213,9 @@ impl LinkSink {
         self.sync();
         *self.shared.deadline.lock() = wait.map(|w| Instant::now() + w);
         self.shared.closed.store(true, Ordering::Release);
-        let _ = self.doorbell.try_send(());
-        let _ = self.sender.join();
+        self.doorbell.notify_one();
+        // Called from the collector thread, never from the runtime's own.
+        let _ = self.rt.block_on(self.sender);
         let mut s = self.shared.stats.lock().clone();
         s.left_bytes = queue::pending_bytes(&self.dir);
         s
@@ -220,11 +226,11 @@ fn give_up(shared: &Shared) -> bool {
     shared.closed.load(Ordering::Acquire) && shared.deadline.lock().is_some_and(|d| Instant::now() >= d)
 }
 
-fn run_sender(
+async fn run_sender(
     cfg: RemoteConfig,
     queue_id: String,
     shared: Arc<Shared>,
-    ring: Receiver<()>,
+    ring: Arc<Notify>,
     commands: Option<CommandHandler>,
 ) {
     let mut backoff = Duration::from_millis(500);
@@ -236,11 +242,11 @@ fn run_sender(
             );
             return;
         }
-        match connect_any(&cfg, &queue_id) {
+        match connect_any(&cfg, &queue_id).await {
             Ok((ch, central)) => {
                 shared.stats.lock().connects += 1;
                 backoff = Duration::from_millis(500);
-                match session(ch, &cfg, &shared, &ring, commands.as_ref()) {
+                match session(ch, &cfg, &shared, &ring, commands.as_ref()).await {
                     Ok(()) => {
                         info!(%central, "everything confirmed by the central");
                         return;
@@ -256,19 +262,21 @@ fn run_sender(
         // Sleep, but wake at once when the input ends (the deadline may already have passed).
         let until = Instant::now() + backoff;
         while Instant::now() < until && !give_up(&shared) {
-            std::thread::sleep(Duration::from_millis(50));
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }
 }
 
+/// Connect, handshake and welcome, all within this.
+const CONNECT_LIMIT: Duration = Duration::from_secs(15);
+
 /// Tries each central in order; the first that completes the handshake and welcomes this sensor wins.
-fn connect_any(cfg: &RemoteConfig, queue_id: &str) -> Result<(secure::Channel, String), LinkError> {
-    use std::net::ToSocketAddrs;
+async fn connect_any(cfg: &RemoteConfig, queue_id: &str) -> Result<(secure::Channel, String), LinkError> {
     let mut last = LinkError::Protocol("server_destination lists no host".into());
     for host in &cfg.destinations {
         let name = format!("{host}:{}", cfg.port);
-        let addrs: Vec<_> = match (host.as_str(), cfg.port).to_socket_addrs() {
+        let addrs: Vec<_> = match tokio::net::lookup_host((host.as_str(), cfg.port)).await {
             Ok(a) => a.collect(),
             Err(e) => {
                 last = e.into();
@@ -276,37 +284,29 @@ fn connect_any(cfg: &RemoteConfig, queue_id: &str) -> Result<(secure::Channel, S
             }
         };
         for addr in addrs {
-            let stream = match std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
-                Ok(s) => s,
-                Err(e) => {
-                    last = e.into();
-                    continue;
-                }
-            };
-            let hello = ClientHello {
-                magic: String::new(),
-                versions: Vec::new(),
+            let me = Identity2 {
                 sensor_id: cfg.sensor_id,
                 sensor_name: cfg.sensor_name.clone(),
                 mode: cfg.mode.name().into(),
                 queue_id: queue_id.into(),
-                time_us: crate::time::wall_clock() / 1000,
                 spake2: String::new(),
             };
-            match secure::connect(stream, &cfg.password, hello).and_then(|(mut ch, _)| {
-                ch.rx.set_read_timeout(Some(SILENCE))?;
-                match ch.recv()? {
+            let attempt = async {
+                let stream = tokio::net::TcpStream::connect(addr).await?;
+                let (mut ch, _) = secure::connect(stream, &cfg.password, me, crate::time::wall_clock() / 1000).await?;
+                match ch.recv().await? {
                     (msg::WELCOME, _) => Ok(ch),
                     (msg::ERROR, m) => Err(LinkError::Refused(String::from_utf8_lossy(m).into_owned())),
                     (k, _) => Err(LinkError::Protocol(format!("unexpected record {k} before the welcome"))),
                 }
-            }) {
+            };
+            match tokio::time::timeout(CONNECT_LIMIT, attempt).await.unwrap_or(Err(LinkError::Timeout)) {
                 Ok(ch) => {
                     info!(central = %name, "connected to the central");
                     return Ok((ch, name));
                 }
                 Err(e) => {
-                    // A refusal (password, clock, duplicate sensor) is the operator's to fix: say it loudly.
+                    // A refusal (secret, clock, duplicate sensor) is the operator's to fix: say it loudly.
                     if matches!(e, LinkError::Auth | LinkError::Refused(_) | LinkError::Version { .. }) {
                         tracing::error!(central = %name, error = %e, "the central refused this sensor");
                     }
@@ -326,58 +326,112 @@ enum Event {
     Gone(LinkError),
 }
 
+/// Commands answered at once; more wait for one of these to finish.
+const COMMANDS_AT_ONCE: usize = 4;
+/// Bytes of an answer per record.
+const ANSWER_PART_BYTES: usize = 1 << 20;
+
+type SharedTx = Arc<tokio::sync::Mutex<secure::SendHalf>>;
+
 /// One connection: sends the queue, moves its position as the central confirms; `Ok` once the input has ended
 /// and the central confirmed everything.
-fn session(
+async fn session(
     ch: secure::Channel,
     cfg: &RemoteConfig,
     shared: &Shared,
-    ring: &Receiver<()>,
+    ring: &Notify,
     commands: Option<&CommandHandler>,
 ) -> Result<(), LinkError> {
-    let secure::Channel { mut tx, mut rx, .. } = ch;
-    let (ev_tx, ev_rx) = crossbeam_channel::unbounded::<Event>();
-    let reader = std::thread::Builder::new().name("link-acks".into()).spawn(move || loop {
-        let ev = match rx.recv() {
-            Ok((msg::ACK, p)) => match msg::read_pos(p) {
-                Ok((pos, _)) => Event::Ack(pos),
-                Err(e) => Event::Gone(LinkError::Protocol(e.to_string())),
-            },
-            Ok((msg::PONG, _)) => Event::Alive,
-            Ok((msg::END, _)) => Event::Ended,
-            Ok((msg::COMMAND, p)) if p.len() >= 4 => {
-                Event::Command(u32::from_be_bytes([p[0], p[1], p[2], p[3]]), String::from_utf8_lossy(&p[4..]).into())
+    let secure::Channel { tx, mut rx, .. } = ch;
+    let tx: SharedTx = Arc::new(tokio::sync::Mutex::new(tx));
+    let (ev_tx, mut ev_rx) = tokio::sync::mpsc::channel::<Event>(64);
+    let reader = tokio::spawn(async move {
+        loop {
+            let ev = match tokio::time::timeout(SILENCE, rx.recv()).await {
+                Err(_) => Event::Gone(LinkError::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the central has said nothing for 30 s",
+                ))),
+                Ok(Ok((msg::ACK, p))) => match msg::read_pos(p) {
+                    Ok((pos, _)) => Event::Ack(pos),
+                    Err(e) => Event::Gone(LinkError::Protocol(e.to_string())),
+                },
+                Ok(Ok((msg::PONG, _))) => Event::Alive,
+                Ok(Ok((msg::END, _))) => Event::Ended,
+                Ok(Ok((msg::COMMAND, p))) if p.len() >= 4 => Event::Command(
+                    u32::from_be_bytes([p[0], p[1], p[2], p[3]]),
+                    String::from_utf8_lossy(&p[4..]).into(),
+                ),
+                Ok(Ok((msg::ERROR, m))) => Event::Gone(LinkError::Refused(String::from_utf8_lossy(m).into_owned())),
+                Ok(Ok((k, _))) => Event::Gone(LinkError::Protocol(format!("unexpected record {k}"))),
+                Ok(Err(e)) => Event::Gone(e),
+            };
+            let last = matches!(ev, Event::Gone(_) | Event::Ended);
+            if ev_tx.send(ev).await.is_err() || last {
+                return;
             }
-            Ok((msg::ERROR, m)) => Event::Gone(LinkError::Refused(String::from_utf8_lossy(m).into_owned())),
-            Ok((k, _)) => Event::Gone(LinkError::Protocol(format!("unexpected record {k}"))),
-            Err(e) => Event::Gone(e),
-        };
-        let last = matches!(ev, Event::Gone(_) | Event::Ended);
-        if ev_tx.send(ev).is_err() || last {
-            return;
         }
-    })?;
-    let result = send_loop(&mut tx, &ev_rx, cfg, shared, ring, commands);
-    tx.shutdown();
-    let _ = reader.join();
+    });
+    let slots = Arc::new(tokio::sync::Semaphore::new(COMMANDS_AT_ONCE));
+    let result = send_loop(&tx, &mut ev_rx, cfg, shared, ring, commands, &slots).await;
+    tx.lock().await.shutdown().await;
+    reader.abort();
     result
 }
 
-fn send_loop(
-    tx: &mut secure::SendHalf,
-    events: &Receiver<Event>,
+/// Runs a relayed command on the blocking pool and streams its answer back in parts.
+fn answer_command(id: u32, cmd: String, handler: CommandHandler, tx: SharedTx, slots: Arc<tokio::sync::Semaphore>) {
+    tokio::spawn(async move {
+        let Ok(_slot) = slots.acquire_owned().await else { return };
+        let (parts_tx, mut parts) = tokio::sync::mpsc::channel::<Vec<u8>>(2);
+        let work = tokio::task::spawn_blocking(move || {
+            let mut pending: Vec<u8> = Vec::new();
+            let mut out = |b: &[u8]| {
+                pending.extend_from_slice(b);
+                while pending.len() >= ANSWER_PART_BYTES {
+                    let rest = pending.split_off(ANSWER_PART_BYTES);
+                    if parts_tx.blocking_send(std::mem::replace(&mut pending, rest)).is_err() {
+                        return false;
+                    }
+                }
+                true
+            };
+            handler(&cmd, &mut out);
+            let _ = parts_tx.blocking_send(pending);
+        });
+        // Every part but the last goes as ANSWER_PART; the last (possibly empty) as ANSWER.
+        let mut held: Option<Vec<u8>> = None;
+        while let Some(part) = parts.recv().await {
+            if let Some(prev) = held.replace(part) {
+                let mut p = id.to_be_bytes().to_vec();
+                p.extend_from_slice(&prev);
+                if tx.lock().await.send(msg::ANSWER_PART, &p).await.is_err() {
+                    return;
+                }
+            }
+        }
+        let _ = work.await;
+        let mut p = id.to_be_bytes().to_vec();
+        p.extend_from_slice(&held.unwrap_or_default());
+        let _ = tx.lock().await.send(msg::ANSWER, &p).await;
+    });
+}
+
+async fn send_loop(
+    tx: &SharedTx,
+    events: &mut tokio::sync::mpsc::Receiver<Event>,
     cfg: &RemoteConfig,
     shared: &Shared,
-    ring: &Receiver<()>,
+    ring: &Notify,
     commands: Option<&CommandHandler>,
+    slots: &Arc<tokio::sync::Semaphore>,
 ) -> Result<(), LinkError> {
     // Reading from the acknowledged position resends whatever the last connection left unconfirmed.
     let mut reader = Reader::open(&cfg.queue_dir)?;
     let mut inflight: std::collections::VecDeque<Pos> = Default::default();
-    let mut last_heard = Instant::now();
     let mut last_ping = Instant::now();
     let mut end_sent = false;
-    let handle = |ev: Event, inflight: &mut std::collections::VecDeque<Pos>, tx: &mut secure::SendHalf| match ev {
+    let handle = |ev: Event, inflight: &mut std::collections::VecDeque<Pos>| match ev {
         Event::Ack(p) => {
             if let Err(e) = queue::ack(&cfg.queue_dir, p) {
                 shared.stats.lock().queue_errors += 1;
@@ -392,10 +446,12 @@ fn send_loop(
         Event::Alive => Ok(false),
         Event::Ended => Ok(true),
         Event::Command(id, cmd) => {
-            let answer = commands.map(|h| h(&cmd)).unwrap_or_else(|| b"no manager on this sensor\n".to_vec());
-            let mut p = id.to_be_bytes().to_vec();
-            p.extend_from_slice(&answer[..answer.len().min(secure::RECORD_MAX - 64)]);
-            tx.send(msg::ANSWER, &p)?;
+            let handler: CommandHandler = commands.cloned().unwrap_or_else(|| {
+                Arc::new(|_: &str, out: &mut dyn FnMut(&[u8]) -> bool| {
+                    out(b"no manager on this sensor\n");
+                })
+            });
+            answer_command(id, cmd, handler, tx.clone(), slots.clone());
             shared.stats.lock().commands_answered += 1;
             Ok(false)
         }
@@ -403,16 +459,9 @@ fn send_loop(
     };
     loop {
         while let Ok(ev) = events.try_recv() {
-            last_heard = Instant::now();
-            if handle(ev, &mut inflight, tx)? {
+            if handle(ev, &mut inflight)? {
                 return Ok(());
             }
-        }
-        if last_heard.elapsed() >= SILENCE {
-            return Err(LinkError::Io(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "the central has said nothing for 30 s",
-            )));
         }
         if give_up(shared) {
             return Err(LinkError::Protocol("input ended and the wait for the central is over".into()));
@@ -420,18 +469,19 @@ fn send_loop(
         let mut sent = false;
         if inflight.len() < WINDOW && !end_sent {
             let max = if cfg.mode == Mode::Cdr { CDRS_PER_BATCH } else { 1 };
-            let recs = reader.read(max)?;
+            // The queue is a file in the page cache: a short blocking read, kept off the other tasks' threads.
+            let recs = tokio::task::block_in_place(|| reader.read(max))?;
             if let Some(last) = recs.last().map(|r| r.1) {
                 let mut body = msg::pos_bytes(last).to_vec();
                 match cfg.mode {
                     Mode::Cdr => {
                         let items: Vec<&[u8]> = recs.iter().map(|r| r.0.as_slice()).collect();
                         body.extend_from_slice(&msg::pack(&items));
-                        tx.send(msg::CDRS, &body)?;
+                        tx.lock().await.send(msg::CDRS, &body).await?;
                     }
                     Mode::Packets => {
                         body.extend_from_slice(&recs[0].0);
-                        tx.send(msg::PACKETS, &body)?;
+                        tx.lock().await.send(msg::PACKETS, &body).await?;
                     }
                 }
                 inflight.push_back(last);
@@ -445,8 +495,8 @@ fn send_loop(
         // Nothing more to read: once the input has ended and all is confirmed, say so and wait for the echo.
         if shared.closed.load(Ordering::Acquire) && inflight.is_empty() && !end_sent {
             // Something appended between the read and the flag: read again first.
-            if reader.read(1).map(|r| r.is_empty()).unwrap_or(false) {
-                tx.send(msg::END, &[])?;
+            if tokio::task::block_in_place(|| reader.read(1)).map(|r| r.is_empty()).unwrap_or(false) {
+                tx.lock().await.send(msg::END, &[]).await?;
                 end_sent = true;
             } else {
                 reader = Reader::open(&cfg.queue_dir)?;
@@ -454,20 +504,19 @@ fn send_loop(
             }
         }
         if last_ping.elapsed() >= PING_EVERY {
-            tx.send(msg::PING, &[])?;
+            tx.lock().await.send(msg::PING, &[]).await?;
             last_ping = Instant::now();
         }
-        select! {
-            recv(events) -> ev => {
-                if let Ok(ev) = ev {
-                    last_heard = Instant::now();
-                    if handle(ev, &mut inflight, tx)? {
+        tokio::select! {
+            ev = events.recv() => {
+                if let Some(ev) = ev {
+                    if handle(ev, &mut inflight)? {
                         return Ok(());
                     }
                 }
             }
-            recv(ring) -> _ => {}
-            default(Duration::from_millis(100)) => {}
+            _ = ring.notified() => {}
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
         }
     }
 }

@@ -1,25 +1,26 @@
-//! The sensor link's handshake and record layer.
+//! The sensor link's handshake and record layer (protocol version 2).
 //!
 //! VoIPmonitor's link sends the password under RSA, then uses AES-CBC with one fixed IV and a byte-sum as its
-//! only integrity check. voxtap's link is built so that the password never crosses the wire and a recorded
-//! session gives nothing to guess offline:
+//! only integrity check. voxtap's link is built so that the password never crosses the wire, a recorded
+//! session gives nothing to guess offline, and nobody on the path learns which sensor is talking:
 //!
-//! 1. Both sides run SPAKE2 (symmetric, Ed25519 group) on `server_password`. A passive listener learns nothing
-//!    that tests a password guess; an active attacker gets one guess per connection, which the central logs.
-//! 2. The two hello frames (versions, sensor identity, clocks, the SPAKE2 messages) are hashed into a transcript;
-//!    HKDF-SHA256 over the SPAKE2 key and that hash gives one key per direction and two confirmation keys.
-//! 3. Each side proves it holds the key with an HMAC of the transcript (the central first). A wrong password
-//!    fails here on both sides, with a message that says so; a tampered hello fails the same way.
+//! 1. **Hidden identity.** Both sides run SPAKE2 (symmetric, Ed25519 group) on a public constant: an ephemeral
+//!    key exchange that keeps the rest of the handshake (sensor id, name, queue) away from passive listeners.
+//! 2. **Authentication.** Under those keys the remote names itself and sends a second SPAKE2 message made from
+//!    its secret; the central answers with its own, made from that sensor's secret (`server_sensor_password`)
+//!    or else the shared `server_password`. A secret of one sensor proves nothing for another.
+//! 3. Both shared keys and a hash of every handshake message give, by HKDF-SHA256, one key per direction and
+//!    two confirmation keys. Each side proves it holds them with an HMAC of the transcript (the central first).
+//!    A wrong secret fails here on both sides; a tampered handshake fails the same way.
 //! 4. Every later frame is ChaCha20-Poly1305 with a nonce made from a per-direction counter and the frame's
 //!    length as associated data: a dropped, replayed, reordered or altered frame fails to open and ends the
-//!    connection. The SPAKE2 exchange is ephemeral, so a later password leak does not open recorded sessions.
+//!    connection. Both exchanges are ephemeral, so a later leak of a secret does not open recorded sessions.
 //!
-//! Frames are `u32` big-endian length, then the body. Before the keys exist bodies are JSON and at most
-//! `HELLO_MAX` bytes, so a port scan or a stranger's bytes cost a few reads and a log line.
+//! Frames are `u32` big-endian length, then the body. Before the keys are confirmed a frame is at most
+//! `HELLO_MAX` bytes, and buffers grow only with bytes that actually arrived, so a stranger's connection costs a
+//! few KiB whatever length it announces. The caller bounds the whole handshake in time.
 
-use std::io::{self, Read, Write};
-use std::net::TcpStream;
-use std::time::Duration;
+use std::io;
 
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
@@ -28,16 +29,19 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use spake2::{Ed25519Group, Identity, Password, Spake2};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
 
 /// Protocol versions this build speaks, newest last.
-pub const VERSIONS: &[u32] = &[1];
+pub const VERSIONS: &[u32] = &[2];
 /// The largest handshake frame accepted.
-const HELLO_MAX: usize = 16 << 10;
+pub const HELLO_MAX: usize = 4 << 10;
 /// The largest record accepted after the handshake (a compressed batch is far smaller).
 pub const RECORD_MAX: usize = 64 << 20;
-/// How long a peer may take over the handshake.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const MAGIC: &str = "voxtap-link";
+/// The first exchange's "password": public on purpose (it only hides the second exchange).
+const STAGE1: &str = "voxtap-link identity protection";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
@@ -49,7 +53,7 @@ pub enum LinkError {
     Protocol(String),
     #[error("no common protocol version (ours {ours:?}, theirs {theirs:?})")]
     Version { ours: Vec<u32>, theirs: Vec<u32> },
-    #[error("authentication failed: server_password differs on the two sides (or the peer is not who it claims)")]
+    #[error("authentication failed: the secret differs on the two sides (server_password, or this sensor's own server_sensor_password on the central)")]
     Auth,
     #[error("frame of {0} bytes is over the limit")]
     TooLarge(usize),
@@ -57,22 +61,18 @@ pub enum LinkError {
     Tampered,
     #[error("refused by the peer: {0}")]
     Refused(String),
+    #[error("the handshake took too long")]
+    Timeout,
 }
 
-/// What the remote says about itself; hashed into the transcript, so it is authenticated once the keys confirm.
+/// The clear first message: versions, the remote's clock, the first exchange. Nothing in it names the sensor.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ClientHello {
     pub magic: String,
     pub versions: Vec<u32>,
-    pub sensor_id: Option<u16>,
-    pub sensor_name: String,
-    /// `cdr`: the remote analyses and sends CDRs; `packets`: it sends raw packets (packetbuffer_sender).
-    pub mode: String,
-    /// The remote's on-disk queue identity, so the central tells a resent batch from a new one.
-    pub queue_id: String,
     /// The remote's wall clock, microseconds since the epoch.
     pub time_us: i64,
-    /// hex of the SPAKE2 message.
+    /// hex of the first SPAKE2 message.
     pub spake2: String,
 }
 
@@ -84,6 +84,20 @@ pub struct ServerHello {
     pub spake2: String,
 }
 
+/// What the remote says about itself, sent only under the first exchange's keys and authenticated by the second.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct Identity2 {
+    pub sensor_id: Option<u16>,
+    pub sensor_name: String,
+    /// `cdr`: the remote analyses and sends CDRs; `packets`: it sends raw packets (packetbuffer_sender).
+    pub mode: String,
+    /// The remote's on-disk queue identity, so the central tells a resent batch from a new one.
+    pub queue_id: String,
+    /// hex of the second SPAKE2 message (from the sensor's secret); filled in by `connect`.
+    #[serde(default)]
+    pub spake2: String,
+}
+
 /// One direction's cipher and frame counter.
 struct Half {
     aead: ChaCha20Poly1305,
@@ -91,8 +105,29 @@ struct Half {
 }
 
 impl Half {
+    fn new(key: &[u8; 32]) -> Half {
+        Half { aead: ChaCha20Poly1305::new(Key::from_slice(key)), counter: 0 }
+    }
+
     fn nonce(&mut self) -> Nonce {
         counter_nonce(&mut self.counter)
+    }
+
+    /// `plain` sealed in place, with the frame's length header in front.
+    fn seal(&mut self, body: &mut Vec<u8>) -> Result<[u8; 4], LinkError> {
+        let len = body.len() + 16;
+        if len > RECORD_MAX {
+            return Err(LinkError::TooLarge(len));
+        }
+        let aad = (len as u32).to_be_bytes();
+        let nonce = self.nonce();
+        self.aead.encrypt_in_place(&nonce, &aad, body).map_err(|_| LinkError::TooLarge(len))?;
+        Ok(aad)
+    }
+
+    fn open(&mut self, aad: [u8; 4], buf: &mut Vec<u8>) -> Result<(), LinkError> {
+        let nonce = self.nonce();
+        self.aead.decrypt_in_place(&nonce, &aad, buf).map_err(|_| LinkError::Tampered)
     }
 }
 
@@ -112,14 +147,15 @@ pub struct Channel {
     pub version: u32,
 }
 
-/// The sending direction (its own socket handle, so one thread can send while another receives).
+/// The sending direction (its own half of the socket, so one task can send while another receives).
 pub struct SendHalf {
-    stream: TcpStream,
+    w: OwnedWriteHalf,
     half: Half,
+    scratch: Vec<u8>,
 }
 
 pub struct RecvHalf {
-    stream: TcpStream,
+    r: OwnedReadHalf,
     half: Half,
     buf: Vec<u8>,
 }
@@ -135,18 +171,19 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
 }
 
-fn write_frame(s: &mut TcpStream, body: &[u8]) -> io::Result<()> {
+async fn write_frame<W: AsyncWrite + Unpin>(s: &mut W, body: &[u8]) -> io::Result<()> {
     let mut f = Vec::with_capacity(body.len() + 4);
     f.extend_from_slice(&(body.len() as u32).to_be_bytes());
     f.extend_from_slice(body);
-    s.write_all(&f)
+    s.write_all(&f).await
 }
 
-/// Reads one frame of at most `max` bytes into `buf`.
-fn read_frame(s: &mut TcpStream, max: usize, buf: &mut Vec<u8>) -> Result<[u8; 4], LinkError> {
+/// Reads one frame of at most `max` bytes into `buf`. The buffer grows with the bytes that arrive, not with the
+/// length the peer announced: a peer that claims 64 MiB and sends one byte costs one small read.
+pub async fn read_frame<R: AsyncRead + Unpin>(s: &mut R, max: usize, buf: &mut Vec<u8>) -> Result<[u8; 4], LinkError> {
     let mut h = [0u8; 4];
-    match s.read_exact(&mut h) {
-        Ok(()) => {}
+    match s.read_exact(&mut h).await {
+        Ok(_) => {}
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(LinkError::Closed),
         Err(e) => return Err(e.into()),
     }
@@ -155,18 +192,24 @@ fn read_frame(s: &mut TcpStream, max: usize, buf: &mut Vec<u8>) -> Result<[u8; 4
         return Err(LinkError::TooLarge(n));
     }
     buf.clear();
-    buf.resize(n, 0);
-    s.read_exact(buf).map_err(|e| match e.kind() {
-        io::ErrorKind::UnexpectedEof => LinkError::Closed,
-        _ => e.into(),
-    })?;
+    const STEP: usize = 256 << 10;
+    while buf.len() < n {
+        let want = (n - buf.len()).min(STEP);
+        let at = buf.len();
+        buf.resize(at + want, 0);
+        match s.read_exact(&mut buf[at..]).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(LinkError::Closed),
+            Err(e) => return Err(e.into()),
+        }
+    }
     Ok(h)
 }
 
-fn transcript(client: &[u8], server: &[u8]) -> [u8; 32] {
+fn hash_parts(parts: &[&[u8]]) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(MAGIC.as_bytes());
-    for part in [client, server] {
+    for part in parts {
         h.update((part.len() as u64).to_be_bytes());
         h.update(part);
     }
@@ -180,17 +223,17 @@ struct Keys {
     confirm_s: [u8; 32],
 }
 
-fn derive(shared: &[u8], th: &[u8; 32]) -> Keys {
+fn derive(shared: &[u8], th: &[u8; 32], stage: &str) -> Keys {
     let hk = Hkdf::<Sha256>::new(Some(th), shared);
     let mut k = Keys { c2s: [0; 32], s2c: [0; 32], confirm_c: [0; 32], confirm_s: [0; 32] };
     // 32-byte outputs of SHA-256 HKDF cannot fail.
     for (label, out) in [
-        (&b"voxtap link c2s"[..], &mut k.c2s),
-        (b"voxtap link s2c", &mut k.s2c),
-        (b"voxtap link confirm client", &mut k.confirm_c),
-        (b"voxtap link confirm server", &mut k.confirm_s),
+        ("c2s", &mut k.c2s),
+        ("s2c", &mut k.s2c),
+        ("confirm client", &mut k.confirm_c),
+        ("confirm server", &mut k.confirm_s),
     ] {
-        let _ = hk.expand(label, out);
+        let _ = hk.expand(format!("voxtap link {stage} {label}").as_bytes(), out);
     }
     k
 }
@@ -206,37 +249,62 @@ fn spake(password: &str) -> (Spake2<Ed25519Group>, Vec<u8>) {
     Spake2::<Ed25519Group>::start_symmetric(&Password::new(password.as_bytes()), &Identity::new(MAGIC.as_bytes()))
 }
 
-fn channel(stream: TcpStream, tx: [u8; 32], rx: [u8; 32], version: u32) -> Result<Channel, LinkError> {
-    Ok(Channel {
-        tx: SendHalf {
-            stream: stream.try_clone()?,
-            half: Half { aead: ChaCha20Poly1305::new(Key::from_slice(&tx)), counter: 0 },
-        },
-        rx: RecvHalf {
-            stream,
-            half: Half { aead: ChaCha20Poly1305::new(Key::from_slice(&rx)), counter: 0 },
-            buf: Vec::new(),
-        },
-        version,
-    })
+fn finish(state: Spake2<Ed25519Group>, peer_hex: &str) -> Result<Vec<u8>, LinkError> {
+    let peer = unhex(peer_hex).ok_or_else(|| LinkError::Protocol("bad SPAKE2 message".into()))?;
+    state.finish(&peer).map_err(|_| LinkError::Protocol("bad SPAKE2 message".into()))
 }
 
-/// The remote's side: returns the channel and the central's hello (its clock).
-pub fn connect(
+/// A sealed handshake frame (under the first exchange's keys).
+async fn send_sealed<W: AsyncWrite + Unpin>(w: &mut W, half: &mut Half, body: &[u8]) -> Result<(), LinkError> {
+    let mut b = body.to_vec();
+    let aad = half.seal(&mut b)?;
+    w.write_all(&aad).await?;
+    w.write_all(&b).await?;
+    Ok(())
+}
+
+async fn recv_sealed<R: AsyncRead + Unpin>(r: &mut R, half: &mut Half) -> Result<Vec<u8>, LinkError> {
+    let mut b = Vec::new();
+    let aad = read_frame(r, HELLO_MAX, &mut b).await?;
+    half.open(aad, &mut b)?;
+    Ok(b)
+}
+
+/// The central's second message: its SPAKE2 answer and its proof, or a refusal.
+#[derive(Debug, Serialize, Deserialize)]
+struct ServerAuth {
+    #[serde(default)]
+    spake2: String,
+    #[serde(default)]
+    proof: String,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+fn channel(stream: TcpStream, tx: [u8; 32], rx: [u8; 32], version: u32) -> Channel {
+    let (r, w) = stream.into_split();
+    Channel {
+        tx: SendHalf { w, half: Half::new(&tx), scratch: Vec::new() },
+        rx: RecvHalf { r, half: Half::new(&rx), buf: Vec::new() },
+        version,
+    }
+}
+
+/// The remote's side: proves `password` for the identity `me` and returns the channel and the central's hello
+/// (its clock). The caller bounds it in time.
+pub async fn connect(
     mut stream: TcpStream,
     password: &str,
-    mut hello: ClientHello,
+    mut me: Identity2,
+    time_us: i64,
 ) -> Result<(Channel, ServerHello), LinkError> {
-    stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
     stream.set_nodelay(true)?;
-    let (state, msg) = spake(password);
-    hello.magic = MAGIC.into();
-    hello.versions = VERSIONS.to_vec();
-    hello.spake2 = hex(&msg);
+    let (s1, m1) = spake(STAGE1);
+    let hello = ClientHello { magic: MAGIC.into(), versions: VERSIONS.to_vec(), time_us, spake2: hex(&m1) };
     let c_bytes = serde_json::to_vec(&hello).map_err(|e| LinkError::Protocol(e.to_string()))?;
-    write_frame(&mut stream, &c_bytes)?;
+    write_frame(&mut stream, &c_bytes).await?;
     let mut s_bytes = Vec::new();
-    read_frame(&mut stream, HELLO_MAX, &mut s_bytes)?;
+    read_frame(&mut stream, HELLO_MAX, &mut s_bytes).await?;
     if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&s_bytes) {
         if let Some(e) = v.get("error").and_then(|e| e.as_str()) {
             return Err(LinkError::Refused(e.to_string()));
@@ -250,234 +318,265 @@ pub fn connect(
     if !VERSIONS.contains(&sh.version) {
         return Err(LinkError::Version { ours: VERSIONS.to_vec(), theirs: vec![sh.version] });
     }
-    let peer = unhex(&sh.spake2).ok_or_else(|| LinkError::Protocol("bad SPAKE2 message".into()))?;
-    let shared = state.finish(&peer).map_err(|_| LinkError::Protocol("bad SPAKE2 message".into()))?;
-    let th = transcript(&c_bytes, &s_bytes);
-    let keys = derive(&shared, &th);
+    let shared1 = finish(s1, &sh.spake2)?;
+    let th1 = hash_parts(&[&c_bytes, &s_bytes]);
+    let k1 = derive(&shared1, &th1, "identity");
+    let (mut up, mut down) = (Half::new(&k1.c2s), Half::new(&k1.s2c));
+    let (s2, m2) = spake(password);
+    me.spake2 = hex(&m2);
+    let id_bytes = serde_json::to_vec(&me).map_err(|e| LinkError::Protocol(e.to_string()))?;
+    send_sealed(&mut stream, &mut up, &id_bytes).await?;
+    let auth_bytes = recv_sealed(&mut stream, &mut down).await?;
+    let auth: ServerAuth = serde_json::from_slice(&auth_bytes)
+        .map_err(|e| LinkError::Protocol(format!("unreadable authentication message: {e}")))?;
+    if let Some(e) = auth.error {
+        return Err(LinkError::Refused(e));
+    }
+    let shared2 = finish(s2, &auth.spake2)?;
+    let th = hash_parts(&[&th1, &id_bytes, auth.spake2.as_bytes()]);
+    let keys = derive(&[shared1, shared2].concat(), &th, "session");
     // The central proves itself first, so a remote never reveals anything to a wrong central.
-    let mut proof = Vec::new();
-    read_frame(&mut stream, HELLO_MAX, &mut proof)?;
-    let proof = unhex(std::str::from_utf8(&proof).unwrap_or("")).unwrap_or_default();
+    let proof = unhex(&auth.proof).unwrap_or_default();
     if mac(&keys.confirm_s, &th).verify_slice(&proof).is_err() {
         // Tell the central, so it counts and logs a failed authentication rather than a dropped connection.
-        let _ = write_frame(&mut stream, b"authentication failed");
+        let _ = send_sealed(&mut stream, &mut up, b"authentication failed").await;
         return Err(LinkError::Auth);
     }
-    write_frame(&mut stream, hex(&mac(&keys.confirm_c, &th).finalize().into_bytes()).as_bytes())?;
-    Ok((channel(stream, keys.c2s, keys.s2c, sh.version)?, sh))
+    send_sealed(&mut stream, &mut up, hex(&mac(&keys.confirm_c, &th).finalize().into_bytes()).as_bytes()).await?;
+    Ok((channel(stream, keys.c2s, keys.s2c, sh.version), sh))
 }
 
-/// The central's side, up to the remote's proof: the caller then checks the clock and the sensor id (and
-/// answers with a record) — the remote's hello is authenticated once this returns.
-pub fn accept(mut stream: TcpStream, password: &str, now_us: i64) -> Result<(Channel, ClientHello), LinkError> {
-    stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
+/// The central's side, up to the remote's proof. `secret(id)` names the secret a sensor with that id must prove
+/// (`None`: no sensor of that id may connect). The caller then checks the clock and the sensor (and answers with
+/// a record); the returned identity is authenticated. The caller bounds it in time.
+pub async fn accept(
+    mut stream: TcpStream,
+    secret: &(dyn Fn(Option<u16>) -> Option<String> + Send + Sync),
+    now_us: i64,
+) -> Result<(Channel, ClientHello, Identity2), LinkError> {
     stream.set_nodelay(true)?;
     let mut c_bytes = Vec::new();
-    read_frame(&mut stream, HELLO_MAX, &mut c_bytes)?;
+    read_frame(&mut stream, HELLO_MAX, &mut c_bytes).await?;
     let ch: ClientHello =
         serde_json::from_slice(&c_bytes).map_err(|e| LinkError::Protocol(format!("unreadable client hello: {e}")))?;
     if ch.magic != MAGIC {
         return Err(LinkError::Protocol("bad magic in the client hello".into()));
     }
     let Some(version) = ch.versions.iter().copied().filter(|v| VERSIONS.contains(v)).max() else {
-        let msg = format!("no common protocol version: central speaks {VERSIONS:?}");
-        let _ = write_frame(&mut stream, serde_json::json!({ "error": msg }).to_string().as_bytes());
+        let msg = format!("no common protocol version: central speaks {VERSIONS:?} (update both sides)");
+        let _ = write_frame(&mut stream, serde_json::json!({ "error": msg }).to_string().as_bytes()).await;
         return Err(LinkError::Version { ours: VERSIONS.to_vec(), theirs: ch.versions });
     };
-    let peer = unhex(&ch.spake2).ok_or_else(|| LinkError::Protocol("bad SPAKE2 message".into()))?;
-    let (state, msg) = spake(password);
-    let sh = ServerHello { magic: MAGIC.into(), version, time_us: now_us, spake2: hex(&msg) };
+    let (s1, m1) = spake(STAGE1);
+    let sh = ServerHello { magic: MAGIC.into(), version, time_us: now_us, spake2: hex(&m1) };
     let s_bytes = serde_json::to_vec(&sh).map_err(|e| LinkError::Protocol(e.to_string()))?;
-    write_frame(&mut stream, &s_bytes)?;
-    let shared = state.finish(&peer).map_err(|_| LinkError::Protocol("bad SPAKE2 message".into()))?;
-    let th = transcript(&c_bytes, &s_bytes);
-    let keys = derive(&shared, &th);
-    write_frame(&mut stream, hex(&mac(&keys.confirm_s, &th).finalize().into_bytes()).as_bytes())?;
-    let mut proof = Vec::new();
-    read_frame(&mut stream, HELLO_MAX, &mut proof)?;
-    let proof = unhex(std::str::from_utf8(&proof).unwrap_or("")).ok_or(LinkError::Auth)?;
-    mac(&keys.confirm_c, &th).verify_slice(&proof).map_err(|_| LinkError::Auth)?;
-    Ok((channel(stream, keys.s2c, keys.c2s, version)?, ch))
+    write_frame(&mut stream, &s_bytes).await?;
+    let shared1 = finish(s1, &ch.spake2)?;
+    let th1 = hash_parts(&[&c_bytes, &s_bytes]);
+    let k1 = derive(&shared1, &th1, "identity");
+    let (mut down, mut up) = (Half::new(&k1.c2s), Half::new(&k1.s2c));
+    let id_bytes = recv_sealed(&mut stream, &mut down).await?;
+    let ident: Identity2 =
+        serde_json::from_slice(&id_bytes).map_err(|e| LinkError::Protocol(format!("unreadable identity: {e}")))?;
+    let Some(password) = secret(ident.sensor_id) else {
+        let refusal = ServerAuth { spake2: String::new(), proof: String::new(), error: Some("unknown sensor".into()) };
+        let _ = send_sealed(&mut stream, &mut up, &serde_json::to_vec(&refusal).unwrap_or_default()).await;
+        return Err(LinkError::Auth);
+    };
+    let (s2, m2) = spake(&password);
+    let m2 = hex(&m2);
+    let shared2 = finish(s2, &ident.spake2)?;
+    let th = hash_parts(&[&th1, &id_bytes, m2.as_bytes()]);
+    let keys = derive(&[shared1, shared2].concat(), &th, "session");
+    let proof = hex(&mac(&keys.confirm_s, &th).finalize().into_bytes());
+    let auth = ServerAuth { spake2: m2, proof, error: None };
+    send_sealed(&mut stream, &mut up, &serde_json::to_vec(&auth).map_err(|e| LinkError::Protocol(e.to_string()))?)
+        .await?;
+    let theirs = recv_sealed(&mut stream, &mut down).await?;
+    let theirs = unhex(std::str::from_utf8(&theirs).unwrap_or("")).ok_or(LinkError::Auth)?;
+    mac(&keys.confirm_c, &th).verify_slice(&theirs).map_err(|_| LinkError::Auth)?;
+    Ok((channel(stream, keys.s2c, keys.c2s, version), ch, ident))
 }
 
 impl Channel {
-    pub fn send(&mut self, kind: u8, payload: &[u8]) -> Result<(), LinkError> {
-        self.tx.send(kind, payload)
+    pub async fn send(&mut self, kind: u8, payload: &[u8]) -> Result<(), LinkError> {
+        self.tx.send(kind, payload).await
     }
 
-    pub fn recv(&mut self) -> Result<(u8, &[u8]), LinkError> {
-        self.rx.recv()
-    }
-
-    pub fn peer(&self) -> Option<std::net::SocketAddr> {
-        self.tx.stream.peer_addr().ok()
+    pub async fn recv(&mut self) -> Result<(u8, &[u8]), LinkError> {
+        self.rx.recv().await
     }
 }
 
 impl SendHalf {
     /// Seals and sends one record.
-    pub fn send(&mut self, kind: u8, payload: &[u8]) -> Result<(), LinkError> {
-        let len = payload.len() + 1 + 16;
-        if len > RECORD_MAX {
-            return Err(LinkError::TooLarge(len));
-        }
-        let aad = (len as u32).to_be_bytes();
-        let mut sealed = Vec::with_capacity(len);
+    pub async fn send(&mut self, kind: u8, payload: &[u8]) -> Result<(), LinkError> {
+        let mut sealed = std::mem::take(&mut self.scratch);
+        sealed.clear();
+        sealed.reserve(payload.len() + 1 + 16);
         sealed.push(kind);
         sealed.extend_from_slice(payload);
-        let nonce = self.half.nonce();
-        self.half.aead.encrypt_in_place(&nonce, &aad, &mut sealed).map_err(|_| LinkError::TooLarge(len))?;
-        self.stream.write_all(&aad)?;
-        self.stream.write_all(&sealed)?;
-        Ok(())
+        let r = async {
+            let aad = self.half.seal(&mut sealed)?;
+            self.w.write_all(&aad).await?;
+            self.w.write_all(&sealed).await?;
+            Ok(())
+        }
+        .await;
+        // A large batch's buffer is not kept for the life of the connection.
+        if sealed.capacity() <= 1 << 20 {
+            self.scratch = sealed;
+        }
+        r
     }
 
-    /// Closes the connection for both halves (wakes a thread blocked in `recv`).
-    pub fn shutdown(&self) {
-        let _ = self.stream.shutdown(std::net::Shutdown::Both);
-    }
-
-    pub fn try_clone_stream(&self) -> io::Result<TcpStream> {
-        self.stream.try_clone()
+    /// Closes the sending direction: the peer sees the end of the stream.
+    pub async fn shutdown(&mut self) {
+        let _ = self.w.shutdown().await;
     }
 }
 
 impl RecvHalf {
     /// Receives and opens one record; the payload stays valid until the next call.
-    pub fn recv(&mut self) -> Result<(u8, &[u8]), LinkError> {
-        let mut buf = std::mem::take(&mut self.buf);
-        let aad = match read_frame(&mut self.stream, RECORD_MAX, &mut buf) {
-            Ok(a) => a,
-            Err(e) => {
-                self.buf = buf;
-                return Err(e);
-            }
-        };
-        let nonce = self.half.nonce();
-        let opened = self.half.aead.decrypt_in_place(&nonce, &aad, &mut buf);
-        self.buf = buf;
-        if opened.is_err() || self.buf.is_empty() {
+    pub async fn recv(&mut self) -> Result<(u8, &[u8]), LinkError> {
+        if self.buf.capacity() > 4 << 20 {
+            self.buf = Vec::new();
+        }
+        let aad = read_frame(&mut self.r, RECORD_MAX, &mut self.buf).await?;
+        self.half.open(aad, &mut self.buf)?;
+        if self.buf.is_empty() {
             return Err(LinkError::Tampered);
         }
         Ok((self.buf[0], &self.buf[1..]))
-    }
-
-    pub fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
-        self.stream.set_read_timeout(t)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::TcpListener;
+    use tokio::net::TcpListener;
 
-    fn hello() -> ClientHello {
-        ClientHello {
-            magic: String::new(),
-            versions: vec![],
-            sensor_id: Some(7),
+    fn me(id: Option<u16>) -> Identity2 {
+        Identity2 {
+            sensor_id: id,
             sensor_name: "r1".into(),
             mode: "cdr".into(),
             queue_id: "q".into(),
-            time_us: 1,
-            spake2: String::new(),
+            ..Default::default()
         }
     }
 
-    type Ends = (Result<(Channel, ServerHello), LinkError>, Result<(Channel, ClientHello), LinkError>);
+    type Ends = (Result<(Channel, ServerHello), LinkError>, Result<(Channel, ClientHello, Identity2), LinkError>);
 
-    /// Runs a handshake with the two passwords; returns both ends' results.
-    fn pair(cpw: &'static str, spw: &'static str) -> Ends {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    /// Runs a handshake: the remote proves `cpw` as sensor `id`; the central knows sensor 7's own secret `own7`
+    /// and the shared one `shared`.
+    async fn pair(cpw: &'static str, id: Option<u16>) -> Ends {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
-        let t = std::thread::spawn(move || {
-            let (s, _) = l.accept().unwrap();
-            accept(s, spw, 42)
+        let srv = tokio::spawn(async move {
+            let (s, _) = l.accept().await.unwrap();
+            let secret = |id: Option<u16>| Some(if id == Some(7) { "own7".to_string() } else { "shared".to_string() });
+            accept(s, &secret, 42).await
         });
-        let c = connect(TcpStream::connect(addr).unwrap(), cpw, hello());
-        (c, t.join().unwrap())
+        let c = connect(TcpStream::connect(addr).await.unwrap(), cpw, me(id), 1).await;
+        (c, srv.await.unwrap())
     }
 
-    #[test]
-    fn records_round_trip_both_ways() {
-        let (c, s) = pair("secret", "secret");
+    #[tokio::test]
+    async fn records_round_trip_both_ways() {
+        let (c, s) = pair("own7", Some(7)).await;
         let (mut c, sh) = c.unwrap();
-        let (mut s, ch) = s.unwrap();
-        assert_eq!((sh.time_us, ch.sensor_id, ch.mode.as_str()), (42, Some(7), "cdr"));
+        let (mut s, ch, ident) = s.unwrap();
+        assert_eq!((sh.time_us, ch.time_us, ident.sensor_id, ident.mode.as_str()), (42, 1, Some(7), "cdr"));
         for i in 0..5u8 {
-            c.send(3, &vec![i; 1000 * i as usize]).unwrap();
-            let (k, p) = s.recv().unwrap();
+            c.send(3, &vec![i; 1000 * i as usize]).await.unwrap();
+            let (k, p) = s.recv().await.unwrap();
             assert_eq!((k, p.len()), (3, 1000 * i as usize));
-            s.send(5, &[i]).unwrap();
-            assert_eq!(c.recv().unwrap(), (5, &[i][..]));
+            s.send(5, &[i]).await.unwrap();
+            assert_eq!(c.recv().await.unwrap(), (5, &[i][..]));
         }
     }
 
-    #[test]
-    fn wrong_password_fails_on_both_sides() {
-        let (c, s) = pair("secret", "other");
+    #[tokio::test]
+    async fn a_sensor_secret_proves_that_sensor_only() {
+        // The shared secret cannot speak for sensor 7, which has its own; sensor 7's cannot speak for sensor 8.
+        let (c, s) = pair("shared", Some(7)).await;
         assert!(matches!(c, Err(LinkError::Auth)), "{:?}", c.err());
-        // The remote says so after the central's proof fails: the central knows it was the password.
         assert!(matches!(s, Err(LinkError::Auth)), "{:?}", s.err());
+        let (c, s) = pair("own7", Some(8)).await;
+        assert!(matches!(c, Err(LinkError::Auth)) && matches!(s, Err(LinkError::Auth)));
+        let (c, s) = pair("shared", Some(8)).await;
+        assert!(c.is_ok() && s.is_ok());
     }
 
-    #[test]
-    fn replayed_and_altered_frames_are_refused() {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = l.local_addr().unwrap();
-        // A man in the middle that records the remote's frames and plays one twice, then flips a bit.
-        let relay = TcpListener::bind("127.0.0.1:0").unwrap();
-        let raddr = relay.local_addr().unwrap();
-        let mitm = std::thread::spawn(move || {
-            let (mut from, _) = relay.accept().unwrap();
-            let mut to = TcpStream::connect(addr).unwrap();
-            let mut back = to.try_clone().unwrap();
-            let mut from2 = from.try_clone().unwrap();
-            std::thread::spawn(move || {
-                let _ = io::copy(&mut back, &mut from2);
-            });
-            let mut frames = Vec::new();
-            let mut buf = Vec::new();
-            // Hello and proof pass through.
-            for _ in 0..2 {
-                let h = read_frame(&mut from, HELLO_MAX, &mut buf).unwrap();
-                to.write_all(&h).unwrap();
-                to.write_all(&buf).unwrap();
+    #[tokio::test]
+    async fn the_identity_never_crosses_in_the_clear() {
+        // A recording of everything the remote sends holds neither its name nor its queue id.
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let relay = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (addr, raddr) = (l.local_addr().unwrap(), relay.local_addr().unwrap());
+        let tap = tokio::spawn(async move {
+            let (from, _) = relay.accept().await.unwrap();
+            let to = TcpStream::connect(addr).await.unwrap();
+            let (mut fr, mut fw) = from.into_split();
+            let (mut tr, mut tw) = to.into_split();
+            let back = tokio::spawn(async move { tokio::io::copy(&mut tr, &mut fw).await });
+            let mut seen = Vec::new();
+            let mut b = [0u8; 4096];
+            while let Ok(n) = fr.read(&mut b).await {
+                if n == 0 || tw.write_all(&b[..n]).await.is_err() {
+                    break;
+                }
+                seen.extend_from_slice(&b[..n]);
             }
-            let h = read_frame(&mut from, RECORD_MAX, &mut buf).unwrap();
-            frames.push((h, buf.clone()));
-            to.write_all(&h).unwrap();
-            to.write_all(&buf).unwrap();
-            // Replay.
-            to.write_all(&h).unwrap();
-            to.write_all(&buf).unwrap();
+            back.abort();
+            seen
         });
-        let srv = std::thread::spawn(move || {
-            let (s, _) = l.accept().unwrap();
-            let (mut ch, _) = accept(s, "pw", 0).unwrap();
-            let first = ch.recv().map(|(k, p)| (k, p.to_vec()));
-            let second = ch.recv().map(|(k, p)| (k, p.to_vec()));
-            (first, second)
+        let srv = tokio::spawn(async move {
+            let (s, _) = l.accept().await.unwrap();
+            let secret = |_| Some("pw".to_string());
+            accept(s, &secret, 0).await.map(|_| ())
         });
-        let (mut c, _) = connect(TcpStream::connect(raddr).unwrap(), "pw", hello()).unwrap();
-        c.send(3, b"batch").unwrap();
-        let (first, second) = srv.join().unwrap();
-        mitm.join().unwrap();
-        assert_eq!(first.unwrap(), (3, b"batch".to_vec()));
-        assert!(matches!(second, Err(LinkError::Tampered)));
+        let mut who = me(Some(4242));
+        who.sensor_name = "secret-sensor-name".into();
+        who.queue_id = "queue-id-visible?".into();
+        let (c, _) = connect(TcpStream::connect(raddr).await.unwrap(), "pw", who, 0).await.unwrap();
+        srv.await.unwrap().unwrap();
+        drop(c);
+        let seen = String::from_utf8_lossy(&tap.await.unwrap()).into_owned();
+        assert!(seen.contains("voxtap-link"), "the recording holds the clear hello");
+        for word in ["secret-sensor-name", "queue-id-visible", "4242", "sensor_id"] {
+            assert!(!seen.contains(word), "{word} crossed in the clear");
+        }
     }
 
-    #[test]
-    fn garbage_and_oversized_hellos_are_errors() {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    #[tokio::test]
+    async fn replayed_and_altered_frames_are_refused() {
+        let (c, s) = pair("shared", Some(3)).await;
+        let (mut c, _) = c.unwrap();
+        let (mut s, _, _) = s.unwrap();
+        // The same sealed bytes twice: the second fails (its counter is past).
+        let mut body = vec![3u8, b'x'];
+        let aad = c.tx.half.seal(&mut body).unwrap();
+        for _ in 0..2 {
+            c.tx.w.write_all(&aad).await.unwrap();
+            c.tx.w.write_all(&body).await.unwrap();
+        }
+        assert_eq!(s.recv().await.unwrap(), (3, &b"x"[..]));
+        assert!(matches!(s.recv().await, Err(LinkError::Tampered)));
+    }
+
+    #[tokio::test]
+    async fn garbage_and_oversized_hellos_are_errors() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
         for junk in [&b"\x00\x00\x00\x05hello"[..], b"\xff\xff\xff\xffxx", b"GET / HTTP/1.1\r\n\r\n", b"\x00\x00"] {
-            let mut c = TcpStream::connect(addr).unwrap();
-            c.write_all(junk).unwrap();
-            c.shutdown(std::net::Shutdown::Write).unwrap();
-            let (s, _) = l.accept().unwrap();
-            assert!(accept(s, "pw", 0).is_err());
+            let mut c = TcpStream::connect(addr).await.unwrap();
+            c.write_all(junk).await.unwrap();
+            c.shutdown().await.unwrap();
+            let (s, _) = l.accept().await.unwrap();
+            let secret = |_| Some("pw".to_string());
+            assert!(accept(s, &secret, 0).await.is_err());
         }
     }
 }

@@ -8,12 +8,15 @@
 
 use std::io::{self, Read, Write};
 
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use hkdf::Hkdf;
 use sha2::Sha256;
 
 pub const MAGIC: &[u8; 4] = b"VXM1";
+/// A reply frame the client accepts, at most (the sensor sends parts of `REPLY_CHUNK`).
 const FRAME_MAX: usize = 16 << 20;
 const REPLY_CHUNK: usize = 1 << 20;
 
@@ -87,22 +90,57 @@ fn random32() -> io::Result<[u8; 32]> {
     Ok(b)
 }
 
-/// The sensor's side, after `MAGIC` was read: the command line, and a way to send the reply.
-pub fn serve<S: Read + Write>(s: &mut S, key: &[u8; 32], answer: impl FnOnce(&str) -> Vec<u8>) -> io::Result<()> {
+/// The sensor's side, after `MAGIC` was read, up to the client's command: the first line of it (opened with the
+/// key, so the client holds it), and the sealing state for the reply. The command frame is at most `frame_max`
+/// bytes: nothing larger is accepted from a client that has not proven the key yet.
+pub async fn open_command<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    key: &[u8; 32],
+    frame_max: usize,
+) -> io::Result<(String, Replier)> {
     let mut cn = [0u8; 32];
-    s.read_exact(&mut cn)?;
+    s.read_exact(&mut cn).await?;
     let sn = random32()?;
-    s.write_all(&sn)?;
-    let (mut c2s, mut s2c) = keys(key, &cn, &sn);
-    let cmd = c2s.open(s)?;
-    let line = String::from_utf8_lossy(&cmd);
-    let first = line.split(['\r', '\n']).next().unwrap_or("").trim().to_string();
-    let reply = answer(&first);
-    for chunk in reply.chunks(REPLY_CHUNK) {
-        s2c.seal(s, chunk)?;
+    s.write_all(&sn).await?;
+    let (mut c2s, s2c) = keys(key, &cn, &sn);
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).await?;
+    let n = u32::from_be_bytes(len) as usize;
+    if !(16..=frame_max.max(32)).contains(&n) {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "bad frame length"));
     }
-    s2c.seal(s, &[])?;
-    s.flush()
+    let mut buf = vec![0u8; n];
+    s.read_exact(&mut buf).await?;
+    let nonce = c2s.nonce();
+    c2s.aead.decrypt_in_place(&nonce, &len, &mut buf).map_err(|_| {
+        io::Error::new(io::ErrorKind::PermissionDenied, "frame failed authentication (wrong manager_key?)")
+    })?;
+    let line = String::from_utf8_lossy(&buf);
+    let first = line.split(['\r', '\n']).next().unwrap_or("").trim().to_string();
+    Ok((first, Replier { s2c }))
+}
+
+/// Seals a reply's parts; an empty part ends it.
+pub struct Replier {
+    s2c: Dir,
+}
+
+impl Replier {
+    pub async fn send<S: AsyncWrite + Unpin>(&mut self, s: &mut S, part: &[u8]) -> io::Result<()> {
+        for chunk in part.chunks(REPLY_CHUNK) {
+            let mut frame = Vec::new();
+            self.s2c.seal(&mut frame, chunk)?;
+            s.write_all(&frame).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn end<S: AsyncWrite + Unpin>(&mut self, s: &mut S) -> io::Result<()> {
+        let mut frame = Vec::new();
+        self.s2c.seal(&mut frame, &[])?;
+        s.write_all(&frame).await?;
+        s.flush().await
+    }
 }
 
 /// The client's side: sends one command, returns the reply.
@@ -127,28 +165,36 @@ pub fn ask<S: Read + Write>(s: &mut S, key: &[u8; 32], command: &str) -> io::Res
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::{TcpListener, TcpStream};
 
     #[test]
     fn round_trip_and_wrong_key() {
         let key = parse_key(&"ab".repeat(32)).unwrap();
         assert!(parse_key("abc").is_err() && parse_key(&"zz".repeat(32)).is_err());
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let l = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
         let addr = l.local_addr().unwrap();
         let srv = std::thread::spawn(move || {
-            let mut results = Vec::new();
-            for _ in 0..2 {
-                let (mut s, _) = l.accept().unwrap();
-                let mut m = [0u8; 4];
-                s.read_exact(&mut m).unwrap();
-                results.push(serve(&mut s, &key, |c| format!("you said {c}").repeat(100_000).into_bytes()).is_ok());
-            }
-            results
+            rt.block_on(async move {
+                let mut results = Vec::new();
+                for _ in 0..2 {
+                    let (mut s, _) = l.accept().await.unwrap();
+                    let mut m = [0u8; 4];
+                    s.read_exact(&mut m).await.unwrap();
+                    let r = async {
+                        let (cmd, mut rep) = open_command(&mut s, &key, 4096).await?;
+                        rep.send(&mut s, format!("you said {cmd}").repeat(100_000).as_bytes()).await?;
+                        rep.end(&mut s).await
+                    }
+                    .await;
+                    results.push(r.is_ok());
+                }
+                results
+            })
         });
-        let got = ask(&mut TcpStream::connect(addr).unwrap(), &key, "getversion\r\n").unwrap();
+        let got = ask(&mut std::net::TcpStream::connect(addr).unwrap(), &key, "getversion\r\n").unwrap();
         assert_eq!(got.len(), "you said getversion".len() * 100_000);
         let wrong = parse_key(&"cd".repeat(32)).unwrap();
-        assert!(ask(&mut TcpStream::connect(addr).unwrap(), &wrong, "getversion").is_err());
+        assert!(ask(&mut std::net::TcpStream::connect(addr).unwrap(), &wrong, "getversion").is_err());
         assert_eq!(srv.join().unwrap(), [true, false]);
     }
 }

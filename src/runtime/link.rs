@@ -22,6 +22,7 @@ use crate::store::mysql::DbConfig;
 /// analysed here, until SIGTERM/SIGINT (or `exit_after_idle` seconds without packets).
 pub fn run_central(cfg: &Config, workers: usize, live: LiveOutput) -> Result<RunResult> {
     let ip: IpAddr = cfg.server_bind.parse().context("server_bind must be an IP address")?;
+    let slow = super::slow::SlowSide::start()?;
     let (cdr_tx, cdr_rx) = bounded(64);
     let (pkt_tx, pkt_rx) = bounded(256);
     let central = Central::start(
@@ -32,15 +33,17 @@ pub fn run_central(cfg: &Config, workers: usize, live: LiveOutput) -> Result<Run
             own_id: cfg.id_sensor,
             db: DbConfig::from_config(cfg),
             allow_remote_gui: cfg.manager_enable_unencrypted,
+            net: cfg.net.clone(),
         },
         cdr_tx,
         pkt_tx,
+        &slow.handle(),
     )
     .with_context(|| format!("binding the central's link port {ip}:{}", cfg.server_bind_port))?;
     let merge = RefCell::new(Merge::new(pkt_rx));
     let mut central = Some(central);
     let mut central_stats = None;
-    let mut res = drive(cfg, workers, live, Some(cdr_rx), &mut |t, f| merge.borrow_mut().poll(t, f), &mut |f| {
+    let mut res = drive(cfg, workers, live, Some(cdr_rx), slow, &mut |t, f| merge.borrow_mut().poll(t, f), &mut |f| {
         // Links close first (a batch being stored finishes), then what the merge holds goes to the owners.
         if let Some(c) = central.take() {
             central_stats = Some(c.stop());
@@ -56,7 +59,8 @@ pub fn run_central(cfg: &Config, workers: usize, live: LiveOutput) -> Result<Run
 /// A remote with `packetbuffer_sender = yes` reading a capture file: its packets go to the central in
 /// compressed batches; returns once the central has confirmed all of them.
 pub fn send_packets_file(cfg: &Config, path: &Path) -> Result<(ForwardStats, LinkStats)> {
-    let mut fwd = forwarder(cfg, true)?;
+    let slow = super::slow::SlowSide::start()?;
+    let mut fwd = forwarder(cfg, true, &slow.handle())?;
     let file = CaptureFile::open(path).with_context(|| format!("reading {}", path.display()))?;
     let mut frames = file.frames();
     for f in frames.by_ref() {
@@ -68,9 +72,9 @@ pub fn send_packets_file(cfg: &Config, path: &Path) -> Result<(ForwardStats, Lin
     Ok(fwd.finish(None))
 }
 
-fn forwarder(cfg: &Config, wait_for_room: bool) -> Result<Forwarder> {
+fn forwarder(cfg: &Config, wait_for_room: bool, rt: &tokio::runtime::Handle) -> Result<Forwarder> {
     let rc = RemoteConfig::from_config(cfg).context("packetbuffer_sender needs server_destination")?;
-    let sink = LinkSink::start(rc, None).context("opening the link queue")?;
+    let sink = LinkSink::start(rc, None, rt).context("opening the link queue")?;
     Ok(Forwarder::new(sink, wait_for_room))
 }
 
@@ -78,18 +82,18 @@ fn forwarder(cfg: &Config, wait_for_room: bool) -> Result<Forwarder> {
 type Source = Box<dyn FnMut(i32, &mut super::FrameSink<'_>) -> usize>;
 
 /// The live sources a forwarding sensor reads: AF_PACKET interfaces, or a HEP or IPFIX listener.
-fn live_sources(cfg: &Config, role: &str) -> Result<Vec<Source>> {
+fn live_sources(cfg: &Config, role: &str, rt: &tokio::runtime::Handle) -> Result<Vec<Source>> {
     use crate::capture::afpacket::Ring;
     let mut sources: Vec<Source> = Vec::new();
     if cfg.hep {
         let ip: IpAddr = cfg.hep_bind_ip.parse().context("hep_bind_ip")?;
         let port = if cfg.udp_port_hep == 0 { 9060 } else { cfg.udp_port_hep };
-        let mut l = crate::capture::hep::HepListener::bind(SocketAddr::new(ip, cfg.hep_bind_port), port)
+        let mut l = crate::capture::hep::HepListener::bind(SocketAddr::new(ip, cfg.hep_bind_port), port, &cfg.net, rt)
             .with_context(|| format!("binding the HEP listener on {ip}:{}", cfg.hep_bind_port))?;
         sources.push(Box::new(move |t, f| l.poll(t, f)));
     } else if cfg.ipfix {
         let ip: IpAddr = cfg.ipfix_bind_ip.parse().context("ipfix_bind_ip")?;
-        let mut l = crate::capture::ipfix::IpfixListener::bind(SocketAddr::new(ip, cfg.ipfix_bind_port))
+        let mut l = crate::capture::ipfix::IpfixListener::bind(SocketAddr::new(ip, cfg.ipfix_bind_port), &cfg.net, rt)
             .with_context(|| format!("binding the IPFIX listener on {ip}:{}", cfg.ipfix_bind_port))?;
         sources.push(Box::new(move |t, f| l.poll(t, f)));
     } else if cfg.dpdk || cfg.interface.iter().any(|i| i.starts_with("dpdk:")) {
@@ -171,8 +175,9 @@ fn pump(cfg: &Config, mut sources: Vec<Source>, frame: &mut super::FrameSink<'_>
 /// listener): every frame goes to the central, until SIGTERM/SIGINT or `exit_after_idle`; then what is left is
 /// given 20 s to reach the central, and stays queued for the next start otherwise.
 pub fn forward_live(cfg: &Config) -> Result<(ForwardStats, LinkStats)> {
-    let sources = live_sources(cfg, "packetbuffer_sender")?;
-    let fwd = std::cell::RefCell::new(forwarder(cfg, false)?);
+    let slow = super::slow::SlowSide::start()?;
+    let sources = live_sources(cfg, "packetbuffer_sender", &slow.handle())?;
+    let fwd = std::cell::RefCell::new(forwarder(cfg, false, &slow.handle())?);
     tracing::info!(central = ?cfg.server_destination, "forwarding packets to the central");
     pump(cfg, sources, &mut |ts, lt, d| fwd.borrow_mut().frame(ts, lt, d), &mut || fwd.borrow_mut().tick());
     Ok(fwd.into_inner().finish(Some(std::time::Duration::from_secs(20))))
@@ -183,7 +188,14 @@ pub fn forward_live(cfg: &Config) -> Result<(ForwardStats, LinkStats)> {
 pub fn mirror_send(cfg: &Config, read: Option<&Path>) -> Result<MirrorSendStats> {
     let dest = cfg.mirror_destination.clone().context("mirror_destination")?;
     let name = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_default();
-    let m = std::cell::RefCell::new(MirrorSender::start(dest.clone(), cfg.id_sensor, name, read.is_some())?);
+    let slow = super::slow::SlowSide::start()?;
+    let m = std::cell::RefCell::new(MirrorSender::start(
+        dest.clone(),
+        cfg.id_sensor,
+        name,
+        read.is_some(),
+        &slow.handle(),
+    )?);
     match read {
         Some(path) => {
             let file = CaptureFile::open(path).with_context(|| format!("reading {}", path.display()))?;
@@ -192,7 +204,7 @@ pub fn mirror_send(cfg: &Config, read: Option<&Path>) -> Result<MirrorSendStats>
             }
         }
         None => {
-            let sources = live_sources(cfg, "mirror_destination")?;
+            let sources = live_sources(cfg, "mirror_destination", &slow.handle())?;
             tracing::info!(%dest, "mirroring packets");
             pump(cfg, sources, &mut |ts, lt, d| m.borrow_mut().frame(ts, lt, d), &mut || m.borrow_mut().tick());
         }
@@ -204,10 +216,11 @@ pub fn mirror_send(cfg: &Config, read: Option<&Path>) -> Result<MirrorSendStats>
 pub fn run_mirror(cfg: &Config, workers: usize, live: LiveOutput) -> Result<RunResult> {
     let bind = cfg.mirror_bind.as_deref().context("mirror_bind")?;
     let addr: SocketAddr = bind.parse().with_context(|| format!("mirror_bind {bind}: expected IP:PORT"))?;
-    let mut r = MirrorReceiver::bind(addr, cfg.mirror_connect_maximum_time_diff_s)
+    let slow = super::slow::SlowSide::start()?;
+    let mut r = MirrorReceiver::bind(addr, cfg.mirror_connect_maximum_time_diff_s, &cfg.net, None, &slow.handle())
         .with_context(|| format!("binding the mirror receiver on {addr}"))?;
     tracing::info!(listen = %r.local_addr(), "mirror receiver started (unencrypted; VoIPmonitor's mirror mode)");
-    let mut res = drive(cfg, workers, live, None, &mut |t, f| r.poll(t, f), &mut |_| {})?;
+    let mut res = drive(cfg, workers, live, None, slow, &mut |t, f| r.poll(t, f), &mut |_| {})?;
     tracing::info!(stats = ?r.stats(), "mirror receiver stopped");
     res.mirror = Some(r.stats());
     Ok(res)

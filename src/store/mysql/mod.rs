@@ -134,7 +134,8 @@ pub struct DbSink {
     shared: Arc<Shared>,
     doorbell: crossbeam_channel::Sender<()>,
     parser: std::thread::JoinHandle<(u64, u64)>,
-    writer: std::thread::JoinHandle<DbStats>,
+    writer: tokio::task::JoinHandle<DbStats>,
+    rt: tokio::runtime::Handle,
     last_sync: Instant,
     dirty: bool,
     queue_errors: u64,
@@ -143,7 +144,8 @@ pub struct DbSink {
 
 impl DbSink {
     /// Opens the queue (CDRs left by an earlier run are stored first) and starts the threads.
-    pub fn start(cfg: DbConfig) -> std::io::Result<DbSink> {
+    /// The writer is a task on the slow side's runtime `rt`; the parser, which is CPU work, a thread of its own.
+    pub fn start(cfg: DbConfig, rt: &tokio::runtime::Handle) -> std::io::Result<DbSink> {
         let (queue, report) = Appender::open(&cfg.queue_dir)?;
         if report.pending > 0 || report.torn_bytes > 0 {
             info!(
@@ -162,11 +164,9 @@ impl DbSink {
         let parser = std::thread::Builder::new()
             .name("cdr-parser".into())
             .spawn(move || parse_queue(reader, ring, tx, sh, shape, utc))?;
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let sh = shared.clone();
         let dir = cfg.queue_dir.clone();
-        let writer =
-            std::thread::Builder::new().name("mysql-writer".into()).spawn(move || rt.block_on(run(cfg, rx, sh)))?;
+        let writer = rt.spawn(run(cfg, rx, sh));
         Ok(DbSink {
             queue,
             dir,
@@ -174,6 +174,7 @@ impl DbSink {
             doorbell,
             parser,
             writer,
+            rt: rt.clone(),
             last_sync: Instant::now(),
             dirty: false,
             queue_errors: 0,
@@ -211,7 +212,8 @@ impl DbSink {
         self.shared.closed.store(true, Ordering::Release);
         let _ = self.doorbell.try_send(());
         let (unreadable, corrupt) = self.parser.join().unwrap_or_default();
-        let mut stats = self.writer.join().unwrap_or_default();
+        // Called from the collector thread, never from the runtime's own.
+        let mut stats = self.rt.block_on(self.writer).unwrap_or_default();
         stats.cdrs_unreadable += unreadable;
         stats.queue_errors += self.queue_errors;
         stats.replayed_at_start = self.pending_at_start;

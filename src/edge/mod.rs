@@ -1,0 +1,75 @@
+//! What every listening socket shares: who may connect (`gate`: connection caps before and after
+//! authentication, per source address, with the oldest unauthenticated connection evicted when a flood fills the
+//! pre-authentication slots), who has guessed wrong too often (`throttle`), and the address forms they count by.
+//! The listeners (manager, central link, mirror receiver, HEP, IPFIX) run as tasks on the slow side's tokio
+//! runtime; a slow or silent peer costs a small task, never a thread.
+
+pub mod gate;
+pub mod throttle;
+
+use std::net::{IpAddr, SocketAddr};
+
+/// An address as the rest of voxtap should see it: an IPv4 client of a `::` listener arrives as
+/// `::ffff:a.b.c.d`, which is the IPv4 address (and loopback when that one is).
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
+}
+
+pub fn canonical_peer(peer: SocketAddr) -> SocketAddr {
+    SocketAddr::new(canonical(peer.ip()), peer.port())
+}
+
+/// What connections are counted by: an IPv4 address, or an IPv6 /64 (one host can hold a whole /64, so per
+/// address would be no limit at all).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Source(u128);
+
+impl Source {
+    pub fn of(ip: IpAddr) -> Source {
+        match canonical(ip) {
+            IpAddr::V4(v4) => Source(u32::from(v4) as u128),
+            IpAddr::V6(v6) => Source((u128::from(v6) & !((1u128 << 64) - 1)) | 1),
+        }
+    }
+}
+
+/// Binds a TCP listener on the slow side's runtime. Bound synchronously (so a taken port is an error at once),
+/// then handed to tokio.
+pub fn bind_tcp(addr: SocketAddr, rt: &tokio::runtime::Handle) -> std::io::Result<tokio::net::TcpListener> {
+    let l = std::net::TcpListener::bind(addr)?;
+    l.set_nonblocking(true)?;
+    let _guard = rt.enter();
+    tokio::net::TcpListener::from_std(l)
+}
+
+/// An accept error that is not the peer's doing (descriptors or memory running out) is waited out briefly instead
+/// of spinning.
+pub async fn accept_pause(e: &std::io::Error, what: &str) {
+    tracing::warn!(error = %e, listener = what, "accept failed");
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+}
+
+/// Resolves once the stop flag is set (or its sender is gone).
+pub async fn stopped(rx: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await.map(|_| ());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mapped_addresses_are_ipv4() {
+        let m: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        assert!(canonical(m).is_loopback());
+        assert_eq!(canonical(m), IpAddr::from([127, 0, 0, 1]));
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        assert_eq!(canonical(v6), v6);
+        assert_eq!(Source::of("2001:db8::1".parse().unwrap()), Source::of("2001:db8::ffff:2".parse().unwrap()));
+        assert_ne!(Source::of("2001:db8::1".parse().unwrap()), Source::of("2001:db8:0:1::1".parse().unwrap()));
+        assert_eq!(Source::of(m), Source::of("127.0.0.1".parse().unwrap()));
+    }
+}
