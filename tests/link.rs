@@ -319,6 +319,12 @@ fn the_gui_reaches_a_remotes_files_through_the_central() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(gui("getfile 2023-11-14/22/13/SIP/call1.pcap"), body);
+    // A file larger than one link record (64 MiB) arrives whole, streamed in parts.
+    let big: Vec<u8> = (0..(70u32 << 20)).map(|i| (i % 253) as u8).collect();
+    std::fs::write(spool.join("big.pcap"), &big).unwrap();
+    let got = gui("getfile 2023-11-14/22/13/SIP/big.pcap");
+    assert!(got.len() == big.len() && got == big, "relayed {} of {} bytes", got.len(), big.len());
+    drop((big, got));
     assert_eq!(gui("file_exists 2023-11-14/22/13/SIP/call1.pcap"), b"200000");
     assert_eq!(gui("getfile ../r.conf"), b"access denied");
     // A sensor that is not connected.

@@ -449,11 +449,7 @@ async fn serve(s: TcpStream, peer: SocketAddr, mut adm: Admission, st: &State) {
     let welcomed = tx.lock().await.send(msg::WELCOME, welcome.as_bytes()).await;
     let link = Link { key: key.clone(), sensor_id: ident.sensor_id, queue_id: ident.queue_id.clone(), conn, packets };
     let result = match welcomed {
-        Ok(()) => tokio::select! {
-            r = receive(rx, &tx, &link, &pending, st) => r,
-            _ = close.notified() => Err(LinkError::Protocol("replaced by a newer link of the same sensor".into())),
-            _ = crate::edge::stopped(&mut stop) => Ok(()),
-        },
+        Ok(()) => receive(rx, &tx, &link, &pending, st, &close, &mut stop).await,
         Err(e) => Err(e),
     };
     match result {
@@ -484,21 +480,27 @@ struct Link {
     packets: bool,
 }
 
-/// Records from one remote until it ends or the link breaks. Cancelled only between records' processing steps
-/// that lose nothing (a batch half stored is finished by the collector, and resent unconfirmed).
+/// Records from one remote until it ends, the link breaks, a newer link of the same sensor replaces it (`close`)
+/// or the central stops. Those are heard only between records: a batch being stored is finished and confirmed.
 async fn receive(
     mut rx: secure::RecvHalf,
     tx: &tokio::sync::Mutex<SendHalf>,
     link: &Link,
     pending: &Mutex<HashMap<u32, AnswerTx>>,
     st: &State,
+    close: &tokio::sync::Notify,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), LinkError> {
     let bad = |e: msg::MsgError| LinkError::Protocol(e.to_string());
     let queue = (link.key.clone(), link.queue_id.clone());
     loop {
-        let (kind, body) = match tokio::time::timeout(SILENCE, rx.recv()).await {
-            Ok(r) => r?,
-            Err(_) => return Err(LinkError::Protocol("the remote said nothing for 30 s".into())),
+        let (kind, body) = tokio::select! {
+            r = tokio::time::timeout(SILENCE, rx.recv()) => match r {
+                Ok(r) => r?,
+                Err(_) => return Err(LinkError::Protocol("the remote said nothing for 30 s".into())),
+            },
+            _ = close.notified() => return Err(LinkError::Protocol("replaced by a newer link of the same sensor".into())),
+            _ = crate::edge::stopped(stop) => return Ok(()),
         };
         match kind {
             msg::CDRS | msg::PACKETS => {
