@@ -63,11 +63,8 @@ pub struct CentralConfig {
 }
 
 impl CentralConfig {
-    /// The secret a sensor claiming `id` must prove; `None` when it may not connect at all.
+    /// The secret a sensor claiming `id` must prove.
     fn secret(&self, id: Option<u16>) -> Option<String> {
-        if id.is_some() && id == self.own_id {
-            return None;
-        }
         Some(self.net.password_for(id, &self.password).to_string())
     }
 }
@@ -386,6 +383,15 @@ async fn serve(s: TcpStream, peer: SocketAddr, mut adm: Admission, st: &State) {
         .await;
         return;
     }
+    if ident.sensor_id.is_some() && ident.sensor_id == st.cfg.own_id {
+        st.stats.lock().refused_duplicate_id += 1;
+        refuse(format!(
+            "id_sensor {} is the central's own: give the remote another id_sensor",
+            st.cfg.own_id.unwrap_or(0)
+        ))
+        .await;
+        return;
+    }
     let packets = match ident.mode.as_str() {
         "cdr" => false,
         "packets" => true,
@@ -462,7 +468,16 @@ async fn serve(s: TcpStream, peer: SocketAddr, mut adm: Admission, st: &State) {
         }
     }
     if packets {
-        let _ = st.packets.try_send(PacketEvent::Gone { conn });
+        // The merge must hear it (it waits for this remote's packets otherwise), unless the central is stopping.
+        let t0 = tokio::time::Instant::now();
+        let mut ev = PacketEvent::Gone { conn };
+        while let Err(crossbeam_channel::TrySendError::Full(back)) = st.packets.try_send(ev) {
+            if t0.elapsed() >= Duration::from_secs(1) {
+                break;
+            }
+            ev = back;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
     tx.lock().await.shutdown().await;
     let mut reg = st.registry.lock();

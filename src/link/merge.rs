@@ -49,12 +49,21 @@ pub struct Merge {
     first: Option<Instant>,
     sources: HashMap<u64, Source>,
     held_bytes: usize,
+    /// The central is stopping: everything goes, gathering or not.
+    draining: bool,
     pub stats: MergeStats,
 }
 
 impl Merge {
     pub fn new(events: Receiver<PacketEvent>) -> Merge {
-        Merge { events, first: None, sources: HashMap::new(), held_bytes: 0, stats: MergeStats::default() }
+        Merge {
+            events,
+            first: None,
+            sources: HashMap::new(),
+            held_bytes: 0,
+            draining: false,
+            stats: MergeStats::default(),
+        }
     }
 
     fn take(&mut self, ev: PacketEvent) {
@@ -87,7 +96,9 @@ impl Merge {
         let mut n = 0;
         let gathering = self.first.is_some_and(|t| t.elapsed() < HOLD);
         loop {
-            if gathering && self.held_bytes <= BUFFER_MAX && !self.sources.values().all(|s| s.gone) {
+            // Even a remote that has already finished is held back while gathering: the other remotes of a run
+            // may not have sent their first batch yet (one short capture can be sent whole before another connects).
+            if gathering && self.held_bytes <= BUFFER_MAX && !self.draining {
                 break;
             }
             let Some((conn, ts)) =
@@ -134,6 +145,7 @@ impl Merge {
         for s in self.sources.values_mut() {
             s.gone = true;
         }
+        self.draining = true;
         self.poll(0, f)
     }
 
