@@ -5,7 +5,8 @@
 //!
 //! A TCP connection is admitted by the listener's gate and counts as unproven until its first well-framed message
 //! (closed if that does not come within `net_handshake_timeout_s`); after that it is closed when it says nothing
-//! for `net_idle_timeout_s`. A stream whose framing breaks is closed and counted.
+//! for `net_idle_timeout_s`, or when a message it started is not whole within `net_handshake_timeout_s`. A stream
+//! whose framing breaks is closed and counted.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -215,8 +216,11 @@ async fn read_stream<P: StreamProto>(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> StreamEnd {
     use tokio::io::AsyncWriteExt;
-    let first_by = tokio::time::Instant::now() + Duration::from_secs(net.handshake_timeout_s as u64);
+    let limit = Duration::from_secs(net.handshake_timeout_s as u64);
+    let first_by = tokio::time::Instant::now() + limit;
     let idle = Duration::from_secs(net.idle_timeout_s as u64);
+    // Since when a message has been arriving: each one must be whole within `limit`, however it trickles in.
+    let mut partial_since: Option<tokio::time::Instant> = None;
     // At most one whole message and one read beyond it: a long burst is taken message by message.
     let cap = P::MESSAGE_MAX + 65_536;
     let mut buf: Vec<u8> = Vec::with_capacity(16 << 10);
@@ -245,6 +249,8 @@ async fn read_stream<P: StreamProto>(
             }
         }
         buf.drain(..at);
+        partial_since =
+            if buf.is_empty() { None } else { Some(partial_since.unwrap_or_else(tokio::time::Instant::now)) };
         if !reply.is_empty() {
             // A peer that cannot take its answer within the idle time is gone.
             if tokio::time::timeout(idle, s.write_all(&reply)).await.map_or(true, |r| r.is_err()) {
@@ -258,7 +264,11 @@ async fn read_stream<P: StreamProto>(
         if buf.len() >= cap {
             return StreamEnd::Broken;
         }
-        let until = if proven { tokio::time::Instant::now() + idle } else { first_by };
+        let until = match (proven, partial_since) {
+            (false, _) => first_by,
+            (true, Some(t)) => (t + limit).min(tokio::time::Instant::now() + idle),
+            (true, None) => tokio::time::Instant::now() + idle,
+        };
         let room = (cap - buf.len()).min(65_536);
         let at = buf.len();
         buf.resize(at + room, 0);
@@ -268,7 +278,7 @@ async fn read_stream<P: StreamProto>(
                 Ok(Err(_)) => 0,
                 Err(_) => {
                     buf.truncate(at);
-                    return if proven { StreamEnd::Idle } else { StreamEnd::Broken };
+                    return if proven && partial_since.is_none() { StreamEnd::Idle } else { StreamEnd::Broken };
                 }
             },
             _ = adm.evicted() => return StreamEnd::Broken,

@@ -440,14 +440,14 @@ async fn serve(s: TcpStream, peer: SocketAddr, mut adm: Admission, st: &State) {
     if let (Some(db), Some(id)) = (&st.cfg.db, ident.sensor_id) {
         let (db, name, host) = (db.clone(), ident.sensor_name.clone(), peer.ip().to_string());
         // The database may be away; registration must not hold up the link.
-        tokio::task::spawn_blocking(move || {
+        tokio::spawn(async move {
             for attempt in 0..60u32 {
-                match crate::store::mysql::register_sensor(&db, id, &name, &host) {
+                match crate::store::mysql::register_sensor(&db, id, &name, &host).await {
                     Ok(()) => return,
                     Err(e) if attempt == 0 => warn!(error = %e, id, "cannot register the sensor yet; retrying"),
                     Err(_) => {}
                 }
-                std::thread::sleep(Duration::from_secs(5));
+                tokio::time::sleep(Duration::from_secs(5)).await;
             }
         });
     }

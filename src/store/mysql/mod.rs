@@ -66,18 +66,15 @@ impl DbConfig {
 }
 
 /// Registers another sensor (a remote of this central) in `sensors`, creating the database when it is missing.
-pub fn register_sensor(cfg: &DbConfig, id: u16, name: &str, host: &str) -> anyhow::Result<()> {
+pub async fn register_sensor(cfg: &DbConfig, id: u16, name: &str, host: &str) -> anyhow::Result<()> {
     let mut c = cfg.clone();
     c.id_sensor = Some(id);
     c.sensor_name = name.to_string();
     c.sensor_host = host.to_string();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    rt.block_on(async move {
-        let mut w = Writer::new(c);
-        let r = w.connect().await;
-        w.disconnect();
-        r
-    })?;
+    let mut w = Writer::new(c);
+    let r = w.connect().await;
+    w.disconnect();
+    r?;
     Ok(())
 }
 
