@@ -35,19 +35,6 @@ fn sip_only(input: &Path, out: &Path) {
     std::fs::write(out, w).unwrap();
 }
 
-/// One IPFIX message: header, then one set.
-fn message(set: u16, body: &[u8], seq: u32) -> Vec<u8> {
-    let mut m = vec![0, 10, 0, 0, 0x65, 0x4a, 0x10, 0];
-    m.extend_from_slice(&seq.to_be_bytes());
-    m.extend_from_slice(&7u32.to_be_bytes());
-    m.extend_from_slice(&set.to_be_bytes());
-    m.extend_from_slice(&((4 + body.len()) as u16).to_be_bytes());
-    m.extend_from_slice(body);
-    let n = m.len() as u16;
-    m[2..4].copy_from_slice(&n.to_be_bytes());
-    m
-}
-
 /// The SIP messages of a capture as the SBC's sets: received (258/260) when sent to the proxy, else sent
 /// (259/261, with the Call-ID).
 fn sets(cap: &Path) -> Vec<Vec<u8>> {
@@ -113,7 +100,7 @@ fn sets(cap: &Path) -> Vec<Vec<u8>> {
             }
             b.extend_from_slice(&(dg.payload.len() as u16).to_be_bytes());
             b.extend_from_slice(dg.payload);
-            out.push(message(set, &b, out.len() as u32));
+            out.push(ipfix_message(set, &b, out.len() as u32));
         });
     }
     out
@@ -132,7 +119,7 @@ fn live(dir: &Path, name: &str, msgs: &[Vec<u8>]) -> (Vec<Value>, String) {
     // The SBC's handshake comes back as set 257.
     let mut hs = vec![0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 30, 0, 0, 0, 9, 0, 1, 9, 2, 1, 3];
     hs.extend_from_slice(b"sbc");
-    let hello = message(256, &hs, 0);
+    let hello = ipfix_message(256, &hs, 0);
     s.write_all(&hello).unwrap();
     let mut reply = vec![0; hello.len()];
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();

@@ -55,25 +55,6 @@ fn send(conf: &Path, file: &Path) -> Child {
         .unwrap()
 }
 
-fn finished(mut c: Child, limit: Duration) -> String {
-    let t0 = Instant::now();
-    loop {
-        if let Some(st) = c.try_wait().unwrap() {
-            let mut err = String::new();
-            c.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-            assert!(st.success(), "remote failed: {err}");
-            return err;
-        }
-        if t0.elapsed() > limit {
-            let _ = c.kill();
-            let mut err = String::new();
-            c.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-            panic!("remote did not finish in {limit:?}: {err}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn remotes_send_cdrs_into_the_central_database() {
     let dir = fresh_dir("link-cdr");

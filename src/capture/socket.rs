@@ -163,18 +163,7 @@ pub async fn serve_streams<P: StreamProto>(
 ) {
     let gate = Gate::new(Limits::from_net(&net));
     let local = listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-    loop {
-        let (s, peer) = tokio::select! {
-            _ = crate::edge::stopped(&mut stop) => return,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    crate::edge::accept_pause(&e, what).await;
-                    continue;
-                }
-            },
-        };
-        let peer = crate::edge::canonical_peer(peer);
+    while let Some((s, peer)) = crate::edge::accept(&listener, &mut stop, what).await {
         let Ok(adm) = gate.admit(peer.ip()) else {
             counts.broken.fetch_add(1, Ordering::Relaxed);
             continue;

@@ -52,6 +52,24 @@ pub async fn accept_pause(e: &std::io::Error, what: &str) {
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
 }
 
+/// The next connection of `listener` with its peer's canonical address, or `None` once `stop` is set. Accept
+/// errors (descriptors running out) are waited out instead of spun on.
+pub async fn accept(
+    listener: &tokio::net::TcpListener,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+    what: &str,
+) -> Option<(tokio::net::TcpStream, SocketAddr)> {
+    loop {
+        tokio::select! {
+            _ = stopped(stop) => return None,
+            r = listener.accept() => match r {
+                Ok((s, peer)) => return Some((s, canonical_peer(peer))),
+                Err(e) => accept_pause(&e, what).await,
+            },
+        }
+    }
+}
+
 /// Resolves once the stop flag is set (or its sender is gone).
 pub async fn stopped(rx: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await.map(|_| ());

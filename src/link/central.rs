@@ -276,18 +276,7 @@ impl Drop for Central {
 
 async fn accept_loop(listener: tokio::net::TcpListener, st: Arc<State>) {
     let mut stop = st.stop.subscribe();
-    loop {
-        let (s, peer) = tokio::select! {
-            _ = crate::edge::stopped(&mut stop) => return,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    crate::edge::accept_pause(&e, "link").await;
-                    continue;
-                }
-            },
-        };
-        let peer = crate::edge::canonical_peer(peer);
+    while let Some((s, peer)) = crate::edge::accept(&listener, &mut stop, "link").await {
         st.stats.lock().connections += 1;
         if st.throttle.blocked(peer.ip()) {
             st.stats.lock().refused_throttled += 1;

@@ -279,18 +279,7 @@ impl MirrorReceiver {
         let (tx, mut stop) = (ingest.tx.clone(), ingest.stop_signal());
         let gate = Gate::new(Limits::from_net(net));
         rt.spawn(async move {
-            loop {
-                let (s, peer) = tokio::select! {
-                    _ = crate::edge::stopped(&mut stop) => return,
-                    r = l.accept() => match r {
-                        Ok(x) => x,
-                        Err(e) => {
-                            crate::edge::accept_pause(&e, "mirror").await;
-                            continue;
-                        }
-                    },
-                };
-                let peer = crate::edge::canonical_peer(peer);
+            while let Some((s, peer)) = crate::edge::accept(&l, &mut stop, "mirror").await {
                 shared.stats.lock().connections += 1;
                 let Ok(adm) = gate.admit(peer.ip()) else {
                     shared.stats.lock().refused_connections += 1;

@@ -62,18 +62,7 @@ impl Manager {
             let ctx = ctx.clone();
             rt.spawn(async move {
                 let mut stop = ctx.stop.clone();
-                loop {
-                    let (s, peer) = tokio::select! {
-                        _ = crate::edge::stopped(&mut stop) => return,
-                        r = listener.accept() => match r {
-                            Ok(x) => x,
-                            Err(e) => {
-                                crate::edge::accept_pause(&e, "manager").await;
-                                continue;
-                            }
-                        },
-                    };
-                    let peer = crate::edge::canonical_peer(peer);
+                while let Some((s, peer)) = crate::edge::accept(&listener, &mut stop, "manager").await {
                     let Ok(adm) = ctx.gate.admit(peer.ip()) else {
                         debug!(%peer, "manager port: too many connections from this address");
                         continue;

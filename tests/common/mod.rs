@@ -336,3 +336,37 @@ pub fn sh(cmd: &str) {
     let st = Command::new("sh").arg("-c").arg(cmd).status().unwrap();
     assert!(st.success(), "failed: {cmd}");
 }
+
+/// Waits for a child voxtap (a remote sending a file) to exit with success within `limit`; its standard error.
+pub fn finished(mut c: std::process::Child, limit: std::time::Duration) -> String {
+    use std::io::Read;
+    let t0 = std::time::Instant::now();
+    loop {
+        if let Some(st) = c.try_wait().unwrap() {
+            let mut err = String::new();
+            c.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            assert!(st.success(), "remote failed: {err}");
+            return err;
+        }
+        if t0.elapsed() > limit {
+            let _ = c.kill();
+            let mut err = String::new();
+            c.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            panic!("remote did not finish in {limit:?}: {err}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// One IPFIX message as an Oracle SBC sends it: header (sequence `seq`), then one set.
+pub fn ipfix_message(set: u16, body: &[u8], seq: u32) -> Vec<u8> {
+    let mut m = vec![0, 10, 0, 0, 0x65, 0x4a, 0x10, 0];
+    m.extend_from_slice(&seq.to_be_bytes());
+    m.extend_from_slice(&7u32.to_be_bytes());
+    m.extend_from_slice(&set.to_be_bytes());
+    m.extend_from_slice(&((4 + body.len()) as u16).to_be_bytes());
+    m.extend_from_slice(body);
+    let n = m.len() as u16;
+    m[2..4].copy_from_slice(&n.to_be_bytes());
+    m
+}
