@@ -462,7 +462,7 @@ pub fn rx_stage(
     source: u16,
 ) -> Rx {
     let save_any = cfg.savesip || cfg.savertp != SaveRtp::No || cfg.savertcp;
-    let decoder = Decoder::new(DecoderConfig {
+    let mut decoder = Decoder::new(DecoderConfig {
         sip_ports: cfg.sip_port_matrix(),
         keep_frames: save_any,
         gtp_port: cfg.udp_port_gtp,
@@ -472,6 +472,11 @@ pub fn rx_stage(
         l2tp_port: cfg.udp_port_l2tp,
         audiocodes_port: if cfg.audiocodes { cfg.udp_port_audiocodes } else { 0 },
     });
+    // A live source stamps frames with their receive time: a time a HEP sender wrote is held near it. A capture
+    // file's HEP keeps its times as recorded.
+    if !blocking {
+        decoder.hold_sender_times(secs(cfg.sender_time_window_s as i64));
+    }
     let rx_cfg = RxConfig {
         owners: to_owner.len(),
         keep_sip_frames: cfg.savesip,
@@ -735,7 +740,14 @@ pub fn run_ipfix(cfg: &Config, workers: usize, live: LiveOutput) -> Result<RunRe
     let mut listener = IpfixListener::bind(std::net::SocketAddr::new(ip, cfg.ipfix_bind_port))
         .with_context(|| format!("binding the IPFIX listener on {ip}:{}", cfg.ipfix_bind_port))?;
     tracing::info!(listen = ?listener.local_addr().ok(), "IPFIX listener started (TCP)");
-    let mut res = run_listener(cfg, workers, live, &mut |t, f| listener.poll(t, f))?;
+    // Frames carry the SBC's time, which is the packet clock: held near the receive time, so that an SBC whose
+    // clock is wrong cannot put calls, spool folders and partitions anywhere, nor age every call at once.
+    let window = secs(cfg.sender_time_window_s as i64);
+    let mut res = run_listener(cfg, workers, live, &mut |t, f| {
+        listener.poll(t, &mut |ts, lt, data| {
+            f(crate::time::clamp_to_receive(ts, crate::time::wall_clock(), window), lt, data)
+        })
+    })?;
     tracing::info!(stats = ?listener.stats(), "IPFIX listener stopped");
     res.ipfix = Some(listener.stats());
     Ok(res)
