@@ -781,7 +781,8 @@ fn drive(
     let cpu0 = crate::time::thread_cpu_secs();
     let mut last_packet = Instant::now();
     // Packet time while the source is quiet: the newest packet's time, moving on in real time. A replay (a remote
-    // sending an old capture, HEP from a recording) keeps its own times, which the wall clock would age at once.
+    // sending an old capture) keeps its own times, and so does an SBC's IPFIX (held within sender_time_window_s):
+    // the wall clock would age them at once. HEP frames come stamped with their receive time.
     let mut newest: Option<crate::time::Nanos> = None;
     while !STOP.load(Ordering::Relaxed) {
         let got = poll(50, &mut |ts, lt, data| {

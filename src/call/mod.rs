@@ -294,7 +294,10 @@ impl Call {
     /// A packet of the call came `skew` from the rx stage's clock (its sender's clock offset, plus the time it
     /// took to arrive).
     pub fn heard(&mut self, skew: Nanos) {
-        self.skew = Some(self.skew.map_or(skew, |s| s.min(skew)));
+        // Called for every RTP packet: store only when it moves.
+        if self.skew.is_none_or(|s| skew < s) {
+            self.skew = Some(skew);
+        }
     }
 
     /// Should the call close as of the rx stage's clock `clock` (a tick)? The call's times are its senders'
