@@ -479,7 +479,7 @@ pub fn rx_stage(
     source: u16,
 ) -> Rx {
     let save_any = cfg.savesip || cfg.savertp != SaveRtp::No || cfg.savertcp;
-    let decoder = Decoder::new(DecoderConfig {
+    let mut decoder = Decoder::new(DecoderConfig {
         sip_ports: cfg.sip_port_matrix(),
         keep_frames: save_any,
         gtp_port: cfg.udp_port_gtp,
@@ -489,6 +489,11 @@ pub fn rx_stage(
         l2tp_port: cfg.udp_port_l2tp,
         audiocodes_port: if cfg.audiocodes { cfg.udp_port_audiocodes } else { 0 },
     });
+    // A live source stamps frames with their receive time: a time a HEP sender wrote is held near it. A capture
+    // file's HEP keeps its times as recorded.
+    if !blocking {
+        decoder.hold_sender_times(secs(cfg.sender_time_window_s as i64));
+    }
     let rx_cfg = RxConfig {
         owners: to_owner.len(),
         keep_sip_frames: cfg.savesip,
@@ -757,7 +762,15 @@ pub fn run_ipfix(cfg: &Config, workers: usize, live: LiveOutput) -> Result<RunRe
         IpfixListener::bind(std::net::SocketAddr::new(ip, cfg.ipfix_bind_port), &cfg.net, &slow.handle())
             .with_context(|| format!("binding the IPFIX listener on {ip}:{}", cfg.ipfix_bind_port))?;
     tracing::info!(listen = ?listener.local_addr().ok(), "IPFIX listener started (TCP)");
-    let mut res = drive(cfg, workers, live, None, slow, &mut |t, f| listener.poll(t, f), &mut |_| {})?;
+    // Frames carry the SBC's time, which is the packet clock: held near the receive time, so that an SBC whose
+    // clock is wrong cannot put calls, spool folders and partitions anywhere, nor age every call at once.
+    let window = secs(cfg.sender_time_window_s as i64);
+    let mut poll = |t, f: &mut FrameSink<'_>| {
+        listener.poll(t, &mut |ts, lt, data| {
+            f(crate::time::clamp_to_receive(ts, crate::time::wall_clock(), window), lt, data)
+        })
+    };
+    let mut res = drive(cfg, workers, live, None, slow, &mut poll, &mut |_| {})?;
     tracing::info!(stats = ?listener.stats(), "IPFIX listener stopped");
     res.ipfix = Some(listener.stats());
     Ok(res)
@@ -788,7 +801,8 @@ fn drive(
     let cpu0 = crate::time::thread_cpu_secs();
     let mut last_packet = Instant::now();
     // Packet time while the source is quiet: the newest packet's time, moving on in real time. A replay (a remote
-    // sending an old capture, HEP from a recording) keeps its own times, which the wall clock would age at once.
+    // sending an old capture) keeps its own times, and so does an SBC's IPFIX (held within sender_time_window_s):
+    // the wall clock would age them at once. HEP frames come stamped with their receive time.
     let mut newest: Option<crate::time::Nanos> = None;
     while !STOP.load(Ordering::Relaxed) {
         let got = poll(50, &mut |ts, lt, data| {

@@ -160,6 +160,18 @@ pub fn parse_rfc3339_utc(s: &str) -> Option<i64> {
     Some(((days * 86_400 + h * 3600 + mi * 60 + se) * 1_000_000_000) + nanos)
 }
 
+/// A time a sender wrote (a HEP header's, an IPFIX record's, a mirrored packet's), held within `window` of
+/// when it was received: a sender's clock may be off, but one that reads 1970 or 2106 (no RTC, no NTP, a
+/// corrupt header) would put its calls' times, spool folders and database partitions anywhere and leave their
+/// timers meaningless. A time outside the window is moved to its edge, so that the sender's packets keep the
+/// receive time's order and spacing there. A window of 0 or less takes the sender's time as it is.
+pub fn clamp_to_receive(sender_ts: Nanos, received: Nanos, window: Nanos) -> Nanos {
+    if window <= 0 {
+        return sender_ts;
+    }
+    sender_ts.clamp(received.saturating_sub(window), received.saturating_add(window))
+}
+
 /// Round nanoseconds to whole microseconds (CDR times and durations carry microseconds).
 pub fn round_micros(n: Nanos) -> Nanos {
     let us = (n as i128 * 2 + 1000).div_euclid(2000) as i64;
@@ -169,13 +181,6 @@ pub fn round_micros(n: Nanos) -> Nanos {
 /// A duration in seconds rounded to microseconds, as the CDR prints it.
 pub fn dur_secs(n: Nanos) -> f64 {
     round_micros(n) as f64 / NANOS_PER_SEC as f64
-}
-
-/// A time a remote sender stamped, kept within `window_s` of when it arrived: a sender's clock may be off, but
-/// not so far that its packets land in another day's (or century's) partitions.
-pub fn clamp_to_receive(sender_ts: Nanos, received: Nanos, window_s: u32) -> Nanos {
-    let w = window_s as i64 * 1_000_000_000;
-    sender_ts.clamp(received.saturating_sub(w), received.saturating_add(w))
 }
 
 #[cfg(test)]
@@ -204,6 +209,24 @@ mod tests {
         // Leap day and negative times.
         assert_eq!(rfc3339_utc(secs(951_782_400)), "2000-02-29T00:00:00.000000Z");
         assert_eq!(rfc3339_utc(-1_000), "1969-12-31T23:59:59.999999Z");
+    }
+
+    #[test]
+    fn sender_times_held_near_the_receive_time() {
+        let rx = secs(1_800_000_000);
+        let day = secs(86_400);
+        // Within the window: the sender's own time, skew and all.
+        assert_eq!(clamp_to_receive(rx - secs(60), rx, day), rx - secs(60));
+        assert_eq!(clamp_to_receive(rx + secs(3600), rx, day), rx + secs(3600));
+        assert_eq!(clamp_to_receive(rx - day, rx, day), rx - day);
+        // A clock at 1970 or far ahead: the window's edge.
+        assert_eq!(clamp_to_receive(0, rx, day), rx - day);
+        assert_eq!(clamp_to_receive(secs(4_294_967_295), rx, day), rx + day);
+        assert_eq!(clamp_to_receive(i64::MIN, rx, day), rx - day);
+        // No overflow at the ends of the range; no window: as sent.
+        assert_eq!(clamp_to_receive(i64::MAX, i64::MAX - 5, day), i64::MAX);
+        assert_eq!(clamp_to_receive(i64::MIN, i64::MIN + 5, day), i64::MIN);
+        assert_eq!(clamp_to_receive(7, rx, 0), 7);
     }
 
     #[test]

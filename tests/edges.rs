@@ -269,7 +269,7 @@ fn mirror_receiver(dir: &Path, port: u16) -> LiveVoxtap {
         "r",
         &format!(
             "mirror_bind_ip = 127.0.0.1\nmirror_bind_port = {port}\nmanagerport = 0\ncdr_log = no\n\
-             mirror_connect_maximum_time_diff_s = 0\n"
+             mirror_connect_maximum_time_diff_s = 0\nsender_time_window_s = 0\n"
         ),
     );
     LiveVoxtap::start(&conf, port)
@@ -318,6 +318,44 @@ fn mirror_blocks_are_checked_and_a_resend_is_taken_once() {
     assert_eq!(counter(&err, "mirror_duplicate_blocks"), 1, "{err}");
     assert_eq!(counter(&err, "mirror_packets"), frames.len() as u64, "{err}");
     assert_eq!(counter(&err, "mirror_block_errors"), 1, "{err}");
+}
+
+/// Finding 8 for the mirror receiver: a sender stamping its packets in 2106 has them held within a day of now
+/// (`sender_time_window_s`), so its calls cannot land in far partitions or spool folders.
+#[test]
+fn mirror_sender_times_are_held_near_now() {
+    let dir = fresh_dir("edge-mirror-time");
+    let base = dir.join("base.pcap");
+    voxgen(&base, &["--calls", "3", "--cps", "3", "--duration", "1", "--seed", "14"]);
+    let [port] = free_ports::<1>();
+    let conf = write_conf(
+        &dir,
+        "receiver.conf",
+        "r",
+        &format!(
+            "mirror_bind_ip = 127.0.0.1\nmirror_bind_port = {port}\nmanagerport = 0\ncdr_log = no\n\
+             mirror_connect_maximum_time_diff_s = 0\n"
+        ),
+    );
+    let receiver = LiveVoxtap::start(&conf, port);
+    let file = voxtap::capture::pcapfile::CaptureFile::open(&base).unwrap();
+    // 2106-02-07: the time a 32-bit seconds counter reaches its end.
+    let shift = 4_294_000_000i64 * 1_000_000_000 - file.frames().next().unwrap().ts;
+    let frames: Vec<(i64, Vec<u8>)> = file.frames().map(|f| (f.ts + shift, f.data.to_vec())).collect();
+    let refs: Vec<(i64, &[u8])> = frames.iter().map(|(t, d)| (*t, d.as_slice())).collect();
+    let mut s = mirror_hello(port, "5:far-future");
+    s.write_all(&voxtap::link::mirror::encode_block(&refs, 1, 5, 1, true)).unwrap();
+    let mut ok = [0u8; 8];
+    s.read_exact(&mut ok).unwrap();
+    drop(s);
+    std::thread::sleep(Duration::from_millis(500));
+    let (cdrs, err) = receiver.stop();
+    assert_eq!(cdrs.len(), 3, "{err}");
+    let now = voxtap::time::wall_clock();
+    for c in cdrs {
+        let t = voxtap::time::parse_rfc3339_utc(c["calldate"].as_str().unwrap()).unwrap();
+        assert!((t - now).abs() <= 86_400_000_000_000 + 60_000_000_000, "calldate {} is not near now", c["calldate"]);
+    }
 }
 
 fn hep_with_manager(dir: &Path, hep: u16, mgr: u16, extra: &str) -> LiveVoxtap {

@@ -150,3 +150,27 @@ fn ipfix_sip_sets_give_the_captures_cdrs() {
         assert!(summary.contains("ipfix_handshakes=1 ") && summary.contains("ipfix_errors=0"), "{summary}");
     }
 }
+
+/// An SBC whose clock reads 1970 (no RTC, no NTP): its record times are held one `sender_time_window_s` (a day
+/// by default) before the receive time, so its calls are still one CDR each, dated yesterday, not 1970.
+#[test]
+fn an_sbc_clock_far_off_is_held_near_the_receive_time() {
+    let dir = fresh_dir("ipfix-clock");
+    let base = dir.join("old.pcap");
+    voxgen(&base, &["--calls", "6", "--cps", "6", "--duration", "1", "--seed", "82", "--start", "1000"]);
+    let sip = dir.join("old-sip.pcap");
+    sip_only(&base, &sip);
+    let expected = sorted_by_callid(run_json(&sip, &[]));
+    assert!(expected.len() >= 5);
+    let (cdrs, summary) = live(&dir, "old", &sets(&base));
+    let cdrs = sorted_by_callid(cdrs);
+    let ids =
+        |v: &[Value]| v.iter().map(|c| (c["callid"].clone(), c["lastSIPresponseNum"].clone())).collect::<Vec<_>>();
+    assert_eq!(ids(&cdrs), ids(&expected), "{summary}");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    for c in &cdrs {
+        let t = voxtap::time::parse_rfc3339_utc(c["calldate"].as_str().unwrap()).unwrap() as f64 / 1e9;
+        let behind = now - t;
+        assert!((86_400.0..=86_430.0).contains(&behind), "calldate {behind:.1} s before now, expected one day: {c}");
+    }
+}

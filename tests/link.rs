@@ -471,7 +471,12 @@ fn run_json_text() -> String {
 fn a_live_remote_forwards_what_it_captures() {
     let dir = fresh_dir("link-live");
     let base = dir.join("base.pcap");
-    voxgen(&base, &["--calls", "10", "--cps", "10", "--duration", "1", "--mix", "--seed", "41"]);
+    // Calls that start now, as a live remote sees them: HEP times further than sender_time_window_s from the
+    // receive time would be held at that distance.
+    voxgen(
+        &base,
+        &["--calls", "10", "--cps", "10", "--duration", "1", "--mix", "--seed", "41", "--start", &start_now()],
+    );
     let hep = hep_wrapped(&base);
     let [port, hep_port] = free_ports::<2>();
     let central = central_without_log(&dir, port);
@@ -501,7 +506,8 @@ fn mirror_mode_end_to_end() {
         &dir,
         "receiver.conf",
         "r",
-        &format!("mirror_bind_ip = 127.0.0.1\nmirror_bind_port = {port}\nmanagerport = 0\ncdr_log = no\n"),
+        // The capture's 2023 times are replayed as they are (not held within a day of now).
+        &format!("mirror_bind_ip = 127.0.0.1\nmirror_bind_port = {port}\nmanagerport = 0\ncdr_log = no\nsender_time_window_s = 0\n"),
     );
     let receiver = LiveVoxtap::start(&rconf, port);
     let sconf = dir.join("sender.conf");

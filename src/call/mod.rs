@@ -169,6 +169,8 @@ pub struct Call {
     pub seen_callee_side: bool,
     /// RTP packets not analysed because the call already had the maximum number of streams.
     pub packets_over_stream_limit: u32,
+    /// The smallest `skew` (sender's time − rx clock) of the call's packets; `None` before the first.
+    pub skew: Option<Nanos>,
     sdp_gen: u32,
     /// The media state before the last SDP offer in a request: (CSeq, endpoints, rtpmap).
     pending_offer: Option<Box<PendingOffer>>,
@@ -271,6 +273,7 @@ impl Call {
             seen_caller_side: false,
             seen_callee_side: false,
             packets_over_stream_limit: 0,
+            skew: None,
             sdp_gen: 0,
             pending_offer: None,
             invite_dsts: Vec::new(),
@@ -286,6 +289,23 @@ impl Call {
             acc ^= s.ssrc ^ s.stats.warm();
         }
         acc
+    }
+
+    /// A packet of the call came `skew` from the rx stage's clock (its sender's clock offset, plus the time it
+    /// took to arrive).
+    pub fn heard(&mut self, skew: Nanos) {
+        // Called for every RTP packet: store only when it moves.
+        if self.skew.is_none_or(|s| skew < s) {
+            self.skew = Some(skew);
+        }
+    }
+
+    /// Should the call close as of the rx stage's clock `clock` (a tick)? The call's times are its senders'
+    /// (HEP's), so the clock is moved onto theirs. By the smallest skew seen: with a late copy, or several
+    /// senders whose clocks disagree, the call waits for the slowest rather than closing under packets still
+    /// to come.
+    pub fn expired_at(&self, clock: Nanos, t: &Timeouts) -> Option<EndReason> {
+        self.expired(clock.saturating_add(self.skew.unwrap_or(0)), t)
     }
 
     /// Should the call close as of packet time `now`? (reference §5.4)
@@ -330,5 +350,90 @@ impl Call {
             return Some(EndReason::Oneway);
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::msg;
+
+    const UAC: (&str, u16) = ("127.0.0.1", 5090);
+    const PROXY: (&str, u16) = ("127.0.0.1", 5070);
+    const UAS: (&str, u16) = ("127.0.0.1", 5080);
+
+    fn text(start: &str, cseq: &str, to_tag: &str) -> Vec<u8> {
+        format!(
+            "{start}\r\nVia: SIP/2.0/UDP 127.0.0.1:5090;branch=z9hG4bK-1\r\nFrom: sipp <sip:sipp@127.0.0.1>;tag=a\r\n\
+             To: uas <sip:uas@127.0.0.1>{to_tag}\r\nCall-ID: c1@127.0.0.1\r\nCSeq: {cseq}\r\nContent-Length: 0\r\n\r\n"
+        )
+        .into_bytes()
+    }
+
+    /// One message of the call at `ts`, from `src` to `dst`; creates the call from its first INVITE.
+    fn feed(call: &mut Option<Call>, raw: &[u8], ts: Nanos, src: (&str, u16), dst: (&str, u16)) {
+        let m = msg::parse(raw).expect("a SIP message");
+        let p = SipPacket {
+            ts,
+            src: src.0.parse().unwrap(),
+            sport: src.1,
+            dst: dst.0.parse().unwrap(),
+            dport: dst.1,
+            transport: Transport::Udp,
+            vlan: None,
+            msg: &m,
+        };
+        call.get_or_insert_with(|| Call::new(1, &p)).sip(&p);
+    }
+
+    /// Kamailio's order for a proxied hang-up: the UAC's BYE, the UAS's 200 to the forwarded BYE, then the
+    /// (late) copy of that forwarded BYE, then the 200 forwarded to the UAC.
+    #[test]
+    fn a_late_bye_copy_does_not_reopen_a_confirmed_call() {
+        let t = Timeouts::from_config(&Config::default());
+        let s = secs(1_800_000_000);
+        let mut call = None;
+        let invite = text("INVITE sip:uas@127.0.0.1:5070 SIP/2.0", "1 INVITE", "");
+        let ok = text("SIP/2.0 200 OK", "1 INVITE", ";tag=b");
+        let bye = text("BYE sip:uas@127.0.0.1:5080 SIP/2.0", "2 BYE", ";tag=b");
+        let bye_ok = text("SIP/2.0 200 OK", "2 BYE", ";tag=b");
+        feed(&mut call, &invite, s, UAC, PROXY);
+        feed(&mut call, &invite, s + 100_000, PROXY, UAS);
+        feed(&mut call, &ok, s + secs(1), UAS, PROXY);
+        feed(&mut call, &ok, s + secs(1) + 100_000, PROXY, UAC);
+        let end = s + secs(4);
+        feed(&mut call, &bye, end, UAC, PROXY);
+        feed(&mut call, &bye_ok, end + 200_000, UAS, PROXY);
+        feed(&mut call, &bye, end + 300_000, PROXY, UAS);
+        feed(&mut call, &bye_ok, end + 400_000, PROXY, UAC);
+        let call = call.unwrap();
+        assert!(call.bye_confirmed);
+        assert_eq!(call.destroy_at, Some(end + 200_000 + secs(5)));
+        assert_eq!(call.expired(end + secs(5), &t), None);
+        assert_eq!(call.expired(end + secs(6), &t), Some(EndReason::Normal));
+    }
+
+    /// A sender 60 s behind: the call's times are its, the ticks the receive time's; timers move the tick onto
+    /// the slowest clock the call's packets showed.
+    #[test]
+    fn timers_run_on_the_senders_clock() {
+        let t = Timeouts::from_config(&Config::default());
+        let rx = secs(1_800_000_000);
+        let mut call = None;
+        let invite = text("INVITE sip:uas@127.0.0.1:5070 SIP/2.0", "1 INVITE", "");
+        feed(&mut call, &invite, rx - secs(60), UAC, PROXY);
+        let mut call = call.unwrap();
+        assert_eq!(call.skew, None);
+        call.heard(-secs(60));
+        call.heard(-secs(60) - 3_000_000);
+        call.heard(-secs(59));
+        assert_eq!(call.skew, Some(-secs(60) - 3_000_000));
+        // Only the caller seen so far: on the receive time's clock the call would look one-way a minute ago.
+        assert_eq!(call.expired(rx + secs(2), &t), Some(EndReason::Oneway));
+        assert_eq!(call.expired_at(rx + secs(2), &t), None);
+        assert_eq!(call.expired_at(rx + t.oneway + secs(1), &t), Some(EndReason::Oneway));
+        // A packet time's own clock (no skew) is left as it is.
+        call.skew = None;
+        assert_eq!(call.expired_at(rx + secs(2), &t), Some(EndReason::Oneway));
     }
 }

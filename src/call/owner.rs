@@ -153,6 +153,7 @@ impl Owner {
                     self.stats.media_without_call += 1;
                     return;
                 };
+                call.heard(it.skew);
                 let out = call.media(
                     it.ts,
                     it.src,
@@ -214,13 +215,17 @@ impl Owner {
             msg: &m,
         };
         match self.calls.get_mut(&key) {
-            Some(call) if call.callid.as_bytes() == m.h.call_id => call.sip(&p),
+            Some(call) if call.callid.as_bytes() == m.h.call_id => {
+                call.heard(it.skew);
+                call.sip(&p);
+            }
             Some(_) => {
                 self.stats.callid_collisions += 1;
                 return;
             }
             None if m.method() == Some(Method::Invite) => {
                 let mut call = Box::new(Call::new(key, &p));
+                call.heard(it.skew);
                 call.sip(&p);
                 self.calls.insert(key, call);
                 self.stats.calls += 1;
@@ -262,11 +267,12 @@ impl Owner {
         }
     }
 
-    /// Timers as of whole second `at` of packet time.
+    /// Timers as of whole second `at` of the rx stages' clock (packet time; the receive time where packets carry
+    /// their sender's time).
     fn tick(&mut self, at: Nanos) {
         let t = self.cfg.timeouts;
         let expired: Vec<(u64, EndReason)> =
-            self.calls.iter().filter_map(|(k, c)| c.expired(at, &t).map(|r| (*k, r))).collect();
+            self.calls.iter().filter_map(|(k, c)| c.expired_at(at, &t).map(|r| (*k, r))).collect();
         for (k, r) in expired {
             self.close(k, r);
         }

@@ -112,8 +112,13 @@ impl Call {
                     self.bye_ts = Some(p.ts);
                     self.whohanged = Some(side);
                 }
-                self.bye_cseq = Some(m.h.cseq_num);
-                self.destroy_at = Some(p.ts + secs(60));
+                // Once a 2xx confirmed the BYE, the call ends 5 s after it: a BYE seen after that (the copy of a
+                // proxy's forwarded BYE that its HEP sender stamped or sent after the answer, a retransmission)
+                // must not hold the call open for another minute.
+                if !self.bye_confirmed {
+                    self.bye_cseq = Some(m.h.cseq_num);
+                    self.destroy_at = Some(p.ts + secs(60));
+                }
                 if self.bye_deadline.is_none() {
                     self.bye_deadline = Some(p.ts);
                 }

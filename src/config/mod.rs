@@ -145,6 +145,9 @@ pub struct Config {
     pub ipfix: bool,
     pub ipfix_bind_ip: String,
     pub ipfix_bind_port: u16,
+    /// voxtap's own: how far (seconds) a time a sender wrote (HEP header, IPFIX record) may be from when voxtap
+    /// received it; a time further off is held at that distance. 0 = taken as it is.
+    pub sender_time_window_s: u32,
     /// `tar`: a minute's call files go into per-minute tar archives (VoIPmonitor's default).
     pub tar: bool,
     /// Compression of the whole `sip_*.tar` / `rtp_*.tar` archive.
@@ -253,6 +256,7 @@ impl Default for Config {
             ipfix: false,
             ipfix_bind_ip: "0.0.0.0".into(),
             ipfix_bind_port: 0,
+            sender_time_window_s: 86_400,
             tar: true,
             tar_compress_sip: Compress::Zstd,
             tar_compress_rtp: Compress::None,
@@ -349,6 +353,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "ipfix",
     "ipfix_bind_ip",
     "ipfix_bind_port",
+    "sender_time_window_s",
     "tar",
     "tar_compress_sip",
     "tar_compress_rtp",
@@ -573,6 +578,7 @@ impl Config {
                 self.ipfix_bind_ip = v.to_string();
             }
             "ipfix_bind_port" => self.ipfix_bind_port = number(e, 0, 65535)? as u16,
+            "sender_time_window_s" => self.sender_time_window_s = seconds(e)?,
             "tar" => self.tar = parse::yes(v),
             "tar_compress_sip" => self.tar_compress_sip = tar_zip_value(e)?,
             "tar_compress_rtp" => self.tar_compress_rtp = tar_zip_value(e)?,

@@ -343,7 +343,7 @@ impl Decoder {
         self.count(t);
         let payload = &body[offset..];
         self.inner = Some(super::Inner { src, dst, proto: 17, sport, dport, len: payload.len() });
-        sink(&Datagram { ts, src, dst, sport, dport, transport: Transport::Udp, payload, vlan, frames });
+        sink(&Datagram { ts, skew: 0, src, dst, sport, dport, transport: Transport::Udp, payload, vlan, frames });
     }
 
     /// A HEP packet (any version): the datagram it describes, with HEP's addresses, ports and time. Compressed
@@ -396,8 +396,19 @@ impl Decoder {
             dport: h.dport,
             len: payload.len(),
         });
+        // The sender's time; from a live source, held near the receive time (the frame's), and how far it is
+        // from it travels on so that timers can run on the sender's clock.
+        let (time, skew) = match (h.ts, self.sender_window) {
+            (Some(sent), Some(window)) => {
+                let t = crate::time::clamp_to_receive(sent, ts, window);
+                (t, t.saturating_sub(ts))
+            }
+            (Some(sent), None) => (sent, 0),
+            (None, _) => (ts, 0),
+        };
         let d = Datagram {
-            ts: h.ts.unwrap_or(ts),
+            ts: time,
+            skew,
             src: h.src,
             dst: h.dst,
             sport: h.sport,

@@ -65,6 +65,9 @@ pub enum Frames<'a> {
 /// The innermost datagram of a frame.
 pub struct Datagram<'a> {
     pub ts: Nanos,
+    /// `ts` minus the time of the frame it came in: not 0 only where a live source's decoder takes a sender's
+    /// own time (HEP's) for the packet, see `Decoder::hold_sender_times`.
+    pub skew: Nanos,
     pub src: IpAddr,
     pub dst: IpAddr,
     pub sport: u16,
@@ -140,6 +143,9 @@ pub struct Decoder {
     pub last_error: Option<DecodeError>,
     /// Where the last frame ended up (`None`: not IP, a fragment still waiting, or an error).
     pub inner: Option<Inner>,
+    /// A live source's: HEP's time is held within this of the frame's (receive) time; `None` for a capture
+    /// file, whose HEP times are taken as they are.
+    sender_window: Option<Nanos>,
 }
 
 impl Decoder {
@@ -160,7 +166,15 @@ impl Decoder {
             scratch: Vec::new(),
             last_error: None,
             inner: None,
+            sender_window: None,
         }
+    }
+
+    /// Frames come from a live source, stamped with the time they were received: a time HEP carries is held
+    /// within `window` of it (`sender_time_window_s`; 0 = as sent), and each datagram says how far its time is
+    /// from its frame's (`Datagram::skew`), so that timers can run on each sender's clock.
+    pub fn hold_sender_times(&mut self, window: Nanos) {
+        self.sender_window = Some(window);
     }
 
     /// Decodes one frame and hands every datagram found in it to `sink`.
@@ -268,6 +282,7 @@ impl Decoder {
                 }
                 let d = Datagram {
                     ts,
+                    skew: 0,
                     src: h.src,
                     dst: h.dst,
                     sport: u.sport,
@@ -323,6 +338,7 @@ impl Decoder {
             self.stats.tcp_sip_messages += 1;
             let d = Datagram {
                 ts: m.ts,
+                skew: 0,
                 src: h.src,
                 dst: h.dst,
                 sport: t.sport,
@@ -401,6 +417,7 @@ impl Decoder {
                 let payload = whole.as_deref().unwrap_or(data);
                 let d = Datagram {
                     ts,
+                    skew: 0,
                     src: h.src,
                     dst: h.dst,
                     sport,

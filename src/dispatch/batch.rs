@@ -41,6 +41,9 @@ pub struct FrameRef {
 #[derive(Debug, Clone, Copy)]
 pub struct Item {
     pub ts: Nanos,
+    /// `ts` minus the rx stage's clock when the packet came: a sender's clock offset (HEP from a live source),
+    /// else 0. Ticks are on the rx clock; a call's timers move them by its packets' skew.
+    pub skew: Nanos,
     pub kind: ItemKind,
     pub src: IpAddr,
     pub dst: IpAddr,
@@ -96,6 +99,7 @@ impl Batch {
     pub fn push(
         &mut self,
         ts: Nanos,
+        skew: Nanos,
         kind: ItemKind,
         src: IpAddr,
         dst: IpAddr,
@@ -132,6 +136,7 @@ impl Batch {
         let f1 = self.frames.len() as u32;
         self.items.push(Item {
             ts,
+            skew,
             kind,
             src,
             dst,
@@ -150,6 +155,7 @@ impl Batch {
         let unspecified = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
         self.items.push(Item {
             ts: at,
+            skew: 0,
             kind: ItemKind::Tick { at, source },
             src: unspecified,
             dst: unspecified,

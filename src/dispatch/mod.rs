@@ -139,6 +139,7 @@ impl Media {
 struct Parked {
     until: std::time::Instant,
     ts: Nanos,
+    skew: Nanos,
     src: IpAddr,
     dst: IpAddr,
     sport: u16,
@@ -381,11 +382,13 @@ impl Router {
         }
         let flow = (d.src, d.sport, d.dst, d.dport);
         let behind = !self.parked_flows.is_empty() && self.parked_flows.contains_key(&flow);
-        let mut route = if behind { None } else { self.media_route(d.ts, d.src, d.sport, d.dst, d.dport) };
+        // The media table ages on this core's clock, not on a sender's.
+        let now = d.ts.saturating_sub(d.skew);
+        let mut route = if behind { None } else { self.media_route(now, d.src, d.sport, d.dst, d.dport) };
         if route.is_none() && !behind && self.media.shared() {
             // Perhaps another core has just announced it.
             self.media.drain();
-            route = self.media_route(d.ts, d.src, d.sport, d.dst, d.dport);
+            route = self.media_route(now, d.src, d.sport, d.dst, d.dport);
         }
         let Some(route) = route else {
             if self.media.shared() {
@@ -429,6 +432,7 @@ impl Router {
         self.parked.push_back(Parked {
             until: std::time::Instant::now() + wait,
             ts: d.ts,
+            skew: d.skew,
             src: d.src,
             dst: d.dst,
             sport: d.sport,
@@ -465,8 +469,11 @@ impl Router {
             blocked.clear();
             while let Some(p) = self.parked.pop_front() {
                 let flow = (p.src, p.sport, p.dst, p.dport);
-                let route =
-                    if blocked.contains(&flow) { None } else { self.media_route(p.ts, p.src, p.sport, p.dst, p.dport) };
+                let route = if blocked.contains(&flow) {
+                    None
+                } else {
+                    self.media_route(p.ts.saturating_sub(p.skew), p.src, p.sport, p.dst, p.dport)
+                };
                 if route.is_none() && !all {
                     blocked.insert(flow);
                 }
@@ -505,6 +512,7 @@ impl Router {
         let b = &mut self.batches[o];
         b.push(
             p.ts,
+            p.skew,
             ItemKind::Media(route),
             p.src,
             p.dst,
@@ -545,7 +553,7 @@ impl Router {
                 }
                 self.stats.media_endpoints += announced.len() as u64;
                 for a in &announced {
-                    self.media.announce(a.addr, a.port, key, d.ts);
+                    self.media.announce(a.addr, a.port, key, d.ts.saturating_sub(d.skew));
                 }
             }
         }
@@ -554,7 +562,7 @@ impl Router {
     fn push(&mut self, o: usize, d: &Datagram, kind: ItemKind, keep_frames: bool, limit: usize) {
         let b = &mut self.batches[o];
         let frames = keep_frames.then_some(d.frames);
-        b.push(d.ts, kind, d.src, d.dst, d.sport, d.dport, d.transport, d.vlan, d.payload, limit, frames);
+        b.push(d.ts, d.skew, kind, d.src, d.dst, d.sport, d.dport, d.transport, d.vlan, d.payload, limit, frames);
         if b.is_full() {
             self.send(o);
         }

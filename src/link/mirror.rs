@@ -250,8 +250,8 @@ struct Shared {
     last_counter: Mutex<HashMap<String, u32>>,
     max_diff_s: u32,
     net: NetLimits,
-    /// Sender-stamped times are kept within this of the receive time (`None`: as sent).
-    window_s: Option<u32>,
+    /// Sender-stamped times are kept within this of the receive time (`sender_time_window_s`; 0: as sent).
+    window: crate::time::Nanos,
 }
 
 /// Senders remembered for their block counters, at most.
@@ -262,7 +262,7 @@ impl MirrorReceiver {
         addr: SocketAddr,
         max_diff_s: u32,
         net: &NetLimits,
-        window_s: Option<u32>,
+        window: crate::time::Nanos,
         rt: &tokio::runtime::Handle,
     ) -> io::Result<MirrorReceiver> {
         let l = crate::edge::bind_tcp(addr, rt)?;
@@ -274,7 +274,7 @@ impl MirrorReceiver {
             last_counter: Mutex::new(HashMap::new()),
             max_diff_s,
             net: net.clone(),
-            window_s,
+            window,
         });
         let (tx, mut stop) = (ingest.tx.clone(), ingest.stop_signal());
         let gate = Gate::new(Limits::from_net(net));
@@ -417,10 +417,10 @@ async fn serve(
                 } else {
                     let n = block.frames.len() as u64;
                     let mut frames = block.frames;
-                    if let Some(w) = shared.window_s {
+                    if shared.window > 0 {
                         let now = crate::time::wall_clock();
                         for f in frames.iter_mut() {
-                            f.0 = crate::time::clamp_to_receive(f.0, now, w);
+                            f.0 = crate::time::clamp_to_receive(f.0, now, shared.window);
                         }
                     }
                     let batch = crate::capture::socket::FrameBatch { data: block.data, frames };

@@ -217,7 +217,8 @@ pub fn run_mirror(cfg: &Config, workers: usize, live: LiveOutput) -> Result<RunR
     let bind = cfg.mirror_bind.as_deref().context("mirror_bind")?;
     let addr: SocketAddr = bind.parse().with_context(|| format!("mirror_bind {bind}: expected IP:PORT"))?;
     let slow = super::slow::SlowSide::start()?;
-    let mut r = MirrorReceiver::bind(addr, cfg.mirror_connect_maximum_time_diff_s, &cfg.net, None, &slow.handle())
+    let window = crate::time::secs(cfg.sender_time_window_s as i64);
+    let mut r = MirrorReceiver::bind(addr, cfg.mirror_connect_maximum_time_diff_s, &cfg.net, window, &slow.handle())
         .with_context(|| format!("binding the mirror receiver on {addr}"))?;
     tracing::info!(listen = %r.local_addr(), "mirror receiver started (unencrypted; VoIPmonitor's mirror mode)");
     let mut res = drive(cfg, workers, live, None, slow, &mut |t, f| r.poll(t, f), &mut |_| {})?;

@@ -236,7 +236,9 @@ pub fn sorted_by_callid(mut v: Vec<Value>) -> Vec<Value> {
 /// A live voxtap (a listener source) run with `--json`, its CDR lines collected as they come.
 pub struct LiveVoxtap {
     child: std::process::Child,
-    lines: Option<std::thread::JoinHandle<Vec<String>>>,
+    /// Standard output's lines, each with when it was read (tests of live timing look at when a CDR came out).
+    lines: std::sync::Arc<std::sync::Mutex<Vec<(std::time::Instant, String)>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
     /// Standard error, read as it comes (a full pipe would stall voxtap's logging).
     err: Option<std::thread::JoinHandle<String>>,
     stopped: bool,
@@ -263,8 +265,13 @@ impl LiveVoxtap {
             .spawn()
             .expect("start voxtap");
         let out = child.stdout.take().unwrap();
-        let lines =
-            std::thread::spawn(move || std::io::BufReader::new(out).lines().map_while(Result::ok).collect::<Vec<_>>());
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = lines.clone();
+        let reader = std::thread::spawn(move || {
+            for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                seen.lock().unwrap().push((std::time::Instant::now(), l));
+            }
+        });
         let mut e = child.stderr.take().unwrap();
         let err = std::thread::spawn(move || {
             let mut s = String::new();
@@ -276,7 +283,12 @@ impl LiveVoxtap {
             assert!(t0.elapsed() < std::time::Duration::from_secs(10), "voxtap did not listen on port {port}");
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        LiveVoxtap { child, lines: Some(lines), err: Some(err), stopped: false }
+        LiveVoxtap { child, lines, reader: Some(reader), err: Some(err), stopped: false }
+    }
+
+    /// How many lines (CDRs) voxtap has written so far.
+    pub fn lines_so_far(&self) -> usize {
+        self.lines.lock().unwrap().len()
     }
 
     pub fn pid(&self) -> u32 {
@@ -284,21 +296,21 @@ impl LiveVoxtap {
     }
 
     /// SIGTERM, then the CDRs and the summary line's standard error. voxtap must exit with status 0.
-    pub fn stop(mut self) -> (Vec<Value>, String) {
+    pub fn stop(self) -> (Vec<Value>, String) {
+        let (cdrs, err) = self.stop_timed();
+        (cdrs.into_iter().map(|(_, c)| c).collect(), err)
+    }
+
+    /// As `stop`, with when each CDR came out.
+    pub fn stop_timed(mut self) -> (Vec<(std::time::Instant, Value)>, String) {
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
         let status = self.child.wait().unwrap();
         self.stopped = true;
         let err = self.err.take().unwrap().join().unwrap();
         assert!(status.success(), "{err}");
-        let cdrs = self
-            .lines
-            .take()
-            .unwrap()
-            .join()
-            .unwrap()
-            .iter()
-            .map(|l| serde_json::from_str(l).expect("JSON line"))
-            .collect();
+        self.reader.take().unwrap().join().unwrap();
+        let cdrs =
+            self.lines.lock().unwrap().iter().map(|(t, l)| (*t, serde_json::from_str(l).expect("JSON line"))).collect();
         (cdrs, err)
     }
 }
