@@ -320,3 +320,115 @@ fn tar_archives_hold_the_per_file_spool() {
         assert!(out.status.success() && !out.stdout.is_empty(), "tar -tf {}", p.display());
     }
 }
+
+/// Replaces every occurrence of `from` in `b` with `to` (of the same length).
+fn replace_all(b: &mut [u8], from: &[u8], to: &[u8]) -> usize {
+    assert_eq!(from.len(), to.len());
+    let mut n = 0;
+    let mut i = 0;
+    while i + from.len() <= b.len() {
+        if &b[i..i + from.len()] == from {
+            b[i..i + to.len()].copy_from_slice(to);
+            n += 1;
+            i += from.len();
+        } else {
+            i += 1;
+        }
+    }
+    n
+}
+
+/// Checks that every CDR's SIP file holds exactly the capture's frames of its Call-ID and its RTP file as many
+/// packets as the CDR received; returns the SIP files' paths.
+fn check_own_files(spool: &Path, cap: &Path, cdrs: &[serde_json::Value]) -> Vec<PathBuf> {
+    let capture = frames(cap);
+    let mut out = Vec::new();
+    for c in cdrs {
+        let id = c["callid"].as_str().unwrap();
+        let base = format!("{}.pcap", c["fbasename"].as_str().unwrap());
+        let mut files = Vec::new();
+        find(spool, &base, &mut files);
+        let of = |d: &str| files.iter().filter(|p| p.parent().unwrap().ends_with(d)).cloned().collect::<Vec<_>>();
+        let sip = of("SIP");
+        assert_eq!(sip.len(), 1, "{id}: one SIP file {base}, found {files:?}");
+        let contains = |f: &[u8]| f.windows(id.len()).any(|w| w == id.as_bytes());
+        let want: Vec<Vec<u8>> = capture.iter().filter(|f| contains(f)).cloned().collect();
+        assert!(!want.is_empty(), "{id}: not in the capture");
+        let got = frames(&sip[0]);
+        let others = got.iter().filter(|f| !contains(f)).count();
+        assert!(
+            got == want,
+            "{id}: its SIP file {} holds {} frames ({others} not of this call), the capture {} of this call",
+            sip[0].display(),
+            got.len(),
+            want.len()
+        );
+        let received: u64 = c["rtp"].as_array().unwrap().iter().map(|r| r["received"].as_u64().unwrap()).sum();
+        assert!(received > 0, "{id}: an answered call with RTP");
+        let rtp = of("RTP");
+        assert_eq!(rtp.len(), 1, "{id}: one RTP file");
+        assert_eq!(frames(&rtp[0]).len() as u64, received, "{id}: RTP packets in its file");
+        out.push(sip[0].clone());
+    }
+    out
+}
+
+/// Two calls at once whose Call-IDs differ only by `/` against `+` (both outside the characters a file name keeps)
+/// get a file each, in per-file and tar modes alike, and an archive holds no entry name twice. Running the same
+/// capture again into the same spool keeps the first run's files (as `NAME.1`) instead of truncating them.
+#[test]
+fn call_ids_that_differ_only_in_replaced_characters_get_files_of_their_own() {
+    let dir = fresh_dir("names");
+    let orig = dir.join("orig.pcap");
+    voxgen(&orig, &["--calls", "2", "--cps", "5", "--duration", "3", "--start", "1700000000", "--seed", "77"]);
+    let ids: Vec<String> = run_json(&orig, &[]).iter().map(|c| c["callid"].as_str().unwrap().to_string()).collect();
+    assert_eq!(ids.len(), 2);
+    // Same length, so the frames keep their lengths.
+    let with = |sep: char| format!("{}{sep}{}", &ids[0][..7], &ids[0][8..]);
+    let new = [with('/'), with('+')];
+    let mut bytes = std::fs::read(&orig).unwrap();
+    for (old, new) in ids.iter().zip(&new) {
+        assert!(replace_all(&mut bytes, old.as_bytes(), new.as_bytes()) >= 4, "{old} in the capture");
+    }
+    let cap = dir.join("names.pcap");
+    std::fs::write(&cap, &bytes).unwrap();
+    let run = |name: &str, extra: &str| -> (PathBuf, Vec<serde_json::Value>) {
+        let conf = write_conf(
+            &dir,
+            &format!("{name}.conf"),
+            name,
+            &format!("savesip = yes\nsavertp = yes\nutc = yes\n{extra}\n"),
+        );
+        let out = voxtap().arg("--config-file").arg(&conf).arg("-r").arg(&cap).arg("--json").output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let cdrs: Vec<serde_json::Value> =
+            String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let got: std::collections::BTreeSet<&str> = cdrs.iter().map(|c| c["callid"].as_str().unwrap()).collect();
+        assert_eq!(got, new.iter().map(String::as_str).collect(), "{name}: the two calls");
+        (dir.join(name), cdrs)
+    };
+    let (plain, cdrs) = run("plain", "tar = no");
+    let sip = check_own_files(&plain, &cap, &cdrs);
+    assert_ne!(cdrs[0]["fbasename"], cdrs[1]["fbasename"], "one file name for two calls");
+    let (tarred, cdrs) = run("tarred", "tar = yes");
+    let mut all = Vec::new();
+    all_files(&tarred, &mut all);
+    for a in all.iter().filter(|p| p.to_string_lossy().contains(".tar")) {
+        let out = Command::new("tar").arg("-tf").arg(a).output().unwrap();
+        assert!(out.status.success(), "tar -tf {}", a.display());
+        let names: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect();
+        let unique: std::collections::BTreeSet<&String> = names.iter().collect();
+        assert_eq!(unique.len(), names.len(), "{}: an entry name twice: {names:?}", a.display());
+    }
+    unpack_archives(&tarred);
+    check_own_files(&tarred, &cap, &cdrs);
+    // Again into the plain spool: the files there are another run's, kept whole beside the new ones.
+    let before: Vec<Vec<u8>> = sip.iter().map(|p| std::fs::read(p).unwrap()).collect();
+    let (again, cdrs) = run("plain", "tar = no");
+    check_own_files(&again, &cap, &cdrs);
+    for (p, old) in sip.iter().zip(&before) {
+        let kept = PathBuf::from(format!("{}.1", p.display()));
+        assert_eq!(&std::fs::read(&kept).unwrap_or_default(), old, "{} kept as {}", p.display(), kept.display());
+        assert_eq!(&std::fs::read(p).unwrap(), old, "{}: the second run's file", p.display());
+    }
+}

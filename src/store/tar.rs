@@ -48,7 +48,8 @@ pub fn entry_name(base: &str) -> String {
     if base.len() <= NAME_MAX {
         return base.to_owned();
     }
-    // file_safe names are ASCII; the boundary check only matters for names made some other way.
+    // file_safe names are ASCII; the boundary check only matters for names made some other way. Two call files
+    // have distinct names (file_safe), so their entries differ too: in the first 54 characters or in the hash.
     let mut cut = 54;
     while !base.is_char_boundary(cut) {
         cut -= 1;
@@ -230,8 +231,9 @@ fn write_entry(f: &mut File, end: u64, how: Compress, marker: &[u8], entry: Entr
     Ok(new_end)
 }
 
-/// An archive left by an earlier run becomes `.1` (or the first free of `.2` … `.99`).
-fn rotate(archive: &Path) -> io::Result<()> {
+/// An archive left by an earlier run (or a call file of the same name, see `spool::create_fresh`) becomes `.1` (or
+/// the first free of `.2` … `.99`).
+pub(crate) fn rotate(archive: &Path) -> io::Result<()> {
     for n in 1..=99 {
         let mut to = archive.as_os_str().to_owned();
         to.push(format!(".{n}"));

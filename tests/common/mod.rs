@@ -86,8 +86,9 @@ pub fn voxgen(out: &Path, args: &[&str]) {
     assert!(st.success(), "generator failed for {args:?}");
 }
 
+/// The voxtap binary of this build, or `$VOXTAP_BIN` (to see a test fail on an older build).
 pub fn voxtap() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_voxtap"))
+    Command::new(std::env::var_os("VOXTAP_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_voxtap").into()))
 }
 
 /// Runs `voxtap -r file --json` with extra arguments; returns the CDRs.
