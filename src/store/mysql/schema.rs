@@ -91,10 +91,11 @@ fn partition_clause(shape: &Shape, first_day: Option<(i32, u32, u32)>) -> String
     match (shape.partition, first_day) {
         (true, Some((y, m, d))) => {
             let (ny, nm, nd) = crate::time::next_day(y, m, d);
+            // The writer only asks for days partition_name takes; another falls back to the nearest it does.
+            let name = partition_name(y, m, d).unwrap_or_else(|| if y < 2000 { "p000101" } else { "p991231" }.into());
             format!(
-                " PARTITION BY RANGE COLUMNS(calldate) (PARTITION p{:02}{m:02}{d:02} VALUES LESS THAN \
-                 ('{ny:04}-{nm:02}-{nd:02}'))",
-                y % 100
+                " PARTITION BY RANGE COLUMNS(calldate) (PARTITION {name} VALUES LESS THAN \
+                 ('{ny:04}-{nm:02}-{nd:02}'))"
             )
         }
         _ => String::new(),
@@ -201,9 +202,10 @@ pub fn create_statements(shape: &Shape, first_day: Option<(i32, u32, u32)>) -> V
     ]
 }
 
-/// `pYYMMDD` for a day.
-pub fn partition_name(y: i32, m: u32, d: u32) -> String {
-    format!("p{:02}{m:02}{d:02}", y % 100)
+/// `pYYMMDD` for a day of 2000 to 2099, the only years the name tells apart (VoIPmonitor's names, which its
+/// cleanup and existing databases read as 20YY); `None` for another year, which gets no partition.
+pub fn partition_name(y: i32, m: u32, d: u32) -> Option<String> {
+    (2000..=2099).contains(&y).then(|| format!("p{:02}{m:02}{d:02}", y % 100))
 }
 
 #[cfg(test)]
@@ -221,5 +223,13 @@ mod tests {
         assert!(cdr.contains("PARTITION p261126 VALUES LESS THAN ('2026-11-27')"), "{cdr}");
         assert!(cdr.contains("b_mos_f1_mult10 tinyint unsigned"));
         assert!(cdr.contains("a_saddr int unsigned"));
+    }
+
+    #[test]
+    fn partition_names_only_for_years_they_tell_apart() {
+        assert_eq!(partition_name(2026, 11, 26).as_deref(), Some("p261126"));
+        assert_eq!(partition_name(2000, 1, 1).as_deref(), Some("p000101"));
+        assert_eq!(partition_name(2106, 2, 7), None);
+        assert_eq!(partition_name(1999, 12, 31), None);
     }
 }
