@@ -585,3 +585,57 @@ fn a_far_future_cdr_makes_no_partition() {
     let n = db.query(Some(&name), "SELECT COUNT(*) FROM cdr PARTITION (p060207)");
     assert_eq!(n[1][0].as_deref(), Some("0"), "today's CDRs are in today's partition");
 }
+
+/// Dictionary texts that differ only in trailing spaces (a Reason header's quoted text keeps them; a remote
+/// sensor's CDRs may hold anything) are distinct rows, each CDR linked to its own exact text: `utf8mb4_bin` is a
+/// PAD SPACE collation, under which `'abc'` and `'abc '` were one key and the second CDR got the first's row.
+/// The same with dictionary tables an earlier build made in `utf8mb4_bin`, holding such a text already.
+#[test]
+fn dictionary_texts_differing_in_trailing_spaces_link_to_their_own_rows() {
+    let db = db::server();
+    let tmp = fresh_dir("mysql-pad");
+    let cap = tmp.join("pad.pcap");
+    let t0 = 1_700_000_000_000_000u64;
+    let mut dgrams = Vec::new();
+    for (i, text) in ["Normal ", "Normal", "Normal  ", "Busy"].iter().enumerate() {
+        let reason = format!(
+            "Reason: Q.850;cause=16;text=\"{text}\"\r\nReason: SIP;cause=200;text=\"{}\"\r\n",
+            if i % 2 == 0 { "Done " } else { "Done" }
+        );
+        dgrams.extend(sip_call(&format!("pad-{i}@test"), t0 + i as u64 * 500_000, &reason));
+    }
+    dgrams.sort_by_key(|d| d.us);
+    write_udp_pcap(&cap, &dgrams);
+    let cdrs = run_json(&cap, &[]);
+    let texts: Vec<&str> = cdrs.iter().filter_map(|c| c["reason_q850_text"].as_str()).collect();
+    assert_eq!(texts.len(), 4, "{cdrs:?}");
+    assert!(texts.contains(&"Normal ") && texts.contains(&"Normal"), "{texts:?}");
+    let bad = check_capture(&db, &tmp, "voxtap_t_pad", &cap, &[]);
+    assert!(bad.is_empty(), "{} disagreements:\n{}", bad.len(), bad.join("\n"));
+    let rows =
+        db.query(Some("voxtap_t_pad"), "SELECT COUNT(*) FROM cdr_reason WHERE type = 2 AND reason LIKE 'Normal%'");
+    assert_eq!(rows[1][0].as_deref(), Some("3"));
+
+    // Tables as an earlier build made them, with a text and trailing spaces stored already.
+    let name = db.fresh("voxtap_t_pad_old");
+    db.query(None, &format!("CREATE DATABASE {name}"));
+    db.query(
+        Some(&name),
+        "CREATE TABLE cdr_reason (id mediumint unsigned NOT NULL AUTO_INCREMENT, type tinyint DEFAULT NULL, \
+         reason varchar(255) COLLATE utf8mb4_bin DEFAULT NULL, PRIMARY KEY (id), UNIQUE KEY type_reason (type, reason)) \
+         ENGINE=InnoDB DEFAULT CHARSET=utf8mb4; INSERT INTO cdr_reason (type, reason) VALUES (2, 'Normal  ')",
+    );
+    let (cdrs, summary) = run_with_db(&db, &tmp, &name, &cap, &[]);
+    assert!(summary.contains("db_stored=4 "), "{summary}");
+    let types: HashMap<String, String> = db
+        .query(
+            Some(&name),
+            "SELECT COLUMN_NAME, COLUMN_TYPE FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'cdr'",
+        )
+        .into_iter()
+        .skip(1)
+        .map(|r| (r[0].clone().unwrap_or_default(), r[1].clone().unwrap_or_default()))
+        .collect();
+    let bad: Vec<String> = cdrs.iter().flat_map(|c| compare(&db, &name, c, &types)).collect();
+    assert!(bad.is_empty(), "{} disagreements:\n{}", bad.len(), bad.join("\n"));
+}

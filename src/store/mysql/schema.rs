@@ -1,6 +1,7 @@
 //! The tables voxtap fills, with VoIPmonitor's table names, column names, types and indexes (reference §4.2)
 //! for what voxtap records, so its GUI and operators' SQL read them unchanged. voxtap's own DDL; text columns are
-//! utf8mb4 (VoIPmonitor uses latin1 and stores raw bytes), dictionary keys compare exactly (`utf8mb4_bin`).
+//! utf8mb4 (VoIPmonitor uses latin1 and stores raw bytes), dictionary keys compare exactly, trailing spaces
+//! included (a NO PAD binary collation).
 
 /// Shapes that depend on the configuration, as in VoIPmonitor.
 #[derive(Debug, Clone, Copy)]
@@ -102,9 +103,28 @@ fn partition_clause(shape: &Shape, first_day: Option<(i32, u32, u32)>) -> String
     }
 }
 
+/// The dictionary tables' text keys: table, column, type. Their unique keys compare with `dict_collation` (see
+/// `create_statements`).
+pub const DICT_COLUMNS: [(&str, &str, &str); 3] = [
+    ("cdr_sip_response", "lastSIPresponse", "varchar(255)"),
+    ("cdr_ua", "ua", "varchar(512)"),
+    ("cdr_reason", "reason", "varchar(255)"),
+];
+
+/// Exact NO PAD binary collations (MariaDB's, MySQL 8's), best first: with them `'abc'` and `'abc '` are two keys.
+/// `utf8mb4_bin` is PAD SPACE: trailing spaces do not count, and two such texts would share a dictionary row.
+pub const NOPAD_COLLATIONS: [&str; 2] = ["utf8mb4_nopad_bin", "utf8mb4_0900_bin"];
+
+/// Whether a collation compares trailing spaces (NO PAD): MariaDB names those `_nopad_`, MySQL's `_0900_` ones all
+/// are. A binary column has no collation and compares every byte.
+pub fn is_nopad(collation: Option<&str>) -> bool {
+    collation.is_none_or(|c| c.contains("_nopad_") || c.contains("_0900_"))
+}
+
 /// `CREATE TABLE IF NOT EXISTS` statements, dictionaries first. A partitioned table needs one partition to
-/// exist: `first_day` (the first CDR's day) gives it.
-pub fn create_statements(shape: &Shape, first_day: Option<(i32, u32, u32)>) -> Vec<String> {
+/// exist: `first_day` (the first CDR's day) gives it. The dictionaries' text keys use `dict_collation` (one of
+/// `NOPAD_COLLATIONS` where the server has it).
+pub fn create_statements(shape: &Shape, first_day: Option<(i32, u32, u32)>, dict_collation: &str) -> Vec<String> {
     let dt = shape.datetime();
     let dur = shape.duration();
     let ip = shape.ip();
@@ -127,16 +147,16 @@ pub fn create_statements(shape: &Shape, first_day: Option<(i32, u32, u32)>) -> V
     vec![
         format!(
             "CREATE TABLE IF NOT EXISTS cdr_sip_response (\n  id mediumint unsigned NOT NULL AUTO_INCREMENT,\n  \
-             lastSIPresponse varchar(255) COLLATE utf8mb4_bin DEFAULT NULL,\n  PRIMARY KEY (id),\n  \
+             lastSIPresponse varchar(255) COLLATE {dict_collation} DEFAULT NULL,\n  PRIMARY KEY (id),\n  \
              UNIQUE KEY lastSIPresponse (lastSIPresponse)\n) {engine}"
         ),
         format!(
             "CREATE TABLE IF NOT EXISTS cdr_ua (\n  id int unsigned NOT NULL AUTO_INCREMENT,\n  \
-             ua varchar(512) COLLATE utf8mb4_bin DEFAULT NULL,\n  PRIMARY KEY (id),\n  UNIQUE KEY ua (ua)\n) {engine}"
+             ua varchar(512) COLLATE {dict_collation} DEFAULT NULL,\n  PRIMARY KEY (id),\n  UNIQUE KEY ua (ua)\n) {engine}"
         ),
         format!(
             "CREATE TABLE IF NOT EXISTS cdr_reason (\n  id mediumint unsigned NOT NULL AUTO_INCREMENT,\n  \
-             type tinyint DEFAULT NULL,\n  reason varchar(255) COLLATE utf8mb4_bin DEFAULT NULL,\n  \
+             type tinyint DEFAULT NULL,\n  reason varchar(255) COLLATE {dict_collation} DEFAULT NULL,\n  \
              PRIMARY KEY (id),\n  UNIQUE KEY type_reason (type, reason)\n) {engine}"
         ),
         format!(
@@ -214,7 +234,11 @@ mod tests {
 
     #[test]
     fn statements_name_every_table_once() {
-        let s = create_statements(&Shape { ipv6: false, ms: true, partition: true }, Some((2026, 11, 26)));
+        let s = create_statements(
+            &Shape { ipv6: false, ms: true, partition: true },
+            Some((2026, 11, 26)),
+            NOPAD_COLLATIONS[0],
+        );
         for t in ["cdr", "cdr_next", "cdr_rtp", "cdr_proxy", "cdr_ua", "cdr_sip_response", "cdr_reason", "sensors"] {
             let n = s.iter().filter(|x| x.starts_with(&format!("CREATE TABLE IF NOT EXISTS {t} ("))).count();
             assert_eq!(n, 1, "{t}");

@@ -74,6 +74,12 @@ pub struct Writer {
     /// CDRs not stored because their day is too far ahead (see `FUTURE_DAYS`): logged for the first few.
     refused_future: u64,
     tables_ready: bool,
+    /// The collation new dictionary tables get (a NO PAD one where the server has it).
+    collation: &'static str,
+    /// Per dictionary (`DICT_COLUMNS` order): its key compares with PAD SPACE (a table made by an older build on
+    /// a server without a NO PAD collation, or by someone else), so texts go in without trailing spaces: the cache
+    /// and the server then agree on which texts are one row.
+    pad: [bool; 3],
     /// `LOAD DATA LOCAL INFILE` is allowed by the server (cleared, with a warning, when it says no).
     bulk_load: bool,
     columns: String,
@@ -100,6 +106,8 @@ impl Writer {
             bounds: BTreeMap::new(),
             refused_future: 0,
             tables_ready: false,
+            collation: schema::NOPAD_COLLATIONS[0],
+            pad: [false; 3],
             bulk_load: true,
             columns: cdr_columns().join(","),
         }
@@ -132,12 +140,22 @@ impl Writer {
         c.query_drop(format!("USE `{}`", self.cfg.db.replace('`', "``"))).await?;
         // own_ids relies on it, whatever the server's default.
         c.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ").await?;
+        // Dictionary keys compare exactly where the server has a NO PAD binary collation (MariaDB 10.2+, MySQL 8).
+        let names = schema::NOPAD_COLLATIONS.map(|n| format!("'{n}'")).join(",");
+        let have: Vec<String> = c
+            .query(format!(
+                "SELECT COLLATION_NAME FROM information_schema.COLLATIONS WHERE COLLATION_NAME IN ({names})"
+            ))
+            .await?;
+        let nopad = schema::NOPAD_COLLATIONS.into_iter().find(|n| have.iter().any(|h| h == n));
+        self.collation = nopad.unwrap_or("utf8mb4_bin");
         // Dictionaries and sensors never depend on a CDR's day.
-        for s in schema::create_statements(&self.cfg.shape, None) {
+        for s in schema::create_statements(&self.cfg.shape, None, self.collation) {
             if !PARTITIONED.iter().any(|t| s.starts_with(&format!("CREATE TABLE IF NOT EXISTS {t} ("))) {
                 c.query_drop(s).await?;
             }
         }
+        self.pad = dictionary_padding(&mut c, nopad).await?;
         if let Some(id) = self.cfg.id_sensor {
             c.exec_drop(
                 "INSERT INTO sensors (id_sensor, name, host) VALUES (?, ?, ?) \
@@ -184,7 +202,7 @@ impl Writer {
             }
             // The first partition: the batch's first day that may have one, else today's.
             let first = days.iter().copied().find(|d| nameable(d)).unwrap_or(today);
-            for s in schema::create_statements(&shape, Some(first)) {
+            for s in schema::create_statements(&shape, Some(first), self.collation) {
                 if PARTITIONED.iter().any(|t| s.starts_with(&format!("CREATE TABLE IF NOT EXISTS {t} ("))) {
                     c.query_drop(s).await?;
                 }
@@ -280,23 +298,44 @@ impl Writer {
                 if self.dict.contains_key(d) {
                     continue;
                 }
+                // The text as the column keeps it and its unique key compares it: texts that differ past the
+                // column's length, or (PAD SPACE) in trailing spaces only, are one row, and one cache entry.
+                let (i, limit, text) = match d {
+                    Dict::SipResponse(s) => (0, 255, s),
+                    Dict::Ua(s) => (1, 512, s),
+                    Dict::Reason(_, s) => (2, 255, s),
+                };
+                let mut stored = truncate(text, limit);
+                if self.pad[i] {
+                    stored.truncate(stored.trim_end_matches(' ').len());
+                }
+                let key = match d {
+                    Dict::SipResponse(_) => Dict::SipResponse(stored.clone()),
+                    Dict::Ua(_) => Dict::Ua(stored.clone()),
+                    Dict::Reason(t, _) => Dict::Reason(*t, stored.clone()),
+                };
+                if let Some(&id) = self.dict.get(&key) {
+                    self.dict.insert(d.clone(), id);
+                    continue;
+                }
                 // LAST_INSERT_ID(id) makes the existing row's id the statement's insert id too.
                 let (q, params): (&str, Vec<Value>) = match d {
-                    Dict::SipResponse(s) => (
+                    Dict::SipResponse(_) => (
                         "INSERT INTO cdr_sip_response (lastSIPresponse) VALUES (?) ON DUPLICATE KEY UPDATE id = LAST_INSERT_ID(id)",
-                        vec![Value::from(truncate(s, 255))],
+                        vec![Value::from(stored)],
                     ),
-                    Dict::Ua(s) => (
+                    Dict::Ua(_) => (
                         "INSERT INTO cdr_ua (ua) VALUES (?) ON DUPLICATE KEY UPDATE id = LAST_INSERT_ID(id)",
-                        vec![Value::from(truncate(s, 512))],
+                        vec![Value::from(stored)],
                     ),
-                    Dict::Reason(t, s) => (
+                    Dict::Reason(t, _) => (
                         "INSERT INTO cdr_reason (type, reason) VALUES (?, ?) ON DUPLICATE KEY UPDATE id = LAST_INSERT_ID(id)",
-                        vec![Value::from(*t), Value::from(truncate(s, 255))],
+                        vec![Value::from(*t), Value::from(stored)],
                     ),
                 };
                 c.exec_drop(q, params).await?;
                 let id = c.last_insert_id().unwrap_or(0);
+                self.dict.insert(key, id);
                 self.dict.insert(d.clone(), id);
             }
         }
@@ -637,6 +676,43 @@ async fn insert_rows(
         }
     }
     Ok(out)
+}
+
+/// Whether each dictionary's key compares with PAD SPACE (`DICT_COLUMNS` order). A key in `utf8mb4_bin` (what
+/// builds before 2026-12-07 made) is moved to `nopad` first: the rows stay unique (NO PAD tells more texts apart,
+/// never fewer), and the tables are small. Another collation (a table someone else made) is left as it is.
+async fn dictionary_padding(c: &mut Conn, nopad: Option<&str>) -> Result<[bool; 3], DbError> {
+    let mut pad = [false; 3];
+    for (i, (table, column, ty)) in schema::DICT_COLUMNS.iter().enumerate() {
+        let collation: Option<Option<String>> = c
+            .query_first(format!(
+                "SELECT COLLATION_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() \
+                 AND TABLE_NAME = '{table}' AND COLUMN_NAME = '{column}'"
+            ))
+            .await?;
+        let collation = collation.flatten();
+        if schema::is_nopad(collation.as_deref()) {
+            continue;
+        }
+        if let (Some("utf8mb4_bin"), Some(to)) = (collation.as_deref(), nopad) {
+            let sql =
+                format!("ALTER TABLE {table} MODIFY {column} {ty} CHARACTER SET utf8mb4 COLLATE {to} DEFAULT NULL");
+            match c.query_drop(&sql).await {
+                Ok(()) => {
+                    info!(table, column, collation = to, "dictionary key now tells texts apart by trailing spaces too");
+                    continue;
+                }
+                Err(mysql_async::Error::Server(e)) => {
+                    warn!(table, column, error = %e, "cannot change the dictionary key's collation: texts are stored without trailing spaces");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        } else {
+            info!(table, column, collation = ?collation, "dictionary key ignores trailing spaces: texts are stored without them");
+        }
+        pad[i] = true;
+    }
+    Ok(pad)
 }
 
 fn truncate(s: &str, chars: usize) -> String {
