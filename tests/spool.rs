@@ -3,6 +3,8 @@
 //! byte-identical to a frame of the original capture).
 
 mod common;
+#[path = "common/db.rs"]
+mod db;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -431,4 +433,74 @@ fn call_ids_that_differ_only_in_replaced_characters_get_files_of_their_own() {
         assert_eq!(&std::fs::read(&kept).unwrap_or_default(), old, "{} kept as {}", p.display(), kept.display());
         assert_eq!(&std::fs::read(p).unwrap(), old, "{}: the second run's file", p.display());
     }
+}
+
+/// Modes and group of every file and folder under `dir` (the folder itself left out).
+fn modes(dir: &Path, out: &mut Vec<(PathBuf, bool, u32, u32)>) {
+    use std::os::unix::fs::MetadataExt;
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let m = std::fs::symlink_metadata(e.path()).unwrap();
+        out.push((e.path(), m.is_dir(), m.mode() & 0o7777, m.gid()));
+        if m.is_dir() {
+            modes(&e.path(), out);
+        }
+    }
+}
+
+/// What voxtap creates — the spool's folders and call files (and archives), the CDR queue in front of the
+/// database, the CDR log — is 0640 (files) and 0750 (folders) by default, even under umask 0: calls' contents
+/// are no business of other users. `spool_group` gives them a group (to let a GUI read them), and
+/// `spool_file_mode`/`spool_dir_mode` other modes.
+#[test]
+fn created_files_and_folders_are_not_world_readable() {
+    let db = db::server();
+    let dir = fresh_dir("perms");
+    let cap = dir.join("calls.pcap");
+    voxgen(&cap, &["--calls", "4", "--cps", "4", "--duration", "2", "--seed", "19"]);
+    let run = |name: &str, extra: &str| -> PathBuf {
+        let dbname = db.fresh(&format!("voxtap_t_perms_{name}"));
+        let conf = db.config(&dir, &dbname, &format!("savesip = yes\nsavertp = yes\ncdr_log = yes\n{extra}\n"));
+        let mut cmd = voxtap();
+        cmd.arg("--config-file").arg(&conf).arg("-r").arg(&cap).arg("--json");
+        // SAFETY: umask only changes the child's own file-creation mask, between fork and exec.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                libc::umask(0);
+                Ok(())
+            });
+        }
+        let out = cmd.output().expect("run voxtap");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert!(stderr.contains("db_stored=4 ") && stderr.contains("cdr_log_written=4"), "{stderr}");
+        dir.join(format!("{dbname}-spool"))
+    };
+    let check = |spool: &Path, file_mode: u32, dir_mode: u32, gid: Option<u32>| {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(spool).unwrap();
+        // The spool folder itself is voxtap's too (it made it).
+        let mut all = vec![(spool.to_path_buf(), true, m.mode() & 0o7777, m.gid())];
+        modes(spool, &mut all);
+        for sub in ["cdrqueue", "cdrlog"] {
+            assert!(all.iter().any(|(p, d, ..)| *d && p.ends_with(sub)), "{sub} missing: {all:?}");
+        }
+        assert!(all.iter().any(|(p, ..)| p.extension().is_some_and(|e| e == "pcap" || e == "tar" || e == "zst")));
+        for (p, is_dir, mode, g) in &all {
+            let want = if *is_dir { dir_mode } else { file_mode };
+            assert_eq!(*mode, want, "{}: mode {mode:04o}, want {want:04o}", p.display());
+            if let Some(gid) = gid {
+                assert_eq!(*g, gid, "{}: group", p.display());
+            }
+        }
+    };
+    check(&run("plain", "tar = no"), 0o640, 0o750, None);
+    // daemon is group 1 on Debian; voxtap runs as root here, so it may give any group.
+    check(&run("group", "tar = yes\nspool_group = daemon"), 0o640, 0o750, Some(1));
+    check(
+        &run("modes", "tar = no\nspool_group = 1\nspool_file_mode = 0600\nspool_dir_mode = 0700"),
+        0o600,
+        0o700,
+        Some(1),
+    );
 }

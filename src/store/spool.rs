@@ -15,6 +15,7 @@ use crossbeam_channel::Receiver;
 use tracing::warn;
 
 use crate::config::{Compress, Config};
+use crate::store::perms;
 use crate::store::tar::{self, Archives};
 use crate::time::{civil, Nanos};
 
@@ -278,9 +279,9 @@ impl Writer {
                 // cleanspool may have taken the minute folder of a long call; its later pieces still get a file.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     if let Some(dir) = path.parent() {
-                        fs::create_dir_all(dir)?;
+                        perms::create_dir_all(dir)?;
                     }
-                    OpenOptions::new().create(true).append(true).open(path)?
+                    perms::open(OpenOptions::new().create(true).append(true), path)?
                 }
                 r => r?,
             }
@@ -332,12 +333,12 @@ impl Writer {
 /// the link from its CDR (`fbasename` and the minute of its start name the file). Returns whether a file was moved.
 fn create_fresh(path: &Path) -> std::io::Result<(File, bool)> {
     if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir)?;
+        perms::create_dir_all(dir)?;
     }
     let mut kept = false;
     // create_new also refuses to follow a symbolic link planted under the name.
     for _ in 0..3 {
-        match OpenOptions::new().write(true).create_new(true).open(path) {
+        match perms::open(OpenOptions::new().write(true).create_new(true), path) {
             Ok(f) => return Ok((f, kept)),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 tar::rotate(path)?;

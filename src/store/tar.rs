@@ -64,7 +64,8 @@ pub fn header(name: &str, size: u64, mtime: u64) -> [u8; BLOCK] {
     let mut h = [0u8; BLOCK];
     let n = name.as_bytes();
     h[..n.len().min(100)].copy_from_slice(&n[..n.len().min(100)]);
-    octal(&mut h[100..108], 0o644);
+    // Extracted, the file gets the mode voxtap gives its own files.
+    octal(&mut h[100..108], u64::from(crate::store::perms::get().file_mode));
     octal(&mut h[108..116], 0);
     octal(&mut h[116..124], 0);
     if size < 1 << 33 {
@@ -170,7 +171,7 @@ impl Archives {
                 if archive.exists() {
                     rotate(archive)?;
                 } else if let Some(dir) = archive.parent() {
-                    fs::create_dir_all(dir)?;
+                    crate::store::perms::create_dir_all(dir)?;
                 }
                 0
             }
@@ -183,7 +184,7 @@ impl Archives {
                 m
             }
         };
-        let mut f = OpenOptions::new().create(true).write(true).truncate(false).open(archive)?;
+        let mut f = crate::store::perms::open(OpenOptions::new().create(true).write(true).truncate(false), archive)?;
         let res = write_entry(&mut f, end, how, &marker, entry);
         let new_end = match res {
             Ok(e) => e,
