@@ -172,6 +172,8 @@ fn run(cli: Cli) -> Result<()> {
         cfg.rtptimeout = t;
     }
     let _ = cli.nodaemon;
+    // Everything the store creates from here on (spool, queues, CDR log) gets these modes and group.
+    voxtap::store::perms::configure(&cfg);
     if cli.run_cleanspool {
         let r = voxtap::store::cleanspool::run_once(&cfg)
             .with_context(|| format!("cleaning the spool {}", cfg.spooldir.display()))?;

@@ -298,6 +298,9 @@ pub fn summary(r: &RunResult) -> String {
             " spool_files={} spool_bytes={} spool_bytes_on_disk={} spool_errors={}",
             r.spool.files, r.spool.bytes, r.spool.bytes_on_disk, r.spool.errors
         ));
+        if r.spool.kept_aside > 0 {
+            text.push_str(&format!(" spool_kept_aside={}", r.spool.kept_aside));
+        }
     }
     if let Some(t) = &r.truncated {
         text.push_str(&format!(" truncated=\"{t}\""));

@@ -3,6 +3,8 @@
 //! byte-identical to a frame of the original capture).
 
 mod common;
+#[path = "common/db.rs"]
+mod db;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -319,4 +321,186 @@ fn tar_archives_hold_the_per_file_spool() {
         let out = Command::new("tar").arg("-tf").arg(p).output().unwrap();
         assert!(out.status.success() && !out.stdout.is_empty(), "tar -tf {}", p.display());
     }
+}
+
+/// Replaces every occurrence of `from` in `b` with `to` (of the same length).
+fn replace_all(b: &mut [u8], from: &[u8], to: &[u8]) -> usize {
+    assert_eq!(from.len(), to.len());
+    let mut n = 0;
+    let mut i = 0;
+    while i + from.len() <= b.len() {
+        if &b[i..i + from.len()] == from {
+            b[i..i + to.len()].copy_from_slice(to);
+            n += 1;
+            i += from.len();
+        } else {
+            i += 1;
+        }
+    }
+    n
+}
+
+/// Checks that every CDR's SIP file holds exactly the capture's frames of its Call-ID and its RTP file as many
+/// packets as the CDR received; returns the SIP files' paths.
+fn check_own_files(spool: &Path, cap: &Path, cdrs: &[serde_json::Value]) -> Vec<PathBuf> {
+    let capture = frames(cap);
+    let mut out = Vec::new();
+    for c in cdrs {
+        let id = c["callid"].as_str().unwrap();
+        let base = format!("{}.pcap", c["fbasename"].as_str().unwrap());
+        let mut files = Vec::new();
+        find(spool, &base, &mut files);
+        let of = |d: &str| files.iter().filter(|p| p.parent().unwrap().ends_with(d)).cloned().collect::<Vec<_>>();
+        let sip = of("SIP");
+        assert_eq!(sip.len(), 1, "{id}: one SIP file {base}, found {files:?}");
+        let contains = |f: &[u8]| f.windows(id.len()).any(|w| w == id.as_bytes());
+        let want: Vec<Vec<u8>> = capture.iter().filter(|f| contains(f)).cloned().collect();
+        assert!(!want.is_empty(), "{id}: not in the capture");
+        let got = frames(&sip[0]);
+        let others = got.iter().filter(|f| !contains(f)).count();
+        assert!(
+            got == want,
+            "{id}: its SIP file {} holds {} frames ({others} not of this call), the capture {} of this call",
+            sip[0].display(),
+            got.len(),
+            want.len()
+        );
+        let received: u64 = c["rtp"].as_array().unwrap().iter().map(|r| r["received"].as_u64().unwrap()).sum();
+        assert!(received > 0, "{id}: an answered call with RTP");
+        let rtp = of("RTP");
+        assert_eq!(rtp.len(), 1, "{id}: one RTP file");
+        assert_eq!(frames(&rtp[0]).len() as u64, received, "{id}: RTP packets in its file");
+        out.push(sip[0].clone());
+    }
+    out
+}
+
+/// Two calls at once whose Call-IDs differ only by `/` against `+` (both outside the characters a file name keeps)
+/// get a file each, in per-file and tar modes alike, and an archive holds no entry name twice. Running the same
+/// capture again into the same spool keeps the first run's files (as `NAME.1`) instead of truncating them.
+#[test]
+fn call_ids_that_differ_only_in_replaced_characters_get_files_of_their_own() {
+    let dir = fresh_dir("names");
+    let orig = dir.join("orig.pcap");
+    voxgen(&orig, &["--calls", "2", "--cps", "5", "--duration", "3", "--start", "1700000000", "--seed", "77"]);
+    let ids: Vec<String> = run_json(&orig, &[]).iter().map(|c| c["callid"].as_str().unwrap().to_string()).collect();
+    assert_eq!(ids.len(), 2);
+    // Same length, so the frames keep their lengths.
+    let with = |sep: char| format!("{}{sep}{}", &ids[0][..7], &ids[0][8..]);
+    let new = [with('/'), with('+')];
+    let mut bytes = std::fs::read(&orig).unwrap();
+    for (old, new) in ids.iter().zip(&new) {
+        assert!(replace_all(&mut bytes, old.as_bytes(), new.as_bytes()) >= 4, "{old} in the capture");
+    }
+    let cap = dir.join("names.pcap");
+    std::fs::write(&cap, &bytes).unwrap();
+    let run = |name: &str, extra: &str| -> (PathBuf, Vec<serde_json::Value>) {
+        let conf = write_conf(
+            &dir,
+            &format!("{name}.conf"),
+            name,
+            &format!("savesip = yes\nsavertp = yes\nutc = yes\n{extra}\n"),
+        );
+        let out = voxtap().arg("--config-file").arg(&conf).arg("-r").arg(&cap).arg("--json").output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let cdrs: Vec<serde_json::Value> =
+            String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let got: std::collections::BTreeSet<&str> = cdrs.iter().map(|c| c["callid"].as_str().unwrap()).collect();
+        assert_eq!(got, new.iter().map(String::as_str).collect(), "{name}: the two calls");
+        (dir.join(name), cdrs)
+    };
+    let (plain, cdrs) = run("plain", "tar = no");
+    let sip = check_own_files(&plain, &cap, &cdrs);
+    assert_ne!(cdrs[0]["fbasename"], cdrs[1]["fbasename"], "one file name for two calls");
+    let (tarred, cdrs) = run("tarred", "tar = yes");
+    let mut all = Vec::new();
+    all_files(&tarred, &mut all);
+    for a in all.iter().filter(|p| p.to_string_lossy().contains(".tar")) {
+        let out = Command::new("tar").arg("-tf").arg(a).output().unwrap();
+        assert!(out.status.success(), "tar -tf {}", a.display());
+        let names: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect();
+        let unique: std::collections::BTreeSet<&String> = names.iter().collect();
+        assert_eq!(unique.len(), names.len(), "{}: an entry name twice: {names:?}", a.display());
+    }
+    unpack_archives(&tarred);
+    check_own_files(&tarred, &cap, &cdrs);
+    // Again into the plain spool: the files there are another run's, kept whole beside the new ones.
+    let before: Vec<Vec<u8>> = sip.iter().map(|p| std::fs::read(p).unwrap()).collect();
+    let (again, cdrs) = run("plain", "tar = no");
+    check_own_files(&again, &cap, &cdrs);
+    for (p, old) in sip.iter().zip(&before) {
+        let kept = PathBuf::from(format!("{}.1", p.display()));
+        assert_eq!(&std::fs::read(&kept).unwrap_or_default(), old, "{} kept as {}", p.display(), kept.display());
+        assert_eq!(&std::fs::read(p).unwrap(), old, "{}: the second run's file", p.display());
+    }
+}
+
+/// Modes and group of every file and folder under `dir` (the folder itself left out).
+fn modes(dir: &Path, out: &mut Vec<(PathBuf, bool, u32, u32)>) {
+    use std::os::unix::fs::MetadataExt;
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let m = std::fs::symlink_metadata(e.path()).unwrap();
+        out.push((e.path(), m.is_dir(), m.mode() & 0o7777, m.gid()));
+        if m.is_dir() {
+            modes(&e.path(), out);
+        }
+    }
+}
+
+/// What voxtap creates — the spool's folders and call files (and archives), the CDR queue in front of the
+/// database, the CDR log — is 0640 (files) and 0750 (folders) by default, even under umask 0: calls' contents
+/// are no business of other users. `spool_group` gives them a group (to let a GUI read them), and
+/// `spool_file_mode`/`spool_dir_mode` other modes.
+#[test]
+fn created_files_and_folders_are_not_world_readable() {
+    let db = db::server();
+    let dir = fresh_dir("perms");
+    let cap = dir.join("calls.pcap");
+    voxgen(&cap, &["--calls", "4", "--cps", "4", "--duration", "2", "--seed", "19"]);
+    let run = |name: &str, extra: &str| -> PathBuf {
+        let dbname = db.fresh(&format!("voxtap_t_perms_{name}"));
+        let conf = db.config(&dir, &dbname, &format!("savesip = yes\nsavertp = yes\ncdr_log = yes\n{extra}\n"));
+        let mut cmd = voxtap();
+        cmd.arg("--config-file").arg(&conf).arg("-r").arg(&cap).arg("--json");
+        // SAFETY: umask only changes the child's own file-creation mask, between fork and exec.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                libc::umask(0);
+                Ok(())
+            });
+        }
+        let out = cmd.output().expect("run voxtap");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert!(stderr.contains("db_stored=4 ") && stderr.contains("cdr_log_written=4"), "{stderr}");
+        dir.join(format!("{dbname}-spool"))
+    };
+    let check = |spool: &Path, file_mode: u32, dir_mode: u32, gid: Option<u32>| {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(spool).unwrap();
+        // The spool folder itself is voxtap's too (it made it).
+        let mut all = vec![(spool.to_path_buf(), true, m.mode() & 0o7777, m.gid())];
+        modes(spool, &mut all);
+        for sub in ["cdrqueue", "cdrlog"] {
+            assert!(all.iter().any(|(p, d, ..)| *d && p.ends_with(sub)), "{sub} missing: {all:?}");
+        }
+        assert!(all.iter().any(|(p, ..)| p.extension().is_some_and(|e| e == "pcap" || e == "tar" || e == "zst")));
+        for (p, is_dir, mode, g) in &all {
+            let want = if *is_dir { dir_mode } else { file_mode };
+            assert_eq!(*mode, want, "{}: mode {mode:04o}, want {want:04o}", p.display());
+            if let Some(gid) = gid {
+                assert_eq!(*g, gid, "{}: group", p.display());
+            }
+        }
+    };
+    check(&run("plain", "tar = no"), 0o640, 0o750, None);
+    // daemon is group 1 on Debian; voxtap runs as root here, so it may give any group.
+    check(&run("group", "tar = yes\nspool_group = daemon"), 0o640, 0o750, Some(1));
+    check(
+        &run("modes", "tar = no\nspool_group = 1\nspool_file_mode = 0600\nspool_dir_mode = 0700"),
+        0o600,
+        0o700,
+        Some(1),
+    );
 }

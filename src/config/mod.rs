@@ -104,6 +104,12 @@ pub struct Config {
     /// voxtap's own: the JSON Lines CDR log in `spooldir/cdrlog`; `None` (auto): on for a live capture without a
     /// database.
     pub cdr_log: Option<bool>,
+    /// voxtap's own: the group (id) given to the files and folders voxtap creates (spool, CDR and link queues,
+    /// CDR log), `None`: the process's.
+    pub spool_group: Option<u32>,
+    /// voxtap's own: modes of the files and folders voxtap creates (0640 and 0750: no other user reads calls).
+    pub spool_file_mode: u32,
+    pub spool_dir_mode: u32,
     /// cleanspool limits: MB (0 = none) and days (0 = none); free-space floors.
     pub cleanspool: bool,
     pub maxpoolsize: u64,
@@ -226,6 +232,9 @@ impl Default for Config {
             cdr_partition: true,
             cdr_queue_dir: None,
             cdr_log: None,
+            spool_group: None,
+            spool_file_mode: crate::store::perms::DEFAULT_FILE_MODE,
+            spool_dir_mode: crate::store::perms::DEFAULT_DIR_MODE,
             cleanspool: true,
             maxpoolsize: 0,
             maxpoolsipsize: 0,
@@ -322,6 +331,9 @@ pub const KNOWN_KEYS: &[&str] = &[
     "cdr_partition",
     "cdr_queue_dir",
     "cdr_log",
+    "spool_group",
+    "spool_file_mode",
+    "spool_dir_mode",
     "cleanspool",
     "maxpoolsize",
     "maxpoolsipsize",
@@ -532,6 +544,13 @@ impl Config {
             "time_precision_in_ms" => self.time_precision_in_ms = parse::yes(v),
             "cdr_partition" => self.cdr_partition = parse::yes(v),
             "cdr_queue_dir" => self.cdr_queue_dir = Some(PathBuf::from(v)),
+            "spool_group" => {
+                self.spool_group =
+                    if v.is_empty() { None } else { Some(crate::store::perms::group_id(v).map_err(|why| bad(e, why))?) }
+            }
+            // The owner keeps read and write (voxtap appends to and reads back what it made); others get what is asked.
+            "spool_file_mode" => self.spool_file_mode = mode(e, 0o600)?,
+            "spool_dir_mode" => self.spool_dir_mode = mode(e, 0o700)?,
             "cleanspool" => self.cleanspool = parse::yes(v),
             "maxpoolsize" => self.maxpoolsize = number(e, 0, u32::MAX)? as u64,
             "maxpoolsipsize" => self.maxpoolsipsize = number(e, 0, u32::MAX)? as u64,
@@ -678,6 +697,19 @@ pub fn cpu_list(v: &str) -> Result<Vec<usize>, String> {
     Ok(out)
 }
 
+/// An octal permission mode (`0640`, `640`) that keeps at least the bits of `owner`.
+fn mode(e: &Entry, owner: u32) -> Result<u32, ConfigError> {
+    let m = u32::from_str_radix(e.value.trim_start_matches("0o"), 8)
+        .map_err(|_| bad(e, "expected an octal mode such as 0640".into()))?;
+    if m > 0o777 {
+        return Err(bad(e, "expected permission bits only (at most 0777)".into()));
+    }
+    if m & owner != owner {
+        return Err(bad(e, format!("the owner needs {owner:04o} (voxtap reads and appends what it creates)")));
+    }
+    Ok(m)
+}
+
 fn number(e: &Entry, min: u32, max: u32) -> Result<u32, ConfigError> {
     let n: u32 = e.value.parse().map_err(|_| bad(e, "expected a whole number".into()))?;
     if n < min || n > max {
@@ -767,6 +799,28 @@ mod tests {
         assert_eq!(cpu_list("0-2,5").unwrap(), vec![0, 1, 2, 5]);
         assert_eq!(cpu_list("3").unwrap(), vec![3]);
         assert!(cpu_list("2-1").is_err() && cpu_list("x").is_err() && cpu_list("5000").is_err());
+    }
+
+    #[test]
+    fn spool_modes_and_group() {
+        let d = tmpdir("perms");
+        let load = |text: &str| {
+            std::fs::write(d.join("v.conf"), text).unwrap();
+            Config::load(Some(&d.join("v.conf")), None)
+        };
+        let c = load("spool_group = root\nspool_file_mode = 0660\nspool_dir_mode = 770\n").unwrap().0;
+        assert_eq!((c.spool_group, c.spool_file_mode, c.spool_dir_mode), (Some(0), 0o660, 0o770));
+        let c = load("\n").unwrap().0;
+        assert_eq!((c.spool_group, c.spool_file_mode, c.spool_dir_mode), (None, 0o640, 0o750));
+        for bad in [
+            "spool_group = voxtap-no-such-group",
+            "spool_file_mode = 0440",
+            "spool_dir_mode = 0600",
+            "spool_file_mode = 1777",
+            "spool_file_mode = rw",
+        ] {
+            assert!(load(&format!("{bad}\n")).is_err(), "{bad}");
+        }
     }
 
     #[test]

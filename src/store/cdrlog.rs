@@ -29,7 +29,7 @@ pub struct CdrLog {
 
 impl CdrLog {
     pub fn open(dir: &Path, utc: bool) -> io::Result<CdrLog> {
-        std::fs::create_dir_all(dir)?;
+        crate::store::perms::create_dir_all(dir)?;
         Ok(CdrLog {
             dir: dir.to_path_buf(),
             utc,
@@ -59,7 +59,7 @@ impl CdrLog {
                 self.sync();
                 let p = self.dir.join(format!("{:04}-{:02}-{:02}.jsonl", c.year, c.month, c.day));
                 self.day = Some(day);
-                self.file.insert(OpenOptions::new().create(true).append(true).open(p)?)
+                self.file.insert(crate::store::perms::open(OpenOptions::new().create(true).append(true), &p)?)
             }
         };
         let mut line = Vec::with_capacity(cdr.json.len() + 1);

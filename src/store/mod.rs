@@ -4,6 +4,7 @@
 pub mod cdrlog;
 pub mod cleanspool;
 pub mod mysql;
+pub mod perms;
 pub mod queue;
 pub mod spool;
 pub mod tar;

@@ -12,6 +12,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+use crate::store::perms;
+
 /// A segment is closed and a new one started past this size.
 const SEGMENT_BYTES: u64 = 64 << 20;
 /// A record longer than this is corruption, not a CDR.
@@ -98,7 +100,7 @@ pub struct Appender {
 /// Locks the queue folder for this process, or says which folder is in use.
 fn lock(dir: &Path) -> io::Result<File> {
     use std::os::unix::io::AsRawFd;
-    let f = OpenOptions::new().create(true).truncate(false).write(true).open(dir.join("lock"))?;
+    let f = perms::open(OpenOptions::new().create(true).truncate(false).write(true), &dir.join("lock"))?;
     // SAFETY: flock on a descriptor this function owns.
     if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         return Err(io::Error::new(
@@ -124,7 +126,7 @@ pub struct OpenReport {
 impl Appender {
     /// Opens (creating) the queue folder; repairs a torn tail; appends go to a new segment.
     pub fn open(dir: &Path) -> io::Result<(Appender, OpenReport)> {
-        fs::create_dir_all(dir)?;
+        perms::create_dir_all(dir)?;
         let lock = lock(dir)?;
         let segs = segments(dir)?;
         let mut report = OpenReport::default();
@@ -153,7 +155,7 @@ impl Appender {
             }
         }
         let seq = segs.last().map_or(1, |s| s + 1);
-        let file = OpenOptions::new().create(true).append(true).open(segment_path(dir, seq))?;
+        let file = perms::open(OpenOptions::new().create(true).append(true), &segment_path(dir, seq))?;
         Ok((Appender { dir: dir.to_path_buf(), seq, file, len: 0, _lock: lock }, report))
     }
 
@@ -162,7 +164,7 @@ impl Appender {
         if self.len > SEGMENT_BYTES {
             self.file.sync_data()?;
             self.seq += 1;
-            self.file = OpenOptions::new().create(true).append(true).open(segment_path(&self.dir, self.seq))?;
+            self.file = perms::open(OpenOptions::new().create(true).append(true), &segment_path(&self.dir, self.seq))?;
             self.len = 0;
         }
         let mut rec = Vec::with_capacity(payload.len() + 8);
@@ -250,7 +252,7 @@ impl Reader {
 /// Records up to `pos` are stored: persist the position and delete finished segments before it.
 pub fn ack(dir: &Path, pos: Pos) -> io::Result<()> {
     let tmp = dir.join("ack.tmp");
-    fs::write(&tmp, format!("{} {}\n", pos.seg, pos.off))?;
+    perms::write_new(&tmp, format!("{} {}\n", pos.seg, pos.off).as_bytes())?;
     File::open(&tmp)?.sync_all()?;
     fs::rename(&tmp, dir.join("ack"))?;
     for s in segments(dir)? {
@@ -289,12 +291,12 @@ pub fn queue_id(dir: &Path) -> io::Result<String> {
             return Ok(s.to_string());
         }
     }
-    fs::create_dir_all(dir)?;
+    perms::create_dir_all(dir)?;
     let mut b = [0u8; 16];
     File::open("/dev/urandom")?.read_exact(&mut b)?;
     let id: String = b.iter().map(|x| format!("{x:02x}")).collect();
     let tmp = dir.join("id.tmp");
-    fs::write(&tmp, &id)?;
+    perms::write_new(&tmp, id.as_bytes())?;
     fs::rename(&tmp, &p)?;
     Ok(id)
 }

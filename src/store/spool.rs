@@ -15,25 +15,50 @@ use crossbeam_channel::Receiver;
 use tracing::warn;
 
 use crate::config::{Compress, Config};
+use crate::store::perms;
 use crate::store::tar::{self, Archives};
 use crate::time::{civil, Nanos};
 
 const CHUNK: usize = 64 * 1024;
 const PCAP_SNAPLEN: u32 = 262_144;
 
-/// Characters kept in a file name; everything else becomes `_` (VoIPmonitor's fbasename rule).
-pub fn file_safe(callid: &str) -> String {
-    let s: String = callid
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, ':' | '-' | '.' | '@') { c } else { '_' })
-        .take(200)
-        .collect();
-    if s.is_empty() || s == "." || s == ".." {
-        format!("_{s}")
-    } else {
-        s
-    }
+/// Longest file base name: room is left for `.pcap`, the spill file's `.` and `.part`, and the `.N` of a file kept
+/// aside (see `create_fresh`), within the 255 bytes a Linux file name holds; `cdr_next.fbasename` holds 255.
+const NAME_MAX: usize = 200;
+/// Hex digits of the Call-ID's SHA-256 appended to a name that is not the Call-ID itself (64 bits: a second
+/// Call-ID with another call's name would need a second preimage).
+const HASH_HEX: usize = 16;
+
+/// Characters kept in a file name as they are (VoIPmonitor's fbasename rule); everything else becomes `_`.
+fn keep(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, ':' | '-' | '.' | '@')
 }
+
+/// The file base name of a call (`cdr_next.fbasename`): the Call-ID itself when it is made only of the characters
+/// VoIPmonitor keeps (as VoIPmonitor names it, so its GUI and scripts find the usual calls by their Call-ID), else
+/// the Call-ID with the others replaced by `_`, cut to fit, then `_` and a hash of the raw Call-ID.
+///
+/// Distinct Call-IDs get distinct names: a name without a hash never holds `_` (the Call-ID would have held a
+/// character outside the kept set), a hashed name always does, and two hashed names are equal only when their
+/// Call-IDs' hashes are. Replacing alone made `a/b@x` and `a+b@x` one file, where the second call overwrote the
+/// first one's packets; cutting alone did the same to long Call-IDs that differ past the cut.
+pub fn file_safe(callid: &str) -> String {
+    let plain = callid.len() <= NAME_MAX && callid != "." && callid != ".." && !callid.is_empty();
+    if plain && callid.chars().all(keep) {
+        return callid.to_owned();
+    }
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(callid.as_bytes());
+    let mut s: String = callid.chars().map(|c| if keep(c) { c } else { '_' }).take(NAME_MAX - 1 - HASH_HEX).collect();
+    s.push('_');
+    for b in &digest[..HASH_HEX / 2] {
+        s.push(char::from(HEX[usize::from(b >> 4)]));
+        s.push(char::from(HEX[usize::from(b & 15)]));
+    }
+    s
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// `YYYY-MM-DD/HH/MM` of the call start.
 pub fn minute_dir(start: Nanos, utc: bool) -> PathBuf {
@@ -160,6 +185,8 @@ pub struct SpoolStats {
     pub bytes: u64,
     pub bytes_on_disk: u64,
     pub errors: u64,
+    /// Files found under a new file's name and moved aside to `NAME.N` (see `create_fresh`).
+    pub kept_aside: u64,
 }
 
 /// How the spool writer lays files down.
@@ -240,29 +267,31 @@ impl Writer {
         })
     }
 
-    fn append(path: &Path, fresh: bool, bytes: &[u8]) -> std::io::Result<()> {
-        if fresh {
-            if let Some(dir) = path.parent() {
-                fs::create_dir_all(dir)?;
-            }
-        }
-        let open = || OpenOptions::new().create(true).write(true).append(!fresh).truncate(fresh).open(path);
-        let mut f = match open() {
-            // cleanspool may have taken the minute folder of a long call; its later pieces still get a file.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !fresh => {
-                if let Some(dir) = path.parent() {
-                    fs::create_dir_all(dir)?;
+    /// Writes a piece: the first one of a file into a file of its own (`create_fresh`), later ones at its end.
+    fn append(&mut self, path: &Path, fresh: bool, bytes: &[u8]) -> std::io::Result<()> {
+        let mut f = if fresh {
+            let (f, kept) = create_fresh(path)?;
+            self.stats.kept_aside += u64::from(kept);
+            f
+        } else {
+            let open = || OpenOptions::new().append(true).open(path);
+            match open() {
+                // cleanspool may have taken the minute folder of a long call; its later pieces still get a file.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    if let Some(dir) = path.parent() {
+                        perms::create_dir_all(dir)?;
+                    }
+                    perms::open(OpenOptions::new().create(true).append(true), path)?
                 }
-                open()?
+                r => r?,
             }
-            r => r?,
         };
         f.write_all(bytes)
     }
 
     fn write_file(&mut self, c: &Chunk, fresh: bool) -> std::io::Result<()> {
         let out = self.piece(c, fresh)?;
-        Self::append(&c.path, fresh, &out)?;
+        self.append(&c.path, fresh, &out)?;
         self.stats.bytes_on_disk += out.len() as u64;
         if fresh {
             self.stats.files += 1;
@@ -274,7 +303,7 @@ impl Writer {
         let out = self.piece(c, fresh)?;
         let spill = spill_path(&c.path);
         if !c.last {
-            return Self::append(&spill, fresh, &out);
+            return self.append(&spill, fresh, &out);
         }
         let (prefix, how) = match c.kind {
             FileKind::Sip => ("sip", tar.sip),
@@ -294,6 +323,31 @@ impl Writer {
         self.stats.files += 1;
         Ok(())
     }
+}
+
+/// Creates the file for a call's first piece, never truncating one that is there: that is another call's (the same
+/// Call-ID earlier in the same minute) or an earlier run's (a restart, the same capture read again), and is moved
+/// aside to `NAME.1` (… `.99`), as archives are (reference §3.2), where the manager's `file_exists` lists it beside
+/// the new one. Renaming rather than appending keeps each file a valid pcap whatever the other holds (another
+/// link type, compression, or a last record cut short by a crash); giving the new call another name would break
+/// the link from its CDR (`fbasename` and the minute of its start name the file). Returns whether a file was moved.
+fn create_fresh(path: &Path) -> std::io::Result<(File, bool)> {
+    if let Some(dir) = path.parent() {
+        perms::create_dir_all(dir)?;
+    }
+    let mut kept = false;
+    // create_new also refuses to follow a symbolic link planted under the name.
+    for _ in 0..3 {
+        match perms::open(OpenOptions::new().write(true).create_new(true), path) {
+            Ok(f) => return Ok((f, kept)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                tar::rotate(path)?;
+                kept = true;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::new(std::io::ErrorKind::AlreadyExists, "the file keeps reappearing"))
 }
 
 /// The spool writer thread: appends chunks, creating each file with a pcap header on its first chunk.
@@ -341,10 +395,49 @@ mod tests {
 
     #[test]
     fn file_safe_names() {
+        // A Call-ID of kept characters is its own name, as VoIPmonitor names it.
         assert_eq!(file_safe("abc@1.2.3.4"), "abc@1.2.3.4");
-        assert_eq!(file_safe("a/b c"), "a_b_c");
-        assert_eq!(file_safe(".."), "_..");
-        assert_eq!(file_safe("../../etc"), ".._.._etc");
+        let hashed = |s: &str, head: &str| {
+            let n = file_safe(s);
+            assert!(n.starts_with(&format!("{head}_")) && n.len() == head.len() + 1 + HASH_HEX, "{s:?} → {n}");
+            assert!(n[head.len() + 1..].bytes().all(|b| b.is_ascii_hexdigit()), "{n}");
+            n
+        };
+        hashed("a/b c", "a_b_c");
+        hashed("..", "..");
+        hashed(".", ".");
+        hashed("", "");
+        hashed("../../etc", ".._.._etc");
+        // `printf 'a/b@x' | sha256sum` begins 3f1ca17413e8dd5d.
+        assert_eq!(file_safe("a/b@x"), "a_b@x_3f1ca17413e8dd5d");
+        // Call-IDs that replacing alone made one name.
+        assert_ne!(file_safe("a/b@x"), file_safe("a+b@x"));
+        assert_ne!(file_safe("a_b@x"), file_safe("a/b@x"));
+        // A Call-ID spelled like another's hashed name gets its own hash (it holds `_`).
+        let forged = file_safe("a/b@x");
+        assert_ne!(file_safe(&forged), forged);
+        // Long Call-IDs that differ past the cut.
+        let long = |c: char| format!("{}{c}", "x".repeat(300));
+        assert_ne!(file_safe(&long('1')), file_safe(&long('2')));
+        assert_eq!(file_safe(&long('1')).len(), NAME_MAX);
+        assert_eq!(file_safe(&"y".repeat(NAME_MAX)), "y".repeat(NAME_MAX));
+        assert!(file_safe("é/€").is_ascii());
+    }
+
+    #[test]
+    fn a_fresh_file_never_truncates_one_that_is_there() {
+        let dir = std::env::temp_dir().join(format!("voxtap-fresh-unit-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let p = dir.join("a/b/x.pcap");
+        let (mut f, kept) = create_fresh(&p).unwrap();
+        assert!(!kept);
+        f.write_all(b"first").unwrap();
+        let (mut f, kept) = create_fresh(&p).unwrap();
+        assert!(kept);
+        f.write_all(b"second").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"second");
+        assert_eq!(fs::read(dir.join("a/b/x.pcap.1")).unwrap(), b"first");
+        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -48,7 +48,8 @@ pub fn entry_name(base: &str) -> String {
     if base.len() <= NAME_MAX {
         return base.to_owned();
     }
-    // file_safe names are ASCII; the boundary check only matters for names made some other way.
+    // file_safe names are ASCII; the boundary check only matters for names made some other way. Two call files
+    // have distinct names (file_safe), so their entries differ too: in the first 54 characters or in the hash.
     let mut cut = 54;
     while !base.is_char_boundary(cut) {
         cut -= 1;
@@ -63,7 +64,8 @@ pub fn header(name: &str, size: u64, mtime: u64) -> [u8; BLOCK] {
     let mut h = [0u8; BLOCK];
     let n = name.as_bytes();
     h[..n.len().min(100)].copy_from_slice(&n[..n.len().min(100)]);
-    octal(&mut h[100..108], 0o644);
+    // Extracted, the file gets the mode voxtap gives its own files.
+    octal(&mut h[100..108], u64::from(crate::store::perms::get().file_mode));
     octal(&mut h[108..116], 0);
     octal(&mut h[116..124], 0);
     if size < 1 << 33 {
@@ -169,7 +171,7 @@ impl Archives {
                 if archive.exists() {
                     rotate(archive)?;
                 } else if let Some(dir) = archive.parent() {
-                    fs::create_dir_all(dir)?;
+                    crate::store::perms::create_dir_all(dir)?;
                 }
                 0
             }
@@ -182,7 +184,7 @@ impl Archives {
                 m
             }
         };
-        let mut f = OpenOptions::new().create(true).write(true).truncate(false).open(archive)?;
+        let mut f = crate::store::perms::open(OpenOptions::new().create(true).write(true).truncate(false), archive)?;
         let res = write_entry(&mut f, end, how, &marker, entry);
         let new_end = match res {
             Ok(e) => e,
@@ -230,8 +232,9 @@ fn write_entry(f: &mut File, end: u64, how: Compress, marker: &[u8], entry: Entr
     Ok(new_end)
 }
 
-/// An archive left by an earlier run becomes `.1` (or the first free of `.2` … `.99`).
-fn rotate(archive: &Path) -> io::Result<()> {
+/// An archive left by an earlier run (or a call file of the same name, see `spool::create_fresh`) becomes `.1` (or
+/// the first free of `.2` … `.99`).
+pub(crate) fn rotate(archive: &Path) -> io::Result<()> {
     for n in 1..=99 {
         let mut to = archive.as_os_str().to_owned();
         to.push(format!(".{n}"));

@@ -86,8 +86,9 @@ pub fn voxgen(out: &Path, args: &[&str]) {
     assert!(st.success(), "generator failed for {args:?}");
 }
 
+/// The voxtap binary of this build, or `$VOXTAP_BIN` (to see a test fail on an older build).
 pub fn voxtap() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_voxtap"))
+    Command::new(std::env::var_os("VOXTAP_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_voxtap").into()))
 }
 
 /// Runs `voxtap -r file --json` with extra arguments; returns the CDRs.
@@ -381,4 +382,74 @@ pub fn ipfix_message(set: u16, body: &[u8], seq: u32) -> Vec<u8> {
     let n = m.len() as u16;
     m[2..4].copy_from_slice(&n.to_be_bytes());
     m
+}
+
+/// One UDP datagram of a hand-made capture: time in microseconds, source and destination, payload.
+pub struct Datagram {
+    pub us: u64,
+    pub src: ([u8; 4], u16),
+    pub dst: ([u8; 4], u16),
+    pub payload: Vec<u8>,
+}
+
+/// Writes `dgrams` as a classic pcap of Ethernet/IPv4/UDP frames (IP checksums right, UDP checksums 0: none).
+pub fn write_udp_pcap(path: &Path, dgrams: &[Datagram]) {
+    let mut out = Vec::new();
+    for x in [0xa1b2_c3d4u32, 0x0004_0002, 0, 0, 262_144, 1] {
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    for d in dgrams {
+        let mut f = Vec::with_capacity(42 + d.payload.len());
+        f.extend_from_slice(&[0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00]);
+        let total = (20 + 8 + d.payload.len()) as u16;
+        let mut ip = [0u8; 20];
+        ip[0] = 0x45;
+        ip[2..4].copy_from_slice(&total.to_be_bytes());
+        ip[8] = 64;
+        ip[9] = 17;
+        ip[12..16].copy_from_slice(&d.src.0);
+        ip[16..20].copy_from_slice(&d.dst.0);
+        let sum: u32 = ip.chunks(2).map(|w| u32::from(u16::from_be_bytes([w[0], w[1]]))).sum();
+        let sum = (sum & 0xffff) + (sum >> 16);
+        let sum = !(((sum & 0xffff) + (sum >> 16)) as u16);
+        ip[10..12].copy_from_slice(&sum.to_be_bytes());
+        f.extend_from_slice(&ip);
+        f.extend_from_slice(&d.src.1.to_be_bytes());
+        f.extend_from_slice(&d.dst.1.to_be_bytes());
+        f.extend_from_slice(&(8 + d.payload.len() as u16).to_be_bytes());
+        f.extend_from_slice(&[0, 0]);
+        f.extend_from_slice(&d.payload);
+        for x in [(d.us / 1_000_000) as u32, (d.us % 1_000_000) as u32, f.len() as u32, f.len() as u32] {
+            out.extend_from_slice(&x.to_le_bytes());
+        }
+        out.extend_from_slice(&f);
+    }
+    std::fs::write(path, out).expect("write a capture");
+}
+
+/// The SIP messages of a short answered call without media, starting at `us` (INVITE, 200, ACK, BYE carrying
+/// `bye_headers` (whole lines with CRLF), 200): caller 10.0.0.1:5060, callee 10.0.0.2:5060.
+pub fn sip_call(callid: &str, us: u64, bye_headers: &str) -> Vec<Datagram> {
+    let a = ([10, 0, 0, 1], 5060);
+    let b = ([10, 0, 0, 2], 5060);
+    let common = |cseq: &str, to_tag: bool| {
+        format!(
+            "Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-{}\r\nFrom: <sip:alice@10.0.0.1>;tag=a1\r\n\
+             To: <sip:bob@10.0.0.2>{}\r\nCall-ID: {callid}\r\nCSeq: {cseq}\r\n",
+            cseq.replace(' ', "-"),
+            if to_tag { ";tag=b1" } else { "" }
+        )
+    };
+    let msg = |start: &str, cseq: &str, to_tag: bool, extra: &str| {
+        format!("{start}\r\n{}Contact: <sip:x@10.0.0.1>\r\n{extra}Content-Length: 0\r\n\r\n", common(cseq, to_tag))
+            .into_bytes()
+    };
+    let d = |t: u64, src, dst, payload| Datagram { us: us + t, src, dst, payload };
+    vec![
+        d(0, a, b, msg("INVITE sip:bob@10.0.0.2 SIP/2.0", "1 INVITE", false, "")),
+        d(100_000, b, a, msg("SIP/2.0 200 OK", "1 INVITE", true, "")),
+        d(110_000, a, b, msg("ACK sip:bob@10.0.0.2 SIP/2.0", "1 ACK", true, "")),
+        d(2_000_000, a, b, msg("BYE sip:bob@10.0.0.2 SIP/2.0", "2 BYE", true, bye_headers)),
+        d(2_050_000, b, a, msg("SIP/2.0 200 OK", "2 BYE", true, "")),
+    ]
 }

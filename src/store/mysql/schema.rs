@@ -1,6 +1,7 @@
 //! The tables voxtap fills, with VoIPmonitor's table names, column names, types and indexes (reference §4.2)
 //! for what voxtap records, so its GUI and operators' SQL read them unchanged. voxtap's own DDL; text columns are
-//! utf8mb4 (VoIPmonitor uses latin1 and stores raw bytes), dictionary keys compare exactly (`utf8mb4_bin`).
+//! utf8mb4 (VoIPmonitor uses latin1 and stores raw bytes), dictionary keys compare exactly, trailing spaces
+//! included (a NO PAD binary collation).
 
 /// Shapes that depend on the configuration, as in VoIPmonitor.
 #[derive(Debug, Clone, Copy)]
@@ -91,19 +92,39 @@ fn partition_clause(shape: &Shape, first_day: Option<(i32, u32, u32)>) -> String
     match (shape.partition, first_day) {
         (true, Some((y, m, d))) => {
             let (ny, nm, nd) = crate::time::next_day(y, m, d);
+            // The writer only asks for days partition_name takes; another falls back to the nearest it does.
+            let name = partition_name(y, m, d).unwrap_or_else(|| if y < 2000 { "p000101" } else { "p991231" }.into());
             format!(
-                " PARTITION BY RANGE COLUMNS(calldate) (PARTITION p{:02}{m:02}{d:02} VALUES LESS THAN \
-                 ('{ny:04}-{nm:02}-{nd:02}'))",
-                y % 100
+                " PARTITION BY RANGE COLUMNS(calldate) (PARTITION {name} VALUES LESS THAN \
+                 ('{ny:04}-{nm:02}-{nd:02}'))"
             )
         }
         _ => String::new(),
     }
 }
 
+/// The dictionary tables' text keys: table, column, type. Their unique keys compare with `dict_collation` (see
+/// `create_statements`).
+pub const DICT_COLUMNS: [(&str, &str, &str); 3] = [
+    ("cdr_sip_response", "lastSIPresponse", "varchar(255)"),
+    ("cdr_ua", "ua", "varchar(512)"),
+    ("cdr_reason", "reason", "varchar(255)"),
+];
+
+/// Exact NO PAD binary collations (MariaDB's, MySQL 8's), best first: with them `'abc'` and `'abc '` are two keys.
+/// `utf8mb4_bin` is PAD SPACE: trailing spaces do not count, and two such texts would share a dictionary row.
+pub const NOPAD_COLLATIONS: [&str; 2] = ["utf8mb4_nopad_bin", "utf8mb4_0900_bin"];
+
+/// Whether a collation compares trailing spaces (NO PAD): MariaDB names those `_nopad_`, MySQL's `_0900_` ones all
+/// are. A binary column has no collation and compares every byte.
+pub fn is_nopad(collation: Option<&str>) -> bool {
+    collation.is_none_or(|c| c.contains("_nopad_") || c.contains("_0900_"))
+}
+
 /// `CREATE TABLE IF NOT EXISTS` statements, dictionaries first. A partitioned table needs one partition to
-/// exist: `first_day` (the first CDR's day) gives it.
-pub fn create_statements(shape: &Shape, first_day: Option<(i32, u32, u32)>) -> Vec<String> {
+/// exist: `first_day` (the first CDR's day) gives it. The dictionaries' text keys use `dict_collation` (one of
+/// `NOPAD_COLLATIONS` where the server has it).
+pub fn create_statements(shape: &Shape, first_day: Option<(i32, u32, u32)>, dict_collation: &str) -> Vec<String> {
     let dt = shape.datetime();
     let dur = shape.duration();
     let ip = shape.ip();
@@ -126,16 +147,16 @@ pub fn create_statements(shape: &Shape, first_day: Option<(i32, u32, u32)>) -> V
     vec![
         format!(
             "CREATE TABLE IF NOT EXISTS cdr_sip_response (\n  id mediumint unsigned NOT NULL AUTO_INCREMENT,\n  \
-             lastSIPresponse varchar(255) COLLATE utf8mb4_bin DEFAULT NULL,\n  PRIMARY KEY (id),\n  \
+             lastSIPresponse varchar(255) COLLATE {dict_collation} DEFAULT NULL,\n  PRIMARY KEY (id),\n  \
              UNIQUE KEY lastSIPresponse (lastSIPresponse)\n) {engine}"
         ),
         format!(
             "CREATE TABLE IF NOT EXISTS cdr_ua (\n  id int unsigned NOT NULL AUTO_INCREMENT,\n  \
-             ua varchar(512) COLLATE utf8mb4_bin DEFAULT NULL,\n  PRIMARY KEY (id),\n  UNIQUE KEY ua (ua)\n) {engine}"
+             ua varchar(512) COLLATE {dict_collation} DEFAULT NULL,\n  PRIMARY KEY (id),\n  UNIQUE KEY ua (ua)\n) {engine}"
         ),
         format!(
             "CREATE TABLE IF NOT EXISTS cdr_reason (\n  id mediumint unsigned NOT NULL AUTO_INCREMENT,\n  \
-             type tinyint DEFAULT NULL,\n  reason varchar(255) COLLATE utf8mb4_bin DEFAULT NULL,\n  \
+             type tinyint DEFAULT NULL,\n  reason varchar(255) COLLATE {dict_collation} DEFAULT NULL,\n  \
              PRIMARY KEY (id),\n  UNIQUE KEY type_reason (type, reason)\n) {engine}"
         ),
         format!(
@@ -201,9 +222,10 @@ pub fn create_statements(shape: &Shape, first_day: Option<(i32, u32, u32)>) -> V
     ]
 }
 
-/// `pYYMMDD` for a day.
-pub fn partition_name(y: i32, m: u32, d: u32) -> String {
-    format!("p{:02}{m:02}{d:02}", y % 100)
+/// `pYYMMDD` for a day of 2000 to 2099, the only years the name tells apart (VoIPmonitor's names, which its
+/// cleanup and existing databases read as 20YY); `None` for another year, which gets no partition.
+pub fn partition_name(y: i32, m: u32, d: u32) -> Option<String> {
+    (2000..=2099).contains(&y).then(|| format!("p{:02}{m:02}{d:02}", y % 100))
 }
 
 #[cfg(test)]
@@ -212,7 +234,11 @@ mod tests {
 
     #[test]
     fn statements_name_every_table_once() {
-        let s = create_statements(&Shape { ipv6: false, ms: true, partition: true }, Some((2026, 11, 26)));
+        let s = create_statements(
+            &Shape { ipv6: false, ms: true, partition: true },
+            Some((2026, 11, 26)),
+            NOPAD_COLLATIONS[0],
+        );
         for t in ["cdr", "cdr_next", "cdr_rtp", "cdr_proxy", "cdr_ua", "cdr_sip_response", "cdr_reason", "sensors"] {
             let n = s.iter().filter(|x| x.starts_with(&format!("CREATE TABLE IF NOT EXISTS {t} ("))).count();
             assert_eq!(n, 1, "{t}");
@@ -221,5 +247,13 @@ mod tests {
         assert!(cdr.contains("PARTITION p261126 VALUES LESS THAN ('2026-11-27')"), "{cdr}");
         assert!(cdr.contains("b_mos_f1_mult10 tinyint unsigned"));
         assert!(cdr.contains("a_saddr int unsigned"));
+    }
+
+    #[test]
+    fn partition_names_only_for_years_they_tell_apart() {
+        assert_eq!(partition_name(2026, 11, 26).as_deref(), Some("p261126"));
+        assert_eq!(partition_name(2000, 1, 1).as_deref(), Some("p000101"));
+        assert_eq!(partition_name(2106, 2, 7), None);
+        assert_eq!(partition_name(1999, 12, 31), None);
     }
 }

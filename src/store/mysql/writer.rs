@@ -3,7 +3,7 @@
 //! replayed CDR a no-op), one LOAD DATA LOCAL INFILE per table, or prepared multi-row INSERTs where the server
 //! does not take that.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder, TxOpts, Value};
@@ -44,13 +44,42 @@ impl From<mysql_async::Error> for DbError {
 /// Dictionary ids already known, by text.
 type DictIds = HashMap<Dict, u64, foldhash::fast::RandomState>;
 
+type Day = (i32, u32, u32);
+
+/// How many days past today (by the host clock, in the time zone of `calldate`) a CDR's day may be and still get
+/// a partition: a sensor or a HEP sender whose clock runs a little ahead. A later day is a broken or forged
+/// timestamp (a capture file or HEP carries any, up to 2106): its partition would take every day before it, so no
+/// later day would get one of its own again.
+pub const FUTURE_DAYS: i64 = 1;
+
+/// The day `n` days after `d`.
+fn add_days(d: Day, n: i64) -> Day {
+    let c = crate::time::civil_utc((crate::time::days_from_civil(d.0 as i64, d.1, d.2) + n) * 86_400 * 1_000_000_000);
+    (c.year as i32, c.month, c.day)
+}
+
+/// Today by the host clock, in the time zone `calldate` is written in.
+fn today(utc: bool) -> Day {
+    let c = crate::time::civil(crate::time::wall_clock(), utc);
+    (c.year as i32, c.month, c.day)
+}
+
 pub struct Writer {
     cfg: DbConfig,
     conn: Option<Conn>,
     dict: DictIds,
-    /// Upper bounds (exclusive days) of the partitions of `cdr`, when partitioned.
-    bounds: BTreeSet<(i32, u32, u32)>,
+    /// The partitions of `cdr`, when partitioned: their upper bounds (exclusive days, read from the server, not
+    /// from the names) and names.
+    bounds: BTreeMap<Day, String>,
+    /// CDRs not stored because their day is too far ahead (see `FUTURE_DAYS`): logged for the first few.
+    refused_future: u64,
     tables_ready: bool,
+    /// The collation new dictionary tables get (a NO PAD one where the server has it).
+    collation: &'static str,
+    /// Per dictionary (`DICT_COLUMNS` order): its key compares with PAD SPACE (a table made by an older build on
+    /// a server without a NO PAD collation, or by someone else), so texts go in without trailing spaces: the cache
+    /// and the server then agree on which texts are one row.
+    pad: [bool; 3],
     /// `LOAD DATA LOCAL INFILE` is allowed by the server (cleared, with a warning, when it says no).
     bulk_load: bool,
     columns: String,
@@ -74,8 +103,11 @@ impl Writer {
             cfg,
             conn: None,
             dict: DictIds::default(),
-            bounds: BTreeSet::new(),
+            bounds: BTreeMap::new(),
+            refused_future: 0,
             tables_ready: false,
+            collation: schema::NOPAD_COLLATIONS[0],
+            pad: [false; 3],
             bulk_load: true,
             columns: cdr_columns().join(","),
         }
@@ -108,12 +140,22 @@ impl Writer {
         c.query_drop(format!("USE `{}`", self.cfg.db.replace('`', "``"))).await?;
         // own_ids relies on it, whatever the server's default.
         c.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ").await?;
+        // Dictionary keys compare exactly where the server has a NO PAD binary collation (MariaDB 10.2+, MySQL 8).
+        let names = schema::NOPAD_COLLATIONS.map(|n| format!("'{n}'")).join(",");
+        let have: Vec<String> = c
+            .query(format!(
+                "SELECT COLLATION_NAME FROM information_schema.COLLATIONS WHERE COLLATION_NAME IN ({names})"
+            ))
+            .await?;
+        let nopad = schema::NOPAD_COLLATIONS.into_iter().find(|n| have.iter().any(|h| h == n));
+        self.collation = nopad.unwrap_or("utf8mb4_bin");
         // Dictionaries and sensors never depend on a CDR's day.
-        for s in schema::create_statements(&self.cfg.shape, None) {
+        for s in schema::create_statements(&self.cfg.shape, None, self.collation) {
             if !PARTITIONED.iter().any(|t| s.starts_with(&format!("CREATE TABLE IF NOT EXISTS {t} ("))) {
                 c.query_drop(s).await?;
             }
         }
+        self.pad = dictionary_padding(&mut c, nopad).await?;
         if let Some(id) = self.cfg.id_sensor {
             c.exec_drop(
                 "INSERT INTO sensors (id_sensor, name, host) VALUES (?, ?, ?) \
@@ -133,11 +175,20 @@ impl Writer {
         self.tables_ready = false;
     }
 
-    async fn ensure_tables(&mut self, days: &BTreeSet<(i32, u32, u32)>) -> Result<(), DbError> {
+    /// Creates the partitioned tables when missing and the partitions the batch's days need. Returns the days
+    /// whose CDRs cannot be stored: more than `FUTURE_DAYS` past today while the tables are partitioned.
+    async fn ensure_tables(&mut self, days: &BTreeSet<Day>) -> Result<BTreeSet<Day>, DbError> {
         let Some(c) = self.conn.as_mut() else {
             return Err(DbError::Unavailable(mysql_async::Error::Other("no connection".into())));
         };
         let shape = self.cfg.shape;
+        let today = today(self.cfg.utc);
+        // The last day a CDR may have and be stored, while the tables are partitioned.
+        let last_day = add_days(today, FUTURE_DAYS);
+        // Partitions that end later were made for a wrong timestamp (by an earlier build): a day they cover
+        // gets its own partition split off them.
+        let far = add_days(last_day, 2);
+        let nameable = |d: &Day| *d <= last_day && schema::partition_name(d.0, d.1, d.2).is_some();
         if !self.tables_ready {
             // Builds before 2026-11-27 kept the keys in `voxtap_cdr_key` (unpartitioned, never emptied).
             let old: Option<u8> = c
@@ -149,59 +200,93 @@ impl Writer {
             if old.is_some() {
                 info!("voxtap_cdr_key of an earlier build is no longer used (voxtap_cdr_stored replaces it): it can be dropped");
             }
-            for s in schema::create_statements(&shape, days.first().copied()) {
+            // The first partition: the batch's first day that may have one, else today's.
+            let first = days.iter().copied().find(|d| nameable(d)).unwrap_or(today);
+            for s in schema::create_statements(&shape, Some(first), self.collation) {
                 if PARTITIONED.iter().any(|t| s.starts_with(&format!("CREATE TABLE IF NOT EXISTS {t} ("))) {
                     c.query_drop(s).await?;
                 }
             }
             self.bounds.clear();
             if shape.partition {
-                let rows: Vec<String> = c
+                let rows: Vec<(String, String)> = c
                     .query(
-                        "SELECT PARTITION_DESCRIPTION FROM information_schema.PARTITIONS WHERE TABLE_SCHEMA = DATABASE() \
-                         AND TABLE_NAME = 'cdr' AND PARTITION_DESCRIPTION IS NOT NULL",
+                        "SELECT PARTITION_NAME, PARTITION_DESCRIPTION FROM information_schema.PARTITIONS \
+                         WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'cdr' AND PARTITION_DESCRIPTION IS NOT NULL",
                     )
                     .await?;
-                for r in rows {
+                for (name, r) in rows {
                     let d = r.trim_matches('\'');
                     let p: Vec<&str> = d.get(..10).unwrap_or("").split('-').collect();
                     if let [y, m, dd] = p[..] {
                         if let (Ok(y), Ok(m), Ok(dd)) = (y.parse(), m.parse(), dd.parse()) {
-                            self.bounds.insert((y, m, dd));
+                            self.bounds.insert((y, m, dd), name);
                         }
                     }
+                }
+                for (b, name) in self.bounds.range(far..) {
+                    warn!(partition = %name, ends = ?b, "a partition of cdr ends far in the future (made by an earlier \
+                        build from a wrong timestamp): each new day is split off it as it comes");
                 }
             }
             self.tables_ready = true;
         }
-        if shape.partition && !self.bounds.is_empty() {
-            // Days past the last partition get partitions of their own; earlier days fall into the partition
-            // whose range covers them (a replay of old captures lands in the first one).
-            for &(y, m, d) in days {
-                let upper = crate::time::next_day(y, m, d);
-                let last = *self.bounds.last().unwrap_or(&upper);
-                if (y, m, d) < last {
+        let mut refused = BTreeSet::new();
+        if !shape.partition || self.bounds.is_empty() {
+            return Ok(refused);
+        }
+        let mut raced = false;
+        for &day in days {
+            if day > last_day {
+                refused.insert(day);
+                continue;
+            }
+            let upper = crate::time::next_day(day.0, day.1, day.2);
+            // The partition that holds the day: the first that ends after it.
+            let holder = self.bounds.range(upper..).next().map(|(b, n)| (*b, n.clone()));
+            let sql = match (&holder, schema::partition_name(day.0, day.1, day.2)) {
+                // An earlier day (a replay of an old capture) is stored in the partition that covers it.
+                (Some((b, _)), _) if *b < far => continue,
+                // A year without a name of its own: stored where it falls, if anywhere.
+                (Some(_), None) => continue,
+                (None, None) => {
+                    refused.insert(day);
                     continue;
                 }
-                for t in PARTITIONED {
-                    let q = format!(
-                        "ALTER TABLE {t} ADD PARTITION (PARTITION {} VALUES LESS THAN ('{:04}-{:02}-{:02}'))",
-                        schema::partition_name(y, m, d),
-                        upper.0,
-                        upper.1,
-                        upper.2
-                    );
-                    match c.query_drop(&q).await {
-                        Ok(()) => {}
-                        // Another writer added it first, or the table is not partitioned.
-                        Err(mysql_async::Error::Server(e)) if matches!(e.code, 1517 | 1493 | 1505) => {}
-                        Err(e) => return Err(e.into()),
-                    }
+                // The name is taken by the far partition itself (its day a century later): the day stays in it.
+                (Some((_, n)), Some(name)) if *n == name => continue,
+                (None, Some(name)) => format!(
+                    "ADD PARTITION (PARTITION {name} VALUES LESS THAN ('{:04}-{:02}-{:02}'))",
+                    upper.0, upper.1, upper.2
+                ),
+                (Some((b, far_name)), Some(name)) => {
+                    info!(partition = %name, from = %far_name, "splitting a day off a partition that ends far in the future");
+                    format!(
+                        "REORGANIZE PARTITION {far_name} INTO (PARTITION {name} VALUES LESS THAN \
+                         ('{:04}-{:02}-{:02}'), PARTITION {far_name} VALUES LESS THAN ('{:04}-{:02}-{:02}'))",
+                        upper.0, upper.1, upper.2, b.0, b.1, b.2
+                    )
                 }
-                self.bounds.insert(upper);
+            };
+            for t in PARTITIONED {
+                match c.query_drop(format!("ALTER TABLE {t} {sql}")).await {
+                    Ok(()) => {}
+                    // Another writer added or split it first, or the table is not partitioned: the partitions
+                    // are read again before the next batch.
+                    Err(mysql_async::Error::Server(e)) if matches!(e.code, 1517 | 1493 | 1505 | 1507 | 1508) => {
+                        raced = true;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if let Some(name) = schema::partition_name(day.0, day.1, day.2) {
+                self.bounds.insert(upper, name);
             }
         }
-        Ok(())
+        if raced {
+            self.tables_ready = false;
+        }
+        Ok(refused)
     }
 
     async fn resolve(&mut self, batch: &[DbCdr]) -> Result<(), DbError> {
@@ -213,23 +298,44 @@ impl Writer {
                 if self.dict.contains_key(d) {
                     continue;
                 }
+                // The text as the column keeps it and its unique key compares it: texts that differ past the
+                // column's length, or (PAD SPACE) in trailing spaces only, are one row, and one cache entry.
+                let (i, limit, text) = match d {
+                    Dict::SipResponse(s) => (0, 255, s),
+                    Dict::Ua(s) => (1, 512, s),
+                    Dict::Reason(_, s) => (2, 255, s),
+                };
+                let mut stored = truncate(text, limit);
+                if self.pad[i] {
+                    stored.truncate(stored.trim_end_matches(' ').len());
+                }
+                let key = match d {
+                    Dict::SipResponse(_) => Dict::SipResponse(stored.clone()),
+                    Dict::Ua(_) => Dict::Ua(stored.clone()),
+                    Dict::Reason(t, _) => Dict::Reason(*t, stored.clone()),
+                };
+                if let Some(&id) = self.dict.get(&key) {
+                    self.dict.insert(d.clone(), id);
+                    continue;
+                }
                 // LAST_INSERT_ID(id) makes the existing row's id the statement's insert id too.
                 let (q, params): (&str, Vec<Value>) = match d {
-                    Dict::SipResponse(s) => (
+                    Dict::SipResponse(_) => (
                         "INSERT INTO cdr_sip_response (lastSIPresponse) VALUES (?) ON DUPLICATE KEY UPDATE id = LAST_INSERT_ID(id)",
-                        vec![Value::from(truncate(s, 255))],
+                        vec![Value::from(stored)],
                     ),
-                    Dict::Ua(s) => (
+                    Dict::Ua(_) => (
                         "INSERT INTO cdr_ua (ua) VALUES (?) ON DUPLICATE KEY UPDATE id = LAST_INSERT_ID(id)",
-                        vec![Value::from(truncate(s, 512))],
+                        vec![Value::from(stored)],
                     ),
-                    Dict::Reason(t, s) => (
+                    Dict::Reason(t, _) => (
                         "INSERT INTO cdr_reason (type, reason) VALUES (?, ?) ON DUPLICATE KEY UPDATE id = LAST_INSERT_ID(id)",
-                        vec![Value::from(*t), Value::from(truncate(s, 255))],
+                        vec![Value::from(*t), Value::from(stored)],
                     ),
                 };
                 c.exec_drop(q, params).await?;
                 let id = c.last_insert_id().unwrap_or(0);
+                self.dict.insert(key, id);
                 self.dict.insert(d.clone(), id);
             }
         }
@@ -241,7 +347,28 @@ impl Writer {
     pub async fn write(&mut self, batch: &[DbCdr]) -> Result<Written, DbError> {
         self.connect().await?;
         let days: BTreeSet<_> = batch.iter().map(|c| c.day).collect();
-        self.ensure_tables(&days).await?;
+        let refused = self.ensure_tables(&days).await?;
+        if refused.is_empty() {
+            return self.write_days(batch).await;
+        }
+        // Set aside before the server sees them: refused there, each would send its whole batch through the
+        // one-by-one path.
+        let (bad, good): (Vec<&DbCdr>, Vec<&DbCdr>) = batch.iter().partition(|c| refused.contains(&c.day));
+        for c in &bad {
+            self.refused_future += 1;
+            if self.refused_future <= 10 || self.refused_future.is_multiple_of(1000) {
+                warn!(fbasename = %c.fbasename, calldate = %c.calldate, refused_so_far = self.refused_future,
+                    "CDR not stored: its calldate is more than {FUTURE_DAYS} day past today (a wrong timestamp)");
+            }
+        }
+        let good: Vec<DbCdr> = good.into_iter().cloned().collect();
+        let mut w = if good.is_empty() { Written::default() } else { self.write_days(&good).await? };
+        w.rejected += bad.len() as u64;
+        Ok(w)
+    }
+
+    /// `write` for CDRs whose days have their partitions.
+    async fn write_days(&mut self, batch: &[DbCdr]) -> Result<Written, DbError> {
         self.resolve(batch).await?;
         if self.bulk_load {
             match self.write_loaded(batch).await {
@@ -549,6 +676,43 @@ async fn insert_rows(
         }
     }
     Ok(out)
+}
+
+/// Whether each dictionary's key compares with PAD SPACE (`DICT_COLUMNS` order). A key in `utf8mb4_bin` (what
+/// builds before 2026-12-07 made) is moved to `nopad` first: the rows stay unique (NO PAD tells more texts apart,
+/// never fewer), and the tables are small. Another collation (a table someone else made) is left as it is.
+async fn dictionary_padding(c: &mut Conn, nopad: Option<&str>) -> Result<[bool; 3], DbError> {
+    let mut pad = [false; 3];
+    for (i, (table, column, ty)) in schema::DICT_COLUMNS.iter().enumerate() {
+        let collation: Option<Option<String>> = c
+            .query_first(format!(
+                "SELECT COLLATION_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() \
+                 AND TABLE_NAME = '{table}' AND COLUMN_NAME = '{column}'"
+            ))
+            .await?;
+        let collation = collation.flatten();
+        if schema::is_nopad(collation.as_deref()) {
+            continue;
+        }
+        if let (Some("utf8mb4_bin"), Some(to)) = (collation.as_deref(), nopad) {
+            let sql =
+                format!("ALTER TABLE {table} MODIFY {column} {ty} CHARACTER SET utf8mb4 COLLATE {to} DEFAULT NULL");
+            match c.query_drop(&sql).await {
+                Ok(()) => {
+                    info!(table, column, collation = to, "dictionary key now tells texts apart by trailing spaces too");
+                    continue;
+                }
+                Err(mysql_async::Error::Server(e)) => {
+                    warn!(table, column, error = %e, "cannot change the dictionary key's collation: texts are stored without trailing spaces");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        } else {
+            info!(table, column, collation = ?collation, "dictionary key ignores trailing spaces: texts are stored without them");
+        }
+        pad[i] = true;
+    }
+    Ok(pad)
 }
 
 fn truncate(s: &str, chars: usize) -> String {
