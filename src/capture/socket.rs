@@ -41,6 +41,12 @@ impl FrameBatch {
 
 /// A batch leaves its task at this size (or when the socket has nothing more for now).
 pub const BATCH_BYTES: usize = 256 << 10;
+/// A batch of fewer frames than this makes the rx stage wait `COALESCE_WAIT` before it looks again: on a live
+/// source a millisecond of latency is nothing, a wake-up per handful of messages is most of the cost.
+const COALESCE_BELOW: usize = 256;
+const COALESCE_WAIT: Duration = Duration::from_millis(1);
+/// A stream read shorter than this lets the socket gather more for `COALESCE_WAIT` before the next read.
+const COALESCE_BYTES: usize = 16 << 10;
 
 /// Where the listener tasks' batches meet the rx stage's thread.
 pub struct Ingest {
@@ -71,7 +77,12 @@ impl Ingest {
             n += b.frames.len();
         };
         if let Ok(b) = self.rx.recv_timeout(Duration::from_millis(timeout_ms.max(0) as u64)) {
+            let small = b.frames.len() < COALESCE_BELOW;
             take(b);
+            // A light, steady stream: wait a moment for more rather than wake for every few messages.
+            if small && self.rx.is_empty() {
+                std::thread::sleep(COALESCE_WAIT);
+            }
         }
         while let Ok(b) = self.rx.try_recv() {
             take(b);
@@ -274,6 +285,9 @@ async fn read_stream<P: StreamProto>(
             _ = crate::edge::stopped(&mut stop) => return StreamEnd::Closed,
         };
         buf.truncate(at + n);
+        if n > 0 && n < COALESCE_BYTES && proven {
+            tokio::time::sleep(COALESCE_WAIT).await;
+        }
         if n == 0 {
             // What the peer sent before closing still counts; a partial message does not.
             let mut batch = FrameBatch::default();
