@@ -324,4 +324,25 @@ mod tests {
         assert!(parse(&header(258, &[0; 8])).is_err());
         assert!(parse(&[0, 9, 0, 20]).is_err());
     }
+
+    /// Finding 10: the per-flow sequence numbers of one connection are bounded, however many flows it carries.
+    #[test]
+    fn flow_sequences_stay_bounded() {
+        let proto = Proto { counters: Arc::new(Counters::default()) };
+        let mut conn = Conn::default();
+        let (mut out, mut reply) = (FrameBatch::default(), Vec::new());
+        let peer: SocketAddr = "192.0.2.1:4739".parse().unwrap();
+        for i in 0..(FLOWS_MAX as u32 + 5000) {
+            let mut b = Vec::new();
+            b.extend_from_slice(&[0, 0, 0, 7, 0, 0, 0, 0, 1, 2, 0, 0]);
+            b.extend_from_slice(&[10, 0, 0, 2]);
+            b.extend_from_slice(&i.to_be_bytes());
+            b.extend_from_slice(&[0x13, 0xc4, 0x13, 0xce, 0, 0, 0, 9, 0, 0, 3]);
+            b.extend_from_slice(b"ACK");
+            proto.message(&mut conn, peer, peer, &header(260, &b), &mut out, &mut reply);
+            out = FrameBatch::default();
+            assert!(conn.seq.len() <= FLOWS_MAX);
+        }
+        assert_eq!(proto.counters.sip.load(Ordering::Relaxed), FLOWS_MAX as u64 + 5000);
+    }
 }
