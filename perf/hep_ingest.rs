@@ -37,6 +37,20 @@ fn cpu_s(pid: u32) -> f64 {
     (n(11) + n(12)) / tick
 }
 
+/// Context switches of every thread of a process (voluntary + involuntary): how often it was woken.
+fn switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("status")).ok())
+        .flat_map(|s| {
+            s.lines()
+                .filter(|l| l.contains("ctxt_switches"))
+                .filter_map(|l| l.split(':').nth(1)?.trim().parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
 fn packets(mgr: u16) -> u64 {
     let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", mgr)) else { return 0 };
     let _ = s.write_all(b"sniffer_stat\r\n\r\n");
@@ -82,7 +96,7 @@ fn main() -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(50));
     }
     let total = (msgs.len() * rounds) as u64;
-    let (cpu0, t0) = (cpu_s(pid), Instant::now());
+    let (cpu0, sw0, t0) = (cpu_s(pid), switches(pid), Instant::now());
     if udp {
         let s = std::net::UdpSocket::bind("127.0.0.1:0")?;
         for _ in 0..rounds {
@@ -118,12 +132,12 @@ fn main() -> anyhow::Result<()> {
             done_at = t0.elapsed().as_secs_f64();
         }
     }
-    let (wall, cpu) = (done_at, cpu_s(pid) - cpu0);
+    let (wall, cpu, sw) = (done_at, cpu_s(pid) - cpu0, switches(pid) - sw0);
     let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
     println!(
-        "mode={mode} messages={total} counted={got} sent_s={sent:.3} wall_s={wall:.3} rate_msgs_s={:.0} voxtap_cpu_s={cpu:.2} cpu_us_per_msg={:.2}",
+        "mode={mode} messages={total} counted={got} sent_s={sent:.3} wall_s={wall:.3} rate_msgs_s={:.0} voxtap_cpu_s={cpu:.2} cpu_us_per_msg={:.2} context_switches={sw}",
         got as f64 / wall,
         cpu * 1e6 / got.max(1) as f64
     );
