@@ -138,6 +138,35 @@ fn a_remote_cannot_touch_another_remotes_queue_or_identity() {
     assert_eq!(counter(&err, "central_resent_skipped"), 0, "{err}");
 }
 
+/// With only per-sensor secrets (the shared `server_password` left empty, as docs/security.md advises for a
+/// central on the internet), a stranger with an empty secret is not let in as an unlisted sensor, nor without an id.
+#[test]
+fn only_listed_sensors_enter_when_the_shared_password_is_empty() {
+    let dir = fresh_dir("edge-listed");
+    let [port] = free_ports::<1>();
+    let conf = write_conf(
+        &dir,
+        "central.conf",
+        "c",
+        &format!(
+            "server_bind = 127.0.0.1\nserver_bind_port = {port}\nid_sensor = 1\nmanagerport = 0\ncdr_log = no\n\
+             server_sensor_password = 10:alpha only\n"
+        ),
+    );
+    let central = LiveVoxtap::start(&conf, port);
+    let to = SocketAddr::from(([127, 0, 0, 1], port));
+    let rt = rt();
+    for id in [Some(99), None] {
+        let r = dial(&rt, lo(1), to, "", id, "q");
+        assert!(matches!(r, Err(LinkError::Auth) | Err(LinkError::Refused(_))), "{id:?}: {:?}", r.err());
+    }
+    assert!(matches!(dial(&rt, lo(1), to, "", Some(10), "q"), Err(LinkError::Auth)));
+    let ok = dial(&rt, lo(1), to, "alpha only", Some(10), "q");
+    assert!(ok.is_ok(), "{:?}", ok.err());
+    drop(ok);
+    central.stop();
+}
+
 /// Finding 10: password guesses are throttled per address; another address is not affected.
 #[test]
 fn password_guesses_are_throttled_per_address() {

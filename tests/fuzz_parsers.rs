@@ -281,7 +281,7 @@ proptest! {
             c.shutdown().await.unwrap();
             let (s, _) = l.accept().await.unwrap();
             let secret = |_: Option<u16>| Some("pw".to_string());
-            voxtap::link::secure::accept(s, &secret, 0).await.is_err()
+            voxtap::link::secure::accept(s, &secret, &|| {}, 0).await.is_err()
         });
         prop_assert!(failed);
     }

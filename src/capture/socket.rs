@@ -25,6 +25,8 @@ use crate::time::Nanos;
 pub struct FrameBatch {
     pub data: Vec<u8>,
     pub frames: Vec<(Nanos, u16, u32, u32)>,
+    /// Bytes this batch holds of its listener's memory budget, given back when the rx stage is done with it.
+    pub budget: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl FrameBatch {
@@ -249,8 +251,12 @@ async fn read_stream<P: StreamProto>(
             }
         }
         buf.drain(..at);
-        partial_since =
-            if buf.is_empty() { None } else { Some(partial_since.unwrap_or_else(tokio::time::Instant::now)) };
+        // The clock of a partial message starts when it began: now, if whole messages were just taken before it.
+        partial_since = match (buf.is_empty(), at > 0) {
+            (true, _) => None,
+            (false, true) => Some(tokio::time::Instant::now()),
+            (false, false) => Some(partial_since.unwrap_or_else(tokio::time::Instant::now)),
+        };
         if !reply.is_empty() {
             // A peer that cannot take its answer within the idle time is gone.
             if tokio::time::timeout(idle, s.write_all(&reply)).await.map_or(true, |r| r.is_err()) {

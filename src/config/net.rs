@@ -86,7 +86,13 @@ impl NetLimits {
     }
 
     /// The secret a remote with `id` must prove: its own when it has one, else the shared `server_password`.
-    pub fn password_for<'a>(&'a self, id: Option<u16>, shared: &'a str) -> &'a str {
-        id.and_then(|i| self.sensor_passwords.iter().find(|(s, _)| *s == i)).map(|(_, p)| p.as_str()).unwrap_or(shared)
+    /// `None` when it may not connect: sensors have secrets of their own and the shared one is empty (only the
+    /// listed sensors are let in; an empty secret would let anyone in as an unlisted one).
+    pub fn password_for<'a>(&'a self, id: Option<u16>, shared: &'a str) -> Option<&'a str> {
+        match id.and_then(|i| self.sensor_passwords.iter().find(|(s, _)| *s == i)) {
+            Some((_, p)) => Some(p.as_str()),
+            None if shared.is_empty() && !self.sensor_passwords.is_empty() => None,
+            None => Some(shared),
+        }
     }
 }

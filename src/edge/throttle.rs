@@ -62,6 +62,21 @@ impl Throttle {
     }
 }
 
+impl Throttle {
+    /// A handshake that `failed` counted in advance succeeded: it is taken back (and a block it caused lifted).
+    pub fn forgive(&self, ip: IpAddr) {
+        let mut seen = self.seen.lock();
+        if let Some(e) = seen.get_mut(&Source::of(ip)) {
+            if e.failures == 0 {
+                // This success's own count is what set the block (failures restart at a block).
+                e.blocked_until = None;
+            } else {
+                e.failures -= 1;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,5 +90,12 @@ mod tests {
         assert!(!t.blocked(a));
         assert!(t.failed(a));
         assert!(t.blocked(a) && !t.blocked(b));
+        // A success counted in advance and forgiven leaves no trace.
+        let c: IpAddr = "192.0.2.3".parse().unwrap();
+        for _ in 0..10 {
+            t.failed(c);
+            t.forgive(c);
+        }
+        assert!(!t.blocked(c));
     }
 }

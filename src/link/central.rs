@@ -63,9 +63,9 @@ pub struct CentralConfig {
 }
 
 impl CentralConfig {
-    /// The secret a sensor claiming `id` must prove.
+    /// The secret a sensor claiming `id` must prove (`None`: it may not connect).
     fn secret(&self, id: Option<u16>) -> Option<String> {
-        Some(self.net.password_for(id, &self.password).to_string())
+        self.net.password_for(id, &self.password).map(str::to_string)
     }
 }
 
@@ -95,6 +95,12 @@ pub struct CentralStats {
 
 /// An answer streamed back from a remote: a part, or the last part.
 type AnswerTx = tokio::sync::mpsc::Sender<(bool, Vec<u8>)>;
+
+type Taken = Arc<tokio::sync::Mutex<Option<Pos>>>;
+
+/// Queues remembered at most; past it, those of sensors not connected now are forgotten (a resend after that is
+/// caught by the database's idempotency key).
+const QUEUES_MAX: usize = 65_536;
 
 /// A registered remote: how to reach it for relayed commands, and how to close its link.
 struct Entry {
@@ -143,8 +149,9 @@ struct State {
     throttle: Throttle,
     refusals: Mutex<LogLimit>,
     registry: Mutex<HashMap<String, Entry>>,
-    /// The newest position taken from each (sensor, queue): a batch at or below it is a resend.
-    taken: Mutex<HashMap<(String, String), Pos>>,
+    /// The newest position taken from each (sensor, queue): a batch at or below it is a resend. Held (async) while
+    /// a batch is being stored, so a replaced link that is still storing and its successor never take one twice.
+    taken: Mutex<HashMap<(String, String), Taken>>,
     stats: Mutex<CentralStats>,
     cdrs: Sender<RemoteCdrs>,
     packets: Sender<PacketEvent>,
@@ -168,6 +175,8 @@ const SILENCE: Duration = Duration::from_secs(30);
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 /// The GUI's request line, at most.
 const GUI_LINE_MAX: usize = 64 << 10;
+/// How long a relayed answer's part may wait for the GUI to take the one before (the link waits meanwhile).
+const GUI_STALL: Duration = Duration::from_secs(5);
 
 impl Central {
     pub fn start(
@@ -180,6 +189,11 @@ impl Central {
         let local = listener.local_addr()?;
         if cfg.password.is_empty() && cfg.net.sensor_passwords.is_empty() {
             warn!("server_password is empty: any remote that knows the address can send to this central");
+        } else if cfg.password.is_empty() {
+            info!(
+                sensors = cfg.net.sensor_passwords.len(),
+                "server_password is empty: only sensors with a server_sensor_password are let in"
+            );
         }
         let state = Arc::new(State {
             gate: Gate::new(Limits::from_net(&cfg.net)),
@@ -303,14 +317,22 @@ enum Opened {
     Link(Box<(secure::Channel, secure::ClientHello, secure::Identity2)>),
 }
 
-async fn open(s: TcpStream, st: &State, now_us: i64) -> Result<Opened, LinkError> {
+async fn open(s: TcpStream, peer: SocketAddr, st: &State, now_us: i64) -> Result<Opened, LinkError> {
     // VoIPmonitor's GUI (and nc) open with a JSON line; a voxtap remote with a length-prefixed frame.
     let mut first = [0u8; 1];
     if matches!(s.peek(&mut first).await, Ok(1)) && first[0] == b'{' {
         return Ok(Opened::Gui(s));
     }
     let secret = |id: Option<u16>| st.cfg.secret(id);
-    let (ch, hello, ident) = secure::accept(s, &secret, now_us).await?;
+    // Every answered guess counts against the address until its handshake succeeds (a guesser that checks the
+    // central's proof and hangs up is counted too).
+    let attempt = || {
+        if st.throttle.failed(peer.ip()) {
+            warn!(%peer, limit = st.cfg.net.auth_failures_max, "too many failed authentications from this address: refused for a minute");
+        }
+    };
+    let (ch, hello, ident) = secure::accept(s, &secret, &attempt, now_us).await?;
+    st.throttle.forgive(peer.ip());
     Ok(Opened::Link(Box::new((ch, hello, ident))))
 }
 
@@ -319,7 +341,7 @@ async fn serve(s: TcpStream, peer: SocketAddr, mut adm: Admission, st: &State) {
     let limit = Duration::from_secs(st.cfg.net.handshake_timeout_s as u64);
     let mut stop = st.stop.subscribe();
     let opened = tokio::select! {
-        r = tokio::time::timeout(limit, open(s, st, now_us)) => r.unwrap_or(Err(LinkError::Timeout)),
+        r = tokio::time::timeout(limit, open(s, peer, st, now_us)) => r.unwrap_or(Err(LinkError::Timeout)),
         _ = adm.evicted() => return,
         _ = crate::edge::stopped(&mut stop) => return,
     };
@@ -338,12 +360,8 @@ async fn serve(s: TcpStream, peer: SocketAddr, mut adm: Admission, st: &State) {
                 _ => stats.refused_protocol += 1,
             }
             drop(stats);
-            let blocked = matches!(e, LinkError::Auth) && st.throttle.failed(peer.ip());
             if st.refusals.lock().allow() {
                 warn!(%peer, error = %e, "link connection refused");
-            }
-            if blocked {
-                warn!(%peer, limit = st.cfg.net.auth_failures_max, "too many failed authentications from this address: refused for a minute");
             }
             return;
         }
@@ -496,7 +514,13 @@ async fn receive(
     stop: &mut tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), LinkError> {
     let bad = |e: msg::MsgError| LinkError::Protocol(e.to_string());
-    let queue = (link.key.clone(), link.queue_id.clone());
+    let taken: Taken = {
+        let mut all = st.taken.lock();
+        if all.len() >= QUEUES_MAX {
+            all.retain(|_, t| Arc::strong_count(t) > 1);
+        }
+        all.entry((link.key.clone(), link.queue_id.clone())).or_default().clone()
+    };
     loop {
         let (kind, body) = tokio::select! {
             r = tokio::time::timeout(SILENCE, rx.recv()) => match r {
@@ -512,10 +536,12 @@ async fn receive(
                     return Err(LinkError::Protocol("batch of the other mode".into()));
                 }
                 let (pos, rest) = msg::read_pos(body).map_err(bad)?;
-                let seen = st.taken.lock().get(&queue).is_some_and(|t| pos <= *t);
-                if seen {
+                let mut last = taken.lock().await;
+                if last.is_some_and(|t| pos <= t) {
                     st.stats.lock().resent_batches_skipped += 1;
                 } else {
+                    // Inline on the worker: a batch is 1 MiB of frames (INFLATED_MAX bounds a hostile one), and moving it
+                    // off the worker costs more than it takes.
                     let raw = msg::inflate(rest).map_err(bad)?;
                     if link.packets {
                         let frames = msg::index(&raw).map_err(bad)?;
@@ -524,8 +550,9 @@ async fn receive(
                     } else {
                         take_cdrs(&raw, link.sensor_id, st).await?;
                     }
-                    st.taken.lock().insert(queue.clone(), pos);
+                    *last = Some(last.map_or(pos, |t| t.max(pos)));
                 }
+                drop(last);
                 tx.lock().await.send(msg::ACK, &msg::pos_bytes(pos)).await?;
             }
             msg::PING => tx.lock().await.send(msg::PONG, &[]).await?,
@@ -545,8 +572,10 @@ async fn receive(
                     }
                 };
                 if let Some(w) = waiter {
-                    // A GUI that reads slowly slows this link's answers only; one that went away is dropped.
-                    if tokio::time::timeout(COMMAND_TIMEOUT, w.send((last, body[4..].to_vec()))).await.is_err() {
+                    // A GUI that reads slowly may hold this link for a moment, not past the remote's keepalive: one
+                    // that cannot take a part within GUI_STALL, or went away, loses the rest of its answer.
+                    if !matches!(tokio::time::timeout(GUI_STALL, w.send((last, body[4..].to_vec()))).await, Ok(Ok(())))
+                    {
                         pending.lock().remove(&id);
                     }
                 }
@@ -680,7 +709,8 @@ async fn gui_command(mut s: TcpStream, peer: SocketAddr, st: &State, limit: Dura
     loop {
         match tokio::time::timeout(COMMAND_TIMEOUT, parts.recv()).await {
             Ok(Some((last, part))) => {
-                if s.write_all(&part).await.is_err() || last {
+                let written = tokio::time::timeout(COMMAND_TIMEOUT, s.write_all(&part)).await;
+                if !matches!(written, Ok(Ok(()))) || last {
                     return;
                 }
             }

@@ -252,10 +252,14 @@ struct Shared {
     net: NetLimits,
     /// Sender-stamped times are kept within this of the receive time (`sender_time_window_s`; 0: as sent).
     window: crate::time::Nanos,
+    budget: Arc<tokio::sync::Semaphore>,
 }
 
 /// Senders remembered for their block counters, at most.
 const SENDERS_MAX: usize = 4096;
+/// Bytes of blocks (as sent and inflated) all connections together may hold until the analysis has taken them:
+/// a block is read only once its share is granted, so many senders cannot multiply the 32 MiB a block may be.
+const BUDGET_KIB: usize = 96 << 10;
 
 impl MirrorReceiver {
     pub fn bind(
@@ -275,6 +279,7 @@ impl MirrorReceiver {
             max_diff_s,
             net: net.clone(),
             window,
+            budget: Arc::new(tokio::sync::Semaphore::new(BUDGET_KIB)),
         });
         let (tx, mut stop) = (ingest.tx.clone(), ingest.stop_signal());
         let gate = Gate::new(Limits::from_net(net));
@@ -319,6 +324,13 @@ async fn read_grow(s: &mut tokio::net::TcpStream, n: usize) -> io::Result<Vec<u8
         s.read_exact(&mut buf[at..]).await?;
     }
     Ok(buf)
+}
+
+/// A reply to a sender that must be taken within `limit` (a sender that stops reading holds nothing for long).
+async fn write_within(s: &mut tokio::net::TcpStream, b: &[u8], limit: Duration) -> io::Result<()> {
+    tokio::time::timeout(limit, s.write_all(b))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "the sender does not read its confirmations"))?
 }
 
 async fn serve(
@@ -391,9 +403,15 @@ async fn serve(
             Err(e) => {
                 // Out of step: the stream cannot be trusted from here; the sender reconnects.
                 stats.lock().block_errors += 1;
-                let _ = s.write_all(e.to_string().as_bytes()).await;
+                let _ = write_within(&mut s, e.to_string().as_bytes(), idle).await;
                 return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string()));
             }
+        };
+        // The block's share of the budget (what is sent, and what it inflates to) before a byte of it is read.
+        let kib = ((head.body_len() + head.size) >> 10) as u32 + 1;
+        let budget = tokio::select! {
+            p = shared.budget.clone().acquire_many_owned(kib) => p.map_err(|_| io::Error::other("stopping"))?,
+            _ = crate::edge::stopped(&mut stop) => return Ok(()),
         };
         let body = tokio::time::timeout(idle, read_grow(&mut s, head.body_len()))
             .await
@@ -423,7 +441,7 @@ async fn serve(
                             f.0 = crate::time::clamp_to_receive(f.0, now, shared.window);
                         }
                     }
-                    let batch = crate::capture::socket::FrameBatch { data: block.data, frames };
+                    let batch = crate::capture::socket::FrameBatch { data: block.data, frames, budget: Some(budget) };
                     if !crate::capture::socket::send_stream(tx, batch).await {
                         return Ok(());
                     }
@@ -432,13 +450,13 @@ async fn serve(
                     st.packets += n;
                 }
                 if head.confirm {
-                    s.write_all(b"block_ok").await?;
+                    write_within(&mut s, b"block_ok", idle).await?;
                 }
             }
             Err(e) => {
                 errors += 1;
                 stats.lock().block_errors += 1;
-                let _ = s.write_all(e.to_string().as_bytes()).await;
+                write_within(&mut s, e.to_string().as_bytes(), idle).await?;
                 if errors > 20 {
                     return Err(io::Error::new(io::ErrorKind::InvalidData, "too many bad blocks"));
                 }

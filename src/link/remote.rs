@@ -333,6 +333,13 @@ const ANSWER_PART_BYTES: usize = 1 << 20;
 
 type SharedTx = Arc<tokio::sync::Mutex<secure::SendHalf>>;
 
+/// Sends one record, within `SILENCE`: a central that stops reading (its socket open, its buffers full) is a lost
+/// link like a silent one, and the sender reconnects or gives up on time.
+async fn send_within(tx: &SharedTx, kind: u8, body: &[u8]) -> Result<(), LinkError> {
+    let send = async { tx.lock().await.send(kind, body).await };
+    tokio::time::timeout(SILENCE, send).await.unwrap_or(Err(LinkError::Timeout))
+}
+
 /// One connection: sends the queue, moves its position as the central confirms; `Ok` once the input has ended
 /// and the central confirmed everything.
 async fn session(
@@ -405,7 +412,7 @@ fn answer_command(id: u32, cmd: String, handler: CommandHandler, tx: SharedTx, s
             if let Some(prev) = held.replace(part) {
                 let mut p = id.to_be_bytes().to_vec();
                 p.extend_from_slice(&prev);
-                if tx.lock().await.send(msg::ANSWER_PART, &p).await.is_err() {
+                if send_within(&tx, msg::ANSWER_PART, &p).await.is_err() {
                     return;
                 }
             }
@@ -413,7 +420,7 @@ fn answer_command(id: u32, cmd: String, handler: CommandHandler, tx: SharedTx, s
         let _ = work.await;
         let mut p = id.to_be_bytes().to_vec();
         p.extend_from_slice(&held.unwrap_or_default());
-        let _ = tx.lock().await.send(msg::ANSWER, &p).await;
+        let _ = send_within(&tx, msg::ANSWER, &p).await;
     });
 }
 
@@ -433,7 +440,8 @@ async fn send_loop(
     let mut end_sent = false;
     let handle = |ev: Event, inflight: &mut std::collections::VecDeque<Pos>| match ev {
         Event::Ack(p) => {
-            if let Err(e) = queue::ack(&cfg.queue_dir, p) {
+            // The confirmation is synced to disk: a blocking moment, kept off the other tasks' threads.
+            if let Err(e) = tokio::task::block_in_place(|| queue::ack(&cfg.queue_dir, p)) {
                 shared.stats.lock().queue_errors += 1;
                 warn!(error = %e, "cannot record the central's confirmation in the link queue");
             }
@@ -477,11 +485,11 @@ async fn send_loop(
                     Mode::Cdr => {
                         let items: Vec<&[u8]> = recs.iter().map(|r| r.0.as_slice()).collect();
                         body.extend_from_slice(&msg::pack(&items));
-                        tx.lock().await.send(msg::CDRS, &body).await?;
+                        send_within(tx, msg::CDRS, &body).await?;
                     }
                     Mode::Packets => {
                         body.extend_from_slice(&recs[0].0);
-                        tx.lock().await.send(msg::PACKETS, &body).await?;
+                        send_within(tx, msg::PACKETS, &body).await?;
                     }
                 }
                 inflight.push_back(last);
@@ -496,7 +504,7 @@ async fn send_loop(
         if shared.closed.load(Ordering::Acquire) && inflight.is_empty() && !end_sent {
             // Something appended between the read and the flag: read again first.
             if tokio::task::block_in_place(|| reader.read(1)).map(|r| r.is_empty()).unwrap_or(false) {
-                tx.lock().await.send(msg::END, &[]).await?;
+                send_within(tx, msg::END, &[]).await?;
                 end_sent = true;
             } else {
                 reader = Reader::open(&cfg.queue_dir)?;
@@ -504,7 +512,7 @@ async fn send_loop(
             }
         }
         if last_ping.elapsed() >= PING_EVERY {
-            tx.lock().await.send(msg::PING, &[]).await?;
+            send_within(tx, msg::PING, &[]).await?;
             last_ping = Instant::now();
         }
         tokio::select! {

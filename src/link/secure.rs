@@ -2,7 +2,8 @@
 //!
 //! VoIPmonitor's link sends the password under RSA, then uses AES-CBC with one fixed IV and a byte-sum as its
 //! only integrity check. voxtap's link is built so that the password never crosses the wire, a recorded
-//! session gives nothing to guess offline, and nobody on the path learns which sensor is talking:
+//! session gives nothing to guess offline, and no passive listener learns which sensor is talking (an active
+//! attacker posing as the central learns the identity, never the secret):
 //!
 //! 1. **Hidden identity.** Both sides run SPAKE2 (symmetric, Ed25519 group) on a public constant: an ephemeral
 //!    key exchange that keeps the rest of the handshake (sensor id, name, queue) away from passive listeners.
@@ -347,11 +348,14 @@ pub async fn connect(
 }
 
 /// The central's side, up to the remote's proof. `secret(id)` names the secret a sensor with that id must prove
-/// (`None`: no sensor of that id may connect). The caller then checks the clock and the sensor (and answers with
-/// a record); the returned identity is authenticated. The caller bounds it in time.
+/// (`None`: no sensor of that id may connect). `attempt` runs just before the central answers a guess (its
+/// SPAKE2 message and proof let the peer test one secret, whether or not it then proves anything): the caller
+/// counts it as a failure until the handshake succeeds. The caller then checks the clock and the sensor (and
+/// answers with a record); the returned identity is authenticated. The caller bounds it in time.
 pub async fn accept(
     mut stream: TcpStream,
     secret: &(dyn Fn(Option<u16>) -> Option<String> + Send + Sync),
+    attempt: &(dyn Fn() + Send + Sync),
     now_us: i64,
 ) -> Result<(Channel, ClientHello, Identity2), LinkError> {
     stream.set_nodelay(true)?;
@@ -390,9 +394,11 @@ pub async fn accept(
     let keys = derive(&[shared1, shared2].concat(), &th, "session");
     let proof = hex(&mac(&keys.confirm_s, &th).finalize().into_bytes());
     let auth = ServerAuth { spake2: m2, proof, error: None };
-    send_sealed(&mut stream, &mut up, &serde_json::to_vec(&auth).map_err(|e| LinkError::Protocol(e.to_string()))?)
-        .await?;
-    let theirs = recv_sealed(&mut stream, &mut down).await?;
+    let auth = serde_json::to_vec(&auth).map_err(|e| LinkError::Protocol(e.to_string()))?;
+    attempt();
+    // From here the peer can test its guess against our proof: however the handshake ends now, it was a guess.
+    send_sealed(&mut stream, &mut up, &auth).await.map_err(|_| LinkError::Auth)?;
+    let theirs = recv_sealed(&mut stream, &mut down).await.map_err(|_| LinkError::Auth)?;
     let theirs = unhex(std::str::from_utf8(&theirs).unwrap_or("")).ok_or(LinkError::Auth)?;
     mac(&keys.confirm_c, &th).verify_slice(&theirs).map_err(|_| LinkError::Auth)?;
     Ok((channel(stream, keys.s2c, keys.c2s, version), ch, ident))
@@ -476,7 +482,7 @@ mod tests {
         let srv = tokio::spawn(async move {
             let (s, _) = l.accept().await.unwrap();
             let secret = |id: Option<u16>| Some(if id == Some(7) { "own7".to_string() } else { "shared".to_string() });
-            accept(s, &secret, 42).await
+            accept(s, &secret, &|| {}, 42).await
         });
         let c = connect(TcpStream::connect(addr).await.unwrap(), cpw, me(id), 1).await;
         (c, srv.await.unwrap())
@@ -535,7 +541,7 @@ mod tests {
         let srv = tokio::spawn(async move {
             let (s, _) = l.accept().await.unwrap();
             let secret = |_| Some("pw".to_string());
-            accept(s, &secret, 0).await.map(|_| ())
+            accept(s, &secret, &|| {}, 0).await.map(|_| ())
         });
         let mut who = me(Some(4242));
         who.sensor_name = "secret-sensor-name".into();
@@ -576,7 +582,43 @@ mod tests {
             c.shutdown().await.unwrap();
             let (s, _) = l.accept().await.unwrap();
             let secret = |_| Some("pw".to_string());
-            assert!(accept(s, &secret, 0).await.is_err());
+            assert!(accept(s, &secret, &|| {}, 0).await.is_err());
         }
+    }
+
+    /// A guesser that checks the central's proof itself and hangs up without proving anything is still counted
+    /// as an attempt, and the handshake ends as a failed authentication.
+    #[tokio::test]
+    async fn a_guess_that_hangs_up_is_counted() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let counted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let c2 = counted.clone();
+        let srv = tokio::spawn(async move {
+            let (s, _) = l.accept().await.unwrap();
+            let secret = |_| Some("right".to_string());
+            let attempt = move || c2.store(true, std::sync::atomic::Ordering::SeqCst);
+            accept(s, &secret, &attempt, 0).await.map(|_| ())
+        });
+        // The guesser: the first exchange, an identity with a guessed secret, the central's answer; then it leaves.
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let (s1, m1) = spake(STAGE1);
+        let hello = ClientHello { magic: MAGIC.into(), versions: VERSIONS.to_vec(), time_us: 0, spake2: hex(&m1) };
+        let c_bytes = serde_json::to_vec(&hello).unwrap();
+        write_frame(&mut stream, &c_bytes).await.unwrap();
+        let mut s_bytes = Vec::new();
+        read_frame(&mut stream, HELLO_MAX, &mut s_bytes).await.unwrap();
+        let sh: ServerHello = serde_json::from_slice(&s_bytes).unwrap();
+        let k1 = derive(&finish(s1, &sh.spake2).unwrap(), &hash_parts(&[&c_bytes, &s_bytes]), "identity");
+        let (mut up, mut down) = (Half::new(&k1.c2s), Half::new(&k1.s2c));
+        let (_, m2) = spake("guess");
+        let mut who = me(Some(3));
+        who.spake2 = hex(&m2);
+        send_sealed(&mut stream, &mut up, &serde_json::to_vec(&who).unwrap()).await.unwrap();
+        let auth = recv_sealed(&mut stream, &mut down).await.unwrap();
+        assert!(serde_json::from_slice::<ServerAuth>(&auth).unwrap().error.is_none());
+        drop(stream);
+        assert!(matches!(srv.await.unwrap(), Err(LinkError::Auth)));
+        assert!(counted.load(std::sync::atomic::Ordering::SeqCst));
     }
 }

@@ -35,7 +35,13 @@ struct Ctx {
     deadline: Duration,
     frame_max: usize,
     stop: tokio::sync::watch::Receiver<bool>,
+    /// Commands running at once (each holds a thread of the runtime's blocking pool while it runs).
+    running: Arc<tokio::sync::Semaphore>,
 }
+
+/// Manager commands at once: half the blocking pool, so slow clients cannot take the threads other slow-side
+/// work needs.
+const COMMANDS_AT_ONCE: usize = 8;
 
 impl Manager {
     /// Binds the TCP port and/or the Unix socket (`managersocket`, mode 0600) and starts serving on `rt`; the caller
@@ -54,6 +60,7 @@ impl Manager {
             deadline: Duration::from_secs(net.handshake_timeout_s as u64),
             frame_max: net.preauth_frame_max as usize,
             stop: stop_rx,
+            running: Arc::new(tokio::sync::Semaphore::new(COMMANDS_AT_ONCE)),
         });
         let mut m = Manager { stop, addr: None, socket: None };
         if let Some(addr) = tcp {
@@ -175,6 +182,10 @@ async fn client<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         if adm.establish().is_err() {
             return Ok(());
         }
+        let Some(_slot) = slot(ctx).await else {
+            replier.send(&mut s, b"busy: too many manager commands at once\n").await?;
+            return replier.end(&mut s).await;
+        };
         let mut parts = run_command(line, ctx.state.clone());
         while let Some(part) = parts.recv().await {
             tokio::time::timeout(WRITE_STALL, replier.send(&mut s, &part)).await.map_err(|_| timed_out())??;
@@ -186,12 +197,15 @@ async fn client<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         return refuse(&mut s, b"access denied: plaintext manager access is allowed from this host only\n").await;
     }
     let line = tokio::select! {
-        r = tokio::time::timeout_at(until, read_request(&mut s, head)) => r.map_err(|_| timed_out())??,
+        r = read_request(&mut s, head, until) => r?,
         _ = adm.evicted() => return Ok(()),
     };
     if adm.establish().is_err() {
         return refuse(&mut s, b"busy: too many manager clients\n").await;
     }
+    let Some(_slot) = slot(ctx).await else {
+        return refuse(&mut s, b"busy: too many manager commands at once\n").await;
+    };
     let mut parts = run_command(line, ctx.state.clone());
     while let Some(part) = parts.recv().await {
         tokio::time::timeout(WRITE_STALL, s.write_all(&part)).await.map_err(|_| timed_out())??;
@@ -237,21 +251,27 @@ async fn read_head<S: AsyncRead + Unpin>(s: &mut S) -> io::Result<Vec<u8>> {
     Ok(head)
 }
 
-/// The request's first line: read until `\r\n\r\n`, or a line end followed by `QUIET`, or the end (the caller
-/// bounds the whole read in time).
-async fn read_request<S: AsyncRead + Unpin>(s: &mut S, head: Vec<u8>) -> io::Result<String> {
+/// A place among the commands running at once, waited for a few seconds.
+async fn slot(ctx: &Ctx) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    tokio::time::timeout(Duration::from_secs(5), ctx.running.clone().acquire_owned()).await.ok()?.ok()
+}
+
+/// The request's first line: read until `\r\n\r\n`, or a line end followed by `QUIET`, or the end, or `until`
+/// (what has come by then is the request, however slowly it came).
+async fn read_request<S: AsyncRead + Unpin>(
+    s: &mut S,
+    head: Vec<u8>,
+    until: tokio::time::Instant,
+) -> io::Result<String> {
     let mut buf = head;
     let mut chunk = [0u8; 1024];
     let done = |b: &[u8]| b.len() >= REQUEST_MAX || b.windows(4).any(|w| w == b"\r\n\r\n");
     while !done(&buf) {
         let quiet_ends = buf.contains(&b'\n') || buf.contains(&b'\r');
-        let n = if quiet_ends {
-            match tokio::time::timeout(QUIET, s.read(&mut chunk)).await {
-                Ok(r) => r?,
-                Err(_) => break,
-            }
-        } else {
-            s.read(&mut chunk).await?
+        let by = if quiet_ends { until.min(tokio::time::Instant::now() + QUIET) } else { until };
+        let n = match tokio::time::timeout_at(by, s.read(&mut chunk)).await {
+            Ok(r) => r?,
+            Err(_) => break,
         };
         if n == 0 {
             break;
