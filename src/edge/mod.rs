@@ -52,6 +52,48 @@ pub async fn accept_pause(e: &std::io::Error, what: &str) {
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
 }
 
+/// Refusals of strangers are logged, but a scan or a flood cannot fill the log: at most `PER_MINUTE` lines a
+/// minute, then one line with how many were left out.
+pub struct LogLimit {
+    window: std::time::Instant,
+    logged: u32,
+    suppressed: u64,
+}
+
+impl LogLimit {
+    const PER_MINUTE: u32 = 20;
+
+    pub fn new() -> LogLimit {
+        LogLimit { window: std::time::Instant::now(), logged: 0, suppressed: 0 }
+    }
+
+    /// Whether this refusal may be logged; also logs how many were left out in the last minute.
+    pub fn allow(&mut self) -> bool {
+        if self.window.elapsed() >= std::time::Duration::from_secs(60) {
+            if self.suppressed > 0 {
+                tracing::warn!(
+                    suppressed = self.suppressed,
+                    "more link connections were refused in the last minute (not logged one by one)"
+                );
+            }
+            self.window = std::time::Instant::now();
+            self.logged = 0;
+            self.suppressed = 0;
+        }
+        self.logged += 1;
+        if self.logged > Self::PER_MINUTE {
+            self.suppressed += 1;
+        }
+        self.logged <= Self::PER_MINUTE
+    }
+}
+
+impl Default for LogLimit {
+    fn default() -> Self {
+        LogLimit::new()
+    }
+}
+
 /// The next connection of `listener` with its peer's canonical address, or `None` once `stop` is set. Accept
 /// errors (descriptors running out) are waited out instead of spun on.
 pub async fn accept(
@@ -68,6 +110,24 @@ pub async fn accept(
             },
         }
     }
+}
+
+/// Reads exactly `n` bytes into `buf` (emptied first), growing it only as the bytes arrive: a peer that announces
+/// a large frame and then sends one byte costs one small read, not an allocation of what it announced.
+pub async fn read_growing<R: tokio::io::AsyncRead + Unpin>(
+    r: &mut R,
+    n: usize,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<()> {
+    use tokio::io::AsyncReadExt;
+    const STEP: usize = 256 << 10;
+    buf.clear();
+    while buf.len() < n {
+        let at = buf.len();
+        buf.resize(at + (n - at).min(STEP), 0);
+        r.read_exact(&mut buf[at..]).await?;
+    }
+    Ok(())
 }
 
 /// Resolves once the stop flag is set (or its sender is gone).

@@ -20,7 +20,6 @@ use std::time::Duration;
 
 use crossbeam_channel::Sender;
 use parking_lot::Mutex;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::{info, warn};
 
@@ -32,6 +31,9 @@ use crate::edge::gate::{Admission, Gate, GateStats, Limits};
 use crate::edge::throttle::Throttle;
 use crate::store::mysql::DbConfig;
 use crate::store::queue::Pos;
+
+mod gui;
+use gui::{gui_command, relay};
 
 /// CDRs from a remote for the collector; `done` is signalled once they are durable.
 pub struct RemoteCdrs {
@@ -112,42 +114,11 @@ struct Entry {
     close: Arc<tokio::sync::Notify>,
 }
 
-/// Refusals of strangers are logged, but a scan or a flood cannot fill the log: at most `PER_MINUTE` lines a
-/// minute, then one line with how many were left out.
-struct LogLimit {
-    window: std::time::Instant,
-    logged: u32,
-    suppressed: u64,
-}
-
-impl LogLimit {
-    const PER_MINUTE: u32 = 20;
-
-    fn allow(&mut self) -> bool {
-        if self.window.elapsed() >= Duration::from_secs(60) {
-            if self.suppressed > 0 {
-                warn!(
-                    suppressed = self.suppressed,
-                    "more link connections were refused in the last minute (not logged one by one)"
-                );
-            }
-            self.window = std::time::Instant::now();
-            self.logged = 0;
-            self.suppressed = 0;
-        }
-        self.logged += 1;
-        if self.logged > Self::PER_MINUTE {
-            self.suppressed += 1;
-        }
-        self.logged <= Self::PER_MINUTE
-    }
-}
-
 struct State {
     cfg: CentralConfig,
     gate: Arc<Gate>,
     throttle: Throttle,
-    refusals: Mutex<LogLimit>,
+    refusals: Mutex<crate::edge::LogLimit>,
     registry: Mutex<HashMap<String, Entry>>,
     /// The newest position taken from each (sensor, queue): a batch at or below it is a resend. Held (async) while
     /// a batch is being stored, so a replaced link that is still storing and its successor never take one twice.
@@ -173,8 +144,6 @@ pub struct Central {
 const SILENCE: Duration = Duration::from_secs(30);
 /// How long a relayed command may stay silent on the remote (between parts of its answer).
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
-/// The GUI's request line, at most.
-const GUI_LINE_MAX: usize = 64 << 10;
 /// How long a relayed answer's part may wait for the GUI to take the one before (the link waits meanwhile).
 const GUI_STALL: Duration = Duration::from_secs(5);
 
@@ -200,7 +169,7 @@ impl Central {
             throttle: Throttle::new(cfg.net.auth_failures_max),
             cfg,
             registry: Mutex::new(HashMap::new()),
-            refusals: Mutex::new(LogLimit { window: std::time::Instant::now(), logged: 0, suppressed: 0 }),
+            refusals: Mutex::new(crate::edge::LogLimit::new()),
             taken: Mutex::new(HashMap::new()),
             stats: Mutex::new(CentralStats::default()),
             cdrs,
@@ -631,94 +600,4 @@ async fn take_cdrs(raw: &[u8], sensor_id: Option<u16>, st: &State) -> Result<(),
     s.cdr_batches += 1;
     s.cdrs += n;
     Ok(())
-}
-
-/// Sends a command to a registered remote; its answer arrives in parts on the returned channel.
-async fn relay(
-    st: &State,
-    sensor: &str,
-    command: &str,
-) -> Result<tokio::sync::mpsc::Receiver<(bool, Vec<u8>)>, String> {
-    let (tx, pending) = {
-        let reg = st.registry.lock();
-        let e = reg.get(sensor).ok_or_else(|| format!("missing sniffer service - sensor {sensor} is not connected"))?;
-        (e.tx.clone(), e.pending.clone())
-    };
-    let id = st.next_request.fetch_add(1, Ordering::Relaxed);
-    let (w, answer) = tokio::sync::mpsc::channel(4);
-    pending.lock().insert(id, w);
-    let mut p = id.to_be_bytes().to_vec();
-    p.extend_from_slice(command.as_bytes());
-    if let Err(e) = tx.lock().await.send(msg::COMMAND, &p).await {
-        pending.lock().remove(&id);
-        return Err(format!("link to sensor {sensor} failed: {e}"));
-    }
-    Ok(answer)
-}
-
-/// `{"type_connection":"gui_command","sensor_id":N,"command":"…"}` → the remote's answer, streamed back raw.
-async fn gui_command(mut s: TcpStream, peer: SocketAddr, st: &State, limit: Duration) {
-    if !peer.ip().is_loopback() && !st.cfg.allow_remote_gui {
-        warn!(%peer, "GUI command from a remote address refused (manager_enable_unencrypted = no)");
-        return;
-    }
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    // One line of JSON, at most GUI_LINE_MAX bytes, all of it within the deadline.
-    let read = async {
-        while !buf.contains(&b'\n') && buf.len() < GUI_LINE_MAX {
-            match s.read(&mut chunk).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-            if serde_json::from_slice::<serde_json::Value>(buf.trim_ascii()).is_ok() {
-                break;
-            }
-        }
-    };
-    if tokio::time::timeout(limit, read).await.is_err() {
-        return;
-    }
-    st.stats.lock().gui_commands += 1;
-    let line = String::from_utf8_lossy(buf.split(|b| *b == b'\n').next().unwrap_or(&[])).to_string();
-    let (sensor, cmd) = match serde_json::from_str::<serde_json::Value>(line.trim()) {
-        Ok(v) if v.get("type_connection").and_then(|t| t.as_str()) == Some("gui_command") => {
-            let sensor = match v.get("sensor_id") {
-                Some(serde_json::Value::Number(n)) => n.to_string(),
-                Some(serde_json::Value::String(t)) => t.clone(),
-                _ => String::new(),
-            };
-            (sensor, v.get("command").and_then(|c| c.as_str()).unwrap_or("").to_string())
-        }
-        Ok(_) => {
-            let _ = s.write_all(b"unsupported type_connection\n").await;
-            return;
-        }
-        Err(_) => {
-            let _ = s.write_all(b"bad request: expected one JSON line\n").await;
-            return;
-        }
-    };
-    let mut parts = match relay(st, &sensor, &cmd).await {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = s.write_all(e.as_bytes()).await;
-            return;
-        }
-    };
-    loop {
-        match tokio::time::timeout(COMMAND_TIMEOUT, parts.recv()).await {
-            Ok(Some((last, part))) => {
-                let written = tokio::time::timeout(COMMAND_TIMEOUT, s.write_all(&part)).await;
-                if !matches!(written, Ok(Ok(()))) || last {
-                    return;
-                }
-            }
-            Ok(None) => return,
-            Err(_) => {
-                let _ = s.write_all(b"timeout").await;
-                return;
-            }
-        }
-    }
 }

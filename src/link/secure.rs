@@ -179,8 +179,8 @@ async fn write_frame<W: AsyncWrite + Unpin>(s: &mut W, body: &[u8]) -> io::Resul
     s.write_all(&f).await
 }
 
-/// Reads one frame of at most `max` bytes into `buf`. The buffer grows with the bytes that arrive, not with the
-/// length the peer announced: a peer that claims 64 MiB and sends one byte costs one small read.
+/// Reads one frame of at most `max` bytes into `buf` (growing with the bytes that arrive, not with the length the
+/// peer announced).
 pub async fn read_frame<R: AsyncRead + Unpin>(s: &mut R, max: usize, buf: &mut Vec<u8>) -> Result<[u8; 4], LinkError> {
     let mut h = [0u8; 4];
     match s.read_exact(&mut h).await {
@@ -192,17 +192,10 @@ pub async fn read_frame<R: AsyncRead + Unpin>(s: &mut R, max: usize, buf: &mut V
     if n > max {
         return Err(LinkError::TooLarge(n));
     }
-    buf.clear();
-    const STEP: usize = 256 << 10;
-    while buf.len() < n {
-        let want = (n - buf.len()).min(STEP);
-        let at = buf.len();
-        buf.resize(at + want, 0);
-        match s.read_exact(&mut buf[at..]).await {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(LinkError::Closed),
-            Err(e) => return Err(e.into()),
-        }
+    match crate::edge::read_growing(s, n, buf).await {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(LinkError::Closed),
+        Err(e) => return Err(e.into()),
     }
     Ok(h)
 }

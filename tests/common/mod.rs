@@ -48,14 +48,21 @@ pub fn write_conf(dir: &Path, name: &str, spool: &str, body: &str) -> PathBuf {
     p
 }
 
-/// `N` distinct loopback ports free for TCP and UDP alike (a HEP listener takes both); all are held while
-/// choosing, so they differ.
+/// `N` distinct ports free for TCP and UDP alike (a HEP listener takes both), on every address (a manager may
+/// bind 0.0.0.0); all are held while choosing, so they differ. They are taken below the kernel's ephemeral range
+/// (32768 and up): the flood tests open a thousand outgoing connections at once, whose source ports must not
+/// take a port a test is about to listen on (private MariaDB servers use 23306–27200, so these start at 28000).
 pub fn free_ports<const N: usize>() -> [u16; N] {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let seed = std::process::id().wrapping_mul(2_654_435_761);
     let mut held = Vec::new();
     while held.len() < N {
-        let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a TCP port");
-        let port = tcp.local_addr().expect("local address").port();
-        if let Ok(udp) = std::net::UdpSocket::bind(("127.0.0.1", port)) {
+        let k = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 28_000 + (seed.wrapping_add(k.wrapping_mul(7_919)) % 4_700) as u16;
+        let tcp = std::net::TcpListener::bind(("0.0.0.0", port));
+        let udp = std::net::UdpSocket::bind(("0.0.0.0", port));
+        if let (Ok(tcp), Ok(udp)) = (tcp, udp) {
             held.push((port, tcp, udp));
         }
     }

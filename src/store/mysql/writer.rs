@@ -15,6 +15,12 @@ use super::schema::{self, PARTITIONED};
 use super::tsv;
 use super::DbConfig;
 
+mod load;
+mod tables;
+
+use load::{lines, load_batch, own_ids};
+use tables::{dictionary_padding, FUTURE_DAYS};
+
 #[derive(Debug, Error)]
 pub enum DbError {
     /// The server or the connection is away: try the same batch again later.
@@ -45,24 +51,6 @@ impl From<mysql_async::Error> for DbError {
 type DictIds = HashMap<Dict, u64, foldhash::fast::RandomState>;
 
 type Day = (i32, u32, u32);
-
-/// How many days past today (by the host clock, in the time zone of `calldate`) a CDR's day may be and still get
-/// a partition: a sensor or a HEP sender whose clock runs a little ahead. A later day is a broken or forged
-/// timestamp (a capture file or HEP carries any, up to 2106): its partition would take every day before it, so no
-/// later day would get one of its own again.
-pub const FUTURE_DAYS: i64 = 1;
-
-/// The day `n` days after `d`.
-fn add_days(d: Day, n: i64) -> Day {
-    let c = crate::time::civil_utc((crate::time::days_from_civil(d.0 as i64, d.1, d.2) + n) * 86_400 * 1_000_000_000);
-    (c.year as i32, c.month, c.day)
-}
-
-/// Today by the host clock, in the time zone `calldate` is written in.
-fn today(utc: bool) -> Day {
-    let c = crate::time::civil(crate::time::wall_clock(), utc);
-    (c.year as i32, c.month, c.day)
-}
 
 pub struct Writer {
     cfg: DbConfig,
@@ -175,123 +163,9 @@ impl Writer {
         self.tables_ready = false;
     }
 
-    /// Creates the partitioned tables when missing and the partitions the batch's days need. Returns the days
-    /// whose CDRs cannot be stored: more than `FUTURE_DAYS` past today while the tables are partitioned.
-    async fn ensure_tables(&mut self, days: &BTreeSet<Day>) -> Result<BTreeSet<Day>, DbError> {
-        let Some(c) = self.conn.as_mut() else {
-            return Err(DbError::Unavailable(mysql_async::Error::Other("no connection".into())));
-        };
-        let shape = self.cfg.shape;
-        let today = today(self.cfg.utc);
-        // The last day a CDR may have and be stored, while the tables are partitioned.
-        let last_day = add_days(today, FUTURE_DAYS);
-        // Partitions that end later were made for a wrong timestamp (by an earlier build): a day they cover
-        // gets its own partition split off them.
-        let far = add_days(last_day, 2);
-        let nameable = |d: &Day| *d <= last_day && schema::partition_name(d.0, d.1, d.2).is_some();
-        if !self.tables_ready {
-            // Builds before 2026-11-27 kept the keys in `voxtap_cdr_key` (unpartitioned, never emptied).
-            let old: Option<u8> = c
-                .query_first(
-                    "SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() \
-                     AND TABLE_NAME = 'voxtap_cdr_key'",
-                )
-                .await?;
-            if old.is_some() {
-                info!("voxtap_cdr_key of an earlier build is no longer used (voxtap_cdr_stored replaces it): it can be dropped");
-            }
-            // The first partition: the batch's first day that may have one, else today's.
-            let first = days.iter().copied().find(|d| nameable(d)).unwrap_or(today);
-            for s in schema::create_statements(&shape, Some(first), self.collation) {
-                if PARTITIONED.iter().any(|t| s.starts_with(&format!("CREATE TABLE IF NOT EXISTS {t} ("))) {
-                    c.query_drop(s).await?;
-                }
-            }
-            self.bounds.clear();
-            if shape.partition {
-                let rows: Vec<(String, String)> = c
-                    .query(
-                        "SELECT PARTITION_NAME, PARTITION_DESCRIPTION FROM information_schema.PARTITIONS \
-                         WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'cdr' AND PARTITION_DESCRIPTION IS NOT NULL",
-                    )
-                    .await?;
-                for (name, r) in rows {
-                    let d = r.trim_matches('\'');
-                    let p: Vec<&str> = d.get(..10).unwrap_or("").split('-').collect();
-                    if let [y, m, dd] = p[..] {
-                        if let (Ok(y), Ok(m), Ok(dd)) = (y.parse(), m.parse(), dd.parse()) {
-                            self.bounds.insert((y, m, dd), name);
-                        }
-                    }
-                }
-                for (b, name) in self.bounds.range(far..) {
-                    warn!(partition = %name, ends = ?b, "a partition of cdr ends far in the future (made by an earlier \
-                        build from a wrong timestamp): each new day is split off it as it comes");
-                }
-            }
-            self.tables_ready = true;
-        }
-        let mut refused = BTreeSet::new();
-        if !shape.partition || self.bounds.is_empty() {
-            return Ok(refused);
-        }
-        let mut raced = false;
-        for &day in days {
-            if day > last_day {
-                refused.insert(day);
-                continue;
-            }
-            let upper = crate::time::next_day(day.0, day.1, day.2);
-            // The partition that holds the day: the first that ends after it.
-            let holder = self.bounds.range(upper..).next().map(|(b, n)| (*b, n.clone()));
-            let sql = match (&holder, schema::partition_name(day.0, day.1, day.2)) {
-                // An earlier day (a replay of an old capture) is stored in the partition that covers it.
-                (Some((b, _)), _) if *b < far => continue,
-                // A year without a name of its own: stored where it falls, if anywhere.
-                (Some(_), None) => continue,
-                (None, None) => {
-                    refused.insert(day);
-                    continue;
-                }
-                // The name is taken by the far partition itself (its day a century later): the day stays in it.
-                (Some((_, n)), Some(name)) if *n == name => continue,
-                (None, Some(name)) => format!(
-                    "ADD PARTITION (PARTITION {name} VALUES LESS THAN ('{:04}-{:02}-{:02}'))",
-                    upper.0, upper.1, upper.2
-                ),
-                (Some((b, far_name)), Some(name)) => {
-                    info!(partition = %name, from = %far_name, "splitting a day off a partition that ends far in the future");
-                    format!(
-                        "REORGANIZE PARTITION {far_name} INTO (PARTITION {name} VALUES LESS THAN \
-                         ('{:04}-{:02}-{:02}'), PARTITION {far_name} VALUES LESS THAN ('{:04}-{:02}-{:02}'))",
-                        upper.0, upper.1, upper.2, b.0, b.1, b.2
-                    )
-                }
-            };
-            for t in PARTITIONED {
-                match c.query_drop(format!("ALTER TABLE {t} {sql}")).await {
-                    Ok(()) => {}
-                    // Another writer added or split it first, or the table is not partitioned: the partitions
-                    // are read again before the next batch.
-                    Err(mysql_async::Error::Server(e)) if matches!(e.code, 1517 | 1493 | 1505 | 1507 | 1508) => {
-                        raced = true;
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            if let Some(name) = schema::partition_name(day.0, day.1, day.2) {
-                self.bounds.insert(upper, name);
-            }
-        }
-        if raced {
-            self.tables_ready = false;
-        }
-        Ok(refused)
-    }
-
     async fn resolve(&mut self, batch: &[DbCdr]) -> Result<(), DbError> {
         let Some(c) = self.conn.as_mut() else {
-            return Err(DbError::Unavailable(mysql_async::Error::Other("no connection".into())));
+            return Err(no_connection());
         };
         for cdr in batch {
             for (_, d) in &cdr.holes {
@@ -528,117 +402,6 @@ async fn not_stored<'a, Q: Queryable>(q: &mut Q, batch: &'a [DbCdr]) -> Result<V
 
 const HEX: &[u8; 16] = b"0123456789ABCDEF";
 
-/// The lines of a multi-row text, without their newlines.
-fn lines(text: &[u8]) -> impl Iterator<Item = &[u8]> {
-    text.split(|&c| c == b'\n').filter(|l| !l.is_empty())
-}
-
-/// The rows of a batch through LOAD DATA, inside the caller's transaction.
-async fn load_batch(c: &mut Conn, batch: &[DbCdr], dict: &DictIds, columns: &str) -> Result<Written, LoadError> {
-    // No look-up of the keys first: a CDR already stored (a replay) makes the key load skip a row, which rolls
-    // the batch back to the INSERT path, where the look-up is done. Replays are rare; the look-up was a tenth of
-    // the server's work besides `cdr`.
-    let mut t = Vec::with_capacity(batch.iter().map(|c| c.cdr.len() + 16).sum());
-    for cdr in batch {
-        cdr.cdr_line(|d| dict.get(d).copied(), &mut t);
-        t.push(b'\n');
-    }
-    let first = load(c, "cdr", columns, t, batch.len()).await?;
-    let Some(ids) = own_ids(c, first, batch.len()).await? else {
-        return Err(LoadError::NotClean("cdr rows not found after the load"));
-    };
-    let mut next = Vec::with_capacity(batch.len() * 64);
-    let mut rtp = Vec::with_capacity(batch.iter().map(|c| c.rtp.len() + 64).sum());
-    let mut proxy = Vec::new();
-    let mut keys = Vec::with_capacity(batch.len() * 64);
-    let (mut rtp_rows, mut proxy_rows) = (0, 0);
-    let mut lead = Vec::with_capacity(48);
-    for (&id, cdr) in ids.iter().zip(batch.iter()) {
-        // Every child row starts with `cdr_ID, calldate`.
-        lead.clear();
-        tsv::push_uint(&mut lead, id);
-        lead.push(b'\t');
-        lead.extend_from_slice(cdr.calldate.as_bytes());
-        lead.push(b'\t');
-        next.extend_from_slice(&lead);
-        tsv::escape(&mut next, cdr.fbasename.as_bytes());
-        next.push(b'\n');
-        for (table, rows, text) in [(&mut rtp, &mut rtp_rows, &cdr.rtp), (&mut proxy, &mut proxy_rows, &cdr.proxies)] {
-            for l in lines(text) {
-                table.extend_from_slice(&lead);
-                table.extend_from_slice(l);
-                table.push(b'\n');
-                *rows += 1;
-            }
-        }
-        keys.extend_from_slice(cdr.calldate.as_bytes());
-        keys.push(b'\t');
-        tsv::escape(&mut keys, &cdr.key);
-        keys.push(b'\t');
-        tsv::push_uint(&mut keys, id);
-        keys.push(b'\n');
-    }
-    load(c, "cdr_next", "cdr_ID,calldate,fbasename", next, batch.len()).await?;
-    load(c, "cdr_rtp", &format!("cdr_ID,calldate,{}", RTP_COLUMNS.join(",")), rtp, rtp_rows).await?;
-    load(c, "cdr_proxy", "cdr_ID,calldate,dst", proxy, proxy_rows).await?;
-    load(c, "voxtap_cdr_stored", "calldate,k,cdr_ID", keys, batch.len()).await?;
-    let n = batch.len() as u64;
-    Ok(Written { inserted: n, loaded: n, ..Default::default() })
-}
-
-/// The ids this transaction's `n` new `cdr` rows got, in row order, the first of them being `first`.
-///
-/// Ids are read back rather than computed: with several writers, a partitioned `cdr` can hand one statement
-/// ids that interleave with another connection's (MariaDB reserves auto-increment values for a partitioned
-/// table in growing intervals). The rows with an id from `first` on that this transaction sees are exactly its
-/// own: under REPEATABLE READ (set at connect) rows of others are invisible unless committed before this
-/// transaction's first read, and those got their ids before `first`. One statement, or several in a row,
-/// number rows in order, so sorted ids are in row order.
-async fn own_ids<Q: Queryable>(q: &mut Q, first: u64, n: usize) -> Result<Option<Vec<u64>>, DbError> {
-    if first == 0 {
-        return Ok(None);
-    }
-    let ids: Vec<u64> = q.query(format!("SELECT ID FROM cdr WHERE ID >= {first} ORDER BY ID LIMIT {n}")).await?;
-    Ok((ids.len() == n && ids[0] == first).then_some(ids))
-}
-
-/// One LOAD DATA LOCAL INFILE of `rows` rows; returns the first auto-increment id it gave.
-async fn load(c: &mut Conn, table: &str, columns: &str, data: Vec<u8>, rows: usize) -> Result<u64, LoadError> {
-    if rows == 0 {
-        return Ok(0);
-    }
-    let payload = bytes::Bytes::from(data);
-    c.set_infile_handler(async move {
-        use futures_util::StreamExt;
-        Ok(futures_util::stream::once(async move { Ok(payload) }).boxed())
-    });
-    // CHARACTER SET binary: the bytes go into the columns as they are (text is UTF-8 already, IPv6 raw).
-    let sql = format!("LOAD DATA LOCAL INFILE 'voxtap-{table}' INTO TABLE {table} CHARACTER SET binary ({columns})");
-    match c.query_drop(sql).await {
-        Ok(()) => {}
-        // Not allowed by the server (MariaDB, MySQL) or disabled on the client side.
-        Err(mysql_async::Error::Server(ref e)) if matches!(e.code, 1148 | 3948 | 2068 | 4166) => {
-            return Err(LoadError::NotAllowed(mysql_async::Error::Server(e.clone())))
-        }
-        Err(e) => return Err(LoadError::Db(e.into())),
-    }
-    if c.affected_rows() != rows as u64 {
-        return Err(LoadError::NotClean("rows skipped"));
-    }
-    if c.get_warnings() > 0 {
-        return Err(LoadError::NotClean("values changed"));
-    }
-    if table != "cdr" {
-        return Ok(0);
-    }
-    // The OK packet of a LOAD DATA carries no insert id; LAST_INSERT_ID() has the first one.
-    let first: Option<u64> = c.query_first("SELECT LAST_INSERT_ID()").await.map_err(DbError::from)?;
-    match first {
-        Some(f) if f > 0 => Ok(f),
-        _ => Err(LoadError::NotClean("no insert id")),
-    }
-}
-
 fn no_connection() -> DbError {
     DbError::Unavailable(mysql_async::Error::Other("no connection".into()))
 }
@@ -676,43 +439,6 @@ async fn insert_rows(
         }
     }
     Ok(out)
-}
-
-/// Whether each dictionary's key compares with PAD SPACE (`DICT_COLUMNS` order). A key in `utf8mb4_bin` (what
-/// builds before 2026-12-07 made) is moved to `nopad` first: the rows stay unique (NO PAD tells more texts apart,
-/// never fewer), and the tables are small. Another collation (a table someone else made) is left as it is.
-async fn dictionary_padding(c: &mut Conn, nopad: Option<&str>) -> Result<[bool; 3], DbError> {
-    let mut pad = [false; 3];
-    for (i, (table, column, ty)) in schema::DICT_COLUMNS.iter().enumerate() {
-        let collation: Option<Option<String>> = c
-            .query_first(format!(
-                "SELECT COLLATION_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() \
-                 AND TABLE_NAME = '{table}' AND COLUMN_NAME = '{column}'"
-            ))
-            .await?;
-        let collation = collation.flatten();
-        if schema::is_nopad(collation.as_deref()) {
-            continue;
-        }
-        if let (Some("utf8mb4_bin"), Some(to)) = (collation.as_deref(), nopad) {
-            let sql =
-                format!("ALTER TABLE {table} MODIFY {column} {ty} CHARACTER SET utf8mb4 COLLATE {to} DEFAULT NULL");
-            match c.query_drop(&sql).await {
-                Ok(()) => {
-                    info!(table, column, collation = to, "dictionary key now tells texts apart by trailing spaces too");
-                    continue;
-                }
-                Err(mysql_async::Error::Server(e)) => {
-                    warn!(table, column, error = %e, "cannot change the dictionary key's collation: texts are stored without trailing spaces");
-                }
-                Err(e) => return Err(e.into()),
-            }
-        } else {
-            info!(table, column, collation = ?collation, "dictionary key ignores trailing spaces: texts are stored without them");
-        }
-        pad[i] = true;
-    }
-    Ok(pad)
 }
 
 fn truncate(s: &str, chars: usize) -> String {
