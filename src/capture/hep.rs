@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::socket::{self, synth_frame, FrameBatch, Framing, Ingest, StreamCounts, StreamProto};
+use super::socket::{self, synth_frame, Arrival, FrameBatch, Framing, Ingest, StreamCounts, StreamProto};
 use crate::config::net::NetLimits;
 use crate::decode::hep;
 use crate::time::Nanos;
@@ -54,9 +54,9 @@ struct Proto {
 
 /// A message as a frame from the sender to the listener's HEP port, stamped with the receive time (the decoder
 /// takes the HEP header's own time for the packet inside).
-fn emit(frame: &mut Vec<u8>, peer: SocketAddr, local: SocketAddr, port: u16, msg: &[u8], out: &mut FrameBatch) -> bool {
-    if synth_frame(frame, peer.ip(), local.ip(), peer.port(), port, None, msg) {
-        out.push(crate::time::wall_clock(), crate::decode::link::LINKTYPE_ETHERNET, frame);
+fn emit(frame: &mut Vec<u8>, from: &Arrival, port: u16, msg: &[u8], out: &mut FrameBatch) -> bool {
+    if synth_frame(frame, from.peer.ip(), from.local.ip(), from.peer.port(), port, None, msg) {
+        out.push(from.at, crate::decode::link::LINKTYPE_ETHERNET, frame);
         true
     } else {
         false
@@ -75,16 +75,8 @@ impl StreamProto for Proto {
         }
     }
 
-    fn message(
-        &self,
-        frame: &mut Vec<u8>,
-        peer: SocketAddr,
-        local: SocketAddr,
-        msg: &[u8],
-        out: &mut FrameBatch,
-        _: &mut Vec<u8>,
-    ) {
-        if emit(frame, peer, local, self.port, msg, out) {
+    fn message(&self, frame: &mut Vec<u8>, from: &Arrival, msg: &[u8], out: &mut FrameBatch, _: &mut Vec<u8>) {
+        if emit(frame, from, self.port, msg, out) {
             self.counters.tcp.fetch_add(1, Ordering::Relaxed);
         } else {
             self.counters.oversized.fetch_add(1, Ordering::Relaxed);
@@ -189,18 +181,24 @@ async fn udp_task(
             r = udp.readable() => if r.is_err() { return },
         }
         let mut batch = FrameBatch::default();
+        // One receive time per wake-up, and the counters added once per batch.
+        let mut from = Arrival { peer: local, local, at: crate::time::wall_clock() };
+        let (mut got, mut oversized) = (0, 0);
         while batch.data.len() < socket::BATCH_BYTES {
             match udp.try_recv_from(&mut rx) {
                 Ok((len, peer)) => {
-                    counters.udp.fetch_add(1, Ordering::Relaxed);
-                    if !emit(&mut frame, crate::edge::canonical_peer(peer), local, port, &rx[..len], &mut batch) {
-                        counters.oversized.fetch_add(1, Ordering::Relaxed);
+                    got += 1;
+                    from.peer = crate::edge::canonical_peer(peer);
+                    if !emit(&mut frame, &from, port, &rx[..len], &mut batch) {
+                        oversized += 1;
                     }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(_) => break,
             }
         }
+        counters.udp.fetch_add(got, Ordering::Relaxed);
+        counters.oversized.fetch_add(oversized, Ordering::Relaxed);
         if !batch.is_empty() {
             socket::send_datagrams(&tx, &dropped, batch);
         }

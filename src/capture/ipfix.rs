@@ -15,7 +15,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use super::socket::{self, synth_frame, FrameBatch, Framing, Ingest, StreamCounts, StreamProto};
+use super::socket::{self, synth_frame, Arrival, FrameBatch, Framing, Ingest, StreamCounts, StreamProto};
 use crate::config::net::NetLimits;
 use crate::time::Nanos;
 
@@ -187,15 +187,7 @@ impl StreamProto for Proto {
         }
     }
 
-    fn message(
-        &self,
-        c: &mut Conn,
-        _: SocketAddr,
-        _: SocketAddr,
-        msg: &[u8],
-        out: &mut FrameBatch,
-        reply: &mut Vec<u8>,
-    ) {
+    fn message(&self, c: &mut Conn, _: &Arrival, msg: &[u8], out: &mut FrameBatch, reply: &mut Vec<u8>) {
         let n = &self.counters;
         match parse(msg) {
             Ok(Message::Handshake) => {
@@ -332,6 +324,7 @@ mod tests {
         let mut conn = Conn::default();
         let (mut out, mut reply) = (FrameBatch::default(), Vec::new());
         let peer: SocketAddr = "192.0.2.1:4739".parse().unwrap();
+        let from = Arrival { peer, local: peer, at: 0 };
         for i in 0..(FLOWS_MAX as u32 + 5000) {
             let mut b = Vec::new();
             b.extend_from_slice(&[0, 0, 0, 7, 0, 0, 0, 0, 1, 2, 0, 0]);
@@ -339,7 +332,7 @@ mod tests {
             b.extend_from_slice(&i.to_be_bytes());
             b.extend_from_slice(&[0x13, 0xc4, 0x13, 0xce, 0, 0, 0, 9, 0, 0, 3]);
             b.extend_from_slice(b"ACK");
-            proto.message(&mut conn, peer, peer, &header(260, &b), &mut out, &mut reply);
+            proto.message(&mut conn, &from, &header(260, &b), &mut out, &mut reply);
             out = FrameBatch::default();
             assert!(conn.seq.len() <= FLOWS_MAX);
         }

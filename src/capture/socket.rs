@@ -145,6 +145,14 @@ pub struct StreamCounts {
     pub idle_closed: AtomicU64,
 }
 
+/// Where and when a message arrived: the sender, the listener's address, and the receive time (read once per
+/// read from the socket, not per message).
+pub struct Arrival {
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    pub at: Nanos,
+}
+
 /// What a stream protocol supplies: how messages are cut, and what to do with each (frames into `out`,
 /// an answer into `reply`).
 pub trait StreamProto: Send + Sync + 'static {
@@ -153,15 +161,7 @@ pub trait StreamProto: Send + Sync + 'static {
     /// What one connection remembers between its messages.
     type Conn: Default + Send;
     fn frame(&self, b: &[u8]) -> Framing;
-    fn message(
-        &self,
-        conn: &mut Self::Conn,
-        peer: SocketAddr,
-        local: SocketAddr,
-        msg: &[u8],
-        out: &mut FrameBatch,
-        reply: &mut Vec<u8>,
-    );
+    fn message(&self, conn: &mut Self::Conn, from: &Arrival, msg: &[u8], out: &mut FrameBatch, reply: &mut Vec<u8>);
 }
 
 /// Accepts TCP connections on `listener` until the ingest stops, each served by a task of its own.
@@ -231,6 +231,7 @@ async fn read_stream<P: StreamProto>(
     let mut state = P::Conn::default();
     loop {
         let mut batch = FrameBatch::default();
+        let from = Arrival { peer, local, at: crate::time::wall_clock() };
         let mut at = 0;
         loop {
             match proto.frame(&buf[at..]) {
@@ -239,7 +240,7 @@ async fn read_stream<P: StreamProto>(
                 Framing::Message(len) if len == 0 || len > P::MESSAGE_MAX => return StreamEnd::Broken,
                 Framing::Message(len) if buf.len() - at < len => break,
                 Framing::Message(len) => {
-                    proto.message(&mut state, peer, local, &buf[at..at + len], &mut batch, &mut reply);
+                    proto.message(&mut state, &from, &buf[at..at + len], &mut batch, &mut reply);
                     at += len;
                     if !proven {
                         proven = true;
@@ -297,12 +298,13 @@ async fn read_stream<P: StreamProto>(
         if n == 0 {
             // What the peer sent before closing still counts; a partial message does not.
             let mut batch = FrameBatch::default();
+            let from = Arrival { peer, local, at: crate::time::wall_clock() };
             let mut at = 0;
             while let Framing::Message(len) = proto.frame(&buf[at..]) {
                 if len == 0 || buf.len() - at < len || len > P::MESSAGE_MAX {
                     break;
                 }
-                proto.message(&mut state, peer, local, &buf[at..at + len], &mut batch, &mut reply);
+                proto.message(&mut state, &from, &buf[at..at + len], &mut batch, &mut reply);
                 at += len;
             }
             if !batch.is_empty() {
