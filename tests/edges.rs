@@ -220,13 +220,15 @@ fn slow_strangers_cannot_lock_remotes_out_of_a_central() {
     let attack = rt();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let held = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let connects = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     for i in 0..1000u32 {
-        let (stop, held) = (stop.clone(), held.clone());
+        let (stop, held, connects) = (stop.clone(), held.clone(), connects.clone());
         attack.spawn(async move {
             use tokio::io::AsyncWriteExt;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 if let Ok(mut s) = connect_from(lo(10 + (i % 10) as u8), to).await {
                     held.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    connects.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     // A frame header that announces a large hello, then a byte every 8 s.
                     let mut ok = s.write_all(&[0, 0, 0x0f]).await.is_ok();
                     while ok && !stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -239,7 +241,13 @@ fn slow_strangers_cannot_lock_remotes_out_of_a_central() {
             }
         });
     }
-    std::thread::sleep(Duration::from_secs(4));
+    // The remote starts once the flood has made its thousand connections (a fixed pause was too short on a
+    // loaded CI machine), and at least as long after it began as the first slow bytes take.
+    let began = Instant::now();
+    while connects.load(std::sync::atomic::Ordering::Relaxed) < 1000 && began.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(4).saturating_sub(began.elapsed()));
     let pid = central.pid();
     let (rss0, threads0) = (rss_mb(pid), threads(pid));
     let remote = voxtap()
@@ -261,7 +269,8 @@ fn slow_strangers_cannot_lock_remotes_out_of_a_central() {
     assert!(sorted_by_callid(cdrs) == sorted_by_callid(want), "the central's CDRs differ\n{rerr}\n{err}");
     assert!(rss0.max(rss1) < 256, "central RSS {rss0}/{rss1} MiB under the flood");
     assert!(threads0.max(threads1) < 64, "central threads {threads0}/{threads1} under the flood");
-    assert!(counter(&err, "central_connections") > 1000, "the flood did not reach the central: {err}");
+    assert!(counter(&err, "central_connections") >= 1000, "the flood did not reach the central: {err}");
+    assert!(counter(&err, "central_evicted") > 0, "the flood did not fill the pre-auth slots: {err}");
 }
 
 /// A mirror block header and body as a hostile sender writes it: `offsets` and `data` as given, checksum 0.
