@@ -9,6 +9,7 @@ pub mod edge;
 pub mod link;
 pub mod manager;
 pub mod notify;
+pub mod plan;
 pub mod report;
 pub mod rtp;
 pub mod runtime;

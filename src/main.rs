@@ -10,6 +10,7 @@ use clap::Parser;
 use tracing::warn;
 
 use voxtap::config::{parse, Config, SaveRtp};
+use voxtap::plan::{Plan, Role};
 use voxtap::runtime::{run_file, RunOptions};
 
 #[derive(Parser, Debug)]
@@ -186,11 +187,16 @@ fn run(cli: Cli) -> Result<()> {
         );
         return Ok(());
     }
-    let role = role(&cfg, cli.read.clone())?;
+    // The same checks for the run and for --check-config, which prints what the run would do.
+    let plan = Plan::check(&cfg, cli.read.clone(), cli.check_config)?;
     if cli.check_config {
-        return check_config(&cfg, &role);
+        for (what, how) in &plan.lines {
+            println!("{what}: {how}");
+        }
+        println!("OK");
+        return Ok(());
     }
-    match role {
+    match plan.role {
         Role::Central => {
             let res = voxtap::runtime::run_central(&cfg, cli.workers, live_output(&cli))?;
             output(&cli, &res)
@@ -214,140 +220,6 @@ fn run(cli: Cli) -> Result<()> {
         Role::AfPacket => output(&cli, &voxtap::runtime::run_afpacket(&cfg, cli.workers, live_output(&cli))?),
         Role::File(read) => read_file(&cli, cfg, read),
     }
-}
-
-/// What this configuration makes of voxtap: one role, one source.
-#[derive(Debug, Clone, PartialEq)]
-enum Role {
-    Central,
-    MirrorSender,
-    MirrorReceiver,
-    PacketSender,
-    Hep,
-    Ipfix,
-    Dpdk,
-    AfPacket,
-    File(PathBuf),
-}
-
-impl Role {
-    fn describe(&self) -> &'static str {
-        match self {
-            Role::Central => "central server: CDRs and packets from remote sensors (server_bind)",
-            Role::MirrorSender => "mirror sender: packets to a mirror receiver (mirror_destination)",
-            Role::MirrorReceiver => "mirror receiver: packets from mirror senders (mirror_bind)",
-            Role::PacketSender => "remote sensor sending packets to its central (packetbuffer_sender)",
-            Role::Hep => "sensor fed by HEP",
-            Role::Ipfix => "sensor fed by IPFIX",
-            Role::Dpdk => "sensor on a DPDK port",
-            Role::AfPacket => "sensor on AF_PACKET interfaces",
-            Role::File(_) => "reading a capture file",
-        }
-    }
-}
-
-/// The role, or why the keys contradict each other.
-fn role(cfg: &Config, read: Option<PathBuf>) -> Result<Role> {
-    let reading = read.is_some();
-    let central = !cfg.server_bind.is_empty() && cfg.server_bind_port != 0;
-    if central && !cfg.server_destination.is_empty() {
-        bail!("server_bind (a central) and server_destination (a remote) are both set: a sensor has one role");
-    }
-    if cfg.packetbuffer_sender && cfg.server_destination.is_empty() {
-        bail!("packetbuffer_sender = yes needs server_destination (the central that analyses the packets)");
-    }
-    if central {
-        if reading || !cfg.interface.is_empty() || cfg.dpdk || cfg.hep || cfg.ipfix {
-            bail!("a central (server_bind) takes its packets and CDRs from its remotes: leave -r, interface, dpdk, hep and ipfix unset");
-        }
-        return Ok(Role::Central);
-    }
-    if cfg.mirror_destination.is_some() {
-        if !cfg.server_destination.is_empty() || cfg.mirror_bind.is_some() {
-            bail!("mirror_destination sends packets to a mirror receiver: leave server_bind, server_destination and mirror_bind unset");
-        }
-        return Ok(Role::MirrorSender);
-    }
-    if cfg.mirror_bind.is_some() {
-        if reading || !cfg.interface.is_empty() || cfg.dpdk || cfg.hep || cfg.ipfix {
-            bail!("a mirror receiver (mirror_bind) takes its packets from its senders: leave -r, interface, dpdk, hep, ipfix and server_bind unset");
-        }
-        return Ok(Role::MirrorReceiver);
-    }
-    if cfg.packetbuffer_sender {
-        return Ok(Role::PacketSender);
-    }
-    if let Some(r) = read {
-        return Ok(Role::File(r));
-    }
-    if cfg.hep || cfg.ipfix {
-        if !cfg.interface.is_empty() || cfg.dpdk || (cfg.hep && cfg.ipfix) {
-            bail!("hep = yes and ipfix = yes are sources of their own: set one, and leave interface and dpdk unset (one source per voxtap)");
-        }
-        return Ok(if cfg.hep { Role::Hep } else { Role::Ipfix });
-    }
-    if cfg.interface.is_empty() && !cfg.dpdk {
-        bail!("nothing to do: give -r FILE, an interface (with dpdk = yes for a DPDK port), hep = yes or ipfix = yes");
-    }
-    if cfg.dpdk || cfg.interface.iter().any(|i| i.starts_with("dpdk:")) {
-        return Ok(Role::Dpdk);
-    }
-    Ok(Role::AfPacket)
-}
-
-/// `--check-config`: the files parse, the keys agree on one role; prints what voxtap would do and exits.
-fn check_config(cfg: &Config, role: &Role) -> Result<()> {
-    if *role == Role::Dpdk && !cfg!(feature = "dpdk") {
-        bail!("this voxtap was built without DPDK, and the configuration captures from a DPDK port");
-    }
-    if let Some(k) = &cfg.manager_key {
-        voxtap::manager::sealed::parse_key(k).map_err(|e| anyhow::anyhow!("manager_key: {e}"))?;
-    }
-    let files = match &cfg.loaded_from {
-        Some((f, d)) => format!(
-            "{}{}",
-            f.as_ref().map(|f| f.display().to_string()).unwrap_or_default(),
-            d.as_ref().map(|d| format!(" + {}/", d.display())).unwrap_or_default()
-        ),
-        None => "(none: defaults)".into(),
-    };
-    println!("config: {files}");
-    println!("role: {}", role.describe());
-    if !cfg.interface.is_empty() {
-        println!("interface: {}", cfg.interface.join(","));
-    }
-    if !cfg.dpdk_pci_device.is_empty() {
-        println!("dpdk_pci_device: {}", cfg.dpdk_pci_device.join(","));
-    }
-    let store = if !cfg.server_destination.is_empty() {
-        let central = format!("central {}:{}", cfg.server_destination.join(","), cfg.server_destination_port);
-        if cfg.packetbuffer_sender {
-            format!("made by {central} from the packets sent to it")
-        } else {
-            format!("sent to {central}")
-        }
-    } else if let Some(db) = voxtap::store::mysql::DbConfig::from_config(cfg) {
-        let at = db.socket.clone().unwrap_or_else(|| format!("{}:{}", db.host, db.port));
-        format!("MySQL {}@{at}, database {}", db.user, db.db)
-    } else {
-        format!("CDR log in {}", cfg.spooldir.join("cdrlog").display())
-    };
-    println!("cdrs: {store}");
-    println!("spooldir: {}", cfg.spooldir.display());
-    println!(
-        "manager: {}",
-        match (cfg.managerport, &cfg.managersocket) {
-            (0, None) => "off".to_string(),
-            (p, s) => format!(
-                "{}:{p}{}{}",
-                cfg.managerip,
-                s.as_ref().map(|s| format!(" + {}", s.display())).unwrap_or_default(),
-                if cfg.manager_key.is_some() { " (manager_key set)" } else { "" }
-            ),
-        }
-    );
-    println!("OK");
-    Ok(())
 }
 
 fn send_packets(cli: &Cli, cfg: &Config) -> Result<()> {
@@ -418,6 +290,12 @@ fn output(cli: &Cli, res: &voxtap::runtime::RunResult) -> Result<()> {
         // One write, so the line is not interleaved with a pipe reader's output.
         let line = format!("voxtap: {}\n", voxtap::report::summary(res));
         let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+    }
+    if res.spool.errors > 0 {
+        bail!(
+            "{} writes to the spool failed (the warnings above say where and why): those calls' pcap files are incomplete",
+            res.spool.errors
+        );
     }
     if let Some(l) = res.link.as_ref().filter(|l| l.left_bytes > 0) {
         bail!(

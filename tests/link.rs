@@ -145,8 +145,52 @@ fn packet_senders_legs_are_merged_into_the_central_analysis() {
     finished(r1, Duration::from_secs(60));
     finished(r2, Duration::from_secs(60));
     let (cdrs, err) = central.stop();
-    assert_eq!(sorted_by_callid(cdrs), sorted_by_callid(run_json(&all, &[])), "{err}");
+    // A call belongs to the sensor that saw its first INVITE: the called side's direction here (remote 2).
+    let mut want = run_json(&all, &[]);
+    for c in want.iter_mut() {
+        c["id_sensor"] = 2.into();
+    }
+    assert_eq!(sorted_by_callid(cdrs), sorted_by_callid(want), "{err}");
     assert!(err.contains(&format!("packets={}", na + nb)), "{err}");
+}
+
+/// Two packet-mode remotes with calls of their own: the central stores each call under the id_sensor of the
+/// remote that captured it (not its own), so an operator can tell which sensor saw a call.
+#[test]
+fn a_packet_remotes_calls_carry_its_id_sensor() {
+    let dir = fresh_dir("link-pkt-ids");
+    let (fa, fb) = (dir.join("a.pcap"), dir.join("b.pcap"));
+    voxgen(&fa, &["--calls", "12", "--cps", "10", "--duration", "2", "--seed", "31"]);
+    voxgen(&fb, &["--calls", "9", "--cps", "10", "--duration", "2", "--seed", "32", "--start", "1700000300"]);
+    let [port] = free_ports::<1>();
+    let conf = dir.join("central.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "{}spooldir = {}
+cdr_log = no
+id_sensor = 1
+",
+            central_extra(port),
+            dir.join("c").display()
+        ),
+    )
+    .unwrap();
+    let central = LiveVoxtap::start(&conf, port);
+    let r7 = send(&remote_conf(&dir, "r7", port, 7, "packetbuffer_sender = yes"), &fa);
+    let r8 = send(&remote_conf(&dir, "r8", port, 8, "packetbuffer_sender = yes"), &fb);
+    finished(r7, Duration::from_secs(60));
+    finished(r8, Duration::from_secs(60));
+    let (cdrs, err) = central.stop();
+    let mut want = Vec::new();
+    for (file, id) in [(&fa, 7), (&fb, 8)] {
+        for mut c in run_json(file, &[]) {
+            c["id_sensor"] = id.into();
+            want.push(c);
+        }
+    }
+    assert_eq!(want.len(), 21);
+    assert_eq!(sorted_by_callid(cdrs), sorted_by_callid(want), "{err}");
 }
 
 /// A TCP relay that cuts every connection after `cut_after` bytes from the remote (a link going down in the

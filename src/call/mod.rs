@@ -123,6 +123,9 @@ pub struct RtcpAgg {
 
 pub struct Call {
     pub key: u64,
+    /// The remote sensor that captured the call's first INVITE, when a central analyses a remote's packets; its
+    /// CDR carries that id_sensor rather than the central's.
+    pub sensor: Option<u16>,
     pub callid: String,
     pub first_ts: Nanos,
     pub last_ts: Nanos,
@@ -228,6 +231,7 @@ impl Call {
         let m = p.msg;
         Call {
             key,
+            sensor: None,
             callid: lossy(m.h.call_id),
             first_ts: p.ts,
             last_ts: p.ts,

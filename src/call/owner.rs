@@ -147,7 +147,7 @@ impl Owner {
                     self.tick(effective);
                 }
             }
-            ItemKind::Sip { call_key } => self.sip(b, it, call_key),
+            ItemKind::Sip { call_key, sensor } => self.sip(b, it, call_key, sensor),
             ItemKind::Media(route) => {
                 let Some(call) = self.calls.get_mut(&route.call_key) else {
                     self.stats.media_without_call += 1;
@@ -196,7 +196,7 @@ impl Owner {
         }
     }
 
-    fn sip(&mut self, b: &Batch, it: &Item, key: u64) {
+    fn sip(&mut self, b: &Batch, it: &Item, key: u64, sensor: Option<u16>) {
         let Ok(m) = msg::parse(b.payload(it)) else {
             return;
         };
@@ -225,6 +225,7 @@ impl Owner {
             }
             None if m.method() == Some(Method::Invite) => {
                 let mut call = Box::new(Call::new(key, &p));
+                call.sensor = sensor;
                 call.heard(it.skew);
                 call.sip(&p);
                 self.calls.insert(key, call);
@@ -283,7 +284,8 @@ impl Owner {
             return;
         };
         self.cfg.gauge.open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        let cdr = cdr::build(&mut call, reason, self.cfg.id_sensor);
+        let sensor = call.sensor.or(self.cfg.id_sensor);
+        let cdr = cdr::build(&mut call, reason, sensor);
         self.stats.streams += cdr.streams as u64;
         self.stats.packets_over_stream_limit += call.packets_over_stream_limit as u64;
         self.stats.spool_link_mismatch += call.spool.mismatched_link as u64;

@@ -12,7 +12,7 @@ mod values;
 pub use keys::KNOWN_KEYS;
 use keys::LIST_KEYS;
 pub use values::cpu_list;
-use values::{bad, fraction, mode, number, prefix_of, seconds, tar_zip_value, zip_value};
+use values::{bad, fraction, mode, number, prefix_of, seconds, tar_zip_value, yes, zip_value};
 
 use std::path::{Path, PathBuf};
 
@@ -407,26 +407,28 @@ impl Config {
                 };
             }
             "spooldir" => self.spooldir = PathBuf::from(v),
-            "savesip" => self.savesip = parse::yes(v),
+            "savesip" => self.savesip = yes(e)?,
             "savertp" => {
                 self.savertp = if prefix_of(v, "header") {
                     SaveRtp::Header
-                } else if parse::yes(v) {
-                    SaveRtp::Yes
                 } else {
-                    SaveRtp::No
+                    match parse::flag(v) {
+                        Some(true) => SaveRtp::Yes,
+                        Some(false) => SaveRtp::No,
+                        None => return Err(bad(e, format!("expected header or {}", parse::FLAG_WORDS))),
+                    }
                 }
             }
-            "savertcp" => self.savertcp = parse::yes(v),
-            "utc" => self.utc = parse::yes(v),
+            "savertcp" => self.savertcp = yes(e)?,
+            "utc" => self.utc = yes(e)?,
             "absolute_timeout" => self.absolute_timeout = seconds(e)?,
             "rtptimeout" => self.rtptimeout = seconds(e)?,
             "sipwithoutrtptimeout" => self.sipwithoutrtptimeout = seconds(e)?,
             "onewaytimeout" => self.onewaytimeout = seconds(e)?,
             "bye_timeout" => self.bye_timeout = seconds(e)?,
             "bye_confirmed_timeout" => self.bye_confirmed_timeout = seconds(e)?,
-            "promisc" => self.promisc = parse::yes(v),
-            "dpdk" => self.dpdk = parse::yes(v),
+            "promisc" => self.promisc = yes(e)?,
+            "dpdk" => self.dpdk = yes(e)?,
             "dpdk_eal_args" => self.dpdk_eal_args = v.to_string(),
             "dpdk_lcores_affinity" => self.dpdk_lcores_affinity = Some(v.to_string()),
             "dpdk_nb_rxq" => self.dpdk_nb_rxq = number(e, 1, 16)? as u16,
@@ -446,9 +448,9 @@ impl Config {
             "mysqlstore_max_threads_cdr" => self.mysqlstore_max_threads_cdr = number(e, 1, 16)?,
             "mysqlusername" => self.mysqlusername = v.to_string(),
             "mysqlpassword" => self.mysqlpassword = v.to_string(),
-            "ipv6" => self.ipv6 = parse::yes(v),
-            "time_precision_in_ms" => self.time_precision_in_ms = parse::yes(v),
-            "cdr_partition" => self.cdr_partition = parse::yes(v),
+            "ipv6" => self.ipv6 = yes(e)?,
+            "time_precision_in_ms" => self.time_precision_in_ms = yes(e)?,
+            "cdr_partition" => self.cdr_partition = yes(e)?,
             "cdr_queue_dir" => self.cdr_queue_dir = Some(PathBuf::from(v)),
             "spool_group" => {
                 self.spool_group =
@@ -457,7 +459,7 @@ impl Config {
             // The owner keeps read and write (voxtap appends to and reads back what it made); others get what is asked.
             "spool_file_mode" => self.spool_file_mode = mode(e, 0o600)?,
             "spool_dir_mode" => self.spool_dir_mode = mode(e, 0o700)?,
-            "cleanspool" => self.cleanspool = parse::yes(v),
+            "cleanspool" => self.cleanspool = yes(e)?,
             "maxpoolsize" => self.maxpoolsize = number(e, 0, u32::MAX)? as u64,
             "maxpoolsipsize" => self.maxpoolsipsize = number(e, 0, u32::MAX)? as u64,
             "maxpoolrtpsize" => self.maxpoolrtpsize = number(e, 0, u32::MAX)? as u64,
@@ -482,29 +484,29 @@ impl Config {
                 self.managerip = v.to_string();
             }
             "managerport" => self.managerport = number(e, 0, 65535)? as u16,
-            "manager_enable_unencrypted" => self.manager_enable_unencrypted = parse::yes(v),
+            "manager_enable_unencrypted" => self.manager_enable_unencrypted = yes(e)?,
             "manager_key" => {
                 crate::manager::sealed::parse_key(v).map_err(|why| bad(e, why))?;
                 self.manager_key = Some(v.to_string());
             }
             "managersocket" => self.managersocket = (!v.is_empty()).then(|| PathBuf::from(v)),
-            "audiocodes" => self.audiocodes = parse::yes(v),
+            "audiocodes" => self.audiocodes = yes(e)?,
             "udp_port_audiocodes" => self.udp_port_audiocodes = number(e, 0, 65535)? as u16,
             "tcp_port_audiocodes" => self.tcp_port_audiocodes = number(e, 0, 65535)? as u16,
-            "hep" => self.hep = parse::yes(v),
+            "hep" => self.hep = yes(e)?,
             "hep_bind_ip" => {
                 v.parse::<std::net::IpAddr>().map_err(|_| bad(e, "expected an IP address".into()))?;
                 self.hep_bind_ip = v.to_string();
             }
             "hep_bind_port" => self.hep_bind_port = number(e, 0, 65535)? as u16,
-            "ipfix" => self.ipfix = parse::yes(v),
+            "ipfix" => self.ipfix = yes(e)?,
             "ipfix_bind_ip" => {
                 v.parse::<std::net::IpAddr>().map_err(|_| bad(e, "expected an IP address".into()))?;
                 self.ipfix_bind_ip = v.to_string();
             }
             "ipfix_bind_port" => self.ipfix_bind_port = number(e, 0, 65535)? as u16,
             "sender_time_window_s" => self.sender_time_window_s = seconds(e)?,
-            "tar" => self.tar = parse::yes(v),
+            "tar" => self.tar = yes(e)?,
             "tar_compress_sip" => self.tar_compress_sip = tar_zip_value(e)?,
             "tar_compress_rtp" => self.tar_compress_rtp = tar_zip_value(e)?,
             "server_bind" => self.server_bind = v.to_string(),
@@ -519,7 +521,7 @@ impl Config {
                     .collect()
             }
             "server_destination_port" => self.server_destination_port = number(e, 1, 65535)? as u16,
-            "packetbuffer_sender" => self.packetbuffer_sender = parse::yes(v),
+            "packetbuffer_sender" => self.packetbuffer_sender = yes(e)?,
             "client_server_connect_maximum_time_diff_s" => {
                 self.client_server_connect_maximum_time_diff_s = number(e, 0, 86_400)?
             }
@@ -545,7 +547,7 @@ impl Config {
                 *slot = Some(format!("{ip}:{p}"));
             }
             "mirror_connect_maximum_time_diff_s" => self.mirror_connect_maximum_time_diff_s = number(e, 0, 86_400)?,
-            "cdr_log" => self.cdr_log = if v.eq_ignore_ascii_case("auto") { None } else { Some(parse::yes(v)) },
+            "cdr_log" => self.cdr_log = if v.eq_ignore_ascii_case("auto") { None } else { Some(yes(e)?) },
             k if net::KEYS.contains(&k) => self.net.set(e, true)?,
             _ => {}
         }

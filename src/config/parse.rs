@@ -67,10 +67,19 @@ fn strip_inline_comment(v: &str) -> &str {
     v
 }
 
-/// VoIPmonitor's yes/no rule: the first character `y`, `Y` or `1` means true, anything else false.
-pub fn yes(v: &str) -> bool {
-    matches!(v.as_bytes().first(), Some(b'y' | b'Y' | b'1'))
+/// A yes/no value: yes/no, y/n, true/false, on/off, 1/0 in any case, or `None` for anything else. VoIPmonitor
+/// reads only the first character (`y`/`1` true, the rest false), so `true` quietly meant no there; here a value
+/// that is not one of these is refused instead of being read as no.
+pub fn flag(v: &str) -> Option<bool> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "yes" | "y" | "true" | "t" | "on" | "1" => Some(true),
+        "no" | "n" | "false" | "f" | "off" | "0" => Some(false),
+        _ => None,
+    }
 }
+
+/// The words `flag` takes, for error messages.
+pub const FLAG_WORDS: &str = "yes/no, true/false, on/off or 1/0";
 
 /// Port list: items separated by `,` `;` or spaces, ranges `a-b`.
 pub fn ports(v: &str) -> Result<Vec<(u16, u16)>, String> {
@@ -120,7 +129,15 @@ mod tests {
 
     #[test]
     fn yes_and_ports() {
-        assert!(yes("yes") && yes("Y") && yes("1") && !yes("no") && !yes("true"));
+        for (v, want) in [("yes", true), ("Y", true), ("1", true), ("true", true), ("On", true), ("no", false)] {
+            assert_eq!(flag(v), Some(want), "{v}");
+        }
+        for v in ["0", "off", "FALSE", "n"] {
+            assert_eq!(flag(v), Some(false), "{v}");
+        }
+        for v in ["", "maybe", "yess", "2", "enabled"] {
+            assert_eq!(flag(v), None, "{v}");
+        }
         assert_eq!(ports("5060,5070-5072;80").unwrap(), vec![(5060, 5060), (5070, 5072), (80, 80)]);
         assert!(ports("50-40").is_err());
         assert!(ports("abc").is_err());

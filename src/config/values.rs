@@ -89,6 +89,11 @@ pub(super) fn fraction(e: &Entry, min: f64, max: f64) -> Result<f64, ConfigError
     Ok(n)
 }
 
+/// A yes/no key's value, or an error naming the words it takes (never a silent no).
+pub(super) fn yes(e: &Entry) -> Result<bool, ConfigError> {
+    super::parse::flag(&e.value).ok_or_else(|| bad(e, format!("expected {}", super::parse::FLAG_WORDS)))
+}
+
 pub(super) fn bad(e: &Entry, why: String) -> ConfigError {
     ConfigError::BadValue { file: e.file.clone(), line: e.line, key: e.key.clone(), why }
 }

@@ -20,6 +20,8 @@ pub struct MediaRoute {
 pub enum ItemKind {
     Sip {
         call_key: u64,
+        /// The remote sensor whose packets these are (a central analysing packet-mode remotes), else `None`.
+        sensor: Option<u16>,
     },
     Media(MediaRoute),
     /// Packet time of rx core `source` reached this whole second; owners check their calls' timers once every

@@ -179,6 +179,8 @@ pub struct Router {
     live: Option<std::sync::Arc<crate::stats::Live>>,
     /// Rules `reload` may change, and the generation this core last took.
     rules: Option<(std::sync::Arc<rules::Rules>, u64)>,
+    /// The remote sensor of the frames being routed (see `Rx::frame_from`).
+    sensor: Option<u16>,
 }
 
 pub struct Rx {
@@ -233,6 +235,7 @@ impl Rx {
             stats: RxStats { ring_full_drops: vec![0; n], ..Default::default() },
             live: None,
             rules: None,
+            sensor: None,
         };
         Rx { decoder, router }
     }
@@ -283,6 +286,13 @@ impl Rx {
 
     /// One captured frame.
     #[inline]
+    /// A frame a remote sensor captured: the calls it starts carry that sensor's id into their CDRs.
+    pub fn frame_from(&mut self, ts: Nanos, link_type: u16, data: &[u8], sensor: Option<u16>) {
+        self.router.sensor = sensor;
+        self.frame(ts, link_type, data);
+        self.router.sensor = None;
+    }
+
     pub fn frame(&mut self, ts: Nanos, link_type: u16, data: &[u8]) {
         if self.router.clock(ts) {
             self.decoder.sweep(ts);
@@ -541,7 +551,7 @@ impl Router {
         let key = self.hasher.hash_one(m.h.call_id);
         let o = self.owner_of(key);
         let keep = self.cfg.keep_sip_frames;
-        self.push(o, d, ItemKind::Sip { call_key: key }, keep, usize::MAX);
+        self.push(o, d, ItemKind::Sip { call_key: key, sensor: self.sensor }, keep, usize::MAX);
         if let Some(text) = sdp::sdp_part(m.h.content_type, m.body) {
             let s = sdp::parse(text);
             let announced = sdp::announced(&s);

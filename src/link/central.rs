@@ -44,7 +44,7 @@ pub struct RemoteCdrs {
 /// What the packet merge hears from the connections.
 pub enum PacketEvent {
     /// Inflated packet records from connection `conn`, with where each lies (checked once, here).
-    Batch { conn: u64, raw: Vec<u8>, frames: Vec<msg::FrameAt> },
+    Batch { conn: u64, sensor: Option<u16>, raw: Vec<u8>, frames: Vec<msg::FrameAt> },
     /// The connection ended (the remote finished, or the link broke).
     Gone { conn: u64 },
 }
@@ -515,7 +515,8 @@ async fn receive(
                     if link.packets {
                         let frames = msg::index(&raw).map_err(bad)?;
                         st.stats.lock().packet_batches += 1;
-                        hand_on(st, PacketEvent::Batch { conn: link.conn, raw, frames }).await?;
+                        hand_on(st, PacketEvent::Batch { conn: link.conn, sensor: link.sensor_id, raw, frames })
+                            .await?;
                     } else {
                         take_cdrs(&raw, link.sensor_id, st).await?;
                     }

@@ -23,6 +23,8 @@ struct Batch {
 
 #[derive(Default)]
 struct Source {
+    /// The sensor id the remote proved on its link: the calls its packets start are stored under it.
+    sensor: Option<u16>,
     batches: VecDeque<Batch>,
     last_heard: Option<Instant>,
     gone: bool,
@@ -68,9 +70,10 @@ impl Merge {
 
     fn take(&mut self, ev: PacketEvent) {
         match ev {
-            PacketEvent::Batch { conn, raw, frames } => {
+            PacketEvent::Batch { conn, sensor, raw, frames } => {
                 self.first.get_or_insert_with(Instant::now);
                 let s = self.sources.entry(conn).or_default();
+                s.sensor = sensor;
                 s.last_heard = Some(Instant::now());
                 if !frames.is_empty() {
                     self.held_bytes += raw.len();
@@ -86,7 +89,7 @@ impl Merge {
     }
 
     /// Waits up to `timeout_ms` for packets, then hands on every frame that may go, oldest first.
-    pub fn poll(&mut self, timeout_ms: i32, f: &mut dyn FnMut(crate::time::Nanos, u16, &[u8])) -> usize {
+    pub fn poll(&mut self, timeout_ms: i32, f: &mut dyn FnMut(crate::time::Nanos, u16, &[u8], Option<u16>)) -> usize {
         if let Ok(ev) = self.events.recv_timeout(Duration::from_millis(timeout_ms.max(0) as u64)) {
             self.take(ev);
         }
@@ -127,7 +130,7 @@ impl Merge {
             let Some(b) = src.batches.front_mut() else { break };
             let at = b.frames[b.next];
             debug_assert_eq!(at.ts, ts);
-            f(at.ts, at.link_type, &b.raw[at.start..at.end]);
+            f(at.ts, at.link_type, &b.raw[at.start..at.end], src.sensor);
             b.next += 1;
             n += 1;
             if b.next == b.frames.len() {
@@ -141,7 +144,7 @@ impl Merge {
     }
 
     /// Every frame still held, oldest first (the central is stopping).
-    pub fn drain(&mut self, f: &mut dyn FnMut(crate::time::Nanos, u16, &[u8])) -> usize {
+    pub fn drain(&mut self, f: &mut dyn FnMut(crate::time::Nanos, u16, &[u8], Option<u16>)) -> usize {
         for s in self.sources.values_mut() {
             s.gone = true;
         }
@@ -156,7 +159,7 @@ impl Merge {
             super::msg::push_frame(&mut raw, *t, 1, d);
         }
         let frames = super::msg::index(&raw).unwrap();
-        self.take(PacketEvent::Batch { conn, raw, frames });
+        self.take(PacketEvent::Batch { conn, sensor: Some(conn as u16), raw, frames });
     }
 }
 
@@ -166,7 +169,7 @@ mod tests {
 
     fn collect(m: &mut Merge) -> Vec<i64> {
         let mut v = Vec::new();
-        m.poll(0, &mut |t, _, _| v.push(t));
+        m.poll(0, &mut |t, _, _, _| v.push(t));
         v
     }
 
@@ -182,8 +185,11 @@ mod tests {
         assert_eq!(collect(&mut m), [10, 30]);
         m.push(1, &[(50, b"e")]);
         m.push(2, &[(20, b"b"), (40, b"d"), (60, b"f")]);
-        // 40 and 50 go; 60 waits for remote 1, which is connected and may send something older.
-        assert_eq!(collect(&mut m), [20, 40, 50]);
+        // 40 and 50 go; 60 waits for remote 1, which is connected and may send something older. Each frame
+        // carries the sensor of the remote that sent it.
+        let mut got = Vec::new();
+        m.poll(0, &mut |t, _, _, sensor| got.push((t, sensor)));
+        assert_eq!(got, [(20, Some(2)), (40, Some(2)), (50, Some(1))]);
         m.take(PacketEvent::Gone { conn: 1 });
         assert_eq!(collect(&mut m), [60]);
         assert!(m.sources.is_empty() || m.sources.values().all(|s| s.batches.is_empty()));

@@ -221,7 +221,8 @@ pub fn run_mirror(cfg: &Config, workers: usize, live: LiveOutput) -> Result<RunR
     let mut r = MirrorReceiver::bind(addr, cfg.mirror_connect_maximum_time_diff_s, &cfg.net, window, &slow.handle())
         .with_context(|| format!("binding the mirror receiver on {addr}"))?;
     tracing::info!(listen = %r.local_addr(), "mirror receiver started (unencrypted; VoIPmonitor's mirror mode)");
-    let mut res = drive(cfg, workers, live, None, slow, &mut |t, f| r.poll(t, f), &mut |_| {})?;
+    let mut res =
+        drive(cfg, workers, live, None, slow, &mut |t, f| r.poll(t, &mut |ts, lt, d| f(ts, lt, d, None)), &mut |_| {})?;
     tracing::info!(stats = ?r.stats(), "mirror receiver stopped");
     res.mirror = Some(r.stats());
     Ok(res)

@@ -20,7 +20,15 @@ pub fn run_hep(cfg: &Config, workers: usize, live: LiveOutput) -> Result<RunResu
         HepListener::bind(std::net::SocketAddr::new(ip, cfg.hep_bind_port), cfg.udp_port_hep, &cfg.net, &slow.handle())
             .with_context(|| format!("binding the HEP listener on {ip}:{}", cfg.hep_bind_port))?;
     tracing::info!(listen = %listener.local_addr(), "HEP listener started (UDP and TCP)");
-    let mut res = drive(&cfg, workers, live, None, slow, &mut |t, f| listener.poll(t, f), &mut |_| {})?;
+    let mut res = drive(
+        &cfg,
+        workers,
+        live,
+        None,
+        slow,
+        &mut |t, f| listener.poll(t, &mut |ts, lt, d| f(ts, lt, d, None)),
+        &mut |_| {},
+    )?;
     tracing::info!(stats = ?listener.stats(), "HEP listener stopped");
     res.hep = Some(listener.stats());
     Ok(res)
@@ -40,9 +48,9 @@ pub fn run_ipfix(cfg: &Config, workers: usize, live: LiveOutput) -> Result<RunRe
     // Frames carry the SBC's time, which is the packet clock: held near the receive time, so that an SBC whose
     // clock is wrong cannot put calls, spool folders and partitions anywhere, nor age every call at once.
     let window = secs(cfg.sender_time_window_s as i64);
-    let mut poll = |t, f: &mut FrameSink<'_>| {
+    let mut poll = |t, f: &mut SensorSink<'_>| {
         listener.poll(t, &mut |ts, lt, data| {
-            f(crate::time::clamp_to_receive(ts, crate::time::wall_clock(), window), lt, data)
+            f(crate::time::clamp_to_receive(ts, crate::time::wall_clock(), window), lt, data, None)
         })
     };
     let mut res = drive(cfg, workers, live, None, slow, &mut poll, &mut |_| {})?;
@@ -52,7 +60,9 @@ pub fn run_ipfix(cfg: &Config, workers: usize, live: LiveOutput) -> Result<RunRe
 }
 
 /// A socket source feeding one rx stage: `poll(timeout_ms, frame)` hands over what arrived.
-pub(super) type Poll<'a> = dyn FnMut(i32, &mut FrameSink<'_>) -> usize + 'a;
+pub(super) type Poll<'a> = dyn FnMut(i32, &mut SensorSink<'_>) -> usize + 'a;
+/// A frame with the remote sensor that captured it (a central's packet-mode remotes), else `None`.
+pub(super) type SensorSink<'a> = dyn FnMut(crate::time::Nanos, u16, &[u8], Option<u16>) + 'a;
 /// Where a socket source hands its frames: time, link type, bytes.
 pub(super) type FrameSink<'a> = dyn FnMut(crate::time::Nanos, u16, &[u8]) + 'a;
 
@@ -65,7 +75,7 @@ pub(super) fn drive(
     remote_cdrs: Option<crossbeam_channel::Receiver<crate::link::central::RemoteCdrs>>,
     slow: slow::SlowSide,
     poll: &mut Poll<'_>,
-    stopping: &mut dyn FnMut(&mut FrameSink<'_>),
+    stopping: &mut dyn FnMut(&mut SensorSink<'_>),
 ) -> Result<RunResult> {
     let workers = workers.clamp(1, 256);
     let started = Instant::now();
@@ -80,9 +90,9 @@ pub(super) fn drive(
     // the wall clock would age them at once. HEP frames come stamped with their receive time.
     let mut newest: Option<crate::time::Nanos> = None;
     while !STOP.load(Ordering::Relaxed) {
-        let got = poll(50, &mut |ts, lt, data| {
+        let got = poll(50, &mut |ts, lt, data, sensor| {
             newest = Some(newest.map_or(ts, |n| n.max(ts)));
-            rx.frame(ts, lt, data)
+            rx.frame_from(ts, lt, data, sensor)
         });
         rx.retry_parked(false);
         if got > 0 {
@@ -97,7 +107,7 @@ pub(super) fn drive(
             }
         }
     }
-    stopping(&mut |ts, lt, data| rx.frame(ts, lt, data));
+    stopping(&mut |ts, lt, data, sensor| rx.frame_from(ts, lt, data, sensor));
     rx.router.stats.cpu_s.push(crate::time::thread_cpu_secs() - cpu0);
     rx.router.stats.packets_per_core.push(rx.decoder.stats.frames);
     pipeline.finish(rx, started, None)
