@@ -2,7 +2,7 @@
 # Installs the Debian packages voxtap's build, demo and tests need, when they are missing (idempotent).
 set -eu
 want="python3 tshark tcpdump pkg-config libpcap-dev libdpdk-dev libclang-dev"
-[ "${1:-}" = "--test" ] && want="$want sip-tester tcpreplay dpdk-dev mariadb-server mariadb-client shellcheck systemd"
+[ "${1:-}" = "--test" ] && want="$want sip-tester tcpreplay dpdk-dev mariadb-server mariadb-client shellcheck systemd libcap2-bin"
 missing=""
 for p in $want; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

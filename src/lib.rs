@@ -6,6 +6,7 @@ pub mod config;
 pub mod decode;
 pub mod dispatch;
 pub mod edge;
+pub mod errors;
 pub mod link;
 pub mod manager;
 pub mod notify;

@@ -14,7 +14,12 @@ use voxtap::plan::{Plan, Role};
 use voxtap::runtime::{run_file, RunOptions};
 
 #[derive(Parser, Debug)]
-#[command(name = "voxtap", version, about = "Passive VoIP monitor: SIP calls, RTP quality, CDRs, per-call pcaps")]
+#[command(
+    name = "voxtap",
+    version,
+    about = "Passive VoIP monitor: SIP calls, RTP quality, CDRs, per-call pcaps",
+    after_help = voxtap::report::table::LEGEND
+)]
 struct Cli {
     /// voipmonitor.conf-style configuration file; `conf.d/` beside it is read too.
     #[arg(long = "config-file", value_name = "FILE")]
@@ -291,6 +296,9 @@ fn output(cli: &Cli, res: &voxtap::runtime::RunResult) -> Result<()> {
         let line = format!("voxtap: {}\n", voxtap::report::summary(res));
         let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
     }
+    if let Some(hint) = voxtap::report::sip_port_hint(res) {
+        tracing::warn!("{hint}");
+    }
     if res.spool.errors > 0 {
         bail!(
             "{} writes to the spool failed (the warnings above say where and why): those calls' pcap files are incomplete",
@@ -324,7 +332,18 @@ fn run_live(_cli: &Cli, _cfg: &Config) -> Result<()> {
 }
 
 fn manager_client(addr: &str, command: &str, key: Option<&str>) -> Result<()> {
-    let mut s = std::net::TcpStream::connect(addr).with_context(|| format!("connecting to the manager port {addr}"))?;
+    // A host alone means the manager's usual port; `[v6]:port`, `host:port` and a bare IPv6 address also work.
+    let addr = if addr.parse::<std::net::SocketAddr>().is_ok()
+        || (addr.contains(':') && !addr.contains("::") && addr.matches(':').count() == 1)
+    {
+        addr.to_string()
+    } else if addr.parse::<std::net::Ipv6Addr>().is_ok() {
+        format!("[{addr}]:5029")
+    } else {
+        format!("{addr}:5029")
+    };
+    let mut s = std::net::TcpStream::connect(&addr)
+        .map_err(|e| anyhow::anyhow!("connecting to the manager port {addr}: {}", voxtap::errors::plain(&e)))?;
     s.set_read_timeout(Some(std::time::Duration::from_secs(60)))?;
     let reply = match key {
         Some(k) => {

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use crate::config::{Config, SaveRtp};
+use crate::errors::plain;
 
 /// What this configuration makes of voxtap: one role, one source.
 #[derive(Debug, Clone, PartialEq)]
@@ -287,15 +288,6 @@ pub fn check_capture_file(p: &Path) -> Result<()> {
     Ok(())
 }
 
-/// An OS error's text without Rust's `(os error N)` suffix, for messages that say it once in plain words.
-pub fn plain(e: &std::io::Error) -> String {
-    let s = e.to_string();
-    match s.find(" (os error ") {
-        Some(i) => s[..i].to_string(),
-        None => s,
-    }
-}
-
 /// A folder the run will write into takes a file. Not `dry`: created (with its parents) and probed with a file
 /// created and removed. `dry`: the same probe in the folder or, when it does not exist yet, in its nearest
 /// existing ancestor, so that nothing is left behind (`access(2)` alone says yes to root on a read-only or
@@ -328,12 +320,6 @@ fn writable(dir: &Path, dry: bool) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn os_error_suffix_is_dropped() {
-        let e = std::io::Error::from_raw_os_error(libc::EACCES);
-        assert_eq!(plain(&e), "Permission denied");
-    }
 
     #[test]
     fn a_folder_under_a_file_is_refused_dry_and_wet() {

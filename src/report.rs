@@ -2,10 +2,10 @@
 
 use std::io::Write;
 
-use serde_json::Value;
-
 use crate::call::cdr::Cdr;
 use crate::runtime::{LiveOutput, RunResult};
+
+pub mod table;
 
 pub fn write_json(out: &mut impl Write, r: &RunResult) -> std::io::Result<()> {
     for c in &r.cdrs {
@@ -15,59 +15,10 @@ pub fn write_json(out: &mut impl Write, r: &RunResult) -> std::io::Result<()> {
     Ok(())
 }
 
-fn s(v: Option<&Value>) -> String {
-    match v {
-        None | Some(Value::Null) => "-".into(),
-        Some(Value::String(x)) => x.clone(),
-        Some(x) => x.to_string(),
-    }
-}
-
-const TABLE_HEADER: [&str; 9] =
-    ["calldate", "duration", "caller", "called", "resp", "bye", "streams", "a:lost/j", "b:lost/j"];
-
-fn table_header(out: &mut impl Write) -> std::io::Result<()> {
-    let h = TABLE_HEADER;
-    writeln!(
-        out,
-        "{:<26} {:>9} {:<22} {:<22} {:>4} {:>4} {:>7} {:>9} {:>9}  callid",
-        h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7], h[8]
-    )
-}
-
-fn table_row(out: &mut impl Write, c: &Cdr) -> std::io::Result<()> {
-    let j: serde_json::Map<String, Value> = serde_json::from_str(&c.json).unwrap_or_default();
-    let j = &j;
-    let side = |p: &str| {
-        if j.get(&format!("{p}_received")).is_some_and(|v| !v.is_null()) {
-            format!("{}/{}", s(j.get(&format!("{p}_lost"))), s(j.get(&format!("{p}_maxjitter"))))
-        } else {
-            "-".into()
-        }
-    };
-    let who = |u: &str, ip: &str| format!("{}@{}", s(j.get(u)), s(j.get(ip)));
-    writeln!(
-        out,
-        "{:<26} {:>9} {:<22} {:<22} {:>4} {:>4} {:>7} {:>9} {:>9}  {}",
-        s(j.get("calldate")),
-        s(j.get("duration")),
-        who("caller", "sipcallerip"),
-        who("called", "sipcalledip"),
-        s(j.get("lastSIPresponseNum")),
-        s(j.get("bye")),
-        c.streams,
-        side("a"),
-        side("b"),
-        c.callid
-    )
-}
-
 pub fn write_table(out: &mut impl Write, r: &RunResult) -> std::io::Result<()> {
     if !r.streamed {
-        table_header(out)?;
-        for c in &r.cdrs {
-            table_row(out, c)?;
-        }
+        table::write_all(out, &r.cdrs)?;
+        writeln!(out, "\n{}", table::LEGEND)?;
     }
     writeln!(out)?;
     writeln!(out, "{}", summary(r))?;
@@ -79,15 +30,18 @@ pub fn write_table(out: &mut impl Write, r: &RunResult) -> std::io::Result<()> {
 pub struct LiveWriter {
     out: std::io::BufWriter<std::io::Stdout>,
     format: LiveOutput,
+    table: Option<table::Live>,
     broken: bool,
 }
 
 impl LiveWriter {
     pub fn new(format: LiveOutput) -> LiveWriter {
-        let mut w = LiveWriter { out: std::io::BufWriter::new(std::io::stdout()), format, broken: false };
+        let mut w = LiveWriter { out: std::io::BufWriter::new(std::io::stdout()), format, table: None, broken: false };
         if format == LiveOutput::Table {
-            let r = table_header(&mut w.out);
-            w.check(r);
+            match table::Live::header(&mut w.out) {
+                Ok(t) => w.table = Some(t),
+                Err(e) => w.check(Err(e)),
+            }
         }
         w
     }
@@ -99,7 +53,10 @@ impl LiveWriter {
         }
         let r = match self.format {
             LiveOutput::Json => self.out.write_all(c.json.as_bytes()).and_then(|_| self.out.write_all(b"\n")),
-            LiveOutput::Table => table_row(&mut self.out, c),
+            LiveOutput::Table => match self.table.as_mut() {
+                Some(t) => t.row(&mut self.out, c),
+                None => Ok(()),
+            },
         };
         let r = r.and_then(|_| if flush { self.out.flush() } else { Ok(()) });
         self.check(r);
@@ -123,6 +80,26 @@ impl Drop for LiveWriter {
     }
 }
 
+/// What to do about SIP seen on UDP ports outside `sipport`: those calls were not followed.
+pub fn sip_port_hint(r: &RunResult) -> Option<String> {
+    let p = &r.rx.sip_other_ports;
+    if p.total() == 0 {
+        return None;
+    }
+    let ranked = p.ranked();
+    let list: Vec<String> = ranked.iter().map(|(port, n)| format!("{port} ({n})")).collect();
+    let add: Vec<String> = ranked.iter().take(8).map(|(port, _)| port.to_string()).collect();
+    Some(format!(
+        "{} SIP messages on UDP ports not in sipport: {}{}; their calls were not followed. Add the ports to sipport \
+         (sipport = {}{}, or --sipports) to follow them",
+        p.total(),
+        list.join(", "),
+        if p.others > 0 { format!(" and {} on other ports", p.others) } else { String::new() },
+        r.sipport.trim_end_matches(','),
+        add.iter().map(|a| format!(",{a}")).collect::<String>()
+    ))
+}
+
 /// One-paragraph summary: packets, calls, streams, drops, decode errors, non-call SIP.
 pub fn summary(r: &RunResult) -> String {
     let d = &r.decode;
@@ -133,7 +110,7 @@ pub fn summary(r: &RunResult) -> String {
     let methods: Vec<String> = o.sip_requests.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let mut text = format!(
         "packets={} bytes={} calls={} cdrs={} streams={} rtp={} rtcp={} sip={} sip_requests[{}] non_call_sip={} \
-         unknown_udp={} media_without_call={} drops={} decode_errors={} not_ip={} sip_unparsable={} \
+         unknown_udp={} sip_other_ports={} media_without_call={} drops={} decode_errors={} not_ip={} sip_unparsable={} \
          fragments={} reassembled={} tcp_sip_messages={} concurrent_calls_peak={} workers={} elapsed={:.3}s rate={:.0}pps",
         d.frames,
         d.bytes,
@@ -146,6 +123,7 @@ pub fn summary(r: &RunResult) -> String {
         methods.join(","),
         o.non_call_sip,
         r.rx.unknown_udp,
+        r.rx.sip_other_ports.total(),
         o.media_without_call,
         drops,
         d.errors,

@@ -75,6 +75,8 @@ pub struct RunResult {
     pub truncated: Option<String>,
     pub elapsed_s: f64,
     pub workers: usize,
+    /// `sipport` as configured (`5060,5070-5080,`).
+    pub sipport: String,
     /// Packets the kernel dropped before voxtap read them (AF_PACKET).
     pub kernel_drops: Option<u64>,
     /// What the MySQL writer did, when a database is configured.
@@ -116,6 +118,8 @@ struct Pipeline {
     systemd: Option<crate::notify::Service>,
     /// The slow side's runtime: dropped last, once everything that runs on it has finished.
     slow: slow::SlowSide,
+    /// `sipport` as configured, for the hint about SIP seen on other ports.
+    sipport: String,
 }
 
 /// The manager port (and `managersocket`) beside a live capture; one that cannot bind is a warning (another
@@ -355,6 +359,7 @@ impl Pipeline {
         let systemd =
             (!blocking).then(|| crate::notify::Service::start(live_counters.clone(), || STOP.load(Ordering::Relaxed)));
         Ok(Pipeline {
+            sipport: cfg.sipports_text(),
             to_owner,
             recycle_rx,
             handles,
@@ -443,6 +448,7 @@ impl Pipeline {
                 started.elapsed().as_secs_f64()
             },
             workers: self.workers,
+            sipport: self.sipport,
             kernel_drops: None,
             hep: None,
             ipfix: None,

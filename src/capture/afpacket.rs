@@ -19,8 +19,8 @@ pub enum AfPacketError {
     NoInterface(String),
     #[error("bad capture filter '{0}': {1}")]
     Filter(String, String),
-    #[error("AF_PACKET {what} on '{iface}' failed: {source} (capturing needs root or CAP_NET_RAW)")]
-    Sys { what: &'static str, iface: String, source: io::Error },
+    #[error("AF_PACKET {what} on '{iface}' failed: {}{}", crate::errors::plain(.error), crate::errors::privilege_hint(.error, "capturing"))]
+    Sys { what: &'static str, iface: String, error: io::Error },
 }
 
 const BLOCK_SIZE: u32 = 1 << 20;
@@ -60,7 +60,7 @@ pub struct RingPacket<'a> {
 }
 
 fn sys_err(what: &'static str, iface: &str) -> AfPacketError {
-    AfPacketError::Sys { what, iface: iface.to_string(), source: io::Error::last_os_error() }
+    AfPacketError::Sys { what, iface: iface.to_string(), error: io::Error::last_os_error() }
 }
 
 fn setsockopt<T>(fd: c_int, level: c_int, name: c_int, v: &T) -> io::Result<()> {
@@ -171,10 +171,10 @@ impl Ring {
         let insns: Vec<libc::sock_filter> =
             prog.iter().map(|i| libc::sock_filter { code: i.code, jt: i.jt, jf: i.jf, k: i.k }).collect();
         let fprog = libc::sock_fprog { len: insns.len() as u16, filter: insns.as_ptr() as *mut libc::sock_filter };
-        setsockopt(self.fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &fprog).map_err(|source| AfPacketError::Sys {
+        setsockopt(self.fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &fprog).map_err(|error| AfPacketError::Sys {
             what: "SO_ATTACH_FILTER",
             iface: self.iface.clone(),
-            source,
+            error,
         })
     }
 

@@ -32,7 +32,16 @@ pub(super) fn open(cfg: &Config, pool_prefix: &str) -> Result<OpenPort> {
         unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &cpus) };
     }
     let port_id = eal.port(&name)?;
-    let pool = Mempool::new(&eal, &format!("{pool_prefix}_{port_id}"), cfg.dpdk_nb_mbufs.saturating_mul(1024), 256)?;
+    let mbufs = cfg.dpdk_nb_mbufs.saturating_mul(1024);
+    let pool = Mempool::new(&eal, &format!("{pool_prefix}_{port_id}"), mbufs, 256).map_err(|e| {
+        // Each mbuf takes about 2.3 KiB with its headroom and headers: say what fits, not only that it failed.
+        anyhow::anyhow!(
+            "{e}; {mbufs} mbufs need about {} MiB of DPDK memory: lower dpdk_nb_mbufs (now {}, in thousands) or \
+             give DPDK more memory (hugepages, or -m MiB in dpdk_eal_args; see docs/capture-setup.md)",
+            (mbufs as u64 * 2368) >> 20,
+            cfg.dpdk_nb_mbufs
+        )
+    })?;
     let port_cfg = PortConfig {
         rx_queues: cfg.dpdk_nb_rxq,
         rx_descriptors: cfg.dpdk_nb_rx,

@@ -50,6 +50,7 @@ pub(super) fn merge_rx(a: &mut RxStats, b: RxStats) {
     a.sip_unparsable += b.sip_unparsable;
     a.media_packets += b.media_packets;
     a.unknown_udp += b.unknown_udp;
+    a.sip_other_ports.add(&b.sip_other_ports);
     a.media_parked += b.media_parked;
     a.media_endpoints += b.media_endpoints;
     a.cpu_s.extend(b.cpu_s);

@@ -39,6 +39,31 @@ pub fn looks_like_start(b: &[u8]) -> bool {
     METHODS.iter().any(|m| b.starts_with(m))
 }
 
+/// A whole SIP message, judged by its first line only: a status line, or a request line that ends in `SIP/2.0`.
+/// Stricter than `looks_like_start`, for datagrams on ports not known to carry SIP.
+pub fn sip_first_line(b: &[u8]) -> bool {
+    if b.starts_with(b"SIP/2.0 ") {
+        return true;
+    }
+    if !looks_like_start(b) {
+        return false;
+    }
+    let Some(end) = memchr::memchr(b'\n', &b[..b.len().min(2048)]) else {
+        return false;
+    };
+    let line = b[..end].strip_suffix(b"\r").unwrap_or(&b[..end]);
+    line.ends_with(b" SIP/2.0")
+}
+
+#[cfg(test)]
+#[test]
+fn sip_first_lines() {
+    assert!(sip_first_line(b"INVITE sip:a@b SIP/2.0\r\nVia: x\r\n"));
+    assert!(sip_first_line(b"SIP/2.0 200 OK\r\n"));
+    assert!(!sip_first_line(b"INVITE me to dinner\r\n"));
+    assert!(!sip_first_line(b"\x80\x00\x01\x02"));
+}
+
 /// Frames one message at the start of `buf`.
 pub fn frame(buf: &[u8]) -> Framing {
     // Keep-alive CRLFs (RFC 5626) between messages.
