@@ -217,7 +217,7 @@ fn cdrs(cfg: &Config, role: &Role, file: bool) -> String {
             format!("sent to the {central}, and to {out}")
         };
     }
-    let mut to = vec![out.to_string()];
+    let mut to = Vec::new();
     if let Some(db) = crate::store::mysql::DbConfig::from_config(cfg) {
         let at = db.socket.clone().unwrap_or_else(|| format!("{}:{}", db.host, db.port));
         to.push(format!("MySQL {}@{at}, database {}", db.user, db.db));
@@ -225,6 +225,7 @@ fn cdrs(cfg: &Config, role: &Role, file: bool) -> String {
     if cdr_log_kept(cfg, role, file) {
         to.push(format!("the CDR log in {}", cfg.spooldir.join("cdrlog").display()));
     }
+    to.push(out.to_string());
     to.join("; ")
 }
 
