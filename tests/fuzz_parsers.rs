@@ -217,7 +217,7 @@ proptest! {
         let (entries, _) = cfg::parse_text(std::path::Path::new("fuzz.conf"), &text);
         for e in entries {
             let _ = cfg::ports(&e.value);
-            let _ = cfg::yes(&e.value);
+            let _ = cfg::flag(&e.value);
         }
     }
 

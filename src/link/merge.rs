@@ -12,6 +12,9 @@ use crossbeam_channel::Receiver;
 use super::central::PacketEvent;
 use super::msg::FrameAt;
 
+/// Where merged frames go: time, link type, bytes, and the id_sensor of the remote that captured them.
+pub type SensorFrames<'a> = dyn FnMut(crate::time::Nanos, u16, &[u8], Option<u16>) + 'a;
+
 const HOLD: Duration = Duration::from_secs(2);
 const BUFFER_MAX: usize = 256 << 20;
 
@@ -89,7 +92,7 @@ impl Merge {
     }
 
     /// Waits up to `timeout_ms` for packets, then hands on every frame that may go, oldest first.
-    pub fn poll(&mut self, timeout_ms: i32, f: &mut dyn FnMut(crate::time::Nanos, u16, &[u8], Option<u16>)) -> usize {
+    pub fn poll(&mut self, timeout_ms: i32, f: &mut SensorFrames<'_>) -> usize {
         if let Ok(ev) = self.events.recv_timeout(Duration::from_millis(timeout_ms.max(0) as u64)) {
             self.take(ev);
         }
@@ -144,7 +147,7 @@ impl Merge {
     }
 
     /// Every frame still held, oldest first (the central is stopping).
-    pub fn drain(&mut self, f: &mut dyn FnMut(crate::time::Nanos, u16, &[u8], Option<u16>)) -> usize {
+    pub fn drain(&mut self, f: &mut SensorFrames<'_>) -> usize {
         for s in self.sources.values_mut() {
             s.gone = true;
         }

@@ -62,7 +62,7 @@ pub fn run_ipfix(cfg: &Config, workers: usize, live: LiveOutput) -> Result<RunRe
 /// A socket source feeding one rx stage: `poll(timeout_ms, frame)` hands over what arrived.
 pub(super) type Poll<'a> = dyn FnMut(i32, &mut SensorSink<'_>) -> usize + 'a;
 /// A frame with the remote sensor that captured it (a central's packet-mode remotes), else `None`.
-pub(super) type SensorSink<'a> = dyn FnMut(crate::time::Nanos, u16, &[u8], Option<u16>) + 'a;
+pub(super) type SensorSink<'a> = crate::link::merge::SensorFrames<'a>;
 /// Where a socket source hands its frames: time, link type, bytes.
 pub(super) type FrameSink<'a> = dyn FnMut(crate::time::Nanos, u16, &[u8]) + 'a;
 
