@@ -358,7 +358,8 @@ fn send_packets(cli: &Cli, cfg: &Config) -> Result<()> {
     let (what, (fwd, link)) = match cli.read.clone() {
         Some(read) => {
             check_readable(&read)?;
-            (read.display().to_string(), voxtap::runtime::send_packets_file(cfg, &read)?)
+            let what = if read == Path::new("-") { "standard input".into() } else { read.display().to_string() };
+            (what, voxtap::runtime::send_packets_file(cfg, &read)?)
         }
         None => ("live capture".to_string(), voxtap::runtime::forward_live(cfg)?),
     };
