@@ -132,11 +132,7 @@ fn standard_input_takes_every_form() {
     }
     // `voxtap -r - < file`: standard input is the file itself.
     for file in [&f.pcap, &f.pcapng_gz] {
-        let out = voxtap()
-            .args(["-r", "-", "--json"])
-            .stdin(std::fs::File::open(file).unwrap())
-            .output()
-            .unwrap();
+        let out = voxtap().args(["-r", "-", "--json"]).stdin(std::fs::File::open(file).unwrap()).output().unwrap();
         assert_eq!(cdrs_of(&out), f.cdrs, "{} redirected", file.display());
     }
 }
@@ -293,7 +289,8 @@ fn no_progress_bar_when_stderr_is_not_a_terminal() {
 }
 
 /// On a terminal (a pty from util-linux's `script`): the bar with its percentage, packets and ETA for a file;
-/// bytes and rate for standard input. It is cleared at the end: the summary line stays.
+/// bytes and rate for standard input. It is cleared at the end: the summary line stays. `-r -` on a terminal is
+/// refused.
 #[test]
 fn a_progress_bar_on_a_terminal() {
     if !have("script") {
@@ -305,21 +302,26 @@ fn a_progress_bar_on_a_terminal() {
     let on_pty = |shell: String| {
         let out = Command::new("script")
             .args(["-qec", &shell, "/dev/null"])
+            // A terminal that can redraw a line: without TERM, or with TERM=dumb, there is no bar (CI has none).
+            .env("TERM", "xterm")
             .stdin(Stdio::null())
             .output()
             .expect("run script");
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        assert!(out.status.success(), "{shell}: {text}");
-        text
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string())
     };
     let q = |p: &Path| format!("'{}'", p.display());
-    let text = on_pty(format!("{} -r {} --json > /dev/null", q(Path::new(&bin)), q(&f.pcap_gz)));
+    let (ok, text) = on_pty(format!("{} -r {} --json > /dev/null", q(Path::new(&bin)), q(&f.pcap_gz)));
+    assert!(ok, "{text}");
     for mark in ["%", "packets", "ETA", "B/s", "voxtap: packets="] {
         assert!(text.contains(mark), "no {mark:?} on the terminal: {text:?}");
     }
-    let text = on_pty(format!("cat {} | {} -r - > /dev/null", q(&f.pcap_zst), q(Path::new(&bin))));
+    let (ok, text) = on_pty(format!("cat {} | {} -r - > /dev/null", q(&f.pcap_zst), q(Path::new(&bin))));
+    assert!(ok, "{text}");
     for mark in [" read, ", "packets", "B/s"] {
         assert!(text.contains(mark), "no {mark:?} on the terminal: {text:?}");
     }
     assert!(!text.contains("ETA"), "an ETA without a size: {text:?}");
+    // `-r -` with the terminal as standard input would wait for typing: refused.
+    let (ok, text) = on_pty(format!("{} -r -", q(Path::new(&bin))));
+    assert!(!ok && text.contains("standard input is a terminal"), "{text:?}");
 }

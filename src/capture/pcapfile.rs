@@ -18,21 +18,28 @@ use crate::time::Nanos;
 /// The I/O errors are part of the message, not a `source`: printed as a chain they would appear twice.
 #[derive(Debug, Error)]
 pub enum PcapError {
+    /// The file cannot be opened (missing, no permission…).
     #[error("cannot open capture file {path}: {}", plain(.error))]
     Open { path: PathBuf, error: std::io::Error },
+    /// `-r` names a directory.
     #[error("{path} is a directory, not a capture file")]
     Directory { path: PathBuf },
+    /// Reading the first bytes failed.
     #[error("cannot read {path}: {}", plain(.error))]
     Read { path: PathBuf, error: std::io::Error },
-    /// `what` says what the first bytes look like instead.
+    /// Neither a capture nor compressed; `what` says what the first bytes look like instead.
     #[error("{path}: not a pcap or pcapng file, nor gzip- or zstd-compressed ({what})")]
     BadMagic { path: PathBuf, what: String },
+    /// A compressed file (or stream) whose content is not a capture; `what` says what it looks like.
     #[error("{path}: {codec}-compressed, but what it holds is not a pcap or pcapng file ({what})")]
     BadMagicInside { path: PathBuf, codec: &'static str, what: String },
+    /// A compressed file broken before its first packets.
     #[error("{path}: {codec}-compressed, but it cannot be decompressed: {}", plain(.error))]
     Decompress { path: PathBuf, codec: &'static str, error: std::io::Error },
+    /// Fewer bytes than a capture header.
     #[error("{path}: too short to be a capture")]
     TooShort { path: PathBuf },
+    /// `-r -` with a terminal as standard input.
     #[error("-r -: standard input is a terminal; pipe a capture into it (tcpdump -w - | voxtap -r -)")]
     StdinIsTerminal,
 }

@@ -42,6 +42,10 @@ impl Progress {
                 "{spinner} {binary_bytes} read, {binary_bytes_per_sec}, {msg} ({elapsed})",
             ),
         };
+        // indicatif draws nothing on a terminal that cannot redraw a line (TERM=dumb or unset).
+        if bar.is_hidden() {
+            return Self::hidden();
+        }
         // The templates are constants: a broken one is a bug caught by the first run on a terminal.
         if let Ok(style) = ProgressStyle::with_template(template) {
             bar.set_style(style.progress_chars("=> "));
