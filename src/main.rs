@@ -27,7 +27,8 @@ struct Cli {
     /// Extra configuration directory (default: `conf.d` next to the config file).
     #[arg(long = "config-dir", value_name = "DIR")]
     config_dir: Option<PathBuf>,
-    /// Read packets from a pcap or pcapng file and exit when it is done.
+    /// Read packets from a pcap or pcapng file (plain, gzip or zstd; `-` for standard input) and exit when it is
+    /// done.
     #[arg(short = 'r', long = "read", value_name = "FILE")]
     read: Option<PathBuf>,
     /// Capture interface(s).
@@ -101,7 +102,7 @@ fn main() -> ExitCode {
     };
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("VOXTAP_LOG").unwrap_or_else(|_| level.into()))
-        .with_writer(std::io::stderr)
+        .with_writer(voxtap::capture::progress::log_writer)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match run(cli) {
@@ -207,6 +208,9 @@ fn run(cli: Cli) -> Result<()> {
             output(&cli, &res)
         }
         Role::MirrorSender => {
+            if let Some(read) = &cli.read {
+                check_readable(read)?;
+            }
             let st = voxtap::runtime::mirror_send(&cfg, cli.read.as_deref())?;
             eprintln!(
                 "voxtap: mirrored packets={} blocks_sent={} blocks_dropped={} connects={} refused={}",
@@ -231,7 +235,8 @@ fn send_packets(cli: &Cli, cfg: &Config) -> Result<()> {
     let (what, (fwd, link)) = match cli.read.clone() {
         Some(read) => {
             check_readable(&read)?;
-            (read.display().to_string(), voxtap::runtime::send_packets_file(cfg, &read)?)
+            let what = if read == Path::new("-") { "standard input".into() } else { read.display().to_string() };
+            (what, voxtap::runtime::send_packets_file(cfg, &read)?)
         }
         None => ("live capture".to_string(), voxtap::runtime::forward_live(cfg)?),
     };
@@ -361,7 +366,7 @@ fn manager_client(addr: &str, command: &str, key: Option<&str>) -> Result<()> {
     Ok(())
 }
 
+/// A missing file, a directory or `-r -` on a terminal stops voxtap before anything starts.
 fn check_readable(p: &Path) -> Result<()> {
-    std::fs::metadata(p).with_context(|| format!("cannot read {}", p.display()))?;
-    Ok(())
+    Ok(voxtap::capture::input::check(p)?)
 }

@@ -20,7 +20,7 @@ use tracing::warn;
 use crate::call::cdr::Cdr;
 use crate::call::owner::{CallGauge, Owner, OwnerConfig, OwnerStats};
 use crate::call::Timeouts;
-use crate::capture::pcapfile::CaptureFile;
+use crate::capture::input::CaptureInput;
 use crate::config::{Config, SaveRtp};
 use crate::decode::{DecodeStats, Decoder, DecoderConfig};
 use crate::dispatch::{Rx, RxConfig, RxStats, ToOwner};
@@ -467,17 +467,15 @@ impl Pipeline {
 pub fn run_file(opts: RunOptions) -> Result<RunResult> {
     let cfg = &opts.config;
     let workers = opts.workers.clamp(1, 256);
-    let file = CaptureFile::open(&opts.read).with_context(|| format!("reading {}", opts.read.display()))?;
+    // The input's errors name it already: no context that would name it twice.
+    let mut input = CaptureInput::open(&opts.read)?;
+    input.show_progress();
     let started = Instant::now();
     let pipeline = Pipeline::start(cfg, workers, true, 1, None, None, slow::SlowSide::start()?)?;
     let mut rx = pipeline.rx(cfg, true, None, 0);
-    let mut frames = file.frames();
-    for f in frames.by_ref() {
-        rx.frame(f.ts, f.link_type, f.data);
-    }
-    let truncated = frames.trailer_problem().map(str::to_string);
+    let truncated = input.for_each(|f| rx.frame(f.ts, f.link_type, f.data));
     if let Some(t) = &truncated {
-        warn!(file = %opts.read.display(), problem = %t, "capture file ends early; processed what was there");
+        warn!(file = %input.name().display(), problem = %t, "capture file ends early; processed what was there");
     }
     pipeline.finish(rx, started, truncated)
 }

@@ -1,6 +1,8 @@
 //! Reader for capture files: classic pcap (µs and ns, either byte order) and pcapng (several sections,
-//! interfaces and link types; EPB, SPB and the obsolete packet block). The file is memory-mapped and each
-//! packet is handed out as a slice of the map, so reading allocates nothing per packet.
+//! interfaces and link types; EPB, SPB and the obsolete packet block). A plain file is memory-mapped and each
+//! packet is handed out as a slice of the map, so reading allocates nothing per packet. The same parser also
+//! reads a window of a stream (compressed files, standard input: see [`super::input`]), carrying its state from
+//! one window to the next.
 //!
 //! A truncated or corrupt tail ends the iteration with a warning; everything before it is processed.
 
@@ -12,17 +14,46 @@ use thiserror::Error;
 
 use crate::time::Nanos;
 
+/// Why a capture cannot be read at all (a tail that breaks off is not an error: see [`Frames::trailer_problem`]).
+/// The I/O errors are part of the message, not a `source`: printed as a chain they would appear twice.
 #[derive(Debug, Error)]
 pub enum PcapError {
-    #[error("cannot open capture file {path}: {source}")]
-    Open { path: PathBuf, source: std::io::Error },
-    #[error("{path}: not a pcap or pcapng file (magic {magic:08x})")]
-    BadMagic { path: PathBuf, magic: u32 },
-    #[error("{path}: file is too short to be a capture")]
+    /// The file cannot be opened (missing, no permission…).
+    #[error("cannot open capture file {path}: {}", plain(.error))]
+    Open { path: PathBuf, error: std::io::Error },
+    /// `-r` names a directory.
+    #[error("{path} is a directory, not a capture file")]
+    Directory { path: PathBuf },
+    /// Reading the first bytes failed.
+    #[error("cannot read {path}: {}", plain(.error))]
+    Read { path: PathBuf, error: std::io::Error },
+    /// Neither a capture nor compressed; `what` says what the first bytes look like instead.
+    #[error("{path}: not a pcap or pcapng file, nor gzip- or zstd-compressed ({what})")]
+    BadMagic { path: PathBuf, what: String },
+    /// A compressed file (or stream) whose content is not a capture; `what` says what it looks like.
+    #[error("{path}: {codec}-compressed, but what it holds is not a pcap or pcapng file ({what})")]
+    BadMagicInside { path: PathBuf, codec: &'static str, what: String },
+    /// A compressed file broken before its first packets.
+    #[error("{path}: {codec}-compressed, but it cannot be decompressed: {}", plain(.error))]
+    Decompress { path: PathBuf, codec: &'static str, error: std::io::Error },
+    /// Fewer bytes than a capture header.
+    #[error("{path}: too short to be a capture")]
     TooShort { path: PathBuf },
+    /// `-r -` with a terminal as standard input.
+    #[error("-r -: standard input is a terminal; pipe a capture into it (tcpdump -w - | voxtap -r -)")]
+    StdinIsTerminal,
 }
 
-/// One captured frame, borrowed from the mapped file.
+/// An OS error's text without Rust's `(os error N)` suffix: the message says it once, in plain words.
+fn plain(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    match s.find(" (os error ") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
+}
+
+/// One captured frame, borrowed from the mapped file (or the current window of a stream).
 #[derive(Debug, Clone, Copy)]
 pub struct Frame<'a> {
     pub ts: Nanos,
@@ -33,9 +64,49 @@ pub struct Frame<'a> {
     pub interface: u32,
 }
 
-enum Format {
+#[derive(Clone, Copy)]
+pub(crate) enum Format {
     Pcap { big_endian: bool, nanos: bool, link_type: u16 },
     Pcapng,
+}
+
+impl Format {
+    /// Where the first record starts: after the pcap file header; pcapng's section header is a block.
+    pub(crate) fn first_record(self) -> usize {
+        match self {
+            Format::Pcap { .. } => 24,
+            Format::Pcapng => 0,
+        }
+    }
+}
+
+/// What the first bytes of a capture say.
+pub(crate) enum Detected {
+    Capture(Format),
+    TooShort,
+    Unknown,
+}
+
+/// The capture format from the first bytes (24 of them are enough for either format).
+pub(crate) fn detect(head: &[u8]) -> Detected {
+    if head.len() < 4 {
+        return Detected::TooShort;
+    }
+    let magic = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
+    match magic {
+        0xa1b2_c3d4 | 0xa1b2_3c4d | 0xd4c3_b2a1 | 0x4d3c_b2a1 => {
+            if head.len() < 24 {
+                return Detected::TooShort;
+            }
+            let big_endian = matches!(magic, 0xd4c3_b2a1 | 0x4d3c_b2a1);
+            let nanos = matches!(magic, 0xa1b2_3c4d | 0x4d3c_b2a1);
+            let lt = rd32(&head[20..24], big_endian);
+            // The upper bits of the link-type field carry FCS flags (pcap spec); keep the low 16 bits.
+            Detected::Capture(Format::Pcap { big_endian, nanos, link_type: (lt & 0xffff) as u16 })
+        }
+        0x0a0d_0d0a => Detected::Capture(Format::Pcapng),
+        _ => Detected::Unknown,
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -44,6 +115,28 @@ struct Iface {
     /// Multiplier to nanoseconds, or divisor when `ticks_per_sec` exceeds 1e9.
     ticks_per_sec: u64,
 }
+
+/// What the parser remembers between records besides its position: pcapng's interfaces and byte order, and the
+/// last timestamp (for simple packet blocks). A stream carries it from one window to the next.
+#[derive(Default)]
+pub(crate) struct ParseState {
+    ifaces: Vec<Iface>,
+    big_endian: bool,
+    last_ts: Nanos,
+}
+
+/// Where a window's parse ended: the position reached, the state to carry on with, and whether it ended for
+/// want of bytes (`starved`: read more and go on) rather than at the end or at a broken record (`trailer`).
+pub(crate) struct WindowEnd {
+    pub pos: usize,
+    pub state: ParseState,
+    pub trailer: Option<String>,
+    pub starved: bool,
+}
+
+/// Largest pcapng block a stream buffers: bigger is taken for corruption (a file on disk is mapped whole, so
+/// there any length that fits in the file is read).
+pub(crate) const MAX_STREAM_BLOCK: usize = 64 << 20;
 
 /// A capture file opened for reading.
 pub struct CaptureFile {
@@ -54,34 +147,31 @@ pub struct CaptureFile {
 
 impl CaptureFile {
     pub fn open(path: &Path) -> Result<Self, PcapError> {
-        let file = File::open(path).map_err(|source| PcapError::Open { path: path.into(), source })?;
+        let file = File::open(path).map_err(|error| PcapError::Open { path: path.into(), error })?;
+        Self::map(path.into(), &file)
+    }
+
+    /// Maps an open file (a path's, or standard input when it is a file); `path` names it in errors.
+    pub(crate) fn map(path: PathBuf, file: &File) -> Result<Self, PcapError> {
         // SAFETY: the map is read-only; a file truncated under us by another process would SIGBUS, which is the
         // accepted risk of every mmap-based capture reader (libpcap reads, tshark does the same with its own I/O).
-        let map = unsafe { memmap2::MmapOptions::new().populate().map(&file) }
-            .map_err(|source| PcapError::Open { path: path.into(), source })?;
+        let map = match unsafe { memmap2::MmapOptions::new().populate().map(file) } {
+            Ok(m) => m,
+            Err(error) => return Err(PcapError::Open { path, error }),
+        };
         // Sequential reading: ask for read-ahead (advice only; failure changes nothing).
         let _ = map.advise(memmap2::Advice::Sequential);
-        Self::from_map(path.into(), map)
+        Self::from_map(path, map)
     }
 
     fn from_map(path: PathBuf, map: Mmap) -> Result<Self, PcapError> {
-        if map.len() < 4 {
-            return Err(PcapError::TooShort { path });
-        }
-        let magic = u32::from_le_bytes([map[0], map[1], map[2], map[3]]);
-        let format = match magic {
-            0xa1b2_c3d4 | 0xa1b2_3c4d | 0xd4c3_b2a1 | 0x4d3c_b2a1 => {
-                if map.len() < 24 {
-                    return Err(PcapError::TooShort { path });
-                }
-                let big_endian = matches!(magic, 0xd4c3_b2a1 | 0x4d3c_b2a1);
-                let nanos = matches!(magic, 0xa1b2_3c4d | 0x4d3c_b2a1);
-                let lt = rd32(&map[20..24], big_endian);
-                // The upper bits of the link-type field carry FCS flags (pcap spec); keep the low 16 bits.
-                Format::Pcap { big_endian, nanos, link_type: (lt & 0xffff) as u16 }
+        let format = match detect(&map) {
+            Detected::Capture(f) => f,
+            Detected::TooShort => return Err(PcapError::TooShort { path }),
+            Detected::Unknown => {
+                let what = super::input::describe_head(&map);
+                return Err(PcapError::BadMagic { path, what });
             }
-            0x0a0d_0d0a => Format::Pcapng,
-            _ => return Err(PcapError::BadMagic { path, magic }),
         };
         Ok(CaptureFile { path, map, format })
     }
@@ -99,37 +189,44 @@ impl CaptureFile {
     }
 
     pub fn frames(&self) -> Frames<'_> {
-        let start = match self.format {
-            Format::Pcap { .. } => 24,
-            Format::Pcapng => 0,
-        };
-        Frames {
-            buf: &self.map,
-            pos: start,
-            file: self,
-            ifaces: Vec::new(),
-            big_endian: false,
-            trailer: None,
-            last_ts: 0,
-        }
+        Frames::window(&self.map, self.format.first_record(), self.format, ParseState::default(), 0, false)
     }
 }
 
-/// Iterator over the frames of a capture file.
+/// Iterator over the frames of a capture file (or of one window of a stream).
 pub struct Frames<'a> {
     buf: &'a [u8],
     pos: usize,
-    file: &'a CaptureFile,
-    ifaces: Vec<Iface>,
-    big_endian: bool,
+    format: Format,
+    st: ParseState,
     trailer: Option<String>,
-    last_ts: Nanos,
+    /// Offset of `buf[0]` in the whole capture, for the byte positions in messages (0 for a mapped file).
+    base: u64,
+    /// More bytes may follow `buf` (a stream's window): a record cut short at its end is not the end.
+    more: bool,
+    starved: bool,
 }
 
 impl<'a> Frames<'a> {
+    /// Frames of `buf` from `pos` on, with the parser state `st`; `base` is `buf[0]`'s offset in the capture and
+    /// `more` says that bytes may follow `buf`.
+    pub(crate) fn window(buf: &'a [u8], pos: usize, format: Format, st: ParseState, base: u64, more: bool) -> Self {
+        Frames { buf, pos, format, st, trailer: None, base, more, starved: false }
+    }
+
+    /// Where this window's parse ended (after `next` returned `None`).
+    pub(crate) fn end(self) -> WindowEnd {
+        WindowEnd { pos: self.pos, state: self.st, trailer: self.trailer, starved: self.starved }
+    }
+
     /// Why reading stopped early, if it did (a truncated or corrupt file).
     pub fn trailer_problem(&self) -> Option<&str> {
         self.trailer.as_deref()
+    }
+
+    /// Bytes of the capture read so far (records handed out, and the headers before them).
+    pub fn position(&self) -> u64 {
+        self.base + self.pos as u64
     }
 
     fn stop(&mut self, why: String) -> Option<Frame<'a>> {
@@ -138,14 +235,32 @@ impl<'a> Frames<'a> {
         None
     }
 
+    /// The record at `pos` goes past the end of `buf`: in a stream's window, read more and come back (the position
+    /// stays at the record's start); at the real end, the capture is truncated.
+    #[cold]
+    fn short(&mut self, why: impl FnOnce(u64) -> String) -> Option<Frame<'a>> {
+        if self.more {
+            self.starved = true;
+            return None;
+        }
+        let at = self.base + self.pos as u64;
+        self.stop(why(at))
+    }
+
+    /// Nothing left in `buf`: the end, unless a stream has more to come.
+    #[cold]
+    fn drained(&mut self) -> Option<Frame<'a>> {
+        self.starved = self.more;
+        None
+    }
+
     fn next_pcap(&mut self, big_endian: bool, nanos: bool, link_type: u16) -> Option<Frame<'a>> {
         let buf = self.buf;
         if self.pos >= buf.len() {
-            return None;
+            return self.drained();
         }
         if buf.len() - self.pos < 16 {
-            let at = self.pos;
-            return self.stop(format!("truncated record header at byte {at}"));
+            return self.short(|at| format!("truncated record header at byte {at}"));
         }
         let h = &buf[self.pos..self.pos + 16];
         let sec = rd32(&h[0..4], big_endian) as i64;
@@ -153,12 +268,12 @@ impl<'a> Frames<'a> {
         let incl = rd32(&h[8..12], big_endian) as usize;
         let orig = rd32(&h[12..16], big_endian);
         if incl > 262_144 * 4 {
-            let at = self.pos;
+            let at = self.base + self.pos as u64;
             return self.stop(format!("implausible record length {incl} at byte {at}"));
         }
         let start = self.pos + 16;
         if buf.len() - start < incl {
-            return self.stop(format!("truncated packet data at byte {start} ({incl} bytes announced)"));
+            return self.short(|at| format!("truncated packet data at byte {} ({incl} bytes announced)", at + 16));
         }
         self.pos = start + incl;
         let ts = sec * 1_000_000_000 + if nanos { frac } else { frac * 1000 };
@@ -169,37 +284,42 @@ impl<'a> Frames<'a> {
         let buf = self.buf;
         loop {
             if self.pos >= buf.len() {
-                return None;
+                return self.drained();
             }
             if buf.len() - self.pos < 12 {
-                let at = self.pos;
-                return self.stop(format!("truncated pcapng block at byte {at}"));
+                return self.short(|at| format!("truncated pcapng block at byte {at}"));
             }
             let b = &buf[self.pos..];
             let raw_type = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
             if raw_type == 0x0a0d_0d0a {
                 // Section header: byte order from the byte-order magic; interfaces restart.
                 let bom = u32::from_le_bytes([b[8], b[9], b[10], b[11]]);
-                self.big_endian = match bom {
+                self.st.big_endian = match bom {
                     0x1a2b_3c4d => false,
                     0x4d3c_2b1a => true,
                     _ => {
-                        let at = self.pos;
+                        let at = self.base + self.pos as u64;
                         return self.stop(format!("bad pcapng byte-order magic at byte {at}"));
                     }
                 };
-                self.ifaces.clear();
+                self.st.ifaces.clear();
             }
-            let be = self.big_endian;
+            let be = self.st.big_endian;
             let btype = rd32(&b[0..4], be);
             let blen = rd32(&b[4..8], be) as usize;
             if blen < 12 || !blen.is_multiple_of(4) {
-                let at = self.pos;
+                let at = self.base + self.pos as u64;
                 return self.stop(format!("bad pcapng block length {blen} at byte {at}"));
             }
             if blen > b.len() {
-                let at = self.pos;
-                return self.stop(format!("truncated pcapng block at byte {at} ({blen} bytes announced)"));
+                if self.more && blen > MAX_STREAM_BLOCK {
+                    let at = self.base + self.pos as u64;
+                    return self.stop(format!(
+                        "pcapng block of {blen} bytes at byte {at}: more than the {} MiB a stream is read in",
+                        MAX_STREAM_BLOCK >> 20
+                    ));
+                }
+                return self.short(|at| format!("truncated pcapng block at byte {at} ({blen} bytes announced)"));
             }
             let body = &b[8..blen - 4];
             self.pos += blen;
@@ -211,7 +331,7 @@ impl<'a> Frames<'a> {
                     }
                     let link_type = rd16(&body[0..2], be);
                     let ticks_per_sec = parse_tsresol(&body[8..], be).unwrap_or(1_000_000);
-                    self.ifaces.push(Iface { link_type, ticks_per_sec });
+                    self.st.ifaces.push(Iface { link_type, ticks_per_sec });
                 }
                 6 | 2 => {
                     // Enhanced packet block (6) or obsolete packet block (2, 16-bit interface id + drops).
@@ -223,7 +343,7 @@ impl<'a> Frames<'a> {
                     let lo = rd32(&body[8..12], be) as u64;
                     let caplen = rd32(&body[12..16], be) as usize;
                     let orig = rd32(&body[16..20], be);
-                    let Some(ifc) = self.ifaces.get(iface as usize).copied() else {
+                    let Some(ifc) = self.st.ifaces.get(iface as usize).copied() else {
                         continue;
                     };
                     if body.len() - 20 < caplen {
@@ -231,7 +351,7 @@ impl<'a> Frames<'a> {
                     }
                     let data = &body[20..20 + caplen];
                     let ts = ticks_to_nanos((hi << 32) | lo, ifc.ticks_per_sec);
-                    self.last_ts = ts;
+                    self.st.last_ts = ts;
                     return Some(Frame { ts, link_type: ifc.link_type, data, orig_len: orig, interface: iface });
                 }
                 3 => {
@@ -240,14 +360,14 @@ impl<'a> Frames<'a> {
                     if body.len() < 4 {
                         continue;
                     }
-                    let Some(ifc) = self.ifaces.first().copied() else {
+                    let Some(ifc) = self.st.ifaces.first().copied() else {
                         continue;
                     };
                     let orig = rd32(&body[0..4], be);
                     let caplen = (orig as usize).min(body.len() - 4);
                     let data = &body[4..4 + caplen];
                     return Some(Frame {
-                        ts: self.last_ts,
+                        ts: self.st.last_ts,
                         link_type: ifc.link_type,
                         data,
                         orig_len: orig,
@@ -264,7 +384,7 @@ impl<'a> Iterator for Frames<'a> {
     type Item = Frame<'a>;
 
     fn next(&mut self) -> Option<Frame<'a>> {
-        match self.file.format {
+        match self.format {
             Format::Pcap { big_endian, nanos, link_type } => self.next_pcap(big_endian, nanos, link_type),
             Format::Pcapng => self.next_pcapng(),
         }

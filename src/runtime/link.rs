@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use crossbeam_channel::bounded;
 
 use super::{drive, LiveOutput, RunResult};
-use crate::capture::pcapfile::CaptureFile;
+use crate::capture::input::CaptureInput;
 use crate::config::Config;
 use crate::link::central::{Central, CentralConfig};
 use crate::link::forward::{ForwardStats, Forwarder};
@@ -59,15 +59,13 @@ pub fn run_central(cfg: &Config, workers: usize, live: LiveOutput) -> Result<Run
 /// A remote with `packetbuffer_sender = yes` reading a capture file: its packets go to the central in
 /// compressed batches; returns once the central has confirmed all of them.
 pub fn send_packets_file(cfg: &Config, path: &Path) -> Result<(ForwardStats, LinkStats)> {
+    // Opened before the link starts, so that a file it cannot read stops it at once.
+    let mut input = CaptureInput::open(path)?;
+    input.show_progress();
     let slow = super::slow::SlowSide::start()?;
     let mut fwd = forwarder(cfg, true, &slow.handle())?;
-    let file = CaptureFile::open(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut frames = file.frames();
-    for f in frames.by_ref() {
-        fwd.frame(f.ts, f.link_type, f.data);
-    }
-    if let Some(t) = frames.trailer_problem() {
-        tracing::warn!(file = %path.display(), problem = %t, "capture file ends early; sent what was there");
+    if let Some(t) = input.for_each(|f| fwd.frame(f.ts, f.link_type, f.data)) {
+        tracing::warn!(file = %input.name().display(), problem = %t, "capture file ends early; sent what was there");
     }
     Ok(fwd.finish(None))
 }
@@ -188,6 +186,7 @@ pub fn forward_live(cfg: &Config) -> Result<(ForwardStats, LinkStats)> {
 pub fn mirror_send(cfg: &Config, read: Option<&Path>) -> Result<MirrorSendStats> {
     let dest = cfg.mirror_destination.clone().context("mirror_destination")?;
     let name = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_default();
+    let mut input = read.map(CaptureInput::open).transpose()?;
     let slow = super::slow::SlowSide::start()?;
     let m = std::cell::RefCell::new(MirrorSender::start(
         dest.clone(),
@@ -196,11 +195,12 @@ pub fn mirror_send(cfg: &Config, read: Option<&Path>) -> Result<MirrorSendStats>
         read.is_some(),
         &slow.handle(),
     )?);
-    match read {
-        Some(path) => {
-            let file = CaptureFile::open(path).with_context(|| format!("reading {}", path.display()))?;
-            for f in file.frames() {
-                m.borrow_mut().frame(f.ts, f.link_type, f.data);
+    match input.as_mut() {
+        Some(input) => {
+            input.show_progress();
+            let mut m = m.borrow_mut();
+            if let Some(t) = input.for_each(|f| m.frame(f.ts, f.link_type, f.data)) {
+                tracing::warn!(file = %input.name().display(), problem = %t, "capture file ends early; mirrored what was there");
             }
         }
         None => {
