@@ -208,9 +208,6 @@ fn run(cli: Cli) -> Result<()> {
             output(&cli, &res)
         }
         Role::MirrorSender => {
-            if let Some(read) = &cli.read {
-                check_readable(read)?;
-            }
             let st = voxtap::runtime::mirror_send(&cfg, cli.read.as_deref())?;
             eprintln!(
                 "voxtap: mirrored packets={} blocks_sent={} blocks_dropped={} connects={} refused={}",
@@ -234,7 +231,6 @@ fn run(cli: Cli) -> Result<()> {
 fn send_packets(cli: &Cli, cfg: &Config) -> Result<()> {
     let (what, (fwd, link)) = match cli.read.clone() {
         Some(read) => {
-            check_readable(&read)?;
             let what = if read == Path::new("-") { "standard input".into() } else { read.display().to_string() };
             (what, voxtap::runtime::send_packets_file(cfg, &read)?)
         }
@@ -261,7 +257,6 @@ fn send_packets(cli: &Cli, cfg: &Config) -> Result<()> {
 }
 
 fn read_file(cli: &Cli, cfg: Config, read: PathBuf) -> Result<()> {
-    check_readable(&read)?;
     tracing::info!(
         file = %read.display(),
         workers = cli.workers,
@@ -364,9 +359,4 @@ fn manager_client(addr: &str, command: &str, key: Option<&str>) -> Result<()> {
     };
     std::io::Write::write_all(&mut std::io::stdout(), &reply)?;
     Ok(())
-}
-
-/// A missing file, a directory or `-r -` on a terminal stops voxtap before anything starts.
-fn check_readable(p: &Path) -> Result<()> {
-    Ok(voxtap::capture::input::check(p)?)
 }

@@ -272,20 +272,14 @@ fn manager(cfg: &Config, file: bool) -> String {
     }
 }
 
-/// A capture file `-r` can open: it exists, is a file (or `-`, standard input) and can be read.
+/// A capture `-r` can read: the file exists, is not a directory, and is a pcap or pcapng file (gzip- or
+/// zstd-compressed or not); `-` is standard input, which is only checked not to be a terminal (reading it here
+/// would take the packets from the run).
 pub fn check_capture_file(p: &Path) -> Result<()> {
     if p == Path::new("-") {
-        return Ok(());
+        return Ok(crate::capture::input::check(p)?);
     }
-    let meta = match std::fs::metadata(p) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!("{}: no such file", p.display()),
-        Err(e) => bail!("{}: {}", p.display(), plain(&e)),
-    };
-    if meta.is_dir() {
-        bail!("{} is a directory, not a capture file", p.display());
-    }
-    std::fs::File::open(p).map_err(|e| anyhow::anyhow!("{}: {}", p.display(), plain(&e)))?;
+    crate::capture::input::CaptureInput::open(p)?;
     Ok(())
 }
 

@@ -98,6 +98,9 @@ fn fixture(dir: &Path, db: &db::Db) {
     std::os::unix::fs::symlink(&bin, dir.join("target/release/voxtap")).unwrap();
     voxgen(&dir.join("capture.pcap"), &["--calls", "6", "--cps", "3", "--duration", "2", "--mix", "--seed", "11"]);
     voxgen(&dir.join("capture.pcapng"), &["--calls", "4", "--duration", "2", "--pcapng", "--seed", "12"]);
+    for f in ["capture.pcap", "capture.pcapng"] {
+        sh(&format!("gzip -kf {}", dir.join(f).display()));
+    }
     voxgen(&dir.join("old.pcap"), &["--calls", "3", "--duration", "1", "--seed", "13"]);
     voxgen(
         &dir.join("target/demo/demo.pcap"),
