@@ -30,7 +30,7 @@ fn check_config_refuses_what_the_run_refuses() {
         (
             write_conf(&dir, "plain.conf", "s", ""),
             vec!["-r".into(), dir.join("missing.pcap").display().to_string()],
-            "no such file",
+            "No such file",
         ),
         (
             write_conf(&dir, "plain2.conf", "s", ""),
