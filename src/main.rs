@@ -372,8 +372,8 @@ fn send_packets(cli: &Cli, cfg: &Config) -> Result<()> {
         link.connect_failures,
         link.left_bytes
     );
-    if link.left_bytes > 0 {
-        bail!("{} bytes of packets are not confirmed by the central yet: they wait in the link queue and are sent at the next start", link.left_bytes);
+    if let Some(why) = link.undelivered("packet batches") {
+        bail!(why);
     }
     Ok(())
 }
@@ -419,11 +419,8 @@ fn output(cli: &Cli, res: &voxtap::runtime::RunResult) -> Result<()> {
         let line = format!("voxtap: {}\n", voxtap::report::summary(res));
         let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
     }
-    if let Some(l) = res.link.as_ref().filter(|l| l.left_bytes > 0) {
-        bail!(
-            "{} bytes of CDRs are not confirmed by the central yet: they wait in the link queue and are sent at the next start",
-            l.left_bytes
-        );
+    if let Some(why) = res.link.as_ref().and_then(|l| l.undelivered("CDRs")) {
+        bail!(why);
     }
     if let Some(db) = res.db.as_ref().filter(|d| d.cdrs_queued > 0) {
         bail!(

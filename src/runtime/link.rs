@@ -59,11 +59,17 @@ pub fn run_central(cfg: &Config, workers: usize, live: LiveOutput) -> Result<Run
 /// A remote with `packetbuffer_sender = yes` reading a capture file: its packets go to the central in
 /// compressed batches; returns once the central has confirmed all of them.
 pub fn send_packets_file(cfg: &Config, path: &Path) -> Result<(ForwardStats, LinkStats)> {
+    let file = CaptureFile::open(path).with_context(|| format!("reading {}", path.display()))?;
+    super::install_stop_handlers_once();
     let slow = super::slow::SlowSide::start()?;
     let mut fwd = forwarder(cfg, true, &slow.handle())?;
-    let file = CaptureFile::open(path).with_context(|| format!("reading {}", path.display()))?;
     let mut frames = file.frames();
     for f in frames.by_ref() {
+        // Ctrl-C: what is queued stays queued, and the report says so.
+        if super::STOP.load(std::sync::atomic::Ordering::Relaxed) {
+            tracing::warn!(file = %path.display(), "interrupted before the end of the file");
+            break;
+        }
         fwd.frame(f.ts, f.link_type, f.data);
     }
     if let Some(t) = frames.trailer_problem() {
@@ -72,10 +78,14 @@ pub fn send_packets_file(cfg: &Config, path: &Path) -> Result<(ForwardStats, Lin
     Ok(fwd.finish(None))
 }
 
-fn forwarder(cfg: &Config, wait_for_room: bool, rt: &tokio::runtime::Handle) -> Result<Forwarder> {
-    let rc = RemoteConfig::from_config(cfg).context("packetbuffer_sender needs server_destination")?;
+/// `file`: a capture file's run, which must end (see `RemoteConfig::bounded`); it waits for room in the queue.
+fn forwarder(cfg: &Config, file: bool, rt: &tokio::runtime::Handle) -> Result<Forwarder> {
+    let mut rc = RemoteConfig::from_config(cfg).context("packetbuffer_sender needs server_destination")?;
+    if file {
+        rc = rc.bounded(cfg.link_send_timeout, &super::STOP);
+    }
     let sink = LinkSink::start(rc, None, rt).context("opening the link queue")?;
-    Ok(Forwarder::new(sink, wait_for_room))
+    Ok(Forwarder::new(sink, file))
 }
 
 /// One live source of frames: `poll(timeout_ms, sink)` hands over what arrived.
