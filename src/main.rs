@@ -422,11 +422,8 @@ fn output(cli: &Cli, res: &voxtap::runtime::RunResult) -> Result<()> {
     if let Some(why) = res.link.as_ref().and_then(|l| l.undelivered("CDRs")) {
         bail!(why);
     }
-    if let Some(db) = res.db.as_ref().filter(|d| d.cdrs_queued > 0) {
-        bail!(
-            "{} CDRs are not in the database yet: it stayed unreachable; they wait in the CDR queue and are stored at the next start",
-            db.cdrs_queued
-        );
+    if let Some(why) = res.db.as_ref().and_then(|d| d.undelivered()) {
+        bail!(why);
     }
     Ok(())
 }

@@ -261,7 +261,7 @@ impl Pipeline {
         }
         let db = match link_cfg {
             Some(_) => None,
-            None => db_cfg.map(|d| DbSink::start(d, &rt)).transpose()?,
+            None => db_cfg.map(|d| DbSink::start(d, blocking, &rt)).transpose()?,
         };
         // Relayed manager commands (the GUI's getfile through the central) are answered once the owners run.
         let manager_state = Arc::new(std::sync::OnceLock::<Arc<crate::manager::State>>::new());
