@@ -360,7 +360,7 @@ fn send_packets(cli: &Cli, cfg: &Config) -> Result<()> {
     };
     eprintln!(
         "voxtap: forwarded {what} to the central: frames={} bytes={} batches={} compressed_bytes={} batches_dropped={} \
-         link_batches_sent={} link_batches_confirmed={} link_connects={} link_connect_failures={} link_left_bytes={}",
+         link_batches_sent={} link_batches_confirmed={} link_connects={} link_connect_failures={} link_left_bytes={} link_left_records={}",
         fwd.frames,
         fwd.bytes,
         fwd.batches,
@@ -370,7 +370,8 @@ fn send_packets(cli: &Cli, cfg: &Config) -> Result<()> {
         link.batches_confirmed,
         link.connects,
         link.connect_failures,
-        link.left_bytes
+        link.left_bytes,
+        link.left_records
     );
     if let Some(why) = link.undelivered("packet batches") {
         bail!(why);

@@ -65,7 +65,10 @@ impl DbError {
     /// The operator's sentence: what happened, where, and what to check.
     pub fn explain(&self, t: &Target) -> String {
         let Target { at, user, db } = t;
-        let grant = format!("GRANT ALL ON `{db}`.* TO '{user}'@'<this host>' on the server");
+        // The privileges docs/database.md asks for: creating the database and its tables, daily partitions, rows.
+        let grant = format!(
+            "GRANT CREATE, ALTER, INDEX, SELECT, INSERT, UPDATE ON `{db}`.* TO '{user}'@'<this host>' on the server"
+        );
         match self {
             DbError::Denied(e) => {
                 let code = match e {
@@ -89,6 +92,10 @@ impl DbError {
                     ),
                     _ => format!("user '{user}' lacks a privilege voxtap needs at {at} ({why}): {grant}"),
                 }
+            }
+            // The server answered but cannot take the batch now (a deadlock, too many connections, read-only).
+            DbError::Unavailable(e @ mysql_async::Error::Server(_)) => {
+                format!("the database at {at} cannot store CDRs now: {}", cause(e))
             }
             DbError::Unavailable(e) => format!("the database at {at} is not reachable: {}", cause(e)),
             DbError::Refused(e) => format!("the database at {at} refused a statement: {}", cause(e)),
@@ -125,6 +132,6 @@ mod tests {
         let said = DbError::from(server(1045, "Access denied for user 'voxtap'@'h' (using password: YES)")).explain(&t);
         assert!(said.contains("refused user 'voxtap'") && said.contains("mysqlpassword"), "{said}");
         let said = DbError::from(server(1044, "Access denied")).explain(&t);
-        assert!(said.contains("GRANT ALL ON `voipmonitor`.*"), "{said}");
+        assert!(said.contains("UPDATE ON `voipmonitor`.* TO 'voxtap'"), "{said}");
     }
 }

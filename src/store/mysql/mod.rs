@@ -201,10 +201,9 @@ impl Shared {
                     DbError::Denied(_) => {
                         error!("the database at {} still refuses this user ({for_s} s)", self.target.at)
                     }
-                    _ => warn!(
-                        "the database at {} is still not reachable ({for_s} s); CDRs wait in the queue",
-                        self.target.at
-                    ),
+                    _ => {
+                        warn!("the database at {} is still failing ({for_s} s); CDRs wait in the queue", self.target.at)
+                    }
                 }
             }
             _ => match e {
@@ -219,7 +218,7 @@ impl Shared {
     fn recovered(&self) {
         if self.failing_since.lock().take().is_some() {
             *self.said.lock() = None;
-            info!(at = %self.target.at, "the database is reachable again");
+            info!(at = %self.target.at, "the database works again");
         }
     }
 }
@@ -261,17 +260,13 @@ impl DbSink {
             said: Mutex::new(None),
             failing_since: Mutex::new(None),
         });
-        let mut first = Writer::new(cfg.clone());
+        let probe = Writer::new(cfg.clone());
         // Called from the thread that starts the pipeline, never from the runtime's own.
-        match rt.block_on(async { tokio::time::timeout(FIRST_CONNECT, first.connect()).await }) {
+        match rt.block_on(async { tokio::time::timeout(FIRST_CONNECT, probe.check_access()).await }) {
             Ok(Ok(())) => {}
             Ok(Err(e @ DbError::Denied(_))) => return Err(StartError::Denied(e.explain(&shared.target))),
-            Ok(Err(e)) => {
-                first.disconnect();
-                shared.tell(&e);
-            }
+            Ok(Err(e)) => shared.tell(&e),
             Err(_) => {
-                first.disconnect();
                 *shared.failing_since.lock() = Some(Instant::now());
                 warn!(
                     "the database at {} did not answer within {} s; CDRs wait in the CDR queue and voxtap keeps trying",
@@ -301,7 +296,7 @@ impl DbSink {
             .map_err(queue_err)?;
         let sh = shared.clone();
         let dir = cfg.queue_dir.clone();
-        let writer = rt.spawn(run(cfg, first, rx, sh));
+        let writer = rt.spawn(run(cfg, rx, sh));
         Ok(DbSink {
             queue,
             dir,
@@ -424,16 +419,14 @@ fn parse_queue(
     (unreadable, reader.corrupt)
 }
 
-/// The writers' loop; `first` is the writer the start connected (or tried to).
-async fn run(
-    cfg: DbConfig,
-    first: Writer,
-    mut rx: tokio::sync::mpsc::Receiver<Parsed>,
-    shared: Arc<Shared>,
-) -> DbStats {
+async fn run(cfg: DbConfig, mut rx: tokio::sync::mpsc::Receiver<Parsed>, shared: Arc<Shared>) -> DbStats {
     let dir = cfg.queue_dir.clone();
-    let mut idle: Vec<Writer> = (1..cfg.writers.max(1)).map(|_| Writer::new(cfg.clone())).collect();
-    idle.push(first);
+    let mut idle: Vec<Writer> = (0..cfg.writers.max(1)).map(|_| Writer::new(cfg.clone())).collect();
+    // Tables and the sensor's row before the first batch; a failure is told (once) and the batch retries.
+    if let Err(e) = idle[0].connect().await {
+        idle[0].disconnect();
+        shared.tell(&e);
+    }
     let mut stats = DbStats::default();
     let mut running = tokio::task::JoinSet::new();
     // Batches are stored concurrently (one per connection) and may commit out of order; the queue's position
@@ -522,9 +515,8 @@ async fn store(w: &mut Writer, rows: &[row::DbCdr], shared: &Shared) -> Outcome 
                 let denied = matches!(e, DbError::Denied(_));
                 if denied && shared.file {
                     // No retry fixes a password or a GRANT: a run that must end stops here and says so.
-                    let why = e.explain(&shared.target);
-                    error!("{why}");
-                    *shared.denied.lock() = Some(why);
+                    shared.tell(&e);
+                    *shared.denied.lock() = Some(e.explain(&shared.target));
                     shared.stop.store(true, Ordering::Release);
                     return Outcome { written: None, retries };
                 }

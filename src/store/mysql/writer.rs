@@ -91,6 +91,20 @@ impl Writer {
         o
     }
 
+    /// Whether the server takes this user and lets it use (or create) the database: a short connection of its
+    /// own, so a start can tell a refusal from an absence without waiting for the tables to be made.
+    pub async fn check_access(&self) -> Result<(), DbError> {
+        let mut c = Conn::new(self.opts(false)).await?;
+        let db = self.cfg.db.replace('`', "``");
+        let r = async {
+            c.query_drop(format!("CREATE DATABASE IF NOT EXISTS `{db}`")).await?;
+            c.query_drop(format!("USE `{db}`")).await
+        }
+        .await;
+        let _ = c.disconnect().await;
+        Ok(r?)
+    }
+
     /// Connects, creating the database and the tables that do not depend on the data when they are missing,
     /// and registers this sensor in `sensors`.
     pub async fn connect(&mut self) -> Result<(), DbError> {
