@@ -156,19 +156,24 @@ impl LinkStats {
     pub fn undelivered(&self, what: &str) -> Option<String> {
         let left = self.left_records > 0 || self.left_bytes > 0;
         let refused = matches!(self.stopped, Some(Stopped::Refused { .. }));
-        if !left && !refused {
+        let dropped = match self.dropped_queue_full {
+            0 => String::new(),
+            n => format!(" {n} {what} were dropped: the queue was full (link_queue_maxsize)."),
+        };
+        if !left && !refused && dropped.is_empty() {
             return None;
         }
-        let why = match &self.stopped {
-            Some(s) => s.describe(),
-            None => "the central has not confirmed everything".into(),
+        let why = match (&self.stopped, left) {
+            (Some(s), _) => s.describe(),
+            (None, true) => "the central has not confirmed everything".into(),
+            (None, false) => "everything queued reached the central".into(),
         };
         if !left {
-            return Some(format!("{why}; nothing is queued"));
+            return Some(format!("{why}; nothing is left in the queue.{dropped}"));
         }
         Some(format!(
             "{why}. {} {what} ({} bytes) stay queued in {}: they are sent first at the next start with this \
-             configuration (a later -r run, or the live sensor using the same link_queue_dir)",
+             configuration (a later -r run, or the live sensor using the same link_queue_dir).{dropped}",
             self.left_records,
             self.left_bytes,
             self.queue_dir.display()
@@ -438,7 +443,7 @@ async fn run_sender(
                     // A live remote keeps trying (the central's side may be fixed meanwhile), saying why now and then.
                     Some(reason) => {
                         if last_refusal.as_ref().is_none_or(|(r, t)| *r != reason || t.elapsed() >= REFUSAL_REPEAT) {
-                            error!(retry_in_ms, "{reason}; CDRs stay queued, retrying");
+                            error!(retry_in_ms, "{reason}; what is to be sent stays queued, retrying");
                             last_refusal = Some((reason, Instant::now()));
                         }
                     }
