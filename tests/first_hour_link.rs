@@ -172,8 +172,8 @@ fn a_live_remote_names_a_refused_password_and_keeps_trying() {
     let conf =
         remote_conf(&dir, "r", port, "wrong", &format!("hep = yes\nhep_bind_ip = 127.0.0.1\nhep_bind_port = {hep}"));
     let remote = LiveVoxtap::start(&conf, hep);
-    // A first attempt, then retries after 0.5 s and 1 s.
-    std::thread::sleep(Duration::from_millis(2500));
+    // A first attempt, then one every 10 s (slow, so the central does not throttle its address).
+    std::thread::sleep(Duration::from_millis(11_500));
     let (_, err) = remote.stop();
     let said: Vec<&str> = err.lines().filter(|l| l.contains("refused the password (server_password)")).collect();
     // Said as an error, once (not at every retry), and never as an absent central.

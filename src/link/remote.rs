@@ -440,8 +440,11 @@ async fn run_sender(
                         error!("{reason}");
                         return stopped(&cfg, &shared, Stopped::Refused { central, reason });
                     }
-                    // A live remote keeps trying (the central's side may be fixed meanwhile), saying why now and then.
+                    // A live remote keeps trying (the central's side may be fixed meanwhile), saying why now and then,
+                    // and slowly: fast guesses would get its address throttled by the central (net_auth_failures_max).
                     Some(reason) => {
+                        backoff = BACKOFF_MAX;
+                        let retry_in_ms = backoff.as_millis() as u64;
                         if last_refusal.as_ref().is_none_or(|(r, t)| *r != reason || t.elapsed() >= REFUSAL_REPEAT) {
                             error!(retry_in_ms, "{reason}; what is to be sent stays queued, retrying");
                             last_refusal = Some((reason, Instant::now()));

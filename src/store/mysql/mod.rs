@@ -127,7 +127,7 @@ pub struct DbStats {
     pub cdrs_bulk_loaded: u64,
     /// Failed attempts (connection lost, server away).
     pub retries: u64,
-    /// The server refused this user during a run that must end, which then stopped: what to check.
+    /// The server refused this user at the last attempt (a run that must end then stops at once): what to check.
     pub denied: Option<String>,
     /// Where the server is (`host:port` or socket) and the CDR queue folder, for the report.
     pub at: String,
@@ -175,7 +175,7 @@ struct Shared {
     /// A capture file's run: a refusal of this user stops the writer at once.
     file: bool,
     target: Target,
-    /// Set when the server refused this user in a run that must end (what to check).
+    /// Set while the server refuses this user (what to check), for the run's report.
     denied: Mutex<Option<String>>,
     /// The last failure told to the operator, and when: the writers share it, so a failure is told once.
     said: Mutex<Option<(String, Instant)>>,
@@ -513,10 +513,11 @@ async fn store(w: &mut Writer, rows: &[row::DbCdr], shared: &Shared) -> Outcome 
                     return Outcome { written: None, retries };
                 }
                 let denied = matches!(e, DbError::Denied(_));
+                // Kept for the run's report: a refusal, not an absence, is why CDRs stay queued.
+                *shared.denied.lock() = denied.then(|| e.explain(&shared.target));
                 if denied && shared.file {
                     // No retry fixes a password or a GRANT: a run that must end stops here and says so.
                     shared.tell(&e);
-                    *shared.denied.lock() = Some(e.explain(&shared.target));
                     shared.stop.store(true, Ordering::Release);
                     return Outcome { written: None, retries };
                 }
@@ -532,7 +533,15 @@ async fn store(w: &mut Writer, rows: &[row::DbCdr], shared: &Shared) -> Outcome 
                     return Outcome { written: None, retries };
                 }
                 shared.tell(&e);
-                tokio::time::sleep(if denied { DENIED_RETRY } else { delay }).await;
+                if denied {
+                    // Slow retries, cut short when the input ends: the last tries then come at the usual pace.
+                    let until = tokio::time::Instant::now() + DENIED_RETRY;
+                    while tokio::time::Instant::now() < until && !shared.closed.load(Ordering::Acquire) {
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                    }
+                } else {
+                    tokio::time::sleep(delay).await;
+                }
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
         }
