@@ -75,7 +75,8 @@ fn main() -> anyhow::Result<()> {
     let machine0 = machine_ticks();
     let t0 = Instant::now();
     let slow = voxtap::runtime::slow::SlowSide::start()?;
-    let mut sink = DbSink::start(db, &slow.handle())?;
+    // A bounded run, as a capture file is: a refused user ends it at once.
+    let mut sink = DbSink::start(db, true, &slow.handle())?;
     for c in &cdrs {
         sink.push(c);
     }

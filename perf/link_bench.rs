@@ -70,6 +70,10 @@ fn main() -> anyhow::Result<()> {
             mode: Mode::Packets,
             queue_dir: qdir.clone(),
             max_bytes: 64 << 30,
+            // Waits for the central as long as it takes, as a capture file did before link_send_timeout.
+            patience: None,
+            interrupt: None,
+            bounded: false,
         },
         None,
         &slow.handle(),

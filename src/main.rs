@@ -238,7 +238,7 @@ fn send_packets(cli: &Cli, cfg: &Config) -> Result<()> {
     };
     eprintln!(
         "voxtap: forwarded {what} to the central: frames={} bytes={} batches={} compressed_bytes={} batches_dropped={} \
-         link_batches_sent={} link_batches_confirmed={} link_connects={} link_connect_failures={} link_left_bytes={}",
+         link_batches_sent={} link_batches_confirmed={} link_connects={} link_connect_failures={} link_left_bytes={} link_left_records={}",
         fwd.frames,
         fwd.bytes,
         fwd.batches,
@@ -248,10 +248,11 @@ fn send_packets(cli: &Cli, cfg: &Config) -> Result<()> {
         link.batches_confirmed,
         link.connects,
         link.connect_failures,
-        link.left_bytes
+        link.left_bytes,
+        link.left_records
     );
-    if link.left_bytes > 0 {
-        bail!("{} bytes of packets are not confirmed by the central yet: they wait in the link queue and are sent at the next start", link.left_bytes);
+    if let Some(why) = link.undelivered("packet batches") {
+        bail!(why);
     }
     Ok(())
 }
@@ -305,17 +306,11 @@ fn output(cli: &Cli, res: &voxtap::runtime::RunResult) -> Result<()> {
             res.spool.errors
         );
     }
-    if let Some(l) = res.link.as_ref().filter(|l| l.left_bytes > 0) {
-        bail!(
-            "{} bytes of CDRs are not confirmed by the central yet: they wait in the link queue and are sent at the next start",
-            l.left_bytes
-        );
+    if let Some(why) = res.link.as_ref().and_then(|l| l.undelivered("CDRs")) {
+        bail!(why);
     }
-    if let Some(db) = res.db.as_ref().filter(|d| d.cdrs_queued > 0) {
-        bail!(
-            "{} CDRs are not in the database yet: it stayed unreachable; they wait in the CDR queue and are stored at the next start",
-            db.cdrs_queued
-        );
+    if let Some(why) = res.db.as_ref().and_then(|d| d.undelivered()) {
+        bail!(why);
     }
     Ok(())
 }

@@ -184,8 +184,15 @@ pub fn summary(r: &RunResult) -> String {
     }
     if let Some(l) = &r.link {
         text.push_str(&format!(
-            " link_queued={} link_batches_sent={} link_batches_confirmed={} link_connects={} link_connect_failures={} link_left_bytes={}",
-            l.queued, l.batches_sent, l.batches_confirmed, l.connects, l.connect_failures, l.left_bytes
+            " link_queued={} link_batches_sent={} link_batches_confirmed={} link_connects={} link_connect_failures={} link_left_bytes={} \
+             link_left_records={}",
+            l.queued,
+            l.batches_sent,
+            l.batches_confirmed,
+            l.connects,
+            l.connect_failures,
+            l.left_bytes,
+            l.left_records
         ));
         if l.dropped_queue_full > 0 {
             text.push_str(&format!(" link_dropped_queue_full={}", l.dropped_queue_full));

@@ -249,7 +249,14 @@ impl Pipeline {
         };
         // sniffer_stat reports the backlog of both on-disk queues.
         let cdr_queue_dir = db_cfg.as_ref().map(|d| d.queue_dir.clone());
-        let remote_cfg = crate::link::remote::RemoteConfig::from_config(cfg);
+        // A capture file's run must end: its sender gives up on a central that stays away or refuses it.
+        let remote_cfg = crate::link::remote::RemoteConfig::from_config(cfg).map(|r| {
+            if blocking {
+                r.bounded(cfg.link_send_timeout, &STOP)
+            } else {
+                r
+            }
+        });
         let link_queue_dir = remote_cfg.as_ref().map(|r| r.queue_dir.clone());
         // A remote sends its CDRs to the central, which stores them; it keeps no database of its own.
         let link_cfg = remote_cfg.filter(|_| !cfg.packetbuffer_sender);
@@ -258,7 +265,7 @@ impl Pipeline {
         }
         let db = match link_cfg {
             Some(_) => None,
-            None => db_cfg.map(|d| DbSink::start(d, &rt)).transpose()?,
+            None => db_cfg.map(|d| DbSink::start(d, blocking, &rt)).transpose()?,
         };
         // Relayed manager commands (the GUI's getfile through the central) are answered once the owners run.
         let manager_state = Arc::new(std::sync::OnceLock::<Arc<crate::manager::State>>::new());
@@ -289,8 +296,8 @@ impl Pipeline {
             db,
             log,
             link,
-            // A capture file waits until the central has everything; a live sensor gives it 20 s, then keeps the
-            // rest queued for its next start.
+            // A capture file waits until the central has everything (or its sender gives up: link_send_timeout);
+            // a live sensor gives it 20 s, then keeps the rest queued for its next start.
             link_wait: (!blocking).then_some(std::time::Duration::from_secs(20)),
             out,
         };
@@ -471,8 +478,16 @@ pub fn run_file(opts: RunOptions) -> Result<RunResult> {
     let mut input = CaptureInput::open(&opts.read)?;
     input.show_progress();
     let started = Instant::now();
+    // A remote sending a file may wait for its central: Ctrl-C then stops the wait and reports what stays queued.
+    let remote = !cfg.server_destination.is_empty();
+    if remote {
+        install_stop_handlers_once();
+    }
     let pipeline = Pipeline::start(cfg, workers, true, 1, None, None, slow::SlowSide::start()?)?;
     let mut rx = pipeline.rx(cfg, true, None, 0);
+    if remote {
+        input.stop_on(&STOP);
+    }
     let truncated = input.for_each(|f| rx.frame(f.ts, f.link_type, f.data));
     if let Some(t) = &truncated {
         warn!(file = %input.name().display(), problem = %t, "capture file ends early; processed what was there");
@@ -538,6 +553,21 @@ static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(
 
 extern "C" fn on_signal(_: libc::c_int) {
     STOP.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// As `install_stop_handlers`, for a run that ends on its own (a capture file sent to a central): the first
+/// signal stops the run short with its report; the handler resets, so a second one ends voxtap at once.
+fn install_stop_handlers_once() {
+    // SAFETY: sigaction with a zeroed struct, an empty mask and a handler that only stores to an atomic.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        sa.sa_flags = libc::SA_RESETHAND;
+        libc::sigemptyset(&mut sa.sa_mask);
+        for sig in [libc::SIGTERM, libc::SIGINT] {
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+    }
 }
 
 fn install_stop_handlers() {

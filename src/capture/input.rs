@@ -12,7 +12,7 @@ use std::io::{IsTerminal, Read, Seek};
 use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::pcapfile::{detect, CaptureFile, Detected, Format, Frame, Frames, ParseState, PcapError};
@@ -28,6 +28,8 @@ pub struct CaptureInput {
     /// Bytes the progress bar counts towards (the file's size on disk, compressed or not), when known.
     total: Option<u64>,
     progress: bool,
+    /// Set by a signal handler: reading stops within 1024 frames (see `stop_on`).
+    stop: Option<&'static AtomicBool>,
 }
 
 enum Kind {
@@ -79,7 +81,13 @@ impl CaptureInput {
             let n = read_head_at(&file, &mut head).map_err(|error| PcapError::Read { path: name.clone(), error })?;
             let Some(codec) = Codec::of(&head[..n]) else {
                 let map = CaptureFile::map(name.clone(), &file)?;
-                return Ok(CaptureInput { name, kind: Kind::Mapped(map), total: Some(meta.len()), progress: false });
+                return Ok(CaptureInput {
+                    name,
+                    kind: Kind::Mapped(map),
+                    total: Some(meta.len()),
+                    progress: false,
+                    stop: None,
+                });
             };
             (Some(codec), Box::new(Counted { inner: file, n: raw.clone() }))
         } else {
@@ -101,7 +109,7 @@ impl CaptureInput {
             None => reader,
         };
         let stream = Stream::start(&name, codec, reader, raw, STREAM_BUFFER)?;
-        Ok(CaptureInput { name, kind: Kind::Stream(Box::new(stream)), total, progress: false })
+        Ok(CaptureInput { name, kind: Kind::Stream(Box::new(stream)), total, progress: false, stop: None })
     }
 
     /// What to call this input in messages: the path, or "standard input".
@@ -114,10 +122,17 @@ impl CaptureInput {
         self.progress = std::io::stderr().is_terminal();
     }
 
+    /// Stops reading once `flag` is set (Ctrl-C on a run that must report what it leaves undone); `for_each`
+    /// then says it was interrupted.
+    pub fn stop_on(&mut self, flag: &'static AtomicBool) {
+        self.stop = Some(flag);
+    }
+
     /// Hands every frame to `f`, in order; returns why reading stopped early, if it did (a truncated or corrupt
     /// tail, a compressed stream that breaks off): what came before it was handed over.
     pub fn for_each(&mut self, mut f: impl FnMut(Frame<'_>)) -> Option<String> {
         let mut progress = if self.progress { Progress::on_terminal(self.total) } else { Progress::hidden() };
+        progress.stop = self.stop;
         match &mut self.kind {
             Kind::Mapped(file) => {
                 let mut frames = file.frames();
@@ -128,6 +143,9 @@ impl CaptureInput {
                     // A look at the clock every 1024 frames; the bar itself redraws at most every 100 ms.
                     if n.is_multiple_of(1024) {
                         progress.update(n, frames.position());
+                        if progress.stopped() {
+                            return Some(INTERRUPTED.into());
+                        }
                     }
                 }
                 frames.trailer_problem().map(str::to_string)
@@ -136,6 +154,8 @@ impl CaptureInput {
         }
     }
 }
+
+const INTERRUPTED: &str = "interrupted (SIGINT/SIGTERM) before the end of the file";
 
 /// The compressions `-r` reads, by their magic bytes.
 #[derive(Clone, Copy)]
@@ -311,6 +331,9 @@ impl Stream {
                 n += 1;
                 if n.is_multiple_of(1024) {
                     progress.update(n, self.raw.load(Ordering::Relaxed));
+                    if progress.stopped() {
+                        return Some(INTERRUPTED.into());
+                    }
                 }
             }
             let end = frames.end();

@@ -16,11 +16,13 @@ static SHOWN: Mutex<Option<ProgressBar>> = Mutex::new(None);
 pub(crate) struct Progress {
     bar: Option<ProgressBar>,
     next: Instant,
+    /// The reader's stop flag, looked at with the counters (see `CaptureInput::stop_on`).
+    pub(crate) stop: Option<&'static std::sync::atomic::AtomicBool>,
 }
 
 impl Progress {
     pub(crate) fn hidden() -> Self {
-        Progress { bar: None, next: Instant::now() }
+        Progress { bar: None, next: Instant::now(), stop: None }
     }
 
     /// A bar towards `total` bytes (a spinner when the size is unknown), drawn on standard error if it is a
@@ -54,7 +56,7 @@ impl Progress {
         // Keeps the spinner and the elapsed time moving while a pipe is quiet.
         bar.enable_steady_tick(Duration::from_millis(200));
         *SHOWN.lock() = Some(bar.clone());
-        Progress { bar: Some(bar), next: Instant::now() + EVERY }
+        Progress { bar: Some(bar), next: Instant::now() + EVERY, stop: None }
     }
 
     /// `packets` handed over so far, `pos` bytes read; cheap when hidden, and redraws at most every 100 ms.
@@ -68,6 +70,12 @@ impl Progress {
                 bar.set_message(format!("{} packets", HumanCount(packets)));
             }
         }
+    }
+}
+
+impl Progress {
+    pub(crate) fn stopped(&self) -> bool {
+        self.stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed))
     }
 }
 

@@ -90,6 +90,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "client_server_connect_maximum_time_diff_s",
     "link_queue_dir",
     "link_queue_maxsize",
+    "link_send_timeout",
     "mirror_destination",
     "mirror_destination_ip",
     "mirror_destination_port",

@@ -180,6 +180,10 @@ pub struct Config {
     /// A remote's on-disk link queue (default SPOOLDIR/linkqueue) and its bound in MB.
     pub link_queue_dir: Option<PathBuf>,
     pub link_queue_maxsize: u64,
+    /// voxtap's own: how long (seconds) a remote sending a capture file (`-r`) keeps trying while nothing reaches
+    /// the central (none answers, or it confirms nothing); then it stops, the rest queued. 0 = no limit. A live
+    /// remote retries for as long as it runs.
+    pub link_send_timeout: u32,
     /// VoIPmonitor's old mirror mode: a sender's receiver (`host:port`), a receiver's listening address.
     pub mirror_destination: Option<String>,
     pub mirror_bind: Option<String>,
@@ -285,6 +289,7 @@ impl Default for Config {
             client_server_connect_maximum_time_diff_s: 2,
             link_queue_dir: None,
             link_queue_maxsize: 2048,
+            link_send_timeout: 60,
             mirror_destination: None,
             mirror_bind: None,
             mirror_connect_maximum_time_diff_s: 2,
@@ -527,6 +532,7 @@ impl Config {
             }
             "link_queue_dir" => self.link_queue_dir = Some(PathBuf::from(v)),
             "link_queue_maxsize" => self.link_queue_maxsize = number(e, 1, u32::MAX)? as u64,
+            "link_send_timeout" => self.link_send_timeout = seconds(e)?,
             "mirror_destination" | "mirror_bind" => {
                 let (ip, port) = v.rsplit_once(':').ok_or_else(|| bad(e, "expected IP:PORT".into()))?;
                 port.parse::<u16>().map_err(|_| bad(e, "expected IP:PORT".into()))?;

@@ -79,3 +79,14 @@ fn tar_keys_read_as_voipmonitor_does() {
     std::fs::write(d.join("v.conf"), "tar_compress_rtp = bzip2\n").unwrap();
     assert!(Config::load(Some(&d.join("v.conf")), None).is_err());
 }
+
+#[test]
+fn link_send_timeout_bounds_a_file_run() {
+    let d = tmpdir("linkwait");
+    assert_eq!(Config::default().link_send_timeout, 60);
+    std::fs::write(d.join("v.conf"), "link_send_timeout = 3\n").unwrap();
+    let (c, r) = Config::load(Some(&d.join("v.conf")), None).unwrap();
+    assert_eq!((c.link_send_timeout, r.unknown_keys.len()), (3, 0));
+    std::fs::write(d.join("v.conf"), "link_send_timeout = soon\n").unwrap();
+    assert!(Config::load(Some(&d.join("v.conf")), None).is_err());
+}

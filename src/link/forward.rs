@@ -75,7 +75,8 @@ impl Forwarder {
             }
         };
         if self.wait_for_room {
-            while !self.sink.room(z.len()) {
+            // Only while the sender is still delivering: once it has given up, a full queue stays full.
+            while !self.sink.room(z.len()) && self.sink.sending() {
                 std::thread::sleep(Duration::from_millis(100));
             }
         }

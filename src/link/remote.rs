@@ -3,6 +3,12 @@
 //! of `server_destination` that answers, sends the queue from its acknowledged position on, and moves that
 //! position as the central confirms. A central that is away, a cut link or a restart of either side loses nothing: what was not
 //! confirmed is sent again, and the central skips what it already has.
+//!
+//! A live remote keeps trying for as long as it runs. A run that must end (a capture file, `-r`) stops trying
+//! once nothing has reached the central for `link_send_timeout`, at once when the central refuses this
+//! sensor's secret, and at once on SIGINT/SIGTERM; what it could not deliver stays queued for the next start.
+
+mod session;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,12 +17,12 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use tokio::sync::Notify;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::msg;
 use super::secure::{self, Identity2, LinkError};
 use crate::config::Config;
-use crate::store::queue::{self, Appender, Pos, Reader};
+use crate::store::queue::{self, Appender};
 
 /// Answers a manager command that the central relays (getfile for the GUI, …), handing the answer to `out` in
 /// parts as it is produced (a large file is never held whole); `out` returns false once nobody wants more.
@@ -47,6 +53,13 @@ pub struct RemoteConfig {
     pub mode: Mode,
     pub queue_dir: PathBuf,
     pub max_bytes: u64,
+    /// A run that must end: how long nothing may reach the central before the sender stops (`None`: no limit).
+    /// With it, a refusal of this sensor's secret also stops the sender at once.
+    pub patience: Option<Duration>,
+    /// Set by SIGINT/SIGTERM in a run that must end: the sender stops at once.
+    pub interrupt: Option<&'static AtomicBool>,
+    /// Whether the sender stops on its own at all (a run that must end), even with `patience` unlimited.
+    pub bounded: bool,
 }
 
 impl RemoteConfig {
@@ -66,7 +79,50 @@ impl RemoteConfig {
             mode: if cfg.packetbuffer_sender { Mode::Packets } else { Mode::Cdr },
             queue_dir: cfg.link_queue_dir.clone().unwrap_or_else(|| cfg.spooldir.join("linkqueue")),
             max_bytes: cfg.link_queue_maxsize.saturating_mul(1 << 20),
+            patience: None,
+            interrupt: None,
+            bounded: false,
         })
+    }
+
+    /// For a run that must end (a capture file): the sender gives up after `link_send_timeout` seconds without
+    /// progress (0: never), at once on a refused secret, and when `interrupt` is set.
+    pub fn bounded(mut self, link_send_timeout: u32, interrupt: &'static AtomicBool) -> RemoteConfig {
+        self.patience = (link_send_timeout > 0).then(|| Duration::from_secs(link_send_timeout.into()));
+        self.interrupt = Some(interrupt);
+        self.bounded = true;
+        self
+    }
+}
+
+/// Why the sender stopped before the central had confirmed everything.
+#[derive(Debug, Clone, serde::Serialize)]
+pub enum Stopped {
+    /// The central refused this sensor (its secret, or the protocol): waiting would not help. `reason` says
+    /// what to check.
+    Refused { central: String, reason: String },
+    /// Nothing reached the central for `link_send_timeout`; the last failure.
+    NoCentral { waited_s: u64, last_error: String },
+    /// SIGINT/SIGTERM.
+    Interrupted,
+    /// The input ended and the time given to the central after it is over (a live sensor stopping).
+    FinalWait,
+}
+
+impl Stopped {
+    /// One sentence for the operator.
+    pub fn describe(&self) -> String {
+        match self {
+            Stopped::Refused { reason, .. } => reason.clone(),
+            Stopped::NoCentral { waited_s, last_error } => format!(
+                "nothing reached the central for {waited_s} s (link_send_timeout), so voxtap stopped trying; last \
+                 attempt: {last_error}"
+            ),
+            Stopped::Interrupted => "interrupted before the central had confirmed everything".into(),
+            Stopped::FinalWait => {
+                "the central did not confirm everything in the time given after the input ended".into()
+            }
+        }
     }
 }
 
@@ -84,14 +140,56 @@ pub struct LinkStats {
     pub connect_failures: u64,
     /// Bytes left in the queue when voxtap stopped (sent at the next start).
     pub left_bytes: u64,
+    /// Records (CDRs, or packet batches) left in the queue when voxtap stopped.
+    pub left_records: u64,
+    /// The queue folder those records wait in.
+    pub queue_dir: PathBuf,
+    /// Why the sender stopped short, when it did.
+    pub stopped: Option<Stopped>,
     pub queue_errors: u64,
     pub commands_answered: u64,
+}
+
+impl LinkStats {
+    /// What the operator should read when the run did not deliver everything (`what`: "CDRs", "packet
+    /// batches"); `None` when all reached the central. A refusal is reported even with nothing queued.
+    pub fn undelivered(&self, what: &str) -> Option<String> {
+        let left = self.left_records > 0 || self.left_bytes > 0;
+        let refused = matches!(self.stopped, Some(Stopped::Refused { .. }));
+        let dropped = match self.dropped_queue_full {
+            0 => String::new(),
+            n => format!(" {n} {what} were dropped: the queue was full (link_queue_maxsize)."),
+        };
+        if !left && !refused && dropped.is_empty() {
+            return None;
+        }
+        let why = match (&self.stopped, left) {
+            (Some(s), _) => s.describe(),
+            (None, true) => "the central has not confirmed everything".into(),
+            (None, false) => "everything queued reached the central".into(),
+        };
+        if !left {
+            return Some(format!("{why}; nothing is left in the queue.{dropped}"));
+        }
+        Some(format!(
+            "{why}. {} {what} ({} bytes) stay queued in {}: they are sent first at the next start with this \
+             configuration (a later -r run, or the live sensor using the same link_queue_dir).{dropped}",
+            self.left_records,
+            self.left_bytes,
+            self.queue_dir.display()
+        ))
+    }
 }
 
 struct Shared {
     closed: AtomicBool,
     /// When the sender stops trying after the input ended (`None`: until everything is confirmed).
     deadline: Mutex<Option<Instant>>,
+    /// When the link was last seen working: connected with nothing owed, or a confirmation came. `patience`
+    /// counts from here.
+    last_ok: Mutex<Instant>,
+    /// The last failure to reach or keep a central, for the report when the sender gives up.
+    last_error: Mutex<String>,
     stats: Mutex<LinkStats>,
 }
 
@@ -114,14 +212,11 @@ pub struct LinkSink {
 }
 
 const SYNC_EVERY: Duration = Duration::from_millis(200);
-/// CDRs per batch; a packet batch is one queue record already.
-const CDRS_PER_BATCH: usize = 500;
-/// Batches sent and not yet confirmed, at most.
-const WINDOW: usize = 16;
-const PING_EVERY: Duration = Duration::from_secs(5);
 /// A central that says nothing for this long (it answers pings) is taken as gone.
 const SILENCE: Duration = Duration::from_secs(30);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// A refusal a live remote keeps meeting is logged again after this long, not at every retry.
+const REFUSAL_REPEAT: Duration = Duration::from_secs(60);
 
 impl LinkSink {
     pub fn start(
@@ -137,6 +232,8 @@ impl LinkSink {
         let shared = Arc::new(Shared {
             closed: AtomicBool::new(false),
             deadline: Mutex::new(None),
+            last_ok: Mutex::new(Instant::now()),
+            last_error: Mutex::new(String::new()),
             stats: Mutex::new(LinkStats { pending_at_start: report.pending, ..Default::default() }),
         });
         let doorbell = Arc::new(Notify::new());
@@ -170,6 +267,11 @@ impl LinkSink {
             self.since_size = 0;
         }
         self.size + self.since_size + len as u64 <= self.max_bytes
+    }
+
+    /// Whether the sender is still trying to deliver (it stops early only in a run that must end).
+    pub fn sending(&self) -> bool {
+        !self.sender.is_finished()
     }
 
     /// Appends one record (a CDR's JSON, or a packet batch); `false` when the queue is full and it was dropped.
@@ -208,7 +310,7 @@ impl LinkSink {
     }
 
     /// No more records. `wait`: how long the sender keeps trying to deliver what is left (`None`: until the
-    /// central has confirmed everything — a capture file sent with `-r`).
+    /// central has confirmed everything, or a run that must end gives up on its own terms).
     pub fn finish(mut self, wait: Option<Duration>) -> LinkStats {
         self.sync();
         *self.shared.deadline.lock() = wait.map(|w| Instant::now() + w);
@@ -218,12 +320,70 @@ impl LinkSink {
         let _ = self.rt.block_on(self.sender);
         let mut s = self.shared.stats.lock().clone();
         s.left_bytes = queue::pending_bytes(&self.dir);
+        s.left_records = queue::pending_records(&self.dir).unwrap_or_else(|e| {
+            warn!(error = %e, dir = %self.dir.display(), "cannot count the records left in the link queue");
+            0
+        });
+        s.queue_dir = self.dir.clone();
         s
     }
 }
 
-fn give_up(shared: &Shared) -> bool {
-    shared.closed.load(Ordering::Acquire) && shared.deadline.lock().is_some_and(|d| Instant::now() >= d)
+/// Whether the sender stops now, and why.
+fn stop_now(cfg: &RemoteConfig, shared: &Shared) -> Option<Stopped> {
+    if cfg.interrupt.is_some_and(|f| f.load(Ordering::Relaxed)) {
+        return Some(Stopped::Interrupted);
+    }
+    if let Some(p) = cfg.patience {
+        if shared.last_ok.lock().elapsed() >= p {
+            let last_error = shared.last_error.lock().clone();
+            return Some(Stopped::NoCentral { waited_s: p.as_secs(), last_error });
+        }
+    }
+    if shared.closed.load(Ordering::Acquire) && shared.deadline.lock().is_some_and(|d| Instant::now() >= d) {
+        return Some(Stopped::FinalWait);
+    }
+    None
+}
+
+/// Resolves once the sender has to stop (polled: the reasons are a clock, a flag and a signal).
+async fn until_stop(cfg: &RemoteConfig, shared: &Shared) -> Stopped {
+    loop {
+        if let Some(why) = stop_now(cfg, shared) {
+            return why;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The sender stops short: says why and records it for the report.
+fn stopped(cfg: &RemoteConfig, shared: &Shared, why: Stopped) {
+    let left_bytes = queue::pending_bytes(&cfg.queue_dir);
+    if left_bytes > 0 && !matches!(why, Stopped::Refused { .. }) {
+        // The run's report says it too, with the count; here it is the moment it happened.
+        info!(left_bytes, reason = %why.describe(), "stopping with records not confirmed by the central; they stay queued for the next start");
+    }
+    shared.stats.lock().stopped = Some(why);
+}
+
+/// What to check when a central refuses this sensor in a way waiting cannot fix; `None` for other failures.
+fn refusal(central: &str, e: &LinkError, sensor_id: Option<u16>) -> Option<String> {
+    let id = sensor_id.map_or_else(|| "this sensor's id_sensor".to_string(), |i| format!("id_sensor {i}"));
+    match e {
+        LinkError::Auth => Some(format!(
+            "the central at {central} refused the password (server_password): set the same server_password here \
+             and on the central, or the secret the central keeps for {id} (server_sensor_password there)"
+        )),
+        // The central's answer when it lists secrets of single sensors and has none for this one.
+        LinkError::Refused(m) if m == "unknown sensor" => Some(format!(
+            "the central at {central} has no secret for {id}: add server_sensor_password = ID:SECRET for it on the \
+             central (or a shared server_password on both sides)"
+        )),
+        LinkError::Version { .. } => Some(format!(
+            "the central at {central} speaks another link protocol ({e}): run the same voxtap version on both sides"
+        )),
+        _ => None,
+    }
 }
 
 async fn run_sender(
@@ -234,34 +394,72 @@ async fn run_sender(
     commands: Option<CommandHandler>,
 ) {
     let mut backoff = Duration::from_millis(500);
+    let mut last_refusal: Option<(String, Instant)> = None;
     loop {
-        if give_up(&shared) {
-            warn!(
-                left_bytes = queue::pending_bytes(&cfg.queue_dir),
-                "stopping with records not confirmed by the central; they stay queued for the next start"
-            );
+        if let Some(why) = stop_now(&cfg, &shared) {
+            return stopped(&cfg, &shared, why);
+        }
+        // Once the input has ended with nothing owed, there is nothing to need a central for.
+        if shared.closed.load(Ordering::Acquire) && queue::pending_bytes(&cfg.queue_dir) == 0 {
             return;
         }
-        match connect_any(&cfg, &queue_id).await {
+        let attempt = tokio::select! {
+            r = connect_any(&cfg, &queue_id) => r,
+            why = until_stop(&cfg, &shared) => return stopped(&cfg, &shared, why),
+        };
+        match attempt {
             Ok((ch, central)) => {
                 shared.stats.lock().connects += 1;
+                *shared.last_ok.lock() = Instant::now();
                 backoff = Duration::from_millis(500);
-                match session(ch, &cfg, &shared, &ring, commands.as_ref()).await {
+                let r = tokio::select! {
+                    r = session::session(ch, &cfg, &shared, &ring, commands.as_ref()) => r,
+                    why = until_stop(&cfg, &shared) => return stopped(&cfg, &shared, why),
+                };
+                match r {
                     Ok(()) => {
                         info!(%central, "everything confirmed by the central");
                         return;
                     }
-                    Err(e) => warn!(%central, error = %e, "link to the central lost; reconnecting"),
+                    Err(e) => {
+                        *shared.last_error.lock() = format!("{central}: {e}");
+                        if let Some(why) = stop_now(&cfg, &shared) {
+                            return stopped(&cfg, &shared, why);
+                        }
+                        warn!(%central, error = %e, "link to the central lost; reconnecting");
+                    }
                 }
             }
-            Err(e) => {
+            Err(Failure { central, error: e }) => {
                 shared.stats.lock().connect_failures += 1;
-                warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "no central reachable");
+                *shared.last_error.lock() = format!("{central}: {e}");
+                let retry_in_ms = backoff.as_millis() as u64;
+                match refusal(&central, &e, cfg.sensor_id) {
+                    // A run that must end says so and stops: no retry fixes a secret.
+                    Some(reason) if cfg.bounded => {
+                        error!("{reason}");
+                        return stopped(&cfg, &shared, Stopped::Refused { central, reason });
+                    }
+                    // A live remote keeps trying (the central's side may be fixed meanwhile), saying why now and then,
+                    // and slowly: fast guesses would get its address throttled by the central (net_auth_failures_max).
+                    Some(reason) => {
+                        backoff = BACKOFF_MAX;
+                        let retry_in_ms = backoff.as_millis() as u64;
+                        if last_refusal.as_ref().is_none_or(|(r, t)| *r != reason || t.elapsed() >= REFUSAL_REPEAT) {
+                            error!(retry_in_ms, "{reason}; what is to be sent stays queued, retrying");
+                            last_refusal = Some((reason, Instant::now()));
+                        }
+                    }
+                    None if matches!(e, LinkError::Refused(_)) => {
+                        warn!(%central, error = %e, retry_in_ms, "the central refused this sensor; retrying")
+                    }
+                    None => warn!(%central, error = %e, retry_in_ms, "no central reachable"),
+                }
             }
         }
-        // Sleep, but wake at once when the input ends (the deadline may already have passed).
+        // Sleep, but wake at once when the sender has to stop (the input's end may make the deadline pass).
         let until = Instant::now() + backoff;
-        while Instant::now() < until && !give_up(&shared) {
+        while Instant::now() < until && stop_now(&cfg, &shared).is_none() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -271,15 +469,28 @@ async fn run_sender(
 /// Connect, handshake and welcome, all within this.
 const CONNECT_LIMIT: Duration = Duration::from_secs(15);
 
+/// Why no central took this sensor: the central and its error (a refusal rather than an absence, when any
+/// central refused).
+struct Failure {
+    central: String,
+    error: LinkError,
+}
+
 /// Tries each central in order; the first that completes the handshake and welcomes this sensor wins.
-async fn connect_any(cfg: &RemoteConfig, queue_id: &str) -> Result<(secure::Channel, String), LinkError> {
-    let mut last = LinkError::Protocol("server_destination lists no host".into());
+async fn connect_any(cfg: &RemoteConfig, queue_id: &str) -> Result<(secure::Channel, String), Failure> {
+    let mut worst: Option<Failure> = None;
+    let mut note = |central: &str, error: LinkError| {
+        // A refusal tells the operator more than a central that is away: it is the one reported.
+        if worst.as_ref().is_none_or(|w| refusal("", &w.error, None).is_none()) {
+            worst = Some(Failure { central: central.to_string(), error });
+        }
+    };
     for host in &cfg.destinations {
         let name = format!("{host}:{}", cfg.port);
         let addrs: Vec<_> = match tokio::net::lookup_host((host.as_str(), cfg.port)).await {
             Ok(a) => a.collect(),
             Err(e) => {
-                last = e.into();
+                note(&name, e.into());
                 continue;
             }
         };
@@ -305,226 +516,12 @@ async fn connect_any(cfg: &RemoteConfig, queue_id: &str) -> Result<(secure::Chan
                     info!(central = %name, "connected to the central");
                     return Ok((ch, name));
                 }
-                Err(e) => {
-                    // A refusal (secret, clock, duplicate sensor) is the operator's to fix: say it loudly.
-                    if matches!(e, LinkError::Auth | LinkError::Refused(_) | LinkError::Version { .. }) {
-                        tracing::error!(central = %name, error = %e, "the central refused this sensor");
-                    }
-                    last = e;
-                }
+                Err(e) => note(&name, e),
             }
         }
     }
-    Err(last)
-}
-
-enum Event {
-    Ack(Pos),
-    Alive,
-    Ended,
-    Command(u32, String),
-    Gone(LinkError),
-}
-
-/// Commands answered at once; more wait for one of these to finish.
-const COMMANDS_AT_ONCE: usize = 4;
-/// Bytes of an answer per record.
-const ANSWER_PART_BYTES: usize = 1 << 20;
-
-type SharedTx = Arc<tokio::sync::Mutex<secure::SendHalf>>;
-
-/// Sends one record, within `SILENCE`: a central that stops reading (its socket open, its buffers full) is a lost
-/// link like a silent one, and the sender reconnects or gives up on time.
-async fn send_within(tx: &SharedTx, kind: u8, body: &[u8]) -> Result<(), LinkError> {
-    let send = async { tx.lock().await.send(kind, body).await };
-    tokio::time::timeout(SILENCE, send).await.unwrap_or(Err(LinkError::Timeout))
-}
-
-/// One connection: sends the queue, moves its position as the central confirms; `Ok` once the input has ended
-/// and the central confirmed everything.
-async fn session(
-    ch: secure::Channel,
-    cfg: &RemoteConfig,
-    shared: &Shared,
-    ring: &Notify,
-    commands: Option<&CommandHandler>,
-) -> Result<(), LinkError> {
-    let secure::Channel { tx, mut rx, .. } = ch;
-    let tx: SharedTx = Arc::new(tokio::sync::Mutex::new(tx));
-    let (ev_tx, mut ev_rx) = tokio::sync::mpsc::channel::<Event>(64);
-    let reader = tokio::spawn(async move {
-        loop {
-            let ev = match tokio::time::timeout(SILENCE, rx.recv()).await {
-                Err(_) => Event::Gone(LinkError::Io(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "the central has said nothing for 30 s",
-                ))),
-                Ok(Ok((msg::ACK, p))) => match msg::read_pos(p) {
-                    Ok((pos, _)) => Event::Ack(pos),
-                    Err(e) => Event::Gone(LinkError::Protocol(e.to_string())),
-                },
-                Ok(Ok((msg::PONG, _))) => Event::Alive,
-                Ok(Ok((msg::END, _))) => Event::Ended,
-                Ok(Ok((msg::COMMAND, p))) if p.len() >= 4 => Event::Command(
-                    u32::from_be_bytes([p[0], p[1], p[2], p[3]]),
-                    String::from_utf8_lossy(&p[4..]).into(),
-                ),
-                Ok(Ok((msg::ERROR, m))) => Event::Gone(LinkError::Refused(String::from_utf8_lossy(m).into_owned())),
-                Ok(Ok((k, _))) => Event::Gone(LinkError::Protocol(format!("unexpected record {k}"))),
-                Ok(Err(e)) => Event::Gone(e),
-            };
-            let last = matches!(ev, Event::Gone(_) | Event::Ended);
-            if ev_tx.send(ev).await.is_err() || last {
-                return;
-            }
-        }
-    });
-    let slots = Arc::new(tokio::sync::Semaphore::new(COMMANDS_AT_ONCE));
-    let result = send_loop(&tx, &mut ev_rx, cfg, shared, ring, commands, &slots).await;
-    tx.lock().await.shutdown().await;
-    reader.abort();
-    result
-}
-
-/// Runs a relayed command on the blocking pool and streams its answer back in parts.
-fn answer_command(id: u32, cmd: String, handler: CommandHandler, tx: SharedTx, slots: Arc<tokio::sync::Semaphore>) {
-    tokio::spawn(async move {
-        let Ok(_slot) = slots.acquire_owned().await else { return };
-        let (parts_tx, mut parts) = tokio::sync::mpsc::channel::<Vec<u8>>(2);
-        let work = tokio::task::spawn_blocking(move || {
-            let mut pending: Vec<u8> = Vec::new();
-            let mut out = |b: &[u8]| {
-                pending.extend_from_slice(b);
-                while pending.len() >= ANSWER_PART_BYTES {
-                    let rest = pending.split_off(ANSWER_PART_BYTES);
-                    if parts_tx.blocking_send(std::mem::replace(&mut pending, rest)).is_err() {
-                        return false;
-                    }
-                }
-                true
-            };
-            handler(&cmd, &mut out);
-            let _ = parts_tx.blocking_send(pending);
-        });
-        // Every part but the last goes as ANSWER_PART; the last (possibly empty) as ANSWER.
-        let mut held: Option<Vec<u8>> = None;
-        while let Some(part) = parts.recv().await {
-            if let Some(prev) = held.replace(part) {
-                let mut p = id.to_be_bytes().to_vec();
-                p.extend_from_slice(&prev);
-                if send_within(&tx, msg::ANSWER_PART, &p).await.is_err() {
-                    return;
-                }
-            }
-        }
-        let _ = work.await;
-        let mut p = id.to_be_bytes().to_vec();
-        p.extend_from_slice(&held.unwrap_or_default());
-        let _ = send_within(&tx, msg::ANSWER, &p).await;
-    });
-}
-
-async fn send_loop(
-    tx: &SharedTx,
-    events: &mut tokio::sync::mpsc::Receiver<Event>,
-    cfg: &RemoteConfig,
-    shared: &Shared,
-    ring: &Notify,
-    commands: Option<&CommandHandler>,
-    slots: &Arc<tokio::sync::Semaphore>,
-) -> Result<(), LinkError> {
-    // Reading from the acknowledged position resends whatever the last connection left unconfirmed.
-    let mut reader = Reader::open(&cfg.queue_dir)?;
-    let mut inflight: std::collections::VecDeque<Pos> = Default::default();
-    let mut last_ping = Instant::now();
-    let mut end_sent = false;
-    let handle = |ev: Event, inflight: &mut std::collections::VecDeque<Pos>| match ev {
-        Event::Ack(p) => {
-            // The confirmation is synced to disk: a blocking moment, kept off the other tasks' threads.
-            if let Err(e) = tokio::task::block_in_place(|| queue::ack(&cfg.queue_dir, p)) {
-                shared.stats.lock().queue_errors += 1;
-                warn!(error = %e, "cannot record the central's confirmation in the link queue");
-            }
-            while inflight.front().is_some_and(|f| *f <= p) {
-                inflight.pop_front();
-                shared.stats.lock().batches_confirmed += 1;
-            }
-            Ok(false)
-        }
-        Event::Alive => Ok(false),
-        Event::Ended => Ok(true),
-        Event::Command(id, cmd) => {
-            let handler: CommandHandler = commands.cloned().unwrap_or_else(|| {
-                Arc::new(|_: &str, out: &mut dyn FnMut(&[u8]) -> bool| {
-                    out(b"no manager on this sensor\n");
-                })
-            });
-            answer_command(id, cmd, handler, tx.clone(), slots.clone());
-            shared.stats.lock().commands_answered += 1;
-            Ok(false)
-        }
-        Event::Gone(e) => Err(e),
-    };
-    loop {
-        while let Ok(ev) = events.try_recv() {
-            if handle(ev, &mut inflight)? {
-                return Ok(());
-            }
-        }
-        if give_up(shared) {
-            return Err(LinkError::Protocol("input ended and the wait for the central is over".into()));
-        }
-        let mut sent = false;
-        if inflight.len() < WINDOW && !end_sent {
-            let max = if cfg.mode == Mode::Cdr { CDRS_PER_BATCH } else { 1 };
-            // The queue is a file in the page cache: a short blocking read, kept off the other tasks' threads.
-            let recs = tokio::task::block_in_place(|| reader.read(max))?;
-            if let Some(last) = recs.last().map(|r| r.1) {
-                let mut body = msg::pos_bytes(last).to_vec();
-                match cfg.mode {
-                    Mode::Cdr => {
-                        let items: Vec<&[u8]> = recs.iter().map(|r| r.0.as_slice()).collect();
-                        body.extend_from_slice(&msg::pack(&items));
-                        send_within(tx, msg::CDRS, &body).await?;
-                    }
-                    Mode::Packets => {
-                        body.extend_from_slice(&recs[0].0);
-                        send_within(tx, msg::PACKETS, &body).await?;
-                    }
-                }
-                inflight.push_back(last);
-                shared.stats.lock().batches_sent += 1;
-                sent = true;
-            }
-        }
-        if sent {
-            continue;
-        }
-        // Nothing more to read: once the input has ended and all is confirmed, say so and wait for the echo.
-        if shared.closed.load(Ordering::Acquire) && inflight.is_empty() && !end_sent {
-            // Something appended between the read and the flag: read again first.
-            if tokio::task::block_in_place(|| reader.read(1)).map(|r| r.is_empty()).unwrap_or(false) {
-                send_within(tx, msg::END, &[]).await?;
-                end_sent = true;
-            } else {
-                reader = Reader::open(&cfg.queue_dir)?;
-                continue;
-            }
-        }
-        if last_ping.elapsed() >= PING_EVERY {
-            send_within(tx, msg::PING, &[]).await?;
-            last_ping = Instant::now();
-        }
-        tokio::select! {
-            ev = events.recv() => {
-                if let Some(ev) = ev {
-                    if handle(ev, &mut inflight)? {
-                        return Ok(());
-                    }
-                }
-            }
-            _ = ring.notified() => {}
-            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-        }
-    }
+    Err(worst.unwrap_or(Failure {
+        central: "server_destination".into(),
+        error: LinkError::Protocol("server_destination lists no host".into()),
+    }))
 }

@@ -62,6 +62,9 @@ pub fn send_packets_file(cfg: &Config, path: &Path) -> Result<(ForwardStats, Lin
     // Opened before the link starts, so that a file it cannot read stops it at once.
     let mut input = CaptureInput::open(path)?;
     input.show_progress();
+    super::install_stop_handlers_once();
+    // Ctrl-C: what is queued stays queued, and the report says so.
+    input.stop_on(&super::STOP);
     let slow = super::slow::SlowSide::start()?;
     let mut fwd = forwarder(cfg, true, &slow.handle())?;
     if let Some(t) = input.for_each(|f| fwd.frame(f.ts, f.link_type, f.data)) {
@@ -70,10 +73,14 @@ pub fn send_packets_file(cfg: &Config, path: &Path) -> Result<(ForwardStats, Lin
     Ok(fwd.finish(None))
 }
 
-fn forwarder(cfg: &Config, wait_for_room: bool, rt: &tokio::runtime::Handle) -> Result<Forwarder> {
-    let rc = RemoteConfig::from_config(cfg).context("packetbuffer_sender needs server_destination")?;
+/// `file`: a capture file's run, which must end (see `RemoteConfig::bounded`); it waits for room in the queue.
+fn forwarder(cfg: &Config, file: bool, rt: &tokio::runtime::Handle) -> Result<Forwarder> {
+    let mut rc = RemoteConfig::from_config(cfg).context("packetbuffer_sender needs server_destination")?;
+    if file {
+        rc = rc.bounded(cfg.link_send_timeout, &super::STOP);
+    }
     let sink = LinkSink::start(rc, None, rt).context("opening the link queue")?;
-    Ok(Forwarder::new(sink, wait_for_room))
+    Ok(Forwarder::new(sink, file))
 }
 
 /// One live source of frames: `poll(timeout_ms, sink)` hands over what arrived.

@@ -281,6 +281,20 @@ pub fn pending_bytes(dir: &Path) -> u64 {
         .sum()
 }
 
+/// Records waiting in the queue (from the acknowledged position on): what an operator is told is left. Reads
+/// the whole backlog, so it is for the end of a run, not for every append.
+pub fn pending_records(dir: &Path) -> io::Result<u64> {
+    let mut r = Reader::open(dir)?;
+    let mut n = 0;
+    loop {
+        let got = r.read(4096)?.len() as u64;
+        if got == 0 {
+            return Ok(n);
+        }
+        n += got;
+    }
+}
+
 /// The queue's identity (random, made on first use and kept in the folder): positions are only comparable
 /// within one queue, so a consumer that remembers positions keys them by this.
 pub fn queue_id(dir: &Path) -> io::Result<String> {
@@ -345,6 +359,7 @@ mod tests {
         assert!(e.to_string().contains("in use by another voxtap"), "{e}");
         // 6 old records of 12 bytes and "new" (11) wait.
         assert_eq!(pending_bytes(&d), 6 * 12 + 11);
+        assert_eq!(pending_records(&d).unwrap(), 7);
         let id = queue_id(&d).unwrap();
         assert_eq!((id.len(), queue_id(&d).unwrap()), (32, id.clone()));
     }

@@ -1,8 +1,10 @@
 //! CDRs into MySQL/MariaDB in VoIPmonitor's tables (reference §4). A thread of the slow side runs a tokio
 //! runtime with the writers (one connection each): CDRs arrive as their JSON text, are turned into rows, and are
 //! stored in batches, one transaction per batch. While the database is away a writer keeps its batch and retries
-//! with backoff.
+//! with backoff. A server that refuses this user (password, GRANTs) is no absence: voxtap says what to check, and
+//! stops at start (or, in a capture file's run, at once); a live sensor refused later keeps its CDRs queued.
 
+pub mod error;
 pub mod row;
 pub mod schema;
 pub mod tsv;
@@ -14,10 +16,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tracing::{info, warn};
+use parking_lot::Mutex;
+use tracing::{debug, error, info, warn};
 
 use crate::config::Config;
 use crate::store::queue::{self, Appender, Pos, Reader};
+use error::Target;
 use schema::Shape;
 use writer::{DbError, Writer};
 
@@ -63,6 +67,30 @@ impl DbConfig {
             writers: cfg.mysqlstore_max_threads_cdr as usize,
         })
     }
+
+    /// Where the server is (the socket, else `host:port`), who connects, and to which database: what every
+    /// message about the database names.
+    pub fn target(&self) -> Target {
+        Target {
+            at: self.socket.clone().unwrap_or_else(|| format!("{}:{}", self.host, self.port)),
+            user: self.user.clone(),
+            db: self.db.clone(),
+        }
+    }
+}
+
+/// Why the database side could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("opening the CDR queue {}", dir.display())]
+    Queue {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The server refused this user: the sentence says what to check.
+    #[error("{0}")]
+    Denied(String),
 }
 
 /// Registers another sensor (a remote of this central) in `sensors`, creating the database when it is missing.
@@ -99,6 +127,29 @@ pub struct DbStats {
     pub cdrs_bulk_loaded: u64,
     /// Failed attempts (connection lost, server away).
     pub retries: u64,
+    /// The server refused this user at the last attempt (a run that must end then stops at once): what to check.
+    pub denied: Option<String>,
+    /// Where the server is (`host:port` or socket) and the CDR queue folder, for the report.
+    pub at: String,
+    pub queue_dir: PathBuf,
+}
+
+impl DbStats {
+    /// What the operator should read when CDRs did not reach the database; `None` when all did.
+    pub fn undelivered(&self) -> Option<String> {
+        let left = format!(
+            "{} CDRs wait in the CDR queue {} and are stored first at the next start with this configuration",
+            self.cdrs_queued,
+            self.queue_dir.display()
+        );
+        match &self.denied {
+            Some(why) => Some(format!("{why}. {left}")),
+            None if self.cdrs_queued > 0 => {
+                Some(format!("the database at {} stayed unreachable, so voxtap stopped trying. {left}", self.at))
+            }
+            None => None,
+        }
+    }
 }
 
 /// CDRs per transaction, and how long the writer waits to fill a batch.
@@ -109,12 +160,67 @@ const BATCH_WAIT: Duration = Duration::from_millis(200);
 const FINAL_WAIT: Duration = Duration::from_secs(20);
 /// The queue is forced to disk at most this long after a CDR is appended.
 const SYNC_EVERY: Duration = Duration::from_millis(200);
+/// How long the start waits for a first connection before it goes on without one (the writer keeps trying).
+const FIRST_CONNECT: Duration = Duration::from_secs(5);
+/// The same failure is told again, briefly, after this long (not at every retry).
+const SAY_AGAIN: Duration = Duration::from_secs(60);
+/// A live sensor's retries while the server refuses its user: slow, a GRANT or a password takes a person.
+const DENIED_RETRY: Duration = Duration::from_secs(30);
 
 /// What the producer, the parser thread and the writer thread share.
 struct Shared {
     closed: AtomicBool,
     /// The writer gave up (database away after the input ended): the parser stops too.
     stop: AtomicBool,
+    /// A capture file's run: a refusal of this user stops the writer at once.
+    file: bool,
+    target: Target,
+    /// Set while the server refuses this user (what to check), for the run's report.
+    denied: Mutex<Option<String>>,
+    /// The last failure told to the operator, and when: the writers share it, so a failure is told once.
+    said: Mutex<Option<(String, Instant)>>,
+    /// Since when the database has been failing (`None`: it works).
+    failing_since: Mutex<Option<Instant>>,
+}
+
+impl Shared {
+    /// Tells a failure once: in full when it is new, briefly now and then while it lasts, otherwise only at
+    /// debug level. A refusal of this user is an error; an absence a warning.
+    fn tell(&self, e: &DbError) {
+        let text = e.explain(&self.target);
+        let since = *self.failing_since.lock().get_or_insert_with(Instant::now);
+        let mut said = self.said.lock();
+        match said.as_ref() {
+            Some((s, at)) if *s == text && at.elapsed() < SAY_AGAIN => {
+                debug!(error = %e, "database still failing");
+                return;
+            }
+            Some((s, _)) if *s == text => {
+                let for_s = since.elapsed().as_secs();
+                match e {
+                    DbError::Denied(_) => {
+                        error!("the database at {} still refuses this user ({for_s} s)", self.target.at)
+                    }
+                    _ => {
+                        warn!("the database at {} is still failing ({for_s} s); CDRs wait in the queue", self.target.at)
+                    }
+                }
+            }
+            _ => match e {
+                DbError::Denied(_) => error!("{text}"),
+                _ => warn!("{text}; CDRs wait in the CDR queue and voxtap keeps trying"),
+            },
+        }
+        *said = Some((text, Instant::now()));
+    }
+
+    /// The database works again.
+    fn recovered(&self) {
+        if self.failing_since.lock().take().is_some() {
+            *self.said.lock() = None;
+            info!(at = %self.target.at, "the database works again");
+        }
+    }
 }
 
 /// CDRs read from the queue and turned into rows, and the queue position just past them.
@@ -142,8 +248,35 @@ pub struct DbSink {
 impl DbSink {
     /// Opens the queue (CDRs left by an earlier run are stored first) and starts the threads.
     /// The writer is a task on the slow side's runtime `rt`; the parser, which is CPU work, a thread of its own.
-    pub fn start(cfg: DbConfig, rt: &tokio::runtime::Handle) -> std::io::Result<DbSink> {
-        let (queue, report) = Appender::open(&cfg.queue_dir)?;
+    /// `file`: a capture file's run, which must end. Waits up to `FIRST_CONNECT` for a first connection: a
+    /// server that refuses this user fails the start (nothing would ever be stored); one that is away does not.
+    pub fn start(cfg: DbConfig, file: bool, rt: &tokio::runtime::Handle) -> Result<DbSink, StartError> {
+        let shared = Arc::new(Shared {
+            closed: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            file,
+            target: cfg.target(),
+            denied: Mutex::new(None),
+            said: Mutex::new(None),
+            failing_since: Mutex::new(None),
+        });
+        let probe = Writer::new(cfg.clone());
+        // Called from the thread that starts the pipeline, never from the runtime's own.
+        match rt.block_on(async { tokio::time::timeout(FIRST_CONNECT, probe.check_access()).await }) {
+            Ok(Ok(())) => {}
+            Ok(Err(e @ DbError::Denied(_))) => return Err(StartError::Denied(e.explain(&shared.target))),
+            Ok(Err(e)) => shared.tell(&e),
+            Err(_) => {
+                *shared.failing_since.lock() = Some(Instant::now());
+                warn!(
+                    "the database at {} did not answer within {} s; CDRs wait in the CDR queue and voxtap keeps trying",
+                    shared.target.at,
+                    FIRST_CONNECT.as_secs()
+                );
+            }
+        }
+        let queue_err = |source| StartError::Queue { dir: cfg.queue_dir.clone(), source };
+        let (queue, report) = Appender::open(&cfg.queue_dir).map_err(queue_err)?;
         if report.pending > 0 || report.torn_bytes > 0 {
             info!(
                 dir = %cfg.queue_dir.display(),
@@ -152,15 +285,15 @@ impl DbSink {
                 "CDR queue holds CDRs from an earlier run; they are stored first"
             );
         }
-        let reader = Reader::open(&cfg.queue_dir)?;
-        let shared = Arc::new(Shared { closed: AtomicBool::new(false), stop: AtomicBool::new(false) });
+        let reader = Reader::open(&cfg.queue_dir).map_err(queue_err)?;
         let (doorbell, ring) = crossbeam_channel::bounded(1);
         let (tx, rx) = tokio::sync::mpsc::channel::<Parsed>(2);
         let (shape, utc) = (cfg.shape, cfg.utc);
         let sh = shared.clone();
         let parser = std::thread::Builder::new()
             .name("cdr-parser".into())
-            .spawn(move || parse_queue(reader, ring, tx, sh, shape, utc))?;
+            .spawn(move || parse_queue(reader, ring, tx, sh, shape, utc))
+            .map_err(queue_err)?;
         let sh = shared.clone();
         let dir = cfg.queue_dir.clone();
         let writer = rt.spawn(run(cfg, rx, sh));
@@ -216,14 +349,10 @@ impl DbSink {
         stats.replayed_at_start = self.pending_at_start;
         stats.queue_corrupt = corrupt;
         // What is still in the queue (the database stayed away) waits for the next start.
-        if let Ok(mut r) = Reader::open(&self.dir) {
-            while let Ok(more) = r.read(BATCH) {
-                if more.is_empty() {
-                    break;
-                }
-                stats.cdrs_queued += more.len() as u64;
-            }
-        }
+        stats.cdrs_queued = queue::pending_records(&self.dir).unwrap_or(0);
+        stats.denied = self.shared.denied.lock().clone();
+        stats.at = self.shared.target.at.clone();
+        stats.queue_dir = self.dir.clone();
         stats
     }
 }
@@ -293,8 +422,10 @@ fn parse_queue(
 async fn run(cfg: DbConfig, mut rx: tokio::sync::mpsc::Receiver<Parsed>, shared: Arc<Shared>) -> DbStats {
     let dir = cfg.queue_dir.clone();
     let mut idle: Vec<Writer> = (0..cfg.writers.max(1)).map(|_| Writer::new(cfg.clone())).collect();
+    // Tables and the sensor's row before the first batch; a failure is told (once) and the batch retries.
     if let Err(e) = idle[0].connect().await {
-        warn!(error = %e, "database not reachable yet; CDRs wait in the queue and the writer retries");
+        idle[0].disconnect();
+        shared.tell(&e);
     }
     let mut stats = DbStats::default();
     let mut running = tokio::task::JoinSet::new();
@@ -371,21 +502,46 @@ async fn store(w: &mut Writer, rows: &[row::DbCdr], shared: &Shared) -> Outcome 
     let mut closed_at: Option<tokio::time::Instant> = None;
     loop {
         match w.write_isolating(rows).await {
-            Ok(done) => return Outcome { written: Some(done), retries },
+            Ok(done) => {
+                shared.recovered();
+                return Outcome { written: Some(done), retries };
+            }
             Err(e) => {
                 retries += 1;
                 w.disconnect();
+                if shared.stop.load(Ordering::Acquire) {
+                    return Outcome { written: None, retries };
+                }
+                let denied = matches!(e, DbError::Denied(_));
+                // Kept for the run's report: a refusal, not an absence, is why CDRs stay queued.
+                *shared.denied.lock() = denied.then(|| e.explain(&shared.target));
+                if denied && shared.file {
+                    // No retry fixes a password or a GRANT: a run that must end stops here and says so.
+                    shared.tell(&e);
+                    shared.stop.store(true, Ordering::Release);
+                    return Outcome { written: None, retries };
+                }
                 if closed_at.is_none() && shared.closed.load(Ordering::Acquire) {
                     closed_at = Some(tokio::time::Instant::now());
                 }
-                if closed_at.is_some_and(|t| t.elapsed() >= FINAL_WAIT) || shared.stop.load(Ordering::Acquire) {
-                    warn!(error = %e, "database still unavailable; the CDRs stay in the queue for the next start");
+                if closed_at.is_some_and(|t| t.elapsed() >= FINAL_WAIT) {
+                    warn!(
+                        "the database at {} is still failing {} s after the input ended; the CDRs stay in the queue for the next start",
+                        shared.target.at,
+                        FINAL_WAIT.as_secs()
+                    );
                     return Outcome { written: None, retries };
                 }
-                if matches!(e, DbError::Unavailable(_)) || retries % 10 == 1 {
-                    warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "database write failed; retrying");
+                shared.tell(&e);
+                if denied {
+                    // Slow retries, cut short when the input ends: the last tries then come at the usual pace.
+                    let until = tokio::time::Instant::now() + DENIED_RETRY;
+                    while tokio::time::Instant::now() < until && !shared.closed.load(Ordering::Acquire) {
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                    }
+                } else {
+                    tokio::time::sleep(delay).await;
                 }
-                tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
         }

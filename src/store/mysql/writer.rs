@@ -7,9 +7,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder, TxOpts, Value};
-use thiserror::Error;
 use tracing::{debug, info, warn};
 
+pub use super::error::DbError;
 use super::row::{cdr_columns, DbCdr, Dict, RTP_COLUMNS};
 use super::schema::{self, PARTITIONED};
 use super::tsv;
@@ -20,32 +20,6 @@ mod tables;
 
 use load::{lines, load_batch, own_ids};
 use tables::{dictionary_padding, FUTURE_DAYS};
-
-#[derive(Debug, Error)]
-pub enum DbError {
-    /// The server or the connection is away: try the same batch again later.
-    #[error("database unavailable: {0}")]
-    Unavailable(#[source] mysql_async::Error),
-    /// The server refused the statement (a bad value): retrying it as it is will not help.
-    #[error("database refused the statement: {0}")]
-    Refused(#[source] mysql_async::Error),
-}
-
-impl From<mysql_async::Error> for DbError {
-    fn from(e: mysql_async::Error) -> Self {
-        match e {
-            // Deadlock, lock wait, too many connections, access or database refused, read-only server, server
-            // shutting down: the server is there but cannot take the batch now.
-            mysql_async::Error::Server(ref s)
-                if matches!(s.code, 1205 | 1213 | 1040 | 1044 | 1045 | 1049 | 1053 | 1290 | 1927) =>
-            {
-                DbError::Unavailable(e)
-            }
-            mysql_async::Error::Server(_) => DbError::Refused(e),
-            other => DbError::Unavailable(other),
-        }
-    }
-}
 
 /// Dictionary ids already known, by text.
 type DictIds = HashMap<Dict, u64, foldhash::fast::RandomState>;
@@ -117,13 +91,27 @@ impl Writer {
         o
     }
 
+    /// Whether the server takes this user and lets it use (or create) the database: a short connection of its
+    /// own, so a start can tell a refusal from an absence without waiting for the tables to be made.
+    pub async fn check_access(&self) -> Result<(), DbError> {
+        let mut c = Conn::new(self.opts(false)).await?;
+        let db = self.cfg.db.replace('`', "``");
+        let r = async {
+            c.query_drop(format!("CREATE DATABASE IF NOT EXISTS `{db}`")).await?;
+            c.query_drop(format!("USE `{db}`")).await
+        }
+        .await;
+        let _ = c.disconnect().await;
+        Ok(r?)
+    }
+
     /// Connects, creating the database and the tables that do not depend on the data when they are missing,
     /// and registers this sensor in `sensors`.
     pub async fn connect(&mut self) -> Result<(), DbError> {
         if self.conn.is_some() {
             return Ok(());
         }
-        let mut c = Conn::new(self.opts(false)).await.map_err(DbError::Unavailable)?;
+        let mut c = Conn::new(self.opts(false)).await?;
         c.query_drop(format!("CREATE DATABASE IF NOT EXISTS `{}`", self.cfg.db.replace('`', "``"))).await?;
         c.query_drop(format!("USE `{}`", self.cfg.db.replace('`', "``"))).await?;
         // own_ids relies on it, whatever the server's default.
