@@ -166,7 +166,13 @@ impl Plan {
         lines.push(("manager", manager(cfg, file)));
         lines.push((
             "ends",
-            if file {
+            if file && !cfg.server_destination.is_empty() {
+                let limit = match cfg.link_send_timeout {
+                    0 => "without a time limit".to_string(),
+                    s => format!("or after {s} s without progress (link_send_timeout), what is left staying queued"),
+                };
+                format!("when the capture is read and the central confirmed it, {limit}")
+            } else if file {
                 "when the capture is read and its CDRs are delivered".into()
             } else {
                 "on SIGTERM or SIGINT".into()
