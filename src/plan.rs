@@ -310,7 +310,8 @@ fn writable(dir: &Path, dry: bool) -> Result<()> {
             }
         }
     } else {
-        std::fs::create_dir_all(&at).map_err(|e| anyhow::anyhow!("{}", plain(&e)))?;
+        // With the modes and group the store gives its folders (spool_dir_mode, spool_group).
+        crate::store::perms::create_dir_all(&at).map_err(|e| anyhow::anyhow!("{}", plain(&e)))?;
     }
     let probe = at.join(format!(".voxtap-probe-{}", std::process::id()));
     std::fs::File::create(&probe).map_err(|e| anyhow::anyhow!("{}: {}", at.display(), plain(&e)))?;

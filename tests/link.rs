@@ -124,6 +124,14 @@ fn split(src: &Path, dst: &Path, keep: impl Fn(&[u8]) -> bool) -> usize {
 }
 
 /// One direction of every flow: source address below the destination (IPv4 over Ethernet).
+/// The CDRs as a central stores a packet remote's calls: under the remote's id_sensor.
+fn with_sensor(mut cdrs: Vec<serde_json::Value>, id: u16) -> Vec<serde_json::Value> {
+    for c in cdrs.iter_mut() {
+        c["id_sensor"] = id.into();
+    }
+    cdrs
+}
+
 fn forward(d: &[u8]) -> bool {
     d.len() >= 34 && d[26..30] < d[30..34]
 }
@@ -146,11 +154,7 @@ fn packet_senders_legs_are_merged_into_the_central_analysis() {
     finished(r2, Duration::from_secs(60));
     let (cdrs, err) = central.stop();
     // A call belongs to the sensor that saw its first INVITE: the called side's direction here (remote 2).
-    let mut want = run_json(&all, &[]);
-    for c in want.iter_mut() {
-        c["id_sensor"] = 2.into();
-    }
-    assert_eq!(sorted_by_callid(cdrs), sorted_by_callid(want), "{err}");
+    assert_eq!(sorted_by_callid(cdrs), sorted_by_callid(with_sensor(run_json(&all, &[]), 2)), "{err}");
     assert!(err.contains(&format!("packets={}", na + nb)), "{err}");
 }
 
@@ -184,10 +188,7 @@ id_sensor = 1
     let (cdrs, err) = central.stop();
     let mut want = Vec::new();
     for (file, id) in [(&fa, 7), (&fb, 8)] {
-        for mut c in run_json(file, &[]) {
-            c["id_sensor"] = id.into();
-            want.push(c);
-        }
+        want.extend(with_sensor(run_json(file, &[]), id));
     }
     assert_eq!(want.len(), 21);
     assert_eq!(sorted_by_callid(cdrs), sorted_by_callid(want), "{err}");
@@ -542,7 +543,7 @@ fn a_live_remote_forwards_what_it_captures() {
     let (_, rerr) = remote.stop();
     assert!(rerr.contains("link_left_bytes=0"), "{rerr}");
     let (cdrs, err) = central.stop();
-    assert_eq!(sorted_by_callid(cdrs), sorted_by_callid(run_json(&base, &[])), "{rerr}\n{err}");
+    assert_eq!(sorted_by_callid(cdrs), sorted_by_callid(with_sensor(run_json(&base, &[]), 3)), "{rerr}\n{err}");
 }
 
 #[test]
@@ -671,5 +672,5 @@ fn a_dpdk_remote_forwards_its_port() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && err.contains("link_left_bytes=0"), "{err}");
     let (cdrs, cerr) = central.stop();
-    assert_eq!(sorted_by_callid(cdrs), sorted_by_callid(run_json(&base, &[])), "{err}\n{cerr}");
+    assert_eq!(sorted_by_callid(cdrs), sorted_by_callid(with_sensor(run_json(&base, &[]), 6)), "{err}\n{cerr}");
 }
