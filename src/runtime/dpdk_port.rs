@@ -24,12 +24,11 @@ pub(super) fn open(cfg: &Config, pool_prefix: &str) -> Result<OpenPort> {
     }
     // The EAL pins the thread that initialises it, and threads started later would inherit that: keep the
     // process's CPU set and give it back to this thread once the EAL is up.
-    // SAFETY: cpu_set_t is plain data; sched_getaffinity/setaffinity on the calling thread (pid 0).
-    let mut cpus: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    let have_cpus = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut cpus) } == 0;
+    let cpus = crate::os::thread_affinity();
     let eal = Eal::init(&super::eal_args(cfg))?;
-    if have_cpus {
-        unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &cpus) };
+    if let Ok(cpus) = &cpus {
+        // Best effort, as before: a thread left pinned still works, only on fewer CPUs.
+        let _ = crate::os::set_thread_affinity(cpus);
     }
     let port_id = eal.port(&name)?;
     let mbufs = cfg.dpdk_nb_mbufs.saturating_mul(1024);
