@@ -19,6 +19,9 @@ use crossbeam_channel::bounded;
 use voxtap::call::owner::{Owner, OwnerConfig};
 use voxtap::call::Timeouts;
 use voxtap::capture::dpdk::{Eal, MbufBurst, Mempool, Port, PortConfig, RegisteredThread};
+
+#[path = "../tests/common/nic.rs"]
+mod nic;
 use voxtap::capture::pcapfile::CaptureFile;
 use voxtap::config::{Config, SaveRtp};
 use voxtap::dispatch::rss::{hash_v4, SYMMETRIC_KEY};
@@ -84,8 +87,9 @@ fn main() -> anyhow::Result<()> {
         timestamps: false,
         promiscuous: false,
     };
-    let port = Arc::new(Port::start(&eal, port_id, &cfg_port, &pool)?);
+    let mut port = Port::start(&eal, port_id, &cfg_port, &pool)?;
     assert_eq!(port.rx_queues as usize, queues, "net_ring gave fewer queues");
+    let rx_queues = port.take_rx_queues();
 
     // Owners.
     let cfg = Config::default();
@@ -118,7 +122,7 @@ fn main() -> anyhow::Result<()> {
     // The NIC: feed each queue's packets into its ring (tx queue i loops back to rx queue i).
     let done = Arc::new(AtomicBool::new(false));
     let feeder = {
-        let (port, pool, done) = (port.clone(), pool.clone(), done.clone());
+        let (pool, done) = (pool.clone(), done.clone());
         thread::spawn(move || {
             // An lcore id gives the thread a mempool cache: without one, every allocation and free goes to the
             // pool's shared ring, whose waiters spin on each other when more threads than CPUs are busy.
@@ -131,14 +135,8 @@ fn main() -> anyhow::Result<()> {
             let flush = |q: usize, pending: &mut Vec<usize>, sent_total: &mut Vec<u64>| {
                 let mut from = 0;
                 while from < pending.len() {
-                    let mut burst = Vec::with_capacity(pending.len() - from);
-                    for &i in &pending[from..] {
-                        match pool.mbuf_with(&packets[i].1, Some(packets[i].2)) {
-                            Some(m) => burst.push(m),
-                            None => break,
-                        }
-                    }
-                    let sent = port.send(q as u16, burst);
+                    let frames = pending[from..].iter().map(|&i| (&packets[i].1[..], Some(packets[i].2)));
+                    let sent = nic::send(port_id, q as u16, &pool, frames);
                     from += sent;
                     sent_total[q] += sent as u64;
                     if sent == 0 {
@@ -164,9 +162,9 @@ fn main() -> anyhow::Result<()> {
     // Rx cores.
     let shared = (queues > 1).then(|| RxShared::new(queues));
     let mut rx_threads = Vec::new();
-    for q in 0..queues {
-        let mut rx = rx_stage(&cfg, true, to_owner.clone(), recycle_rx.clone(), shared.as_ref(), q as u16);
-        let mut queue = port.rx_queue(q as u16);
+    for mut queue in rx_queues {
+        let q = queue.queue();
+        let mut rx = rx_stage(&cfg, true, to_owner.clone(), recycle_rx.clone(), shared.as_ref(), q);
         let done = done.clone();
         rx_threads.push(thread::spawn(move || {
             let _lcore = RegisteredThread::register(&eal);
@@ -229,7 +227,8 @@ fn main() -> anyhow::Result<()> {
         owner_pkts += s.rtp_packets + s.sip_messages + s.rtcp_packets;
     }
     let cdrs = collector.join().expect("collector");
-    port.stop();
+    // Stops and closes the port: the rx threads' queues went with them.
+    drop(port);
     println!("file={} packets={total} queues={queues} owners={owners} cdrs={cdrs}", file.display());
     for (q, (n, cpu, unknown, parked, bursts, wait)) in rx_results.iter().enumerate() {
         if *n != sent[q] {

@@ -10,6 +10,7 @@ pub mod errors;
 pub mod link;
 pub mod manager;
 pub mod notify;
+pub mod os;
 pub mod plan;
 pub mod report;
 pub mod rtp;

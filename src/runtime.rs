@@ -538,43 +538,22 @@ fn pin_thread(cpus: &[usize], index: usize) {
         return;
     }
     let cpu = cpus[index % cpus.len()];
-    // SAFETY: cpu_set_t is plain data; CPU_SET writes inside it; setaffinity applies to the calling thread.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            tracing::warn!(cpu, "cannot pin a thread to this CPU");
-        }
+    if crate::os::set_thread_affinity(&crate::os::CpuSet::single(cpu)).is_err() {
+        tracing::warn!(cpu, "cannot pin a thread to this CPU");
     }
 }
 
 /// Set by SIGTERM/SIGINT: live sources stop, drain and close their calls as the end of a capture would.
 static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, std::sync::atomic::Ordering::Relaxed);
-}
-
 /// As `install_stop_handlers`, for a run that ends on its own (a capture file sent to a central): the first
 /// signal stops the run short with its report; the handler resets, so a second one ends voxtap at once.
 fn install_stop_handlers_once() {
-    // SAFETY: sigaction with a zeroed struct, an empty mask and a handler that only stores to an atomic.
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
-        sa.sa_flags = libc::SA_RESETHAND;
-        libc::sigemptyset(&mut sa.sa_mask);
-        for sig in [libc::SIGTERM, libc::SIGINT] {
-            libc::sigaction(sig, &sa, std::ptr::null_mut());
-        }
-    }
+    // As before a failure here, a run without the handlers still ends on its own or on the default action.
+    let _ = crate::os::stop_on_first_signal(&STOP);
 }
 
 fn install_stop_handlers() {
-    let handler = on_signal as extern "C" fn(libc::c_int);
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe {
-        libc::signal(libc::SIGTERM, handler as libc::sighandler_t);
-        libc::signal(libc::SIGINT, handler as libc::sighandler_t);
-    }
+    // A failure leaves the default action (the process ends), as it always did.
+    let _ = crate::os::stop_on_signals(&STOP);
 }

@@ -23,20 +23,12 @@ pub fn as_millis_f64(n: Nanos) -> f64 {
 
 /// CPU seconds the calling thread has used (CLOCK_THREAD_CPUTIME_ID), for per-core rates.
 pub fn thread_cpu_secs() -> f64 {
-    // SAFETY: clock_gettime writes into the timespec we pass.
-    let mut t: libc::timespec = unsafe { std::mem::zeroed() };
-    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) } != 0 {
-        return 0.0;
-    }
-    t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
+    crate::os::thread_cpu_time().map(|d| d.as_secs() as f64 + d.subsec_nanos() as f64 / 1e9).unwrap_or(0.0)
 }
 
 /// Seconds of the monotonic clock (CLOCK_MONOTONIC): liveness stamps that wall-clock steps must not move.
 pub fn monotonic_secs() -> i64 {
-    // SAFETY: clock_gettime writes into the timespec we pass.
-    let mut t: libc::timespec = unsafe { std::mem::zeroed() };
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
-    t.tv_sec
+    crate::os::monotonic().map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 /// A broken-down calendar time.
@@ -118,13 +110,7 @@ pub fn civil(t: Nanos, utc: bool) -> Civil {
 pub fn civil_local(t: Nanos) -> Civil {
     let secs = t.div_euclid(NANOS_PER_SEC);
     let sub = t.rem_euclid(NANOS_PER_SEC);
-    let tt = secs as libc::time_t;
-    // SAFETY: localtime_r only writes into the tm we hand it; a zeroed tm is a valid initial value.
-    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    let ok = unsafe { !libc::localtime_r(&tt, &mut tm).is_null() };
-    if !ok {
-        return civil_utc(t);
-    }
+    let Ok(tm) = crate::os::localtime(secs) else { return civil_utc(t) };
     Civil {
         year: tm.tm_year as i64 + 1900,
         month: (tm.tm_mon + 1) as u32,

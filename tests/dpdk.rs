@@ -3,6 +3,8 @@
 #![cfg(feature = "dpdk")]
 
 mod common;
+#[path = "common/nic.rs"]
+mod nic;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -86,7 +88,7 @@ fn sigterm_stops_drains_and_closes_calls() {
 
 #[test]
 fn software_toeplitz_equals_dpdk_softrss() {
-    use voxtap::capture::dpdk::softrss_v4;
+    use nic::softrss_v4;
     use voxtap::dispatch::rss::{hash_v4, DEFAULT_KEY, SYMMETRIC_KEY};
     let mut x = 0x1234_5678u32;
     for _ in 0..10_000 {
@@ -225,4 +227,47 @@ fn rx_and_owner_threads_are_pinned_as_configured() {
     assert_eq!(owners.len(), 2, "{seen:?}");
     assert!(owners.iter().all(|(_, cpus)| cpus == "0"), "{seen:?}");
     assert!(seen.iter().any(|(c, cpus)| c == "voxtap" && cpus == "1"), "the rx (main) thread: {seen:?}");
+}
+
+/// A port and its pool clean up when dropped: the port is closed (its id no longer valid), the pool is freed
+/// (a new one may take its name), and a port made afterwards in the same process receives packets. Each round
+/// hot-plugs its own net_ring device, because closing a port releases it in DPDK.
+#[test]
+fn a_port_and_pool_dropped_and_made_again_work() {
+    use std::sync::Arc;
+    use voxtap::capture::dpdk::{Eal, MbufBurst, Mempool, Port, PortConfig};
+    let args: Vec<String> = EAL.split_whitespace().map(String::from).collect();
+    let eal = Eal::init(&args).unwrap();
+    let frame: Vec<u8> = (0..60u8).collect();
+    for round in 0..2 {
+        let dev = format!("net_ring{}", 7 + round);
+        eal.probe(&dev).unwrap();
+        let id = eal.port(&dev).unwrap();
+        let pool = Arc::new(Mempool::new(&eal, "dropped_and_made_again", 512, 32).unwrap());
+        let cfg = PortConfig { rx_queues: 1, rx_descriptors: 128, tx_queues: 1, timestamps: false, promiscuous: false };
+        let mut port = Port::start(&eal, id, &cfg, &pool).unwrap();
+        let mut queue = port.take_rx_queue(0).expect("queue 0");
+        assert!(port.take_rx_queue(0).is_none(), "queue 0 handed out twice");
+        assert!(port.take_rx_queue(1).is_none() && port.take_rx_queues().is_empty());
+        assert_eq!(nic::send(id, 0, &pool, [(&frame[..], Some(7))]), 1, "round {round}: not sent");
+        let mut burst = MbufBurst::default();
+        let mut n = 0;
+        for _ in 0..1000 {
+            n = queue.poll(&mut burst, 32);
+            if n > 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(n, 1, "round {round}: not received");
+        let p = burst.get(0).unwrap();
+        assert_eq!((p.data, p.rss), (&frame[..], Some(7)));
+        // The burst's mbufs go back first, then the port closes once its last handle goes, then the pool.
+        drop(burst);
+        drop(port);
+        assert!(eal.port_names().contains(&dev), "the port closed while its queue was still held");
+        drop(queue);
+        assert!(!eal.port_names().contains(&dev), "round {round}: {dev} still open after its drop");
+        drop(pool);
+    }
 }

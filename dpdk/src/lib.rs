@@ -1,5 +1,6 @@
 //! Raw, generated bindings to the system DPDK (see build.rs). Nothing here is safe to use directly: voxtap wraps
-//! it in `src/capture/dpdk.rs`, the only place that touches these pointers.
+//! it in `src/capture/dpdk.rs`, the only place in voxtap that touches these pointers (the test harness that
+//! plays a NIC, `tests/common/nic.rs`, uses them for its side of the wire).
 #![allow(non_upper_case_globals, non_camel_case_types, non_snake_case, dead_code, clippy::all)]
 
 include!(concat!(env!("OUT_DIR"), "/dpdk.rs"));

@@ -2,11 +2,16 @@
 //! burst of mbufs that frees itself. Nothing else in voxtap touches a DPDK pointer.
 //!
 //! One EAL per process (DPDK's rule): `Eal::init` succeeds once and returns the same handle afterwards.
+//!
+//! Ownership and drop order: a `Port` holds its `Mempool` (an `Arc`), and every `RxQueue` holds the port's
+//! handle, so the port is stopped and closed only when the `Port` and all its queues are gone, and the pool is
+//! freed only after that. A `MbufBurst` holds received mbufs of that pool: it must be cleared or dropped before
+//! the last owner of the pool goes (the rx loops keep their burst inside the loop's function).
 
 use std::ffi::{CStr, CString};
 use std::os::raw::{c_char, c_int};
 use std::ptr::NonNull;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use dpdk_sys as sys;
 use thiserror::Error;
@@ -141,7 +146,9 @@ impl Eal {
     }
 }
 
-/// A pool of packet buffers.
+/// A pool of packet buffers, freed on drop.
+///
+/// A port's receive queues allocate from it, so a `Port` keeps it alive through an `Arc`; see the module notes.
 pub struct Mempool {
     ptr: NonNull<sys::rte_mempool>,
 }
@@ -151,6 +158,7 @@ unsafe impl Send for Mempool {}
 unsafe impl Sync for Mempool {}
 
 impl Mempool {
+    /// Creates a pool of `mbufs` packet buffers named `name` (names are unique per process while the pool lives).
     pub fn new(_eal: &Eal, name: &str, mbufs: u32, cache: u32) -> Result<Mempool, DpdkError> {
         let c = CString::new(name).map_err(|e| DpdkError::Pool(mbufs, e.to_string()))?;
         let cache = cache.min(512).min(mbufs / 2);
@@ -168,38 +176,17 @@ impl Mempool {
         NonNull::new(p).map(|ptr| Mempool { ptr }).ok_or_else(|| DpdkError::Pool(mbufs, last_error()))
     }
 
-    fn raw(&self) -> *mut sys::rte_mempool {
+    /// The DPDK pool, for harnesses that drive DPDK directly (a test or bench playing a NIC).
+    pub fn as_ptr(&self) -> *mut sys::rte_mempool {
         self.ptr.as_ptr()
-    }
-
-    /// An empty mbuf filled with `data` (the test harness that plays a NIC uses this).
-    pub fn mbuf_with(&self, data: &[u8], rss: Option<u32>) -> Option<Mbuf> {
-        // SAFETY: alloc returns an owned mbuf or NULL; fill copies into it within its tailroom.
-        unsafe {
-            let m = NonNull::new(sys::vx_alloc(self.raw()))?;
-            if sys::vx_fill(m.as_ptr(), data.as_ptr().cast(), data.len() as u16) != 0 {
-                sys::vx_free_bulk(&mut m.as_ptr(), 1);
-                return None;
-            }
-            if let Some(h) = rss {
-                sys::vx_set_rss(m.as_ptr(), h);
-            }
-            Some(Mbuf(m))
-        }
     }
 }
 
-/// One owned mbuf (freed on drop unless sent).
-pub struct Mbuf(NonNull<sys::rte_mbuf>);
-
-// SAFETY: an mbuf is owned by exactly one holder at a time; moving it between threads is how DPDK is used.
-unsafe impl Send for Mbuf {}
-
-impl Drop for Mbuf {
+impl Drop for Mempool {
     fn drop(&mut self) {
-        let mut p = self.0.as_ptr();
-        // SAFETY: we own the mbuf.
-        unsafe { sys::vx_free_bulk(&mut p, 1) };
+        // SAFETY: the pool is ours and no port uses it any more (a Port holds an Arc to it); every mbuf taken
+        // from it must be back, which the owners of bursts see to (module notes).
+        unsafe { sys::rte_mempool_free(self.ptr.as_ptr()) };
     }
 }
 
@@ -226,7 +213,7 @@ pub struct PortStats {
     pub q_ipackets: Vec<u64>,
 }
 
-/// A configured and started port.
+/// A configured and started port; stopped and closed once it and all its receive queues are dropped.
 pub struct Port {
     pub id: u16,
     /// The PMD's name (`net_pcap`, `net_ixgbe`…).
@@ -234,10 +221,37 @@ pub struct Port {
     pub rx_queues: u16,
     pub rss: bool,
     pub timestamps: bool,
+    /// Receive queues not handed out yet (index = queue id): each goes to one poller only.
+    queues: Vec<Option<RxQueue>>,
+    /// Shared with the queues: the last of them to go stops and closes the port.
+    _open: Arc<PortHandle>,
+}
+
+/// The configured device and the pool its queues fill from. Field order matters: `Drop::drop` stops and closes
+/// the port first, then the fields drop, and with them this holder's share of the pool.
+struct PortHandle {
+    id: u16,
+    _pool: Arc<Mempool>,
+}
+
+impl Drop for PortHandle {
+    fn drop(&mut self) {
+        let _g = CONTROL.lock().unwrap_or_else(|p| p.into_inner());
+        // SAFETY: the port was configured by Port::start and no queue handle is left to poll it; stopping a port
+        // that never started is a no-op for DPDK.
+        unsafe {
+            sys::rte_eth_dev_stop(self.id);
+            sys::rte_eth_dev_close(self.id);
+        }
+    }
 }
 
 impl Port {
-    pub fn start(_eal: &Eal, id: u16, cfg: &PortConfig, pool: &Mempool) -> Result<Port, DpdkError> {
+    /// Configures and starts port `id` with receive queues filled from `pool` (kept alive by the port).
+    pub fn start(_eal: &Eal, id: u16, cfg: &PortConfig, pool: &Arc<Mempool>) -> Result<Port, DpdkError> {
+        // Declared before the lock guard: locals drop in reverse order, so on an error the guard is released
+        // before the handle's drop takes the lock again to close the port.
+        let handle;
         let _g = CONTROL.lock().unwrap_or_else(|p| p.into_inner());
         let err = |what, rc: c_int| DpdkError::Port { port: id, what, why: rte_error(rc) };
         // SAFETY: zeroed rte_eth_dev_info is a valid out-parameter.
@@ -284,12 +298,16 @@ impl Port {
         if rc != 0 {
             return Err(err("configure", rc));
         }
+        // From here on the device holds queues on the pool: a failure below closes it again (drop) before the
+        // pool can go.
+        handle = PortHandle { id, _pool: pool.clone() };
         let socket = unsafe { sys::rte_eth_dev_socket_id(id) };
         let socket = if socket < 0 { 0 } else { socket as u32 };
         for q in 0..nq {
             // SAFETY: NULL rxconf selects the driver's defaults; the pool outlives the port (owned by the caller).
-            let rc =
-                unsafe { sys::rte_eth_rx_queue_setup(id, q, cfg.rx_descriptors, socket, std::ptr::null(), pool.raw()) };
+            let rc = unsafe {
+                sys::rte_eth_rx_queue_setup(id, q, cfg.rx_descriptors, socket, std::ptr::null(), pool.as_ptr())
+            };
             if rc != 0 {
                 return Err(err("rx_queue_setup", rc));
             }
@@ -313,13 +331,23 @@ impl Port {
         // in any case; packets carry a timestamp only when the driver set the flag on them.
         // SAFETY: looks up DPDK's registered dynamic field; harmless if absent.
         let registered = unsafe { sys::vx_timestamp_init() } == 0;
-        Ok(Port { id, driver, rx_queues: nq, rss, timestamps: timestamps || registered })
+        let open = Arc::new(handle);
+        let queues = (0..nq).map(|queue| Some(RxQueue { port: id, queue, _open: open.clone() })).collect();
+        Ok(Port { id, driver, rx_queues: nq, rss, timestamps: timestamps || registered, queues, _open: open })
     }
 
-    pub fn rx_queue(&self, q: u16) -> RxQueue {
-        RxQueue { port: self.id, queue: q.min(self.rx_queues.saturating_sub(1)) }
+    /// Receive queue `q`, once: `None` when there is no such queue or it was handed out already (two pollers
+    /// on one queue would corrupt it).
+    pub fn take_rx_queue(&mut self, q: u16) -> Option<RxQueue> {
+        self.queues.get_mut(q as usize)?.take()
     }
 
+    /// Every receive queue not handed out yet, in queue order.
+    pub fn take_rx_queues(&mut self) -> Vec<RxQueue> {
+        self.queues.iter_mut().filter_map(Option::take).collect()
+    }
+
+    /// The port's receive counters now.
     pub fn stats(&self) -> PortStats {
         // SAFETY: zeroed stats is a valid out-parameter.
         let mut s: sys::rte_eth_stats = unsafe { std::mem::zeroed() };
@@ -333,36 +361,18 @@ impl Port {
             q_ipackets: s.q_ipackets[..self.rx_queues as usize].to_vec(),
         }
     }
-
-    /// Sends mbufs on transmit queue 0 (the test harness loops net_ring this way); returns how many went.
-    pub fn send(&self, queue: u16, mbufs: Vec<Mbuf>) -> usize {
-        let mut raw: Vec<*mut sys::rte_mbuf> =
-            mbufs.into_iter().map(|m| std::mem::ManuallyDrop::new(m).0.as_ptr()).collect();
-        // SAFETY: the mbufs are owned; tx_burst takes ownership of those it accepts; the rest are freed here.
-        let sent = unsafe { sys::vx_tx_burst(self.id, queue, raw.as_mut_ptr(), raw.len() as u16) } as usize;
-        if sent < raw.len() {
-            unsafe { sys::vx_free_bulk(raw[sent..].as_mut_ptr(), (raw.len() - sent) as u32) };
-        }
-        sent
-    }
-
-    pub fn stop(&self) {
-        let _g = CONTROL.lock().unwrap_or_else(|p| p.into_inner());
-        // SAFETY: stopping and closing a started port.
-        unsafe {
-            sys::rte_eth_dev_stop(self.id);
-            sys::rte_eth_dev_close(self.id);
-        }
-    }
 }
 
-/// One receive queue, polled by exactly one rx core.
+/// One receive queue, polled by exactly one rx core (the port hands each out once; it is not `Clone`).
 pub struct RxQueue {
     port: u16,
     queue: u16,
+    /// Keeps the port open while this queue may still be polled.
+    _open: Arc<PortHandle>,
 }
 
 impl RxQueue {
+    /// The queue id on its port.
     pub fn queue(&self) -> u16 {
         self.queue
     }
@@ -477,10 +487,4 @@ impl Drop for MbufBurst {
     fn drop(&mut self) {
         self.clear();
     }
-}
-
-/// DPDK's own software Toeplitz hash (to cross-check voxtap's).
-pub fn softrss_v4(src: u32, dst: u32, sport: u16, dport: u16, key: &[u8; 40]) -> u32 {
-    // SAFETY: pure function over a 40-byte key.
-    unsafe { sys::vx_softrss_v4(src, dst, sport, dport, key.as_ptr()) }
 }

@@ -149,18 +149,9 @@ impl HepListener {
     }
 }
 
-fn set_rcvbuf(udp: &std::net::UdpSocket, bytes: libc::c_int) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: a valid socket and a c_int option value of the stated size.
-    unsafe {
-        libc::setsockopt(
-            udp.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            &bytes as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
+fn set_rcvbuf(udp: &std::net::UdpSocket, bytes: i32) {
+    // A smaller buffer than asked only means drops under a burst: not a reason to refuse to listen.
+    let _ = crate::os::set_recv_buffer(udp, bytes);
 }
 
 /// Datagrams as they come, gathered into batches: each wake takes whatever the socket holds.

@@ -153,9 +153,7 @@ impl CaptureFile {
 
     /// Maps an open file (a path's, or standard input when it is a file); `path` names it in errors.
     pub(crate) fn map(path: PathBuf, file: &File) -> Result<Self, PcapError> {
-        // SAFETY: the map is read-only; a file truncated under us by another process would SIGBUS, which is the
-        // accepted risk of every mmap-based capture reader (libpcap reads, tshark does the same with its own I/O).
-        let map = match unsafe { memmap2::MmapOptions::new().populate().map(file) } {
+        let map = match crate::os::map_readonly(file) {
             Ok(m) => m,
             Err(error) => return Err(PcapError::Open { path, error }),
         };

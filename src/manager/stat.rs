@@ -86,15 +86,7 @@ pub fn sniffer_stat(state: &State, plain: bool) -> Vec<u8> {
 }
 
 fn filesystem(p: &std::path::Path) -> Option<(u64, u64)> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).ok()?;
-    // SAFETY: statvfs fills the struct from a NUL-terminated path.
-    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
-        return None;
-    }
-    let f = s.f_frsize as u64;
-    Some((s.f_blocks as u64 * f, s.f_bavail as u64 * f))
+    crate::os::fs_space(p).ok().map(|s| (s.total, s.available))
 }
 
 /// One thread of this process: name, id, CPU seconds used.
@@ -105,8 +97,7 @@ struct Thread {
 }
 
 fn threads() -> Vec<Thread> {
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let hz = crate::os::clock_ticks_per_sec().unwrap_or(-1).max(1) as f64;
     let Ok(dir) = std::fs::read_dir("/proc/self/task") else { return Vec::new() };
     let mut v = Vec::new();
     for e in dir.flatten() {

@@ -6,10 +6,11 @@ use anyhow::Result;
 use crate::capture::dpdk::{Eal, MbufBurst, Mempool, Port, PortConfig};
 use crate::config::Config;
 
-/// The EAL, the mbuf pool and the started port (kept together: the port needs the other two alive).
+/// The EAL and the started port. The port owns its mbuf pool and is closed when it and every receive queue
+/// taken from it are dropped, and the pool is freed after that (see `capture::dpdk`), so no field order matters
+/// here.
 pub(super) struct OpenPort {
     pub port: Port,
-    pub pool: Mempool,
     pub eal: Eal,
     pub port_id: u16,
     pub name: String,
@@ -24,12 +25,11 @@ pub(super) fn open(cfg: &Config, pool_prefix: &str) -> Result<OpenPort> {
     }
     // The EAL pins the thread that initialises it, and threads started later would inherit that: keep the
     // process's CPU set and give it back to this thread once the EAL is up.
-    // SAFETY: cpu_set_t is plain data; sched_getaffinity/setaffinity on the calling thread (pid 0).
-    let mut cpus: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    let have_cpus = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut cpus) } == 0;
+    let cpus = crate::os::thread_affinity();
     let eal = Eal::init(&super::eal_args(cfg))?;
-    if have_cpus {
-        unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &cpus) };
+    if let Ok(cpus) = &cpus {
+        // Best effort, as before: a thread left pinned still works, only on fewer CPUs.
+        let _ = crate::os::set_thread_affinity(cpus);
     }
     let port_id = eal.port(&name)?;
     let mbufs = cfg.dpdk_nb_mbufs.saturating_mul(1024);
@@ -42,6 +42,7 @@ pub(super) fn open(cfg: &Config, pool_prefix: &str) -> Result<OpenPort> {
             cfg.dpdk_nb_mbufs
         )
     })?;
+    let pool = std::sync::Arc::new(pool);
     let port_cfg = PortConfig {
         rx_queues: cfg.dpdk_nb_rxq,
         rx_descriptors: cfg.dpdk_nb_rx,
@@ -55,7 +56,7 @@ pub(super) fn open(cfg: &Config, pool_prefix: &str) -> Result<OpenPort> {
     // repeats the file's times, so it runs on the host clock instead.
     let looped = cfg.dpdk_vdev.iter().any(|v| v.contains("infinite_rx=1"));
     let file_times = port.timestamps && port.driver.starts_with("net_pcap") && !looped;
-    Ok(OpenPort { port, pool, eal, port_id, name, file_times })
+    Ok(OpenPort { port, eal, port_id, name, file_times })
 }
 
 /// The first `n` packets of a received burst, as frames (a chained jumbo frame is copied whole into `jumbo`).

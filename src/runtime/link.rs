@@ -121,17 +121,16 @@ fn live_sources(cfg: &Config, role: &str, rt: &tokio::runtime::Handle) -> Result
 /// forwarder, not the analysis, is the work here). A `net_pcap` replay keeps the file's times.
 #[cfg(feature = "dpdk")]
 fn dpdk_source(cfg: &Config, role: &str) -> Result<Source> {
-    let super::dpdk_port::OpenPort { port, pool, eal, port_id, name, file_times } =
+    let super::dpdk_port::OpenPort { mut port, port_id, name, file_times, .. } =
         super::dpdk_port::open(cfg, "voxtap_fwd")?;
     tracing::info!(port = port_id, %name, rx_queues = port.rx_queues, role, "DPDK port started for forwarding");
-    let mut queues: Vec<_> = (0..port.rx_queues).map(|q| port.rx_queue(q)).collect();
+    // The queues keep the port open, and it its pool, as long as the source holds them.
+    let mut queues = port.take_rx_queues();
     let burst_size = cfg.dpdk_pkt_burst;
     let mut burst = crate::capture::dpdk::MbufBurst::default();
     let mut jumbo = Vec::new();
     let mut idle = 0u32;
     Ok(Box::new(move |_, f| {
-        // Owned here so the port, its pool and the EAL live as long as the source.
-        let _keep = (&eal, &pool, &port);
         let now = crate::time::wall_clock();
         let mut got = 0;
         for q in queues.iter_mut() {

@@ -28,8 +28,7 @@ pub fn eal_args(cfg: &Config) -> Vec<String> {
 pub fn run_dpdk(cfg: &Config, workers: usize, live: LiveOutput) -> Result<RunResult> {
     let workers = workers.clamp(1, 256);
     let started = Instant::now();
-    let dpdk_port::OpenPort { port, pool: _pool, eal, port_id, name, file_times } =
-        dpdk_port::open(cfg, "voxtap_pool")?;
+    let dpdk_port::OpenPort { mut port, eal, port_id, name, file_times } = dpdk_port::open(cfg, "voxtap_pool")?;
     tracing::info!(port = port_id, name = %name, rx_queues = port.rx_queues, rss = port.rss, timestamps = port.timestamps, "DPDK port started");
     // A pcap virtual device replays a file: waiting for busy owners loses nothing there, so it behaves like
     // `-r`. A real port never waits: a full ring is a counted drop.
@@ -42,10 +41,13 @@ pub fn run_dpdk(cfg: &Config, workers: usize, live: LiveOutput) -> Result<RunRes
     // One rx core per queue; with several, they tell each other the SDP endpoints they see and share the
     // Call-ID hash key.
     let shared = (port.rx_queues > 1).then(|| crate::dispatch::RxShared::new(port.rx_queues as usize));
+    // Each queue is moved to the one core that polls it; queue 0 stays on this thread.
+    let mut queues = port.take_rx_queues().into_iter();
+    let mut queue = queues.next().ok_or_else(|| anyhow::anyhow!("DPDK port {port_id} has no receive queue"))?;
     let mut threads = Vec::new();
-    for q in 1..port.rx_queues {
+    for mut queue in queues {
+        let q = queue.queue();
         let mut rx = pipeline.rx(cfg, replay, shared.as_ref(), q);
-        let mut queue = port.rx_queue(q);
         let cpus = cfg.rx_cpus.clone();
         threads.push(thread::Builder::new().name(format!("rx-{q}")).spawn(move || {
             pin_thread(&cpus, q as usize);
@@ -56,7 +58,6 @@ pub fn run_dpdk(cfg: &Config, workers: usize, live: LiveOutput) -> Result<RunRes
         })?);
     }
     let mut rx = pipeline.rx(cfg, replay, shared.as_ref(), 0);
-    let mut queue = port.rx_queue(0);
     pin_thread(&cfg.rx_cpus, 0);
     let mut last_status = Instant::now();
     poll_queue(&mut queue, &mut rx, file_times, idle_limit, burst_size, &mut |rx| {
@@ -76,7 +77,10 @@ pub fn run_dpdk(cfg: &Config, workers: usize, live: LiveOutput) -> Result<RunRes
         rxs.push(t.join().map_err(|_| anyhow::anyhow!("an rx thread panicked"))?);
     }
     let st = port.stats();
-    port.stop();
+    // The port stops and closes (and its pool goes) when the last handle on it goes: the rx threads' queues
+    // went with them, queue 0's and the port's go here, before the pipeline's end.
+    drop(queue);
+    drop(port);
     tracing::info!(ipackets = st.ipackets, imissed = st.imissed, rx_nombuf = st.rx_nombuf, "DPDK capture stopped");
     let mut res = pipeline.finish_many(rxs, started, None)?;
     res.port = Some(st);

@@ -108,14 +108,7 @@ fn prune_up(minute: &Path, spool: &Path) {
 
 /// Free bytes and total bytes of the file system holding `p`.
 fn disk(p: &Path) -> Option<(u64, u64)> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).ok()?;
-    // SAFETY: statvfs writes into the struct we pass; the path is a valid C string.
-    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
-        return None;
-    }
-    Some((s.f_bavail as u64 * s.f_frsize as u64, s.f_blocks as u64 * s.f_frsize as u64))
+    crate::os::fs_space(p).ok().map(|s| (s.available, s.total))
 }
 
 /// Today's date, days ago, as a (y, m, d) to compare folder dates with.

@@ -57,24 +57,10 @@ pub fn group_id(name: &str) -> Result<u32, String> {
         return Ok(n);
     }
     let cname = std::ffi::CString::new(name).map_err(|_| format!("group name {name:?} holds a NUL"))?;
-    let mut buf = vec![0 as libc::c_char; 16 * 1024];
-    loop {
-        // SAFETY: getgrnam_r writes the entry into `grp` and its strings into `buf`, both owned here and sized as
-        // passed; `found` is set to null or to `grp`.
-        let mut grp: libc::group = unsafe { std::mem::zeroed() };
-        let mut found: *mut libc::group = std::ptr::null_mut();
-        let rc = unsafe { libc::getgrnam_r(cname.as_ptr(), &mut grp, buf.as_mut_ptr(), buf.len(), &mut found) };
-        if rc == libc::ERANGE && buf.len() < 1 << 20 {
-            buf.resize(buf.len() * 4, 0);
-            continue;
-        }
-        if rc != 0 {
-            return Err(format!("cannot look up group {name:?}: {}", io::Error::from_raw_os_error(rc)));
-        }
-        if found.is_null() {
-            return Err(format!("no group named {name:?} on this system"));
-        }
-        return Ok(grp.gr_gid);
+    match crate::os::group_id(&cname) {
+        Ok(Some(gid)) => Ok(gid),
+        Ok(None) => Err(format!("no group named {name:?} on this system")),
+        Err(e) => Err(format!("cannot look up group {name:?}: {e}")),
     }
 }
 

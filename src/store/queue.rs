@@ -99,10 +99,8 @@ pub struct Appender {
 
 /// Locks the queue folder for this process, or says which folder is in use.
 fn lock(dir: &Path) -> io::Result<File> {
-    use std::os::unix::io::AsRawFd;
     let f = perms::open(OpenOptions::new().create(true).truncate(false).write(true), &dir.join("lock"))?;
-    // SAFETY: flock on a descriptor this function owns.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+    if crate::os::try_lock_exclusive(&f).is_err() {
         return Err(io::Error::new(
             io::ErrorKind::WouldBlock,
             format!(
