@@ -34,7 +34,6 @@ mod link;
 mod live;
 pub mod slow;
 mod sockets;
-mod totals;
 use crate::store::spool::{self, SpoolStats};
 use crate::time::secs;
 pub use link::{forward_live, mirror_send, run_central, run_mirror, send_packets_file};
@@ -43,7 +42,6 @@ pub use live::run_afpacket;
 pub use live::{eal_args, run_dpdk};
 use sockets::{drive, FrameSink};
 pub use sockets::{run_hep, run_ipfix};
-use totals::{merge, merge_decode, merge_rx};
 
 pub struct RunOptions {
     pub config: Config,
@@ -407,8 +405,8 @@ impl Pipeline {
         let mut end = i64::MIN;
         for rx in rxs {
             let (d, s, last, _) = rx.stop();
-            merge_decode(&mut decoder_stats, &d.stats);
-            merge_rx(&mut rx_stats, s);
+            decoder_stats.add(&d.stats);
+            rx_stats.add(s);
             end = end.max(last);
         }
         for tx in &self.to_owner {
@@ -419,7 +417,7 @@ impl Pipeline {
         let mut owners = OwnerStats::default();
         for h in self.handles {
             let s = h.join().map_err(|_| anyhow::anyhow!("an owner thread panicked"))?;
-            merge(&mut owners, s);
+            owners.add(s);
         }
         if let Some(c) = self.cleaner {
             c.stop();

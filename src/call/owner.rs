@@ -67,6 +67,52 @@ pub struct OwnerStats {
     pub cpu_s: Vec<f64>,
 }
 
+impl OwnerStats {
+    /// Another owner's counters added in; per-thread CPU seconds are concatenated.
+    pub fn add(&mut self, b: OwnerStats) {
+        let OwnerStats {
+            sip_messages,
+            sip_requests,
+            non_call_sip,
+            calls,
+            cdrs,
+            rtp_packets,
+            rtcp_packets,
+            media_without_call,
+            media_ignored,
+            non_rtp_media,
+            callid_collisions,
+            cdr_queue_drops,
+            spool_queue_drops,
+            spool_link_mismatch,
+            streams,
+            packets_over_stream_limit,
+            active_calls_peak,
+            cpu_s,
+        } = b;
+        self.sip_messages += sip_messages;
+        for (k, v) in sip_requests {
+            *self.sip_requests.entry(k).or_default() += v;
+        }
+        self.non_call_sip += non_call_sip;
+        self.calls += calls;
+        self.cdrs += cdrs;
+        self.rtp_packets += rtp_packets;
+        self.rtcp_packets += rtcp_packets;
+        self.media_without_call += media_without_call;
+        self.media_ignored += media_ignored;
+        self.non_rtp_media += non_rtp_media;
+        self.callid_collisions += callid_collisions;
+        self.cdr_queue_drops += cdr_queue_drops;
+        self.spool_queue_drops += spool_queue_drops;
+        self.spool_link_mismatch += spool_link_mismatch;
+        self.streams += streams;
+        self.packets_over_stream_limit += packets_over_stream_limit;
+        self.active_calls_peak += active_calls_peak;
+        self.cpu_s.extend(cpu_s);
+    }
+}
+
 pub struct Owner {
     cfg: OwnerConfig,
     clocks: Vec<Nanos>,

@@ -114,6 +114,47 @@ pub struct DecodeStats {
     pub tunnel: encap::TunnelStats,
 }
 
+impl DecodeStats {
+    /// Another decoder's counters added in (several rx stages). The destructuring names every field, so a new
+    /// counter cannot be left out without the compiler saying so.
+    pub fn add(&mut self, b: &DecodeStats) {
+        let DecodeStats {
+            frames,
+            bytes,
+            not_ip,
+            errors,
+            truncated_ip,
+            udp,
+            tcp_segments,
+            tcp_ignored,
+            sctp_chunks,
+            other_ip_proto,
+            fragments,
+            reassembled,
+            fragments_dropped,
+            tcp_sip_messages,
+            tcp_skipped_bytes,
+            tunnel,
+        } = b;
+        self.frames += frames;
+        self.bytes += bytes;
+        self.not_ip += not_ip;
+        self.errors += errors;
+        self.truncated_ip += truncated_ip;
+        self.udp += udp;
+        self.tcp_segments += tcp_segments;
+        self.tcp_ignored += tcp_ignored;
+        self.sctp_chunks += sctp_chunks;
+        self.other_ip_proto += other_ip_proto;
+        self.fragments += fragments;
+        self.reassembled += reassembled;
+        self.fragments_dropped += fragments_dropped;
+        self.tcp_sip_messages += tcp_sip_messages;
+        self.tcp_skipped_bytes += tcp_skipped_bytes;
+        self.tunnel.add(tunnel);
+    }
+}
+
 /// Which TCP ports carry SIP (both directions are checked), and other decoder settings.
 pub struct DecoderConfig {
     pub sip_ports: Box<[bool; 65536]>,

@@ -62,6 +62,44 @@ pub struct RxStats {
     pub owner_wait_cpu_s: f64,
 }
 
+impl RxStats {
+    /// Another rx stage's counters added in; per-core lists are concatenated (ring drops are per owner: summed).
+    pub fn add(&mut self, b: RxStats) {
+        let RxStats {
+            sip_messages,
+            sip_unparsable,
+            media_packets,
+            unknown_udp,
+            sip_other_ports,
+            media_parked,
+            media_endpoints,
+            media_table_evicted,
+            cpu_s,
+            packets_per_core,
+            ring_full_drops,
+            owner_wait_cpu_s,
+        } = b;
+        self.sip_messages += sip_messages;
+        self.sip_unparsable += sip_unparsable;
+        self.media_packets += media_packets;
+        self.unknown_udp += unknown_udp;
+        self.sip_other_ports.add(&sip_other_ports);
+        self.media_parked += media_parked;
+        self.media_endpoints += media_endpoints;
+        // Every rx core keeps a copy of the same media table: their evictions are one count, not a sum.
+        self.media_table_evicted = self.media_table_evicted.max(media_table_evicted);
+        self.cpu_s.extend(cpu_s);
+        self.packets_per_core.extend(packets_per_core);
+        self.owner_wait_cpu_s += owner_wait_cpu_s;
+        if self.ring_full_drops.len() < ring_full_drops.len() {
+            self.ring_full_drops.resize(ring_full_drops.len(), 0);
+        }
+        for (x, y) in self.ring_full_drops.iter_mut().zip(ring_full_drops) {
+            *x += y;
+        }
+    }
+}
+
 pub struct RxConfig {
     pub owners: usize,
     pub keep_sip_frames: bool,
