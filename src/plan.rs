@@ -131,9 +131,9 @@ impl Plan {
         }
         let mut lines = vec![("config", config_files(cfg)), ("role", role.describe().to_string())];
         lines.push(("source", source(cfg, &role, read.as_deref())));
-        lines.push(("cdrs", cdrs(cfg, &role, read.is_some())));
-        let saving = saving(cfg);
         let file = read.is_some();
+        lines.push(("cdrs", cdrs(cfg, &role, file)));
+        let saving = saving(cfg);
         let keeps_cdr_log = cdr_log_kept(cfg, &role, file);
         // Every folder the run writes into must take a file, before the first packet rather than at the first call.
         let mut folders: Vec<(&str, PathBuf)> = Vec::new();
@@ -279,14 +279,9 @@ fn manager(cfg: &Config, file: bool) -> String {
 }
 
 /// A capture `-r` can read: the file exists, is not a directory, and is a pcap or pcapng file (gzip- or
-/// zstd-compressed or not); `-` is standard input, which is only checked not to be a terminal (reading it here
-/// would take the packets from the run).
+/// zstd-compressed or not), judged by its first bytes; `-` is standard input, only checked not to be a terminal.
 pub fn check_capture_file(p: &Path) -> Result<()> {
-    if p == Path::new("-") {
-        return Ok(crate::capture::input::check(p)?);
-    }
-    crate::capture::input::CaptureInput::open(p)?;
-    Ok(())
+    Ok(crate::capture::input::probe(p)?)
 }
 
 /// A folder the run will write into takes a file. Not `dry`: created (with its parents) and probed with a file

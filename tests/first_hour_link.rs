@@ -8,7 +8,7 @@ mod common;
 mod db;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -37,15 +37,6 @@ fn central(dir: &Path, port: u16, password: &str) -> LiveVoxtap {
         ),
     );
     LiveVoxtap::start(&conf, port)
-}
-
-fn spawn(conf: &Path, file: &Path) -> Child {
-    voxtap()
-        .args(["--config-file", conf.to_str().unwrap(), "-r", file.to_str().unwrap(), "--json"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
 }
 
 /// Waits for a run that must fail within `limit`; its standard error and how long it took.
@@ -90,7 +81,7 @@ fn a_file_remote_without_its_central_stops_in_time_and_the_next_run_delivers() {
     let (cap, n) = capture(&dir, "71");
     let [port] = free_ports::<1>();
     let conf = remote_conf(&dir, "r", port, "pw", "link_send_timeout = 3");
-    let (err, took) = failed(spawn(&conf, &cap), Duration::from_secs(30));
+    let (err, took) = failed(spawn_reading(&conf, &cap), Duration::from_secs(30));
     assert!(took >= Duration::from_secs(3) && took < Duration::from_secs(15), "{took:?}: {err}");
     let last = err.lines().last().unwrap_or_default();
     assert!(last.contains("link_send_timeout") && last.contains(&format!("127.0.0.1:{port}")), "{last}");
@@ -98,7 +89,7 @@ fn a_file_remote_without_its_central_stops_in_time_and_the_next_run_delivers() {
     assert!(last.contains("next start with this configuration"), "{last}");
     // The central is back: a run of the same configuration (with nothing new to read) delivers them.
     let c = central(&dir, port, "pw");
-    let err = finished(spawn(&conf, &empty_capture(&dir)), Duration::from_secs(30));
+    let err = finished(spawn_reading(&conf, &empty_capture(&dir)), Duration::from_secs(30));
     assert!(err.contains("link_left_records=0") && err.contains("link_left_bytes=0"), "{err}");
     let (cdrs, cerr) = c.stop();
     assert_eq!(sorted_by_callid(cdrs), sorted_by_callid(run_json(&cap, &["--id-sensor", "4"])), "{cerr}");
@@ -113,7 +104,7 @@ fn a_refused_password_is_said_at_once_by_both_kinds_of_remote() {
     // A long timeout: the run must not wait for it.
     for (name, extra, what) in [("r", "", "CDRs"), ("p", "packetbuffer_sender = yes", "packet batches")] {
         let conf = remote_conf(&dir, name, port, "wrong", &format!("link_send_timeout = 60\n{extra}"));
-        let (err, took) = failed(spawn(&conf, &cap), Duration::from_secs(20));
+        let (err, took) = failed(spawn_reading(&conf, &cap), Duration::from_secs(20));
         assert!(took < Duration::from_secs(5), "{name}: {took:?}: {err}");
         let last = err.lines().last().unwrap_or_default();
         assert!(
@@ -136,14 +127,14 @@ fn a_packet_sender_without_its_central_stops_in_time() {
     let (cap, _) = capture(&dir, "73");
     let [port] = free_ports::<1>();
     let conf = remote_conf(&dir, "p", port, "pw", "link_send_timeout = 3\npacketbuffer_sender = yes");
-    let (err, took) = failed(spawn(&conf, &cap), Duration::from_secs(30));
+    let (err, took) = failed(spawn_reading(&conf, &cap), Duration::from_secs(30));
     assert!(took >= Duration::from_secs(3) && took < Duration::from_secs(15), "{took:?}: {err}");
     let last = err.lines().last().unwrap_or_default();
     assert!(last.contains("link_send_timeout") && last.contains("packet batches ("), "{last}");
     assert!(last.contains("stay queued in") && last.contains("next start with this configuration"), "{last}");
     // And they reach the central, which analyses them, at the next run.
     let c = central(&dir, port, "pw");
-    finished(spawn(&conf, &empty_capture(&dir)), Duration::from_secs(30));
+    finished(spawn_reading(&conf, &empty_capture(&dir)), Duration::from_secs(30));
     let (cdrs, cerr) = c.stop();
     // The central stores a packet remote's calls under the remote's id_sensor (4).
     let mut want = run_json(&cap, &[]);
@@ -160,7 +151,7 @@ fn ctrl_c_while_waiting_for_the_central_says_what_stays_queued() {
     let [port] = free_ports::<1>();
     // No time limit: only the signal ends the wait.
     let conf = remote_conf(&dir, "r", port, "pw", "link_send_timeout = 0");
-    let child = spawn(&conf, &cap);
+    let child = spawn_reading(&conf, &cap);
     std::thread::sleep(Duration::from_millis(1500));
     assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
     let (err, _) = failed(child, Duration::from_secs(10));
@@ -217,17 +208,18 @@ fn a_database_that_refuses_the_user_fails_the_run_at_once() {
     };
     let at = format!("{}:{}", db.host, db.port);
     // A wrong password: said at once, with what to check.
-    let (err, took) = failed(spawn(&conf("wrong", "wrong", &name), &cap), Duration::from_secs(20));
+    let (err, took) = failed(spawn_reading(&conf("wrong", "wrong", &name), &cap), Duration::from_secs(20));
     assert!(took < Duration::from_secs(5), "{took:?}: {err}");
     assert!(err.contains(&format!("the database at {at} refused user 'voxtap_t'")), "{err}");
     assert!(err.contains("1045") && err.contains("mysqlusername and mysqlpassword"), "{err}");
     assert!(!err.contains("not reachable"), "{err}");
     // A database the user may not have: the GRANT to give.
-    let (err, took) = failed(spawn(&conf("other", "right", "voxtap_fh_no_grant"), &cap), Duration::from_secs(20));
+    let (err, took) =
+        failed(spawn_reading(&conf("other", "right", "voxtap_fh_no_grant"), &cap), Duration::from_secs(20));
     assert!(took < Duration::from_secs(5), "{took:?}: {err}");
     assert!(err.contains("1044") && err.contains("ON `voxtap_fh_no_grant`.* TO 'voxtap_t'"), "{err}");
     // The right password: the same user stores the CDRs.
-    let err = finished(spawn(&conf("right", "right", &name), &cap), Duration::from_secs(60));
+    let err = finished(spawn_reading(&conf("right", "right", &name), &cap), Duration::from_secs(60));
     assert!(err.contains("db_queued=0"), "{err}");
 }
 
@@ -243,7 +235,7 @@ fn an_absent_database_is_named_once_by_its_address() {
         &format!("mysqlhost = 127.0.0.1\nmysqlport = {port}\nmysqldb = voxtap_fh_away\n"),
     );
     // The writer keeps trying for 20 s after the input ended, as before.
-    let (err, _) = failed(spawn(&conf, &cap), Duration::from_secs(60));
+    let (err, _) = failed(spawn_reading(&conf, &cap), Duration::from_secs(60));
     let os = std::io::Error::from_raw_os_error(libc::ECONNREFUSED).to_string();
     assert_eq!(err.matches(&os).count(), 1, "the system's error said once: {err}");
     let addr = format!("127.0.0.1:{port}");

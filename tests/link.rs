@@ -45,16 +45,6 @@ fn central_without_log(dir: &Path, port: u16) -> LiveVoxtap {
     LiveVoxtap::start(&conf, port)
 }
 
-/// `voxtap -r file` as a remote: runs until the central has confirmed everything.
-fn send(conf: &Path, file: &Path) -> Child {
-    voxtap()
-        .args(["--config-file", conf.to_str().unwrap(), "-r", file.to_str().unwrap(), "--json"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
 #[test]
 fn remotes_send_cdrs_into_the_central_database() {
     let dir = fresh_dir("link-cdr");
@@ -65,8 +55,8 @@ fn remotes_send_cdrs_into_the_central_database() {
     let name = db.fresh("voxtap_link_cdr");
     let [port] = free_ports::<1>();
     let central = LiveVoxtap::start(&db.config(&dir, &name, &central_extra(port)), port);
-    let r1 = send(&remote_conf(&dir, "r1", port, 1, ""), &a);
-    let r2 = send(&remote_conf(&dir, "r2", port, 2, ""), &b);
+    let r1 = spawn_reading(&remote_conf(&dir, "r1", port, 1, ""), &a);
+    let r2 = spawn_reading(&remote_conf(&dir, "r2", port, 2, ""), &b);
     let e1 = finished(r1, Duration::from_secs(60));
     finished(r2, Duration::from_secs(60));
     // Every batch sent was confirmed (how many there are depends on how fast the sender task caught up with the
@@ -148,8 +138,8 @@ fn packet_senders_legs_are_merged_into_the_central_analysis() {
     assert!(na > 100 && nb > 100, "{na} {nb}");
     let [port] = free_ports::<1>();
     let central = central_without_log(&dir, port);
-    let r1 = send(&remote_conf(&dir, "r1", port, 1, "packetbuffer_sender = yes"), &fa);
-    let r2 = send(&remote_conf(&dir, "r2", port, 2, "packetbuffer_sender = yes"), &fb);
+    let r1 = spawn_reading(&remote_conf(&dir, "r1", port, 1, "packetbuffer_sender = yes"), &fa);
+    let r2 = spawn_reading(&remote_conf(&dir, "r2", port, 2, "packetbuffer_sender = yes"), &fb);
     finished(r1, Duration::from_secs(60));
     finished(r2, Duration::from_secs(60));
     let (cdrs, err) = central.stop();
@@ -181,8 +171,8 @@ id_sensor = 1
     )
     .unwrap();
     let central = LiveVoxtap::start(&conf, port);
-    let r7 = send(&remote_conf(&dir, "r7", port, 7, "packetbuffer_sender = yes"), &fa);
-    let r8 = send(&remote_conf(&dir, "r8", port, 8, "packetbuffer_sender = yes"), &fb);
+    let r7 = spawn_reading(&remote_conf(&dir, "r7", port, 7, "packetbuffer_sender = yes"), &fa);
+    let r8 = spawn_reading(&remote_conf(&dir, "r8", port, 8, "packetbuffer_sender = yes"), &fb);
     finished(r7, Duration::from_secs(60));
     finished(r8, Duration::from_secs(60));
     let (cdrs, err) = central.stop();
@@ -282,7 +272,7 @@ fn a_killed_central_and_a_cut_link_lose_nothing_and_store_nothing_twice() {
     // arrive, and started again.
     let (relay, stop_relay) = flaky_relay(port, 150_000, 2);
     let mut c = start_central(&conf, port, &dir.join("central.log"));
-    let remote = send(&remote_conf(&dir, "r", relay, 9, ""), &cap);
+    let remote = spawn_reading(&remote_conf(&dir, "r", relay, 9, ""), &cap);
     let t0 = Instant::now();
     let mut killed_at = None;
     while t0.elapsed() < Duration::from_secs(60) {
@@ -628,7 +618,7 @@ fn a_veth_link_down_and_up_loses_nothing() {
     )
     .unwrap();
     // The remote reads the capture paced by a slow sipport-less start: cut as soon as it has connected.
-    let remote = send(&rconf, &cap);
+    let remote = spawn_reading(&rconf, &cap);
     std::thread::sleep(Duration::from_millis(300));
     sh(&format!("ip link set {near} down"));
     std::thread::sleep(Duration::from_secs(3));

@@ -7,38 +7,17 @@ mod common;
 mod db;
 
 use std::path::Path;
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 
 fn empty_pcap(p: &Path) {
-    let mut h = Vec::new();
-    h.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
-    h.extend_from_slice(&2u16.to_le_bytes());
-    h.extend_from_slice(&4u16.to_le_bytes());
-    h.extend_from_slice(&[0; 8]);
-    h.extend_from_slice(&65535u32.to_le_bytes());
-    h.extend_from_slice(&1u32.to_le_bytes());
-    std::fs::write(p, h).expect("write empty pcap");
-}
-
-fn spawn(conf: &Path, capture: &Path) -> Child {
-    voxtap()
-        .arg("--config-file")
-        .arg(conf)
-        .arg("-r")
-        .arg(capture)
-        .arg("--json")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start voxtap")
+    write_udp_pcap(p, &[]);
 }
 
 /// Runs to the end; returns the summary line (standard error).
 fn run(conf: &Path, capture: &Path) -> String {
-    let out = spawn(conf, capture).wait_with_output().expect("wait voxtap");
+    let out = spawn_reading(conf, capture).wait_with_output().expect("wait voxtap");
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(out.status.success(), "voxtap failed: {err}");
     err
@@ -75,7 +54,7 @@ fn every_cdr_arrives_exactly_once_through_outages_and_kills() {
     // 1. The server stops just after voxtap starts and comes back three seconds later.
     let name = db.fresh("voxtap_f_outage");
     let conf = db.config(&tmp, &name, "");
-    let child = spawn(&conf, &cap);
+    let child = spawn_reading(&conf, &cap);
     std::thread::sleep(Duration::from_millis(250));
     srv.stop();
     std::thread::sleep(Duration::from_secs(3));
@@ -90,7 +69,7 @@ fn every_cdr_arrives_exactly_once_through_outages_and_kills() {
     let name = db.fresh("voxtap_f_kill_queued");
     let conf = db.config(&tmp, &name, "");
     srv.stop();
-    let mut child = spawn(&conf, &cap);
+    let mut child = spawn_reading(&conf, &cap);
     // The capture is read in well under this; then the writer only retries.
     std::thread::sleep(Duration::from_secs(4));
     child.kill().expect("SIGKILL voxtap");
@@ -107,7 +86,7 @@ fn every_cdr_arrives_exactly_once_through_outages_and_kills() {
     // 3. SIGKILL while the writer is storing; the same capture again stores the rest and nothing twice.
     let name = db.fresh("voxtap_f_kill_writing");
     let conf = db.config(&tmp, &name, "");
-    let mut child = spawn(&conf, &cap);
+    let mut child = spawn_reading(&conf, &cap);
     let t0 = Instant::now();
     // Kill once some CDRs are stored but (most likely) not all.
     loop {

@@ -52,6 +52,30 @@ pub fn check(path: &Path) -> Result<(), PcapError> {
     Ok(())
 }
 
+/// What `CaptureInput::open` would refuse, found without mapping or buffering the capture: the first bytes, and
+/// for a compressed file the first bytes of what it holds. For the checks before a run starts (the run then
+/// opens it once). Standard input is only checked not to be a terminal: reading it would take the run's packets.
+pub fn probe(path: &Path) -> Result<(), PcapError> {
+    check(path)?;
+    if is_stdin(path) {
+        return Ok(());
+    }
+    let file = File::open(path).map_err(|error| PcapError::Open { path: path.into(), error })?;
+    let mut head = [0u8; 4];
+    let n = read_head_at(&file, &mut head).map_err(|error| PcapError::Read { path: path.into(), error })?;
+    let codec = Codec::of(&head[..n]);
+    let reader: Box<dyn Read + Send> = Box::new(file);
+    let reader = match codec {
+        Some(c) => {
+            c.decoder(reader).map_err(|error| PcapError::Decompress { path: path.into(), codec: c.name(), error })?
+        }
+        None => reader,
+    };
+    // A buffer just big enough for the format check: the same check the run's stream makes.
+    Stream::start(path, codec, reader, Arc::new(AtomicU64::new(0)), 64)?;
+    Ok(())
+}
+
 fn is_stdin(path: &Path) -> bool {
     path.as_os_str() == "-"
 }

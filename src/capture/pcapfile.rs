@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use memmap2::Mmap;
 use thiserror::Error;
 
+use crate::errors::plain;
 use crate::time::Nanos;
 
 /// Why a capture cannot be read at all (a tail that breaks off is not an error: see [`Frames::trailer_problem`]).
@@ -42,15 +43,6 @@ pub enum PcapError {
     /// `-r -` with a terminal as standard input.
     #[error("-r -: standard input is a terminal; pipe a capture into it (tcpdump -w - | voxtap -r -)")]
     StdinIsTerminal,
-}
-
-/// An OS error's text without Rust's `(os error N)` suffix: the message says it once, in plain words.
-fn plain(e: &std::io::Error) -> String {
-    let s = e.to_string();
-    match s.find(" (os error ") {
-        Some(i) => s[..i].to_string(),
-        None => s,
-    }
 }
 
 /// One captured frame, borrowed from the mapped file (or the current window of a stream).

@@ -241,6 +241,21 @@ pub fn sorted_by_callid(mut v: Vec<Value>) -> Vec<Value> {
     v
 }
 
+/// `voxtap --config-file CONF -r FILE --json` started, its CDRs discarded and its standard error kept (for
+/// `finished`): a remote sending a file, or a run whose exit and messages a test checks.
+pub fn spawn_reading(conf: &Path, file: &Path) -> std::process::Child {
+    voxtap()
+        .arg("--config-file")
+        .arg(conf)
+        .arg("-r")
+        .arg(file)
+        .arg("--json")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start voxtap")
+}
+
 /// A live voxtap (a listener source) run with `--json`, its CDR lines collected as they come.
 pub struct LiveVoxtap {
     child: std::process::Child,
